@@ -1,0 +1,3 @@
+"""kubeaccel: accelerators as first-class citizens for Spark on Kubernetes."""
+
+__version__ = "0.1.0"

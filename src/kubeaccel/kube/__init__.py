@@ -1,0 +1,1 @@
+"""Thin adapter over the Kubernetes client (lightkube), and tenancy (namespace, quota, RBAC)."""

@@ -1,0 +1,1 @@
+"""Workload side: Spark on Kubernetes submission, dependencies, management and device discovery."""
