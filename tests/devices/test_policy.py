@@ -1,0 +1,174 @@
+"""Allocation policy: table-driven cases plus property tests against a brute-force oracle."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from kubeaccel.devices.model import Device, Devices, Health, sort_key
+from kubeaccel.devices.policy import AllocationError, check_allocation, preferred_allocation
+from kubeaccel.errors import KubeaccelError
+
+
+def devs(*spec: tuple[str, int | None], unhealthy: tuple[str, ...] = ()) -> Devices:
+    return Devices(
+        Device(
+            id=i,
+            index=str(n),
+            numa_node=numa,
+            health=Health.UNHEALTHY if i in unhealthy else Health.HEALTHY,
+        )
+        for n, (i, numa) in enumerate(spec)
+    )
+
+
+FOUR_ON_TWO = devs(("d0", 0), ("d1", 0), ("d2", 1), ("d3", 1))
+
+
+# --- check_allocation -------------------------------------------------------------------------
+
+
+def test_check_allocation_returns_the_requested_devices_in_natural_order() -> None:
+    many = devs(*((f"d{i}", 0) for i in range(12)))
+    got = check_allocation(many, ["d10", "d2", "d9"])
+    assert list(got) == ["d2", "d9", "d10"]
+    assert isinstance(got, Devices)
+
+
+@pytest.mark.parametrize(
+    ("ids", "fragments"),
+    [
+        (["nope"], ["unknown", "'nope'"]),
+        (["d0", "d0"], ["duplicated", "'d0'"]),
+        (["d1"], ["unhealthy", "'d1'"]),
+        (["d1", "x", "y", "d0", "d0"], ["unknown", "'x'", "'y'", "duplicated", "'d0'", "unhealthy", "'d1'"]),
+    ],
+)
+def test_check_allocation_names_every_bad_id(ids: list[str], fragments: list[str]) -> None:
+    with pytest.raises(AllocationError) as err:
+        check_allocation(devs(("d0", 0), ("d1", 0), unhealthy=("d1",)), ids)
+    for fragment in fragments:
+        assert fragment in err.value.message
+    assert err.value.hint
+
+
+def test_check_allocation_rejects_an_empty_request() -> None:
+    with pytest.raises(AllocationError, match="empty"):
+        check_allocation(FOUR_ON_TWO, [])
+
+
+def test_allocation_error_is_a_kubeaccel_error() -> None:
+    assert issubclass(AllocationError, KubeaccelError)
+
+
+# --- preferred_allocation: table ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("available", "must", "size", "expected"),
+    [
+        # Lowest IDs when one NUMA node is enough.
+        (FOUR_ON_TWO, [], 2, ["d0", "d1"]),
+        (FOUR_ON_TWO, [], 1, ["d0"]),
+        # A must-include on node 1 pulls the rest of the allocation onto node 1.
+        (FOUR_ON_TWO, ["d3"], 2, ["d2", "d3"]),
+        # Must-includes on both nodes: fill with the lowest remaining IDs.
+        (FOUR_ON_TWO, ["d1", "d3"], 3, ["d0", "d1", "d3"]),
+        (FOUR_ON_TWO, [], 4, ["d0", "d1", "d2", "d3"]),
+        # The bigger group wins over lower IDs when it avoids spanning two nodes.
+        (devs(("a0", 0), ("a1", 1), ("a2", 1), ("a3", 1)), [], 3, ["a1", "a2", "a3"]),
+        # Natural order: d10 comes after d9.
+        (devs(*((f"d{i}", 0) for i in range(11))), [], 10, [f"d{i}" for i in range(10)]),
+        # numa_node=None is one group like any other.
+        (devs(("u0", None), ("u1", None), ("n0", 0)), [], 2, ["u0", "u1"]),
+        (devs(("u0", None), ("n0", 0), ("n1", 0)), ["n1"], 2, ["n0", "n1"]),
+        # Three groups, size needs two of them: the two largest, then lowest IDs.
+        (devs(("a", 0), ("b", 1), ("c", 1), ("d", 2), ("e", 2), ("f", 2)), [], 5, ["b", "c", "d", "e", "f"]),
+        # Equal-size groups: the combination giving the lowest IDs.
+        (devs(("a", 0), ("b", 1), ("c", 2), ("d", 0), ("e", 1)), [], 2, ["a", "d"]),
+    ],
+)
+def test_preferred_allocation_table(available: Devices, must: list[str], size: int, expected: list[str]) -> None:
+    assert preferred_allocation(available, must, size) == expected
+
+
+@pytest.mark.parametrize(
+    ("must", "size", "fragment"),
+    [
+        ([], 5, "exceeds the 4 available"),
+        (["d0", "d1"], 1, "smaller than the 2 must-include"),
+        (["zz"], 2, "'zz' not among the available"),
+        (["d0", "d0"], 2, "duplicated must-include ID(s) 'd0'"),
+        ([], 0, "less than 1"),
+    ],
+)
+def test_preferred_allocation_rejects_bad_requests(must: list[str], size: int, fragment: str) -> None:
+    with pytest.raises(AllocationError) as err:
+        preferred_allocation(FOUR_ON_TWO, must, size)
+    assert fragment in err.value.message
+    assert err.value.hint
+
+
+def test_preferred_allocation_many_groups_falls_back_but_stays_valid() -> None:
+    # 40 single-device NUMA groups: the exact search would need C(40, 20) combinations.
+    many = devs(*((f"d{i}", i) for i in range(40)))
+    got = preferred_allocation(many, ["d39"], 20)
+    assert len(got) == 20 and "d39" in got and len(set(got)) == 20
+
+
+# --- preferred_allocation: properties against brute force ----------------------------------------
+
+
+def groups_used(available: Devices, ids: list[str]) -> int:
+    return len({available[i].numa_node for i in ids})
+
+
+@st.composite
+def requests(draw: st.DrawFn) -> tuple[Devices, list[str], int]:
+    numa = st.one_of(st.none(), st.integers(0, 3))
+    count = draw(st.integers(1, 8))
+    names = draw(st.lists(st.integers(0, 30), min_size=count, max_size=count, unique=True))
+    sick = tuple(f"dev{n}" for n in names if draw(st.booleans()) and n % 3 == 0)
+    available = devs(*((f"dev{n}", draw(numa)) for n in names), unhealthy=sick)
+    ids = list(available)
+    must = draw(st.lists(st.sampled_from(ids), unique=True, max_size=len(ids)))
+    size = draw(st.integers(max(1, len(must)), len(ids)))
+    return available, must, size
+
+
+@settings(max_examples=3000, deadline=None)
+@given(requests())
+def test_preferred_allocation_is_the_best_allocation(request: tuple[Devices, list[str], int]) -> None:
+    available, must, size = request
+    got = preferred_allocation(available, must, size)
+
+    assert len(got) == size
+    assert set(must) <= set(got) <= set(available)
+    assert len(set(got)) == size
+    assert got == sorted(got, key=sort_key)
+
+    # Oracle: every valid allocation, ranked by (NUMA groups spanned, IDs in natural order).
+    others = [i for i in available if i not in must]
+    best = min(
+        (sorted([*must, *extra], key=sort_key) for extra in itertools.combinations(others, size - len(must))),
+        key=lambda ids: (groups_used(available, ids), [sort_key(i) for i in ids]),
+    )
+    assert groups_used(available, got) == groups_used(available, best)
+    assert got == best
+
+
+@settings(max_examples=2000, deadline=None)
+@given(requests(), st.lists(st.sampled_from(["dev1", "dev3", "ghost", "dev30"]), max_size=5))
+def test_check_allocation_accepts_exactly_the_valid_requests(
+    request: tuple[Devices, list[str], int], ids: list[str]
+) -> None:
+    available, _, _ = request
+    valid = bool(ids) and len(set(ids)) == len(ids) and all(i in available and available[i].healthy for i in ids)
+    if valid:
+        assert list(check_allocation(available, ids)) == sorted(ids, key=sort_key)
+    else:
+        with pytest.raises(AllocationError):
+            check_allocation(available, ids)
