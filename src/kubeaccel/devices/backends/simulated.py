@@ -1,0 +1,180 @@
+"""Simulated devices: a fixed number of devices whose health an operator scripts through a file.
+
+For tests and demos on machines without accelerators. IDs are ``<idPrefix>-<n>`` (``sim-0`` …),
+indices ``0`` … ``count-1``; devices are spread over ``numaNodes`` NUMA nodes in contiguous
+blocks (like real sockets: the first half on node 0, the second on node 1).
+
+``stateFile`` (optional) is a JSON object ``{"sim-1": "Unhealthy", "sim-3": "Absent"}``; IDs it
+does not name are healthy, ``Absent`` devices disappear from the list (an unplug) and come back
+when the entry goes. The file is polled every few milliseconds (its inode, size and mtime), so
+``wait_for_change`` returns within a few ms of a write — replacing the file atomically with a
+rename works too. A missing file means all healthy; an unreadable or malformed file keeps the
+last good state and is reported by ``state_error`` rather than crashing the daemon.
+
+``deviceDir`` (optional): when set, the backend creates one plain file per device there
+(``<deviceDir>/<id>``) and advertises it as the device node mounted at ``/dev/<id>``, so the
+full Allocate path — device specs included — can be exercised without real hardware. Without
+it, simulated devices have no device nodes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from kubeaccel.devices.model import ContainerAllocation, Device, DeviceNode, Devices, Health
+
+# How often the state file is checked. Small enough for "a few ms" propagation; a stat() costs
+# microseconds, so the idle cost is negligible.
+POLL_INTERVAL_S = 0.002
+
+State = Literal["Healthy", "Unhealthy", "Absent"]
+
+
+class Config(BaseModel):
+    """The simulated backend's own keys."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
+
+    count: int = Field(ge=0, le=4096, description="How many devices to simulate.")
+    numa_nodes: int = Field(default=1, ge=1, le=64, alias="numaNodes", description="NUMA nodes to spread them over.")
+    state_file: Path | None = Field(default=None, alias="stateFile", description="JSON map of device ID to state.")
+    id_prefix: str = Field(
+        default="sim", alias="idPrefix", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,40}$", description="Device ID prefix."
+    )
+    device_dir: Path | None = Field(
+        default=None, alias="deviceDir", description="Create one plain file per device here as its device node."
+    )
+
+
+_Fingerprint = tuple[int, int, int] | None
+
+
+def _fingerprint(path: Path) -> _Fingerprint:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+class SimulatedBackend:
+    """``Backend`` over ``count`` simulated devices with file-scripted health."""
+
+    def __init__(self, resource_name: str, config: Config, *, root: Path = Path("/")) -> None:
+        self._resource_name = resource_name
+        self._config = config
+        # stateFile and deviceDir are the operator's own paths, not part of the node's /dev or
+        # /sys, so ``root`` does not prefix them.
+        self._state_file = config.state_file
+        self._device_dir = config.device_dir
+        self._closed = threading.Event()
+        self._lock = threading.Lock()
+        self._states: dict[str, State] = {}
+        self.state_error: str | None = None
+        self._seen: _Fingerprint = None
+        if self._device_dir is not None:
+            self._device_dir.mkdir(parents=True, exist_ok=True)
+            for i in range(config.count):
+                (self._device_dir / self._id(i)).touch()
+        self._reload()
+
+    @property
+    def resource_name(self) -> str:
+        return self._resource_name
+
+    def _id(self, i: int) -> str:
+        return f"{self._config.id_prefix}-{i}"
+
+    def _reload(self) -> None:
+        """Re-read the state file when its fingerprint changed; keep the last good state on error."""
+        path = self._state_file
+        if path is None:
+            return
+        fingerprint = _fingerprint(path)
+        if fingerprint == self._seen:
+            return
+        self._seen = fingerprint
+        if fingerprint is None:
+            states: dict[str, State] = {}
+        else:
+            try:
+                states = _parse_states(path.read_text())
+            except (OSError, ValueError) as exc:
+                self.state_error = f"{path}: {exc}"
+                return
+        with self._lock:
+            self._states = states
+            self.state_error = None
+
+    def scan(self) -> Devices:
+        self._reload()
+        with self._lock:
+            states = dict(self._states)
+        count, numa = self._config.count, self._config.numa_nodes
+        devices = []
+        for i in range(count):
+            device_id = self._id(i)
+            state = states.get(device_id, "Healthy")
+            if state == "Absent":
+                continue
+            nodes: tuple[DeviceNode, ...] = ()
+            if self._device_dir is not None:
+                nodes = (DeviceNode(str(self._device_dir / device_id), f"/dev/{device_id}"),)
+            devices.append(
+                Device(
+                    id=device_id,
+                    index=str(i),
+                    health=Health(state),
+                    numa_node=i * numa // count,
+                    nodes=nodes,
+                )
+            )
+        return Devices(devices)
+
+    def container_allocation(self, devices: Sequence[Device]) -> ContainerAllocation:
+        # The simulated family has no native variables; the plugin adds KUBEACCEL_DEVICES_*.
+        return ContainerAllocation(device_nodes=tuple(n for d in devices for n in d.nodes))
+
+    def wait_for_change(self, timeout: float) -> bool:
+        if self._state_file is None:
+            self._closed.wait(timeout)
+            return False
+        deadline = time.monotonic() + timeout
+        while not self._closed.is_set():
+            if _fingerprint(self._state_file) != self._seen:
+                return True
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            self._closed.wait(min(POLL_INTERVAL_S, remaining))
+        return False
+
+    def close(self) -> None:
+        self._closed.set()
+
+
+def _parse_states(text: str) -> dict[str, State]:
+    """``{"sim-1": "Unhealthy"}`` → states; ``ValueError`` says what is wrong. Empty text = no entries."""
+    if not text.strip():
+        return {}
+    data = json.loads(text)
+    if not isinstance(data, Mapping):
+        raise ValueError("the state file must hold a JSON object of device ID to state")
+    states: dict[str, State] = {}
+    for key, value in data.items():
+        if value not in ("Healthy", "Unhealthy", "Absent"):
+            raise ValueError(f"state of {key!r} is {value!r}; expected Healthy, Unhealthy or Absent")
+        states[str(key)] = value
+    return states
+
+
+def create(resource_name: str, config: Config, *, root: Path = Path("/")) -> SimulatedBackend:
+    return SimulatedBackend(resource_name, config, root=root)

@@ -1,0 +1,153 @@
+"""The daemon config: the issue's simulated example parses as written; every error names its key.
+
+Matrix: valid (minimal, full, several resources, replicas → SharedBackend, lazy backend import);
+invalid (each common key, each simulated key, unknown keys at every level, duplicate names,
+bad version, empty/missing resources, non-mapping input, unreadable file, bad YAML); the
+``build_backends`` result advertises the configured devices.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from kubeaccel.devices.config import build_backends, load_config, parse_config
+from kubeaccel.devices.sharing import SharedBackend
+from kubeaccel.errors import ConfigError
+
+ISSUE_EXAMPLE = """\
+resources:
+  - name: example.com/sim
+    backend: simulated
+    count: 4
+    numaNodes: 2
+    stateFile: {state}
+"""
+
+
+def test_issue_example_parses_exactly(tmp_path: Path) -> None:
+    path = tmp_path / "plugin.yaml"
+    path.write_text(ISSUE_EXAMPLE.format(state=tmp_path / "state.json"))
+    config = load_config(path)
+    (res,) = config.resources
+    assert (res.name, res.backend, res.replicas, res.cdi) == ("example.com/sim", "simulated", 1, False)
+    assert res.settings.model_dump(by_alias=True)["numaNodes"] == 2
+    (backend,) = build_backends(config)
+    assert list(backend.scan()) == ["sim-0", "sim-1", "sim-2", "sim-3"]
+
+
+def test_replicas_wrap_in_shared_backend() -> None:
+    config = parse_config(
+        {"version": "v1", "resources": [{"name": "example.com/sim", "backend": "simulated", "count": 2, "replicas": 3}]}
+    )
+    (backend,) = build_backends(config)
+    assert isinstance(backend, SharedBackend)
+    assert len(backend.scan()) == 6
+
+
+def test_several_resources_keep_order() -> None:
+    config = parse_config(
+        {
+            "resources": [
+                {"name": "b.example.com/x", "backend": "simulated", "count": 1, "cdi": True},
+                {"name": "a.example.com/y", "backend": "simulated", "count": 2, "idPrefix": "y"},
+            ]
+        }
+    )
+    assert [r.name for r in config.resources] == ["b.example.com/x", "a.example.com/y"]
+    assert config.resources[0].cdi is True
+
+
+@pytest.mark.parametrize(
+    ("data", "where", "reason"),
+    [
+        ({"resources": [{"name": "sim", "backend": "simulated", "count": 1}]}, "resources[0].name", "domain/name"),
+        (
+            {"resources": [{"name": "kubernetes.io/x", "backend": "simulated", "count": 1}]},
+            "resources[0].name",
+            "domain/name",
+        ),
+        ({"resources": [{"name": "a.com/x", "backend": "gpu", "count": 1}]}, "resources[0].backend", "unknown backend"),
+        ({"resources": [{"name": "a.com/x", "count": 1}]}, "resources[0].backend", "Field required"),
+        ({"resources": [{"name": "a.com/x", "backend": "simulated"}]}, "resources[0].count", "Field required"),
+        (
+            {"resources": [{"name": "a.com/x", "backend": "simulated", "count": 4, "numaNodes": 0}]},
+            "resources[0].numaNodes",
+            "greater than or equal to 1",
+        ),
+        (
+            {"resources": [{"name": "a.com/x", "backend": "simulated", "count": "four"}]},
+            "resources[0].count",
+            "integer",
+        ),
+        (
+            {"resources": [{"name": "a.com/x", "backend": "simulated", "count": 1, "replicas": 0}]},
+            "resources[0].replicas",
+            "greater than or equal to 1",
+        ),
+        (
+            {"resources": [{"name": "a.com/x", "backend": "simulated", "count": 1, "numa_nodes": 2, "colour": 1}]},
+            "resources[0].colour",
+            "unknown key",
+        ),
+        (
+            {"resources": [{"name": "a.com/x", "backend": "simulated", "count": 1}, "oops"]},
+            "resources[1]",
+            "expected a mapping",
+        ),
+        (
+            {
+                "resources": [
+                    {"name": "a.com/x", "backend": "simulated", "count": 1},
+                    {"name": "a.com/x", "backend": "simulated", "count": 1},
+                ]
+            },
+            "resources[1].name",
+            "already used by resources[0]",
+        ),
+        ({"resources": []}, "resources", "non-empty list"),
+        ({}, "resources", "non-empty list"),
+        ({"resources": [{"name": "a.com/x", "backend": "simulated", "count": 1}], "extra": 1}, "extra", "unknown key"),
+        ({"version": "v2", "resources": []}, "version", "unsupported version"),
+        (["not", "a", "mapping"], "expected a mapping", ""),
+    ],
+)
+def test_errors_name_the_key(data: object, where: str, reason: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config(data)
+    assert where in info.value.message
+    assert reason in info.value.message
+    assert info.value.hint
+
+
+def test_file_errors(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "missing.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("resources: [\n  - name: x\n")
+    with pytest.raises(ConfigError, match="not valid YAML at line"):
+        load_config(bad)
+    wrong = tmp_path / "wrong.yaml"
+    wrong.write_text(textwrap.dedent("""\
+        resources:
+          - name: example.com/sim
+            backend: simulated
+            count: -1
+    """))
+    with pytest.raises(ConfigError) as info:
+        load_config(wrong)
+    assert str(wrong) in info.value.message and "resources[0].count" in info.value.message
+
+
+def test_unused_backends_are_not_imported() -> None:
+    code = (
+        "import sys; from kubeaccel.devices.config import parse_config;"
+        "parse_config({'resources': [{'name': 'a.com/x', 'backend': 'simulated', 'count': 1}]});"
+        "print(sorted(m for m in sys.modules if m.startswith(('pynvml', 'kubeaccel.devices.backends.'))))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout
+    assert out.strip() == "['kubeaccel.devices.backends.simulated']"
