@@ -1,0 +1,175 @@
+"""spark-submit's command line, as data: flags -> one resolved Spark conf.
+
+Precedence is spark-submit's: a dedicated flag (`--name`, `--jars`, ...) beats `--conf k=v`, which
+beats `--properties-file`. Everything here is pure: reading the properties file is the only I/O.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from urllib.parse import urlparse
+
+from kubeaccel.errors import ConfigError, NotFoundError
+
+PYTHON_RUNNER = "org.apache.spark.deploy.PythonRunner"
+R_RUNNER = "org.apache.spark.deploy.RRunner"
+
+
+@dataclass(frozen=True)
+class SubmitRequest:
+    """What a user asks spark-submit for in Kubernetes cluster mode."""
+
+    app_resource: str
+    master: str | None = None
+    app_args: tuple[str, ...] = ()
+    name: str | None = None
+    main_class: str | None = None
+    conf: Mapping[str, str] = field(default_factory=dict)
+    properties_file: Path | None = None
+    jars: tuple[str, ...] = ()
+    files: tuple[str, ...] = ()
+    py_files: tuple[str, ...] = ()
+    archives: tuple[str, ...] = ()
+    deploy_mode: str = "cluster"
+
+    @property
+    def is_python(self) -> bool:
+        return self.app_resource.endswith(".py")
+
+    @property
+    def is_r(self) -> bool:
+        return self.app_resource.lower().endswith(".r")
+
+
+def parse_properties(text: str) -> dict[str, str]:
+    """Java .properties as spark-defaults.conf uses it: `key value`, `key=value` or `key: value`."""
+    result: dict[str, str] = {}
+    for raw in text.splitlines():
+        line = raw.lstrip()
+        if not line or line[0] in "#!":
+            continue
+        # the key ends at the first unescaped '=', ':' or whitespace
+        index = 0
+        while index < len(line) and line[index] not in "=: \t\f":
+            index += 2 if line[index] == "\\" else 1
+        key, rest = line[:index], line[index:].lstrip(" \t\f")
+        if rest[:1] in ("=", ":"):
+            rest = rest[1:].lstrip(" \t\f")
+        result[_unescape(key)] = _unescape(rest)
+    return result
+
+
+def _unescape(text: str) -> str:
+    return re.sub(r"\\(.)", lambda m: {"n": "\n", "t": "\t"}.get(m.group(1), m.group(1)), text)
+
+
+def format_properties(conf: Mapping[str, str], header: Sequence[str] = ()) -> str:
+    """Java .properties text, escaped the way java.util.Properties.store does for keys and values."""
+
+    def escape(text: str, is_key: bool) -> str:
+        out = []
+        for index, char in enumerate(text):
+            if char in "\\=:#!" or (char == " " and (is_key or index == 0)):
+                out.append("\\" + char)
+            elif char == "\n":
+                out.append("\\n")
+            elif char == "\t":
+                out.append("\\t")
+            else:
+                out.append(char)
+        return "".join(out)
+
+    lines = [f"#{line}" for line in header]
+    lines += [f"{escape(k, True)}={escape(v, False)}" for k, v in conf.items()]
+    return "\n".join(lines) + "\n"
+
+
+def parse_conf_pairs(pairs: Sequence[str]) -> dict[str, str]:
+    """`--conf k=v` values into a dict; a pair without `=` is a user error."""
+    conf: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(
+                f"--conf {pair!r} is not of the form key=value", hint="e.g. --conf spark.executor.instances=4"
+            )
+        conf[key.strip()] = value
+    return conf
+
+
+def master_url(master: str) -> str:
+    """`k8s://https://host:6443` -> `https://host:6443`; `k8s://host:6443` -> `https://host:6443`."""
+    if not master.startswith("k8s://"):
+        raise ConfigError(
+            f"master {master!r} is not a Kubernetes master URL",
+            hint="use --master k8s://https://HOST:PORT (or k8s://HOST:PORT, https assumed)",
+        )
+    rest = master[len("k8s://"):]
+    if not rest:
+        raise ConfigError("master 'k8s://' names no API server", hint="use --master k8s://https://HOST:PORT")
+    if "://" not in rest:
+        rest = "https://" + rest
+    parsed = urlparse(rest)
+    if parsed.scheme not in ("http", "https") or not parsed.hostname:
+        raise ConfigError(f"master {master!r} is not a valid URL", hint="use --master k8s://https://HOST:PORT")
+    return rest
+
+
+def resolve_conf(request: SubmitRequest) -> dict[str, str]:
+    """Merge the properties file, `--conf` and flags into the conf spark-submit would hand the driver."""
+    if request.deploy_mode != "cluster":
+        raise ConfigError(
+            f"deploy mode {request.deploy_mode!r} is not supported",
+            hint="kubeaccel submits in cluster mode: the driver runs in a pod; use --deploy-mode cluster",
+        )
+    conf: dict[str, str] = {}
+    if request.properties_file is not None:
+        path = Path(request.properties_file)
+        if not path.is_file():
+            raise NotFoundError(
+                f"properties file {str(path)!r} does not exist", hint="check the --properties-file path"
+            )
+        conf.update(parse_properties(path.read_text()))
+    conf.update(request.conf)
+    master = request.master or conf.get("spark.master")
+    if not master:
+        raise ConfigError("no master URL given", hint="pass --master k8s://https://HOST:PORT")
+    master_url(master)  # validates
+    conf["spark.master"] = master
+    conf["spark.submit.deployMode"] = "cluster"
+    name = request.name or conf.get("spark.app.name") or request.main_class
+    if not name:
+        name = PurePosixPath(urlparse(request.app_resource).path or request.app_resource).name
+    conf["spark.app.name"] = name
+    for key, values in (("spark.jars", request.jars), ("spark.files", request.files),
+                        ("spark.archives", request.archives), ("spark.submit.pyFiles", request.py_files)):
+        if values:
+            conf[key] = ",".join(values)
+    if not (request.is_python or request.is_r):
+        if not request.main_class:
+            raise ConfigError("no main class given for a JVM application", hint="pass --class com.example.Main")
+        # spark-submit adds the application jar to spark.jars so the driver's class loader sees it
+        conf["spark.jars"] = ",".join([*split_list(conf.get("spark.jars", "")), request.app_resource])
+    conf["spark.submit.pyFiles"] = conf.get("spark.submit.pyFiles", "")
+    return conf
+
+
+def split_list(value: str) -> list[str]:
+    return [item.strip() for item in value.split(",") if item.strip()]
+
+
+_SIZE_UNITS = {"b": 1, "k": 2**10, "kb": 2**10, "m": 2**20, "mb": 2**20, "g": 2**30, "gb": 2**30,
+               "t": 2**40, "tb": 2**40, "p": 2**50, "pb": 2**50}
+
+
+def size_to_mib(value: str, key: str) -> int:
+    """Spark's memory strings ("2g", "512m", "1024" = MiB) to whole MiB, as Spark's byteStringAsMb."""
+    match = re.fullmatch(r"\s*([0-9]+)\s*([a-zA-Z]*)\s*", value)
+    unit = match.group(2).lower() if match else ""
+    if not match or (unit and unit not in _SIZE_UNITS):
+        raise ConfigError(f"{key}={value!r} is not a size", hint=f"use e.g. {key}=2g or {key}=512m")
+    number = int(match.group(1))
+    return number if not unit else number * _SIZE_UNITS[unit] // 2**20
