@@ -140,8 +140,9 @@ class SimulatedBackend:
         return Devices(devices)
 
     def container_allocation(self, devices: Sequence[Device]) -> ContainerAllocation:
-        # The simulated family has no native variables; the plugin adds KUBEACCEL_DEVICES_*.
-        return ContainerAllocation(device_nodes=tuple(n for d in devices for n in d.nodes))
+        # No native variables and no extra nodes: the plugin itself exposes each device's nodes
+        # and sets KUBEACCEL_DEVICES_*.
+        return ContainerAllocation()
 
     def wait_for_change(self, timeout: float) -> bool:
         if self._state_file is None:
