@@ -72,11 +72,13 @@ def check_socket_dir(socket_dir: Path) -> None:
         )
 
 
-def _inode(path: Path) -> int | None:
+def _identity(path: Path) -> tuple[int, int] | None:
+    """Which file is at ``path``: a freed inode number may be reused at once, the ctime is not."""
     try:
-        return os.stat(path).st_ino
+        st = os.stat(path)
     except OSError:
         return None
+    return (st.st_ino, st.st_ctime_ns)
 
 
 @dataclass
@@ -85,8 +87,8 @@ class _Entry:
 
     plugin: ResourcePlugin
     server: Server | None = None
-    registered_with: int | None = None  # inode of the kubelet.sock we registered with
-    attempted_with: int | None = None
+    registered_with: tuple[int, int] | None = None  # identity of the kubelet.sock we registered with
+    attempted_with: tuple[int, int] | None = None
     next_attempt: float = 0.0
     backoff: float = BACKOFF_MIN_S
     warned: bool = False
@@ -129,7 +131,7 @@ class Manager:
         entry.registered_with = None
         entry.next_attempt = 0.0
 
-    async def _try_register(self, entry: _Entry, kubelet: int) -> None:
+    async def _try_register(self, entry: _Entry, kubelet: tuple[int, int]) -> None:
         assert entry.server is not None
         name = entry.plugin.resource_name
         entry.attempted_with = kubelet
@@ -151,7 +153,7 @@ class Manager:
 
     async def tick(self) -> None:
         """One reconcile pass: restart servers whose socket vanished, (re-)register where needed."""
-        kubelet = _inode(self.kubelet_socket)
+        kubelet = _identity(self.kubelet_socket)
         for entry in self.entries.values():
             if entry.server is None or not entry.server.socket_intact():
                 try:
@@ -160,7 +162,9 @@ class Manager:
                     log.warning("%s: cannot start the server: %s", entry.plugin.resource_name, exc)
                     entry.server = None
                     continue
-        if kubelet is None:
+        if kubelet is None:  # the kubelet is gone: whatever comes next must be registered with anew
+            for entry in self.entries.values():
+                entry.registered_with = None
             self.registered.clear()
             return
         now = time.monotonic()

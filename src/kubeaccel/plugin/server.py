@@ -39,7 +39,7 @@ class PluginServer:
         self.plugin = plugin
         self.socket_path = socket_dir / socket_name(plugin.resource_name)
         self._server: grpc.aio.Server | None = None
-        self._inode: int | None = None
+        self._identity: tuple[int, int] | None = None
 
     async def start(self) -> None:
         # A socket left by an earlier run would make bind fail; it is ours by name, so remove it.
@@ -50,11 +50,11 @@ class PluginServer:
         server.add_insecure_port(f"unix://{self.socket_path}")
         await server.start()
         self._server = server
-        self._inode = _inode(self.socket_path)
+        self._identity = _identity(self.socket_path)
 
     def socket_intact(self) -> bool:
         """False once our socket file was deleted or replaced (the kubelet's restart does that)."""
-        return self._inode is not None and _inode(self.socket_path) == self._inode
+        return self._identity is not None and _identity(self.socket_path) == self._identity
 
     async def stop(self, grace: float | None = None) -> None:
         if self._server is not None:
@@ -62,17 +62,19 @@ class PluginServer:
             self._server = None
         # Remove the socket only if it is still ours: after a kubelet restart the path may
         # already belong to a new server.
-        if self._inode is not None and _inode(self.socket_path) == self._inode:
+        if self._identity is not None and _identity(self.socket_path) == self._identity:
             with contextlib.suppress(FileNotFoundError):
                 self.socket_path.unlink()
-        self._inode = None
+        self._identity = None
 
 
-def _inode(path: Path) -> int | None:
+def _identity(path: Path) -> tuple[int, int] | None:
+    # inode and ctime: a freed inode number can be reused by the next file at once.
     try:
-        return os.stat(path).st_ino
+        st = os.stat(path)
     except OSError:
         return None
+    return (st.st_ino, st.st_ctime_ns)
 
 
 async def register(
