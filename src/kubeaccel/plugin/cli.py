@@ -1,0 +1,118 @@
+"""``kubeaccel plugin``: run the device-plugin daemon, show what it would advertise, check any plugin."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from kubeaccel.devices.config import build_backends, load_config
+from kubeaccel.errors import KubeaccelError
+from kubeaccel.plugin.server import DEFAULT_SOCKET_DIR
+
+_config_option = click.option(
+    "--config",
+    "config_path",
+    required=True,
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Daemon config (YAML): the resources and their backends.",
+)
+
+
+@click.group()
+def plugin() -> None:
+    """Node side: run, inspect and check kubelet device plugins."""
+
+
+@plugin.command()
+@_config_option
+@click.option(
+    "--socket-dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=DEFAULT_SOCKET_DIR,
+    show_default=True,
+    help="The kubelet's device-plugin directory (kubelet.sock lives here).",
+)
+@click.option("--metrics-port", type=click.IntRange(0, 65535), default=None, help="Serve Prometheus /metrics here.")
+@click.option("--metrics-addr", default="0.0.0.0", show_default=True, help="Address for the metrics endpoint.")
+@click.option("--root", type=click.Path(path_type=Path, file_okay=False), default=Path("/"), show_default=True,
+              help="Prefix for /dev and /sys (a fake tree for testing).")
+@click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info",
+              show_default=True)
+def run(  # noqa: PLR0917 - one parameter per click option
+    config_path: Path, socket_dir: Path, metrics_port: int | None, metrics_addr: str, root: Path, log_level: str
+) -> None:
+    """Serve every configured resource to the kubelet until SIGTERM (SIGHUP reloads the config)."""
+    from kubeaccel.plugin.daemon import Daemon, check_socket_dir
+
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    check_socket_dir(socket_dir)
+    load_config(config_path)  # fail before anything starts when the file is wrong
+    daemon = Daemon(lambda: load_config(config_path), socket_dir, root=root, metrics_port=metrics_port,
+                    metrics_addr=metrics_addr)
+    asyncio.run(daemon.run(handle_signals=True))
+
+
+@plugin.command()
+@_config_option
+@click.option("--root", type=click.Path(path_type=Path, file_okay=False), default=Path("/"), show_default=True,
+              help="Prefix for /dev and /sys (a fake tree for testing).")
+def devices(config_path: Path, root: Path) -> None:
+    """Show the devices each resource would advertise, without starting anything."""
+    config = load_config(config_path)
+    backends = build_backends(config, root=root)
+    table = Table("resource", "ID", "index", "health", "NUMA", "device nodes", title="Advertised devices")
+    try:
+        for resource, backend in zip(config.resources, backends, strict=True):
+            found = backend.scan()
+            if not found:
+                table.add_row(resource.name, "-", "-", "-", "-", "(no devices found)")
+            for dev in found.values():
+                table.add_row(
+                    resource.name,
+                    dev.id,
+                    dev.index,
+                    f"[green]{dev.health}[/]" if dev.healthy else f"[red]{dev.health}[/]",
+                    "-" if dev.numa_node is None else str(dev.numa_node),
+                    ", ".join(n.host_path for n in dev.nodes) or "-",
+                )
+    finally:
+        for backend in backends:
+            backend.close()
+    Console().print(table)
+
+
+@plugin.command()
+@click.option(
+    "--socket-dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=DEFAULT_SOCKET_DIR,
+    show_default=True,
+    help="Where the plugin under test expects kubelet.sock. Stop the real kubelet first, or use a temp dir.",
+)
+@click.option("--timeout", type=click.FloatRange(min=0.1), default=10.0, show_default=True,
+              help="Seconds to wait for each registration and answer.")
+@click.option("--resource", default=None, help="Check this resource's plugin (default: the first to register).")
+def check(socket_dir: Path, timeout: float, resource: str | None) -> None:
+    """Play the kubelet against any device plugin and grade it (exit 1 on any failure)."""
+    from kubeaccel.plugin.checker import Result, run_checks
+
+    report = asyncio.run(run_checks(socket_dir, timeout=timeout, resource=resource))
+    colour = {Result.PASS: "green", Result.FAIL: "red", Result.SKIP: "yellow"}
+    table = Table("step", "result", "ms", "detail", title=f"Device plugin check: {report.resource or '?'}")
+    for step in report.steps:
+        table.add_row(step.name, f"[{colour[step.result]}]{step.result}[/]", f"{step.seconds * 1000:.1f}",
+                      step.detail)
+    Console().print(table)
+    if not report.passed:
+        failed = [s.name for s in report.steps if s.result is Result.FAIL]
+        raise KubeaccelError(
+            f"FAIL: the plugin does not conform ({len(failed)} failed: {', '.join(failed)})",
+            hint="the detail column says what the kubelet expected",
+            exit_code=1,
+        )
+    click.secho("PASS", fg="green")
