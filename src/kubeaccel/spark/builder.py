@@ -102,7 +102,7 @@ def owner_reference(pod_name: str, pod_uid: str) -> Manifest:
 
 
 def _prefixed(conf: Mapping[str, str], prefix: str) -> dict[str, str]:
-    return {k[len(prefix):]: v for k, v in conf.items() if k.startswith(prefix) and len(k) > len(prefix)}
+    return {k[len(prefix) :]: v for k, v in conf.items() if k.startswith(prefix) and len(k) > len(prefix)}
 
 
 def _int_conf(conf: Mapping[str, str], key: str, default: int) -> int:
@@ -151,8 +151,9 @@ def build(
         service_name = f"spark-{generated.service_id}-driver-svc"
     config_map_name = f"spark-drv-{generated.config_map_id}-conf-map"
     driver_port = _int_conf(conf, "spark.driver.port", 7078)
-    block_manager_port = _int_conf(conf, "spark.driver.blockManager.port",
-                                   _int_conf(conf, "spark.blockManager.port", 7079))
+    block_manager_port = _int_conf(
+        conf, "spark.driver.blockManager.port", _int_conf(conf, "spark.blockManager.port", 7079)
+    )
     ui_port = _int_conf(conf, "spark.ui.port", 4040)
     connect_port = _int_conf(conf, "spark.connect.grpc.binding.port", 15002)
 
@@ -163,8 +164,10 @@ def build(
         LABEL_ROLE: "driver",
         **_prefixed(conf, "spark.kubernetes.driver.label."),
     }
-    annotations = {k: v.replace("{{APP_ID}}", generated.app_id).replace("{{EXECUTOR_ID}}", "")
-                   for k, v in _prefixed(conf, "spark.kubernetes.driver.annotation.").items()}
+    annotations = {
+        k: v.replace("{{APP_ID}}", generated.app_id).replace("{{EXECUTOR_ID}}", "")
+        for k, v in _prefixed(conf, "spark.kubernetes.driver.annotation.").items()
+    }
 
     pod, container, sidecars = _from_template(driver_template, conf)
     metadata = pod.setdefault("metadata", {})
@@ -204,8 +207,10 @@ def build(
         {"name": "SPARK_USER", "value": generated.spark_user},
         {"name": "SPARK_APPLICATION_ID", "value": generated.app_id},
         *({"name": k, "value": v} for k, v in _prefixed(conf, "spark.kubernetes.driverEnv.").items()),
-        {"name": "SPARK_DRIVER_BIND_ADDRESS",
-         "valueFrom": {"fieldRef": {"apiVersion": "v1", "fieldPath": "status.podIP"}}},
+        {
+            "name": "SPARK_DRIVER_BIND_ADDRESS",
+            "valueFrom": {"fieldRef": {"apiVersion": "v1", "fieldPath": "status.podIP"}},
+        },
         {"name": "SPARK_LOCAL_DIRS", "value": local_dir},
         {"name": "SPARK_CONF_DIR", "value": CONF_DIR},
     ]
@@ -215,8 +220,15 @@ def build(
         main_class = PYTHON_RUNNER
     elif request.is_r:
         main_class = R_RUNNER
-    container["args"] = ["driver", "--properties-file", f"{CONF_DIR}/{PROPERTIES_FILE}",
-                         "--class", str(main_class), request.app_resource, *request.app_args]
+    container["args"] = [
+        "driver",
+        "--properties-file",
+        f"{CONF_DIR}/{PROPERTIES_FILE}",
+        "--class",
+        str(main_class),
+        request.app_resource,
+        *request.app_args,
+    ]
 
     spec = pod.setdefault("spec", {})
     mounts: list[Manifest] = []
@@ -225,32 +237,55 @@ def build(
     if executor_template_text is not None:
         template_map = f"{prefix}-driver-podspec-conf-map"
         mounts.append({"mountPath": POD_TEMPLATE_DIR, "name": "pod-template-volume"})
-        volumes.append({"configMap": {"items": [{"key": POD_TEMPLATE_KEY, "path": POD_TEMPLATE_FILE}],
-                                      "name": template_map}, "name": "pod-template-volume"})
-        extra_config_maps.append({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": template_map},
-                                  "data": {POD_TEMPLATE_KEY: executor_template_text}, "immutable": True})
+        volumes.append(
+            {
+                "configMap": {"items": [{"key": POD_TEMPLATE_KEY, "path": POD_TEMPLATE_FILE}], "name": template_map},
+                "name": "pod-template-volume",
+            }
+        )
+        extra_config_maps.append(
+            {
+                "apiVersion": "v1",
+                "kind": "ConfigMap",
+                "metadata": {"name": template_map},
+                "data": {POD_TEMPLATE_KEY: executor_template_text},
+                "immutable": True,
+            }
+        )
     local_volume: Manifest = {"emptyDir": {}, "name": "spark-local-dir-1"}
     if conf.get("spark.kubernetes.local.dirs.tmpfs", "false").lower() == "true":
         local_volume["emptyDir"] = {"medium": "Memory"}
-    mounts += [{"mountPath": local_dir, "name": "spark-local-dir-1"},
-               {"mountPath": CONF_DIR, "name": "spark-conf-volume-driver"}]
-    volumes += [local_volume,
-                {"configMap": {"items": [{"key": PROPERTIES_FILE, "mode": 420, "path": PROPERTIES_FILE}],
-                               "name": config_map_name}, "name": "spark-conf-volume-driver"}]
+    mounts += [
+        {"mountPath": local_dir, "name": "spark-local-dir-1"},
+        {"mountPath": CONF_DIR, "name": "spark-conf-volume-driver"},
+    ]
+    volumes += [
+        local_volume,
+        {
+            "configMap": {
+                "items": [{"key": PROPERTIES_FILE, "mode": 420, "path": PROPERTIES_FILE}],
+                "name": config_map_name,
+            },
+            "name": "spark-conf-volume-driver",
+        },
+    ]
     container["volumeMounts"] = [*container.get("volumeMounts", []), *mounts]
     spec["containers"] = [*sidecars, container]
     spec["restartPolicy"] = "Never"
     spec["volumes"] = [*spec.get("volumes", []), *volumes]
-    node_selector = {**_prefixed(conf, "spark.kubernetes.node.selector."),
-                     **_prefixed(conf, "spark.kubernetes.driver.node.selector.")}
+    node_selector = {
+        **_prefixed(conf, "spark.kubernetes.node.selector."),
+        **_prefixed(conf, "spark.kubernetes.driver.node.selector."),
+    }
     if node_selector:
         spec["nodeSelector"] = {**spec.get("nodeSelector", {}), **node_selector}
     service_account = conf.get("spark.kubernetes.authenticate.driver.serviceAccountName")
     if service_account:
         spec["serviceAccount"] = service_account
         spec["serviceAccountName"] = service_account
-    pull_secrets = [s.strip() for s in conf.get("spark.kubernetes.container.image.pullSecrets", "").split(",")
-                    if s.strip()]
+    pull_secrets = [
+        s.strip() for s in conf.get("spark.kubernetes.container.image.pullSecrets", "").split(",") if s.strip()
+    ]
     if pull_secrets:
         spec["imagePullSecrets"] = [*spec.get("imagePullSecrets", []), *({"name": s} for s in pull_secrets)]
     scheduler = conf.get("spark.kubernetes.driver.scheduler.name") or conf.get("spark.kubernetes.scheduler.name")
@@ -258,17 +293,19 @@ def build(
         spec["schedulerName"] = scheduler
 
     driver_conf = dict(conf)
-    driver_conf.update({
-        "spark.app.id": generated.app_id,
-        "spark.app.submitTime": str(generated.submit_time_ms),
-        "spark.kubernetes.namespace": namespace,
-        "spark.kubernetes.driver.pod.name": pod_name,
-        "spark.kubernetes.submitInDriver": "true",
-        "spark.kubernetes.memoryOverheadFactor": repr(default_overhead_factor(conf)),
-        "spark.driver.host": f"{service_name}.{namespace}.svc",
-        "spark.driver.port": str(driver_port),
-        "spark.driver.blockManager.port": str(block_manager_port),
-    })
+    driver_conf.update(
+        {
+            "spark.app.id": generated.app_id,
+            "spark.app.submitTime": str(generated.submit_time_ms),
+            "spark.kubernetes.namespace": namespace,
+            "spark.kubernetes.driver.pod.name": pod_name,
+            "spark.kubernetes.submitInDriver": "true",
+            "spark.kubernetes.memoryOverheadFactor": repr(default_overhead_factor(conf)),
+            "spark.driver.host": f"{service_name}.{namespace}.svc",
+            "spark.driver.port": str(driver_port),
+            "spark.driver.blockManager.port": str(block_manager_port),
+        }
+    )
     if executor_template_text is not None:
         driver_conf["spark.kubernetes.executor.podTemplateFile"] = f"{POD_TEMPLATE_DIR}/{POD_TEMPLATE_FILE}"
     stamp = datetime.fromtimestamp(generated.submit_time_ms / 1000, UTC).strftime("%a %b %d %H:%M:%S UTC %Y")
@@ -276,15 +313,20 @@ def build(
         driver_conf, header=[f"Java properties built from Kubernetes config map with name: {config_map_name}", stamp]
     )
     config_map: Manifest = {
-        "apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": config_map_name},
-        "data": {PROPERTIES_FILE: properties, "spark.kubernetes.namespace": namespace}, "immutable": True,
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": config_map_name},
+        "data": {PROPERTIES_FILE: properties, "spark.kubernetes.namespace": namespace},
+        "immutable": True,
     }
     ip_families = conf.get("spark.kubernetes.driver.service.ipFamilies", "IPv4")
     service: Manifest = {
-        "apiVersion": "v1", "kind": "Service",
-        "metadata": {"name": service_name,
-                     "labels": {LABEL_APP_ID: generated.app_id,
-                                **_prefixed(conf, "spark.kubernetes.driver.service.label.")}},
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {
+            "name": service_name,
+            "labels": {LABEL_APP_ID: generated.app_id, **_prefixed(conf, "spark.kubernetes.driver.service.label.")},
+        },
         "spec": {
             "clusterIP": "None",
             "ipFamilies": [f.strip() for f in ip_families.split(",")],
@@ -303,15 +345,23 @@ def build(
     if service_annotations:
         service["metadata"]["annotations"] = service_annotations
     network_policy: Manifest = {
-        "apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
         "metadata": {"name": f"{prefix}-policy", "labels": {LABEL_APP_ID: generated.app_id}},
         "spec": {
             "ingress": [{"from": [{"podSelector": {"matchLabels": {LABEL_APP_ID: generated.app_id}}}]}],
             "podSelector": {"matchLabels": {LABEL_ROLE: "executor", LABEL_APP_ID: generated.app_id}},
         },
     }
-    return AppManifests(namespace, {"apiVersion": "v1", "kind": "Pod", **pod}, service, config_map,
-                        network_policy, extra_config_maps, driver_conf)
+    return AppManifests(
+        namespace,
+        {"apiVersion": "v1", "kind": "Pod", **pod},
+        service,
+        config_map,
+        network_policy,
+        extra_config_maps,
+        driver_conf,
+    )
 
 
 def _from_template(template: Manifest | None, conf: Mapping[str, str]) -> tuple[Manifest, Manifest, list[Manifest]]:

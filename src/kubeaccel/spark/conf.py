@@ -107,7 +107,7 @@ def master_url(master: str) -> str:
             f"master {master!r} is not a Kubernetes master URL",
             hint="use --master k8s://https://HOST:PORT (or k8s://HOST:PORT, https assumed)",
         )
-    rest = master[len("k8s://"):]
+    rest = master[len("k8s://") :]
     if not rest:
         raise ConfigError("master 'k8s://' names no API server", hint="use --master k8s://https://HOST:PORT")
     if "://" not in rest:
@@ -144,8 +144,12 @@ def resolve_conf(request: SubmitRequest) -> dict[str, str]:
     if not name:
         name = PurePosixPath(urlparse(request.app_resource).path or request.app_resource).name
     conf["spark.app.name"] = name
-    for key, values in (("spark.jars", request.jars), ("spark.files", request.files),
-                        ("spark.archives", request.archives), ("spark.submit.pyFiles", request.py_files)):
+    for key, values in (
+        ("spark.jars", request.jars),
+        ("spark.files", request.files),
+        ("spark.archives", request.archives),
+        ("spark.submit.pyFiles", request.py_files),
+    ):
         if values:
             conf[key] = ",".join(values)
     if not (request.is_python or request.is_r):
@@ -161,8 +165,19 @@ def split_list(value: str) -> list[str]:
     return [item.strip() for item in value.split(",") if item.strip()]
 
 
-_SIZE_UNITS = {"b": 1, "k": 2**10, "kb": 2**10, "m": 2**20, "mb": 2**20, "g": 2**30, "gb": 2**30,
-               "t": 2**40, "tb": 2**40, "p": 2**50, "pb": 2**50}
+_SIZE_UNITS = {
+    "b": 1,
+    "k": 2**10,
+    "kb": 2**10,
+    "m": 2**20,
+    "mb": 2**20,
+    "g": 2**30,
+    "gb": 2**30,
+    "t": 2**40,
+    "tb": 2**40,
+    "p": 2**50,
+    "pb": 2**50,
+}
 
 
 def size_to_mib(value: str, key: str) -> int:

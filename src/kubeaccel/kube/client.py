@@ -1,0 +1,245 @@
+"""The one door to the Kubernetes API: a thin wrapper over lightkube.
+
+Connecting (kubeconfig, `--context`, a `k8s://URL` master that overrides the server) and the single
+place where transport and API failures become `KubeaccelError`s: unreachable -> UnavailableError,
+404 -> NotFoundError, 403 -> which verb on which resource was forbidden, 409 / 422 with the API's own
+Status message. Callers never see an httpx or lightkube exception.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+from collections.abc import Iterable, Iterator, Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx2 as httpx
+from lightkube import ApiError, Client, KubeConfig
+from lightkube import ConfigError as LightkubeConfigError
+from lightkube.codecs import from_dict
+from lightkube.config.kubeconfig import SingleConfig
+from lightkube.core.resource import Resource
+
+from kubeaccel.errors import ConfigError, KubeaccelError, NotFoundError, UnavailableError
+
+ALL_NAMESPACES = "*"
+FIELD_MANAGER = "kubeaccel"
+R = TypeVar("R")
+
+
+def _kubeconfig_path(explicit: str | Path | None) -> Path | None:
+    if explicit:
+        return Path(explicit).expanduser()
+    env = os.environ.get("KUBECONFIG")
+    if env:
+        for part in env.split(os.pathsep):
+            if part and Path(part).expanduser().is_file():
+                return Path(part).expanduser()
+        return Path(env.split(os.pathsep)[0]).expanduser()
+    default = Path("~/.kube/config").expanduser()
+    return default if default.is_file() else None
+
+
+def load_config(
+    *, kubeconfig: str | Path | None = None, context: str | None = None, server: str | None = None
+) -> SingleConfig:
+    """Select the context (explicit, else the kubeconfig's current one); `server` replaces its API URL."""
+    path = _kubeconfig_path(kubeconfig)
+    if path is None:
+        if server:
+            config = KubeConfig.from_server(server).get()
+            assert config is not None
+            return config
+        raise ConfigError(
+            "no kubeconfig found",
+            hint="set KUBECONFIG, pass --kubeconfig, or give the API server with --master k8s://https://HOST:PORT",
+        )
+    if not path.is_file():
+        raise ConfigError(f"kubeconfig {str(path)!r} does not exist", hint="check KUBECONFIG or --kubeconfig")
+    try:
+        full = KubeConfig.from_file(path)
+    except Exception as exc:  # lightkube raises plain KeyError/yaml errors on malformed files
+        raise ConfigError(
+            f"kubeconfig {str(path)!r} cannot be read: {exc}", hint="check it with kubectl config view"
+        ) from exc
+    if context is not None and context not in full.contexts:
+        known = ", ".join(sorted(full.contexts)) or "none"
+        raise NotFoundError(f"context {context!r} is not in {path}", hint=f"known contexts: {known}")
+    try:
+        config = full.get(context)
+    except LightkubeConfigError as exc:
+        raise ConfigError(f"kubeconfig {str(path)!r}: {exc}", hint="pass --context NAME") from exc
+    if config is None:
+        raise ConfigError(f"kubeconfig {str(path)!r} has no current context", hint="pass --context NAME")
+    if server:
+        config = config._replace(cluster=dataclasses.replace(config.cluster, server=server))
+    return config
+
+
+@contextlib.contextmanager
+def translate_errors(verb: str, resource: str, *, namespace: str | None = None, server: str = "") -> Iterator[None]:
+    """Turn whatever the transport or the API raised into a KubeaccelError that says what failed."""
+    where = f" in namespace {namespace!r}" if namespace and namespace != ALL_NAMESPACES else ""
+    try:
+        yield
+    except ApiError as exc:
+        status = exc.status
+        code = status.code or exc.response.status_code
+        message = status.message or str(exc)
+        if code == 404:
+            raise NotFoundError(
+                f"{resource}{where} not found: {message}",
+                hint="check the name and the namespace (--namespace / the submission ID)",
+            ) from exc
+        if code == 403:
+            raise KubeaccelError(
+                f"forbidden: cannot {verb} {resource}{where}: {message}",
+                hint=f"ask a cluster admin for RBAC permission to {verb} {resource.split(maxsplit=1)[0]}"
+                " (kubeaccel tenant create sets up a namespace with it)",
+                exit_code=5,
+            ) from exc
+        if code == 401:
+            raise UnavailableError(
+                f"the API server refused our credentials: {message}", hint="refresh the kubeconfig's credentials"
+            ) from exc
+        if code == 409:
+            raise KubeaccelError(
+                f"cannot {verb} {resource}{where}: {message}",
+                hint="it already exists or was changed meanwhile; pick another name or retry",
+            ) from exc
+        if code == 422:
+            raise ConfigError(
+                f"the API server rejected {resource}{where}: {message}",
+                hint="fix the confs that produced the invalid field named above",
+            ) from exc
+        raise KubeaccelError(f"cannot {verb} {resource}{where}: {message} (HTTP {code})") from exc
+    except (httpx.TransportError, OSError) as exc:
+        raise UnavailableError(
+            f"cannot reach the Kubernetes API server {server}: {exc}".replace("  ", " "),
+            hint="check that the cluster is up and that --context / --master / KUBECONFIG point at it",
+        ) from exc
+
+
+class Kube:
+    """A connected client plus the namespace its context names."""
+
+    def __init__(self, config: SingleConfig, *, timeout: float = 10.0) -> None:
+        self.config = config
+        self.server = config.cluster.server
+        self.context_namespace: str | None = config.context.namespace
+        self.namespace = config.namespace
+        try:
+            self.client = Client(config, timeout=httpx.Timeout(timeout), field_manager=FIELD_MANAGER)
+            # lightkube's overloads cannot express "any resource class R", so generic calls go untyped
+            self._any: Any = self.client
+        except (LightkubeConfigError, OSError) as exc:
+            raise ConfigError(
+                f"cannot use context {config.context_name!r}: {exc}",
+                hint="check the kubeconfig's certificate and key paths",
+            ) from exc
+
+    @classmethod
+    def connect(
+        cls, *, kubeconfig: str | Path | None = None, context: str | None = None, server: str | None = None
+    ) -> Kube:
+        return cls(load_config(kubeconfig=kubeconfig, context=context, server=server))
+
+    def _errors(
+        self, verb: str, resource: str, namespace: str | None = None
+    ) -> contextlib.AbstractContextManager[None]:
+        return translate_errors(verb, resource, namespace=namespace, server=self.server)
+
+    def create(self, manifest: Mapping[str, Any], namespace: str | None = None) -> Any:
+        obj = _typed(manifest)
+        what = f"{manifest['kind'].lower()} {manifest['metadata'].get('name', '')}".strip()
+        with self._errors("create", what, namespace):
+            return self._any.create(obj, namespace=namespace)
+
+    def apply(self, manifest: Mapping[str, Any], namespace: str | None = None) -> Any:
+        """Server-side apply: the idempotent create-or-update."""
+        obj = _typed(manifest)
+        what = f"{manifest['kind'].lower()} {manifest['metadata']['name']}"
+        with self._errors("apply", what, namespace):
+            return self._any.apply(obj, namespace=namespace, force=True)
+
+    def get(self, res: type[R], name: str, namespace: str | None = None) -> R:
+        with self._errors("get", f"{res.__name__.lower()} {name}", namespace):
+            found: R = self._any.get(res, name, namespace=namespace)
+        return found
+
+    def list(
+        self,
+        res: type[R],
+        namespace: str | None = None,
+        *,
+        labels: Mapping[str, Any] | None = None,
+        fields: Mapping[str, Any] | None = None,
+    ) -> list[R]:
+        with self._errors("list", _plural(res), namespace):
+            return list(self._any.list(res, namespace=namespace, labels=labels, fields=fields))
+
+    def delete(
+        self,
+        res: type[Resource],
+        name: str,
+        namespace: str | None = None,
+        *,
+        grace_period: int | None = None,
+        missing_ok: bool = False,
+    ) -> None:
+        try:
+            with self._errors("delete", f"{res.__name__.lower()} {name}", namespace):
+                self._any.delete(res, name, namespace=namespace, grace_period=grace_period)
+        except NotFoundError:
+            if not missing_ok:
+                raise
+
+    def delete_matching(
+        self, res: type[Resource], namespace: str, labels: Mapping[str, Any], *, grace_period: int | None = None
+    ) -> None:
+        """One `deletecollection` by label selector (lightkube's own deletecollection takes no selector)."""
+        from lightkube.core.selector import build_selector
+
+        params = {"labelSelector": build_selector(dict(labels)), "gracePeriodSeconds": grace_period}
+        with self._errors("delete", _plural(res), namespace):
+            self._any._client.request("deletecollection", res=res, namespace=namespace, params=params)
+
+    def logs(
+        self,
+        pod: str,
+        namespace: str,
+        *,
+        follow: bool = False,
+        container: str | None = None,
+        tail_lines: int | None = None,
+    ) -> Iterator[str]:
+        with self._errors("get logs of", f"pod {pod}", namespace):
+            yield from self.client.log(
+                pod, namespace=namespace, follow=follow, container=container, tail_lines=tail_lines
+            )
+
+    def watch(
+        self, res: type[R], namespace: str, *, fields: Mapping[str, Any] | None = None
+    ) -> Iterator[tuple[str, R]]:
+        with self._errors("watch", _plural(res), namespace):
+            yield from self._any.watch(res, namespace=namespace, fields=fields)
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def _plural(res: type[Any]) -> str:
+    return res.__name__.lower() + "s"
+
+
+def _typed(manifest: Mapping[str, Any]) -> Resource:
+    try:
+        return from_dict(dict(manifest))
+    except Exception as exc:  # an unknown kind or a field of the wrong type is a bug in what we built
+        raise ConfigError(f"cannot encode {manifest.get('kind')}: {exc}") from exc
+
+
+def names(items: Iterable[Any]) -> list[str]:
+    return [item.metadata.name for item in items]

@@ -1,0 +1,266 @@
+"""`kubeaccel spark`: submit, status, kill, logs, list, gc-uploads.
+
+Exit codes (scriptable): 0 ok; 1 the app failed (`submit --wait`: the driver's own exit code);
+2 bad input; 3 no app matches / not found; 4 API server unreachable; 5 forbidden by RBAC;
+6 the app does not fit in the namespace's quota.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from kubeaccel.kube.client import Kube
+from kubeaccel.kube.options import connection_options, echo_json, output_option
+from kubeaccel.spark import manage, uploads
+from kubeaccel.spark.conf import SubmitRequest, parse_conf_pairs, split_list
+from kubeaccel.spark.ids import SubmissionId, parse_target
+from kubeaccel.spark.submit import connect_for, submit, wait
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+@click.group()
+def spark() -> None:
+    """Submit and manage Spark applications on Kubernetes (cluster mode)."""
+
+
+def _conf_option(help_: str) -> Callable[[F], F]:
+    return click.option("--conf", "-c", "confs", multiple=True, metavar="KEY=VALUE", help=help_)
+
+
+def _csv(value: str | None) -> tuple[str, ...]:
+    return tuple(split_list(value or ""))
+
+
+@spark.command("submit", context_settings={"allow_interspersed_args": False})
+@click.option("--master", help="k8s://https://HOST:PORT (default: spark.master from the confs).")
+@click.option("--deploy-mode", default="cluster", show_default=True, help="Only cluster mode is supported.")
+@click.option("--name", help="Application name (spark.app.name).")
+@click.option("--class", "main_class", help="Main class of a JVM application.")
+@_conf_option("A Spark conf; repeatable.")
+@click.option("--properties-file", type=click.Path(dir_okay=False, path_type=Path), help="Spark properties file.")
+@click.option("--jars", help="Comma-separated jars.")
+@click.option("--files", help="Comma-separated files placed in the driver's and executors' working dirs.")
+@click.option("--py-files", help="Comma-separated .py/.zip/.egg files for Python apps.")
+@click.option("--archives", help="Comma-separated archives (file#alias) unpacked in the working dirs.")
+@click.option("--wait/--no-wait", default=False, help="Follow the app to its end; exit with the driver's code.")
+@click.option("--no-preflight", is_flag=True, help="Skip the namespace quota check.")
+@connection_options
+@output_option
+@click.argument("app_resource")
+@click.argument("app_args", nargs=-1, type=click.UNPROCESSED)
+def submit_command(
+    *,
+    master: str | None,
+    deploy_mode: str,
+    name: str | None,
+    main_class: str | None,
+    confs: tuple[str, ...],
+    properties_file: Path | None,
+    jars: str | None,
+    files: str | None,
+    py_files: str | None,
+    archives: str | None,
+    wait: bool,
+    no_preflight: bool,
+    kubeconfig: str | None,
+    context: str | None,
+    output: str,
+    app_resource: str,
+    app_args: tuple[str, ...],
+) -> None:
+    """Submit APP_RESOURCE [APP_ARGS]... in cluster mode; prints the submission ID NAMESPACE:DRIVER-POD.
+
+    \b
+    Example:
+      kubeaccel spark submit --master k8s://https://10.0.0.1:6443 --name etl \\
+        --conf spark.kubernetes.container.image=apache/spark:4.0.0 \\
+        --conf spark.kubernetes.namespace=team-a \\
+        --conf spark.executor.resource.ve.amount=1 --conf spark.executor.resource.ve.vendor=nec.com \\
+        --conf spark.executor.resource.ve.discoveryScript=/opt/kubeaccel-discover \\
+        local:///opt/spark/examples/src/main/python/pi.py 100
+    """
+    request = SubmitRequest(
+        app_resource=app_resource,
+        master=master,
+        app_args=app_args,
+        name=name,
+        main_class=main_class,
+        conf=parse_conf_pairs(confs),
+        properties_file=properties_file,
+        jars=_csv(jars),
+        files=_csv(files),
+        py_files=_csv(py_files),
+        archives=_csv(archives),
+        deploy_mode=deploy_mode,
+    )
+    progress = _progress if output == "table" and sys.stderr.isatty() else None
+    from kubeaccel.spark.conf import resolve_conf
+
+    kube = connect_for(resolve_conf(request), context=context, kubeconfig=kubeconfig)
+    sid = submit(request, kube=kube, check_quota=not no_preflight, progress=progress)
+    if output == "json":
+        echo_json({"id": str(sid), "namespace": sid.namespace, "driver_pod": sid.pod})
+    else:
+        click.echo(str(sid))
+    if wait:
+        code = wait_for(kube, sid)
+        sys.exit(code)
+
+
+def wait_for(kube: Kube, sid: SubmissionId) -> int:
+    code = wait(kube, sid, on_change=lambda phase: click.echo(f"{sid}: {phase}", err=True))
+    click.echo(f"{sid}: driver exited with code {code}", err=True)
+    return code
+
+
+def _progress(name: str, sent: int, total: int) -> None:
+    percent = 100 * sent // total if total else 100
+    click.echo(f"\ruploading {name}: {percent}%", err=True, nl=sent >= total)
+
+
+def _connect(kubeconfig: str | None, context: str | None) -> Kube:
+    return Kube.connect(kubeconfig=kubeconfig, context=context)
+
+
+def _table(apps: list[manage.AppStatus]) -> None:
+    table = Table("ID", "APP", "PHASE", "EXECUTORS", "NODE", "STARTED", "REASON", box=None)
+    for app in apps:
+        table.add_row(
+            app.id,
+            app.app_name,
+            app.phase,
+            f"{app.executors_running}/{app.executors}",
+            app.node or "-",
+            app.start or "-",
+            app.reason or "-",
+        )
+    Console(width=200).print(table)
+
+
+@spark.command("status")
+@click.argument("target")
+@connection_options
+@output_option
+def status_command(target: str, kubeconfig: str | None, context: str | None, output: str) -> None:
+    """Status of the app(s) TARGET: NAMESPACE:DRIVER-POD, DRIVER-POD, or a glob like team-a:etl-*.
+
+    Without a namespace: the context's namespace, else all namespaces. Exit code 3 when nothing matches.
+    """
+    parsed = parse_target(target)  # bad IDs fail before any connection is made
+    apps = manage.status(_connect(kubeconfig, context), parsed)
+    if output == "json":
+        echo_json([app.as_dict() for app in apps])
+    else:
+        _table(apps)
+
+
+@spark.command("list")
+@click.option("--namespace", "-n", help="Only this namespace (default: the context's, else all; '*' = all).")
+@click.option("--phase", help="Only apps in this phase (Pending, Running, Succeeded, Failed).")
+@click.option("--name", "name_glob", default="*", show_default=True, help="Glob on the driver pod name.")
+@connection_options
+@output_option
+def list_command(
+    *,
+    namespace: str | None,
+    phase: str | None,
+    name_glob: str,
+    kubeconfig: str | None,
+    context: str | None,
+    output: str,
+) -> None:
+    """List Spark applications (their driver pods)."""
+    target = parse_target(f"{namespace}:{name_glob}" if namespace else name_glob)
+    apps = manage.list_apps(_connect(kubeconfig, context), namespace=target.namespace, phase=phase, name=target.pattern)
+    if output == "json":
+        echo_json([app.as_dict() for app in apps])
+    elif apps:
+        _table(apps)
+    else:
+        click.echo("no Spark applications found", err=True)
+
+
+@spark.command("kill")
+@click.argument("target")
+@click.option(
+    "--grace-period",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Seconds before the driver is killed (default: spark.kubernetes.appKillPodDeletionGracePeriod, else 30).",
+)
+@_conf_option("Spark confs (spark.kubernetes.appKillPodDeletionGracePeriod, spark.kubernetes.context).")
+@connection_options
+@output_option
+def kill_command(
+    *,
+    target: str,
+    grace_period: int | None,
+    confs: tuple[str, ...],
+    kubeconfig: str | None,
+    context: str | None,
+    output: str,
+) -> None:
+    """Kill the app(s) TARGET (ID or glob); executors, Service and ConfigMaps follow their driver."""
+    conf = parse_conf_pairs(confs)
+    if grace_period is None and "spark.kubernetes.appKillPodDeletionGracePeriod" in conf:
+        raw = conf["spark.kubernetes.appKillPodDeletionGracePeriod"].strip().rstrip("s")
+        if not raw.isdigit():
+            raise click.BadParameter(
+                "must be whole seconds", param_hint="spark.kubernetes.appKillPodDeletionGracePeriod"
+            )
+        grace_period = int(raw)
+    parsed = parse_target(target)
+    kube = _connect(kubeconfig, context or conf.get("spark.kubernetes.context"))
+    killed = manage.kill(kube, parsed, grace_period=grace_period)
+    if output == "json":
+        echo_json([str(sid) for sid in killed])
+    else:
+        for sid in killed:
+            click.echo(f"killed {sid}")
+
+
+@spark.command("logs")
+@click.argument("target")
+@click.option("--follow", "-f", is_flag=True, help="Keep streaming until the driver ends.")
+@click.option("--tail", "tail_lines", type=int, default=None, help="Only the last N lines.")
+@connection_options
+def logs_command(
+    target: str, follow: bool, tail_lines: int | None, kubeconfig: str | None, context: str | None
+) -> None:
+    """Print the driver log of one app (also after it ended: the driver pod is kept)."""
+    parsed = parse_target(target)
+    for line in manage.logs(_connect(kubeconfig, context), parsed, follow=follow, tail_lines=tail_lines):
+        click.echo(line, nl=False)
+
+
+@spark.command("gc-uploads")
+@click.option("--upload-path", required=True, help="spark.kubernetes.file.upload.path, e.g. s3a://bucket/uploads.")
+@click.option("--older-than", default="7d", show_default=True, help="Age: 90s, 30m, 12h, 7d, 2w.")
+@_conf_option("Store confs, e.g. spark.hadoop.fs.s3a.endpoint=http://minio:9000.")
+@click.option("--dry-run", is_flag=True, help="Only list what would be removed.")
+@output_option
+def gc_uploads_command(upload_path: str, older_than: str, confs: tuple[str, ...], dry_run: bool, output: str) -> None:
+    """Remove spark-upload-* directories older than --older-than (Spark never removes them)."""
+    age = uploads.parse_age(older_than)
+    removed = uploads.gc_uploads(upload_path, age, parse_conf_pairs(confs), dry_run=dry_run)
+    if output == "json":
+        echo_json(
+            [{"url": d.url, "modified": d.modified.isoformat(), "files": d.files, "bytes": d.size} for d in removed]
+        )
+        return
+    verb = "would remove" if dry_run else "removed"
+    for directory in removed:
+        click.echo(
+            f"{verb} {directory.url} ({directory.files} files, {directory.size} bytes, "
+            f"last written {directory.modified:%Y-%m-%d %H:%M})"
+        )
+    if not removed:
+        click.echo(f"nothing older than {older_than} under {upload_path}", err=True)
