@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 import click
@@ -23,6 +24,16 @@ _config_option = click.option(
 )
 
 
+def _socket_dir_option(help_text: str) -> Callable[[Callable[..., None]], Callable[..., None]]:
+    return click.option(
+        "--socket-dir",
+        type=click.Path(path_type=Path, file_okay=False),
+        default=DEFAULT_SOCKET_DIR,
+        show_default=True,
+        help=help_text,
+    )
+
+
 @click.group()
 def plugin() -> None:
     """Node side: run, inspect and check kubelet device plugins."""
@@ -30,13 +41,7 @@ def plugin() -> None:
 
 @plugin.command()
 @_config_option
-@click.option(
-    "--socket-dir",
-    type=click.Path(path_type=Path, file_okay=False),
-    default=DEFAULT_SOCKET_DIR,
-    show_default=True,
-    help="The kubelet's device-plugin directory (kubelet.sock lives here).",
-)
+@_socket_dir_option("The kubelet's device-plugin directory (kubelet.sock lives here).")
 @click.option("--metrics-port", type=click.IntRange(0, 65535), default=None, help="Serve Prometheus /metrics here.")
 @click.option("--metrics-addr", default="0.0.0.0", show_default=True, help="Address for the metrics endpoint.")
 @click.option("--root", type=click.Path(path_type=Path, file_okay=False), default=Path("/"), show_default=True,
@@ -87,13 +92,7 @@ def devices(config_path: Path, root: Path) -> None:
 
 
 @plugin.command()
-@click.option(
-    "--socket-dir",
-    type=click.Path(path_type=Path, file_okay=False),
-    default=DEFAULT_SOCKET_DIR,
-    show_default=True,
-    help="Where the plugin under test expects kubelet.sock. Stop the real kubelet first, or use a temp dir.",
-)
+@_socket_dir_option("Where the plugin under test expects kubelet.sock. Stop the real kubelet first, or use a temp dir.")
 @click.option("--timeout", type=click.FloatRange(min=0.1), default=10.0, show_default=True,
               help="Seconds to wait for each registration and answer.")
 @click.option("--resource", default=None, help="Check this resource's plugin (default: the first to register).")

@@ -1,0 +1,108 @@
+"""The supervisor's decisions, with an injected server factory and registrar (no sockets).
+
+Matrix: first tick starts and registers every resource; no kubelet → no register, no exit;
+registrar failures back off and a new kubelet.sock retries at once; our socket vanishing →
+server restarted and re-registered; kubelet.sock replaced → re-registered without a restart;
+close stops everything.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from kubeaccel.devices.backends.simulated import Config, create
+from kubeaccel.errors import UnavailableError
+from kubeaccel.plugin._generated import api_pb2 as pb
+from kubeaccel.plugin.daemon import Manager
+from kubeaccel.plugin.service import ResourcePlugin
+
+
+class FakeServer:
+    def __init__(self, plugin: ResourcePlugin, socket_dir: Path) -> None:
+        self.socket_path = socket_dir / f"{plugin.resource_name.replace('/', '_')}.sock"
+        self.intact = False
+        self.stopped = False
+
+    async def start(self) -> None:
+        self.intact = True
+
+    def socket_intact(self) -> bool:
+        return self.intact
+
+    async def stop(self, grace: float | None = None) -> None:
+        self.stopped = True
+        self.intact = False
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+        self.fail = False
+
+    async def __call__(self, kubelet: Path, endpoint: str, resource: str, options: pb.DevicePluginOptions) -> None:
+        self.calls.append(resource)
+        if self.fail:
+            raise UnavailableError("kubelet refused")
+
+
+def _plugin(name: str) -> ResourcePlugin:
+    return ResourcePlugin(create(name, Config(count=2)))
+
+
+def test_supervisor_decisions(tmp_path: Path) -> None:
+    servers: list[FakeServer] = []
+
+    def factory(plugin: ResourcePlugin, socket_dir: Path) -> FakeServer:
+        servers.append(FakeServer(plugin, socket_dir))
+        return servers[-1]
+
+    registrar = Recorder()
+    kubelet = tmp_path / "kubelet.sock"
+
+    async def main() -> None:
+        manager = Manager(tmp_path, server_factory=factory, registrar=registrar)
+        await manager.add(_plugin("example.com/a"))
+        await manager.add(_plugin("example.com/b"))
+        assert len(servers) == 2
+
+        await manager.tick()  # no kubelet yet: nothing to register with, and no error
+        assert registrar.calls == [] and not manager.registered.is_set()
+
+        kubelet.touch()
+        await manager.tick()
+        assert sorted(registrar.calls) == ["example.com/a", "example.com/b"]
+        assert manager.registered.is_set()
+        await manager.tick()  # already registered with this kubelet: nothing more
+        assert len(registrar.calls) == 2
+
+        servers[0].intact = False  # our socket vanished
+        await manager.tick()
+        assert len(servers) == 3 and servers[0].stopped and registrar.calls[-1] == "example.com/a"
+
+        kubelet.unlink()
+        await manager.tick()
+        kubelet.touch()  # a new kubelet: both register again, no server restart needed
+        registrar.calls.clear()
+        await manager.tick()
+        assert sorted(registrar.calls) == ["example.com/a", "example.com/b"] and len(servers) == 3
+
+        # A refusing kubelet: one attempt, then back off instead of hammering it.
+        kubelet.unlink()
+        await manager.tick()
+        registrar.fail = True
+        kubelet.touch()
+        registrar.calls.clear()
+        await manager.tick()
+        await manager.tick()
+        assert sorted(registrar.calls) == ["example.com/a", "example.com/b"]
+        assert not manager.registered.is_set()
+        registrar.fail = False
+        await asyncio.sleep(0.25)  # past the first backoff step
+        await manager.tick()
+        assert manager.registered.is_set()
+
+        await manager.close()
+        assert all(s.stopped for s in servers) and manager.entries == {}
+
+    asyncio.run(main())
