@@ -8,8 +8,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import click
-from rich.console import Console
-from rich.table import Table
 
 from kubeaccel.devices.config import build_backends, load_config
 from kubeaccel.errors import KubeaccelError
@@ -68,6 +66,9 @@ def run(  # noqa: PLR0917 - one parameter per click option
               help="Prefix for /dev and /sys (a fake tree for testing).")
 def devices(config_path: Path, root: Path) -> None:
     """Show the devices each resource would advertise, without starting anything."""
+    from rich.console import Console  # imported here: the long-running `plugin run` never pays for rich
+    from rich.table import Table
+
     config = load_config(config_path)
     backends = build_backends(config, root=root)
     table = Table("resource", "ID", "index", "health", "NUMA", "device nodes", title="Advertised devices")
@@ -98,6 +99,9 @@ def devices(config_path: Path, root: Path) -> None:
 @click.option("--resource", default=None, help="Check this resource's plugin (default: the first to register).")
 def check(socket_dir: Path, timeout: float, resource: str | None) -> None:
     """Play the kubelet against any device plugin and grade it (exit 1 on any failure)."""
+    from rich.console import Console
+    from rich.table import Table
+
     from kubeaccel.plugin.checker import Result, run_checks
 
     report = asyncio.run(run_checks(socket_dir, timeout=timeout, resource=resource))
