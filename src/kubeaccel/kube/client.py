@@ -9,13 +9,13 @@ Status message. Callers never see an httpx or lightkube exception.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import os
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx2 as httpx
+import msgspec
 from lightkube import ApiError, Client, KubeConfig
 from lightkube import ConfigError as LightkubeConfigError
 from lightkube.codecs import from_dict
@@ -74,7 +74,7 @@ def load_config(
     if config is None:
         raise ConfigError(f"kubeconfig {str(path)!r} has no current context", hint="pass --context NAME")
     if server:
-        config = config._replace(cluster=dataclasses.replace(config.cluster, server=server))
+        config = config._replace(cluster=msgspec.structs.replace(config.cluster, server=server))
     return config
 
 

@@ -207,6 +207,7 @@ def build(
         {"name": "SPARK_USER", "value": generated.spark_user},
         {"name": "SPARK_APPLICATION_ID", "value": generated.app_id},
         *({"name": k, "value": v} for k, v in _prefixed(conf, "spark.kubernetes.driverEnv.").items()),
+        *_python_env(request, conf),
         {
             "name": "SPARK_DRIVER_BIND_ADDRESS",
             "valueFrom": {"fieldRef": {"apiVersion": "v1", "fieldPath": "status.podIP"}},
@@ -362,6 +363,17 @@ def build(
         extra_config_maps,
         driver_conf,
     )
+
+
+def _python_env(request: SubmitRequest, conf: Mapping[str, str]) -> list[Manifest]:
+    """The interpreters Spark's Python driver step passes on. Spark also copies the submitter's own
+    PYSPARK_PYTHON environment variable, a path on the submitting machine; we take only the confs."""
+    if not request.is_python:
+        return []
+    python = conf.get("spark.pyspark.python")
+    driver_python = conf.get("spark.pyspark.driver.python") or python
+    pairs = [("PYSPARK_PYTHON", python), ("PYSPARK_DRIVER_PYTHON", driver_python)]
+    return [{"name": name, "value": value} for name, value in pairs if value]
 
 
 def _from_template(template: Manifest | None, conf: Mapping[str, str]) -> tuple[Manifest, Manifest, list[Manifest]]:
