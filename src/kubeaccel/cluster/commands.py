@@ -1,0 +1,114 @@
+"""Command lines of the control-plane processes: pure functions of the layout, ports and binaries."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from kubeaccel.cluster.binaries import Binaries
+from kubeaccel.cluster.kwok import MANAGED_ANNOTATION, MANAGED_VALUE
+from kubeaccel.cluster.layout import Layout
+
+SERVICE_CIDR = "10.0.0.0/24"
+SERVICE_ACCOUNT_ISSUER = "https://kubernetes.default.svc.cluster.local"
+# The apiserver's client identity towards kubelets (logs, exec): bound to system:masters.
+APISERVER_KUBELET_CLIENT = "kube-apiserver-kubelet-client"
+
+
+@dataclass(frozen=True)
+class Ports:
+    etcd_client: int
+    etcd_peer: int
+    apiserver: int
+
+    @property
+    def server(self) -> str:
+        return f"https://127.0.0.1:{self.apiserver}"
+
+
+def etcd(bins: Binaries, layout: Layout, ports: Ports) -> list[str]:
+    peer = f"http://127.0.0.1:{ports.etcd_peer}"
+    client = f"http://127.0.0.1:{ports.etcd_client}"
+    return [
+        bins["etcd"],
+        "--name=default",
+        f"--data-dir={layout.etcd_data}",
+        f"--listen-client-urls={client}",
+        f"--advertise-client-urls={client}",
+        f"--listen-peer-urls={peer}",
+        f"--initial-advertise-peer-urls={peer}",
+        f"--initial-cluster=default={peer}",
+        "--initial-cluster-state=new",
+        # A throw-away cluster: compacting often keeps memory flat, no snapshots needed.
+        "--auto-compaction-retention=1",
+        "--snapshot-count=100000",
+        "--log-level=warn",
+    ]
+
+
+def apiserver(bins: Binaries, layout: Layout, ports: Ports) -> list[str]:
+    return [
+        bins["kube-apiserver"],
+        "--bind-address=127.0.0.1",
+        "--advertise-address=127.0.0.1",
+        f"--secure-port={ports.apiserver}",
+        f"--etcd-servers=http://127.0.0.1:{ports.etcd_client}",
+        f"--tls-cert-file={layout.cert('apiserver')}",
+        f"--tls-private-key-file={layout.key('apiserver')}",
+        f"--client-ca-file={layout.cert('ca')}",
+        f"--kubelet-client-certificate={layout.cert(APISERVER_KUBELET_CLIENT)}",
+        f"--kubelet-client-key={layout.key(APISERVER_KUBELET_CLIENT)}",
+        # The kubelet refuses a loopback node IP; the real node's hostname resolves to 127.0.0.1 instead.
+        "--kubelet-preferred-address-types=Hostname,InternalIP,ExternalIP",
+        f"--service-account-key-file={layout.cert('service-account')}",
+        f"--service-account-signing-key-file={layout.key('service-account')}",
+        f"--service-account-issuer={SERVICE_ACCOUNT_ISSUER}",
+        f"--service-cluster-ip-range={SERVICE_CIDR}",
+        "--authorization-mode=Node,RBAC",
+        "--enable-admission-plugins=NodeRestriction,ResourceQuota",
+        "--allow-privileged=true",
+        # The endpoints of the `kubernetes` Service may not be a loopback address; nothing in-cluster needs them.
+        "--endpoint-reconciler-type=none",
+        "--profiling=false",
+        "--v=1",
+    ]
+
+
+def _controller_common(bins: Binaries, layout: Layout, component: str) -> list[str]:
+    kubeconfig = layout.component_kubeconfig(component)
+    return [
+        bins[component],
+        f"--kubeconfig={kubeconfig}",
+        f"--authentication-kubeconfig={kubeconfig}",
+        f"--authorization-kubeconfig={kubeconfig}",
+        # No HTTPS endpoint: several clusters share this machine and nothing scrapes it.
+        "--secure-port=0",
+        "--leader-elect=true",
+        "--profiling=false",
+        "--v=1",
+    ]
+
+
+def controller_manager(bins: Binaries, layout: Layout) -> list[str]:
+    return [
+        *_controller_common(bins, layout, "kube-controller-manager"),
+        f"--service-account-private-key-file={layout.key('service-account')}",
+        f"--root-ca-file={layout.cert('ca')}",
+        f"--cluster-signing-cert-file={layout.cert('ca')}",
+        f"--cluster-signing-key-file={layout.key('ca')}",
+        "--use-service-account-credentials=true",
+        f"--service-cluster-ip-range={SERVICE_CIDR}",
+    ]
+
+
+def scheduler(bins: Binaries, layout: Layout) -> list[str]:
+    return _controller_common(bins, layout, "kube-scheduler")
+
+
+def kwok(bins: Binaries, layout: Layout) -> list[str]:
+    return [
+        bins["kwok"],
+        f"--kubeconfig={layout.component_kubeconfig('kwok')}",
+        f"--config={layout.kwok_config}",
+        f"--manage-nodes-with-annotation-selector={MANAGED_ANNOTATION}={MANAGED_VALUE}",
+        "--node-lease-duration-seconds=40",
+    ]

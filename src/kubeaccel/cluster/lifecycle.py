@@ -1,0 +1,218 @@
+"""``up``, ``down`` and ``status`` of a local cluster: start the processes in order, wait until usable, tear down.
+
+A failed ``up`` stops whatever it started (never half-started processes left running) and keeps the
+logs for the error message; a state dir left by a crashed run is detected and cleaned before starting.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from kubeaccel.cluster import api, commands, kwok, process
+from kubeaccel.cluster.binaries import CONTROL_PLANE, locate
+from kubeaccel.cluster.commands import Ports
+from kubeaccel.cluster.layout import Layout
+from kubeaccel.cluster.ports import pick_free, require_free
+from kubeaccel.cluster.spec import KUBE_VERSION, ClusterSpec
+from kubeaccel.cluster.state import ClusterState, locked, remove_created, write_control_plane_files
+from kubeaccel.errors import NotFoundError, UnavailableError
+
+Progress = Callable[[str], None]
+
+CONTROL_PLANE_COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
+APISERVER_TIMEOUT = 90.0
+USABLE_TIMEOUT = 90.0
+
+
+@dataclass
+class ClusterInfo:
+    state_dir: Path
+    kubeconfig: Path
+    server: str
+    nodes: list[str]
+    real_node: str | None
+    version: str
+    already_running: bool = False
+    components: dict[str, bool] = field(default_factory=dict)
+
+
+def _info(layout: Layout, state: ClusterState, already_running: bool = False) -> ClusterInfo:
+    return ClusterInfo(
+        state_dir=layout.root,
+        kubeconfig=layout.kubeconfig,
+        server=state.server,
+        nodes=list(state.nodes),
+        real_node=state.real_node,
+        version=state.version,
+        already_running=already_running,
+        components={r.name: r.alive() for r in process.records(layout)},
+    )
+
+
+def _quiet(_: str) -> None:
+    pass
+
+
+def _ports(spec: ClusterSpec) -> Ports:
+    fixed = set()
+    if spec.apiserver_port:
+        fixed.add(require_free(spec.apiserver_port, "--apiserver-port"))
+    if spec.etcd_port:
+        fixed.add(require_free(spec.etcd_port, "--etcd-port"))
+    free = iter(pick_free(3, exclude=fixed))
+    return Ports(
+        etcd_client=spec.etcd_port or next(free),
+        etcd_peer=next(free),
+        apiserver=spec.apiserver_port or next(free),
+    )
+
+
+def _healthy(layout: Layout, state: ClusterState) -> bool:
+    recorded = process.records(layout)
+    if not recorded or not all(r.alive() for r in recorded):
+        return False
+    return api.readyz(layout, state.ports["apiserver"])
+
+
+def _fail_if_dead(layout: Layout, names: tuple[str, ...]) -> Callable[[], None]:
+    def check() -> None:
+        for name in names:
+            record = process.read_record(layout, name)
+            if record is not None and not record.alive():
+                tail = process.log_tail(layout, name)
+                raise UnavailableError(
+                    f"{name} exited during start-up; last lines of {layout.log(name)}:\n{tail}",
+                    hint="fix the cause shown above, then run `kubeaccel cluster up` again",
+                )
+
+    return check
+
+
+def up(spec: ClusterSpec, progress: Progress = _quiet) -> ClusterInfo:
+    """Bring the cluster described by ``spec`` up in ``spec.state_dir``; a running healthy one is reused."""
+    layout = Layout(spec.state_dir)
+    with locked(layout):
+        existing = ClusterState.load(layout)
+        if existing is not None and _healthy(layout, existing):
+            _add_missing_nodes(layout, spec, existing)
+            if spec.real_node and not existing.real_node:
+                _start_real_node(layout, spec, existing, progress)
+            existing.save(layout)
+            return _info(layout, existing, already_running=True)
+        if existing is not None or process.records(layout):
+            progress(f"cleaning up a stale cluster in {layout.root} (left by a crashed or killed run)")
+            _teardown(layout, existing)
+        return _fresh_up(layout, spec, progress)
+
+
+def _fresh_up(layout: Layout, spec: ClusterSpec, progress: Progress) -> ClusterInfo:
+    if spec.real_node:
+        from kubeaccel.cluster import realnode
+
+        realnode.check_host()
+    ports = _ports(spec)
+    bins = locate((*CONTROL_PLANE, "etcd"))
+    hostname = socket.gethostname()
+    remove_created(layout)
+    progress(f"writing certificates and kubeconfigs to {layout.root}")
+    write_control_plane_files(layout, ports, hostname)
+    state = ClusterState(
+        server=ports.server,
+        ports={"apiserver": ports.apiserver, "etcd": ports.etcd_client, "etcd-peer": ports.etcd_peer},
+        nodes=[],
+        node_resources=dict(spec.node_resources),
+        version=KUBE_VERSION,
+    )
+    try:
+        progress(f"starting etcd and kube-apiserver v{KUBE_VERSION} on {ports.server}")
+        process.start(layout, "etcd", commands.etcd(bins, layout, ports))
+        process.start(layout, "kube-apiserver", commands.apiserver(bins, layout, ports))
+        context = api.ssl_context(layout)
+        api.wait_until(
+            "kube-apiserver to become ready",
+            lambda: api.readyz(layout, ports.apiserver, context),
+            APISERVER_TIMEOUT,
+            _fail_if_dead(layout, ("etcd", "kube-apiserver")),
+        )
+        progress("starting kube-controller-manager, kube-scheduler and kwok")
+        process.start(layout, "kube-controller-manager", commands.controller_manager(bins, layout))
+        process.start(layout, "kube-scheduler", commands.scheduler(bins, layout))
+        process.start(layout, "kwok", commands.kwok(bins, layout))
+        state.save(layout)
+        _add_missing_nodes(layout, spec, state)
+        progress(f"waiting for {len(state.nodes)} simulated node(s) and the controllers")
+        api.wait_until(
+            "the controllers, the scheduler and the simulated nodes",
+            api.cluster_usable(api.client(layout.kubeconfig), state.nodes),
+            USABLE_TIMEOUT,
+            _fail_if_dead(layout, CONTROL_PLANE_COMPONENTS),
+        )
+        if spec.real_node:
+            _start_real_node(layout, spec, state, progress)
+        state.save(layout)
+    except BaseException:
+        _teardown(layout, state, keep_logs=True)
+        raise
+    return _info(layout, state)
+
+
+def _add_missing_nodes(layout: Layout, spec: ClusterSpec, state: ClusterState) -> None:
+    wanted = [n for n in spec.node_names() if n not in state.nodes]
+    if not wanted:
+        return
+    manifests = [kwok.node_manifest(name, spec.node_resources) for name in wanted]
+    api.ensure_nodes(api.client(layout.kubeconfig), manifests)
+    state.nodes.extend(wanted)
+    state.save(layout)
+
+
+def _start_real_node(layout: Layout, spec: ClusterSpec, state: ClusterState, progress: Progress) -> None:
+    from kubeaccel.cluster import realnode
+
+    state.real_node = realnode.up(layout, state.server, progress)
+    state.save(layout)
+
+
+def _teardown(layout: Layout, state: ClusterState | None, keep_logs: bool = False) -> list[str]:
+    real_node = state is not None and state.real_node is not None
+    if real_node or (layout.node.exists()):
+        from kubeaccel.cluster import realnode
+
+        stopped = realnode.down(layout)
+    else:
+        stopped = []
+    stopped += process.stop_all(layout)
+    remove_created(layout, keep_logs=keep_logs)
+    return stopped
+
+
+def down(state_dir: Path) -> list[str]:
+    """Stop every process of the cluster in ``state_dir`` and remove what ``up`` created. Safe to repeat."""
+    layout = Layout(state_dir)
+    if not layout.root.exists():
+        return []
+    with locked(layout):
+        stopped = _teardown(layout, ClusterState.load(layout))
+    layout.lock_file.unlink(missing_ok=True)
+    # The user's own files remain in a --state-dir they chose, and so does that dir.
+    with contextlib.suppress(OSError):
+        layout.root.rmdir()
+    return stopped
+
+
+def status(state_dir: Path) -> tuple[ClusterInfo, bool, list[tuple[str, bool, dict[str, str]]]]:
+    """(cluster, API server ready, nodes with readiness and allocatable) or NotFoundError if none is there."""
+    layout = Layout(state_dir)
+    state = ClusterState.load(layout)
+    if state is None:
+        raise NotFoundError(f"no local cluster in {state_dir}", hint="start one with `kubeaccel cluster up`")
+    info = _info(layout, state)
+    ready = api.readyz(layout, state.ports["apiserver"])
+    nodes: list[tuple[str, bool, dict[str, str]]] = []
+    if ready:
+        nodes = api.node_summary(api.client(layout.kubeconfig))
+    return info, ready, nodes

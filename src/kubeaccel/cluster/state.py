@@ -1,0 +1,126 @@
+"""The record of a running cluster (state.json) and the files written for it (certs, kubeconfigs, kwok config)."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import shutil
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from kubeaccel.cluster import kwok
+from kubeaccel.cluster.commands import APISERVER_KUBELET_CLIENT, Ports
+from kubeaccel.cluster.kubeconfig import build_kubeconfig, dump
+from kubeaccel.cluster.layout import Layout
+from kubeaccel.cluster.pki import CertificateAuthority, service_account_keys
+from kubeaccel.errors import KubeaccelError
+
+# name -> (common name, organization) of each client identity. system:masters bypasses RBAC:
+# for the admin, for kwok (it writes every simulated node's and pod's status) and the apiserver->kubelet client.
+CLIENTS: dict[str, tuple[str, str | None]] = {
+    "admin": ("kubeaccel-admin", "system:masters"),
+    "kube-controller-manager": ("system:kube-controller-manager", None),
+    "kube-scheduler": ("system:kube-scheduler", None),
+    "kwok": ("kwok", "system:masters"),
+    APISERVER_KUBELET_CLIENT: (APISERVER_KUBELET_CLIENT, "system:masters"),
+}
+
+
+@dataclass
+class ClusterState:
+    server: str
+    ports: dict[str, int]
+    nodes: list[str]
+    node_resources: dict[str, str]
+    version: str
+    real_node: str | None = None
+    extra: dict[str, str] = field(default_factory=dict)
+
+    def save(self, layout: Layout) -> None:
+        tmp = layout.state_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(asdict(self), indent=2))
+        tmp.replace(layout.state_file)
+
+    @classmethod
+    def load(cls, layout: Layout) -> ClusterState | None:
+        try:
+            data = json.loads(layout.state_file.read_text())
+            return cls(**data)
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError, TypeError):
+            # Half-written or from another version: treat like a crashed run, so it gets cleaned up.
+            return None
+
+
+@contextlib.contextmanager
+def locked(layout: Layout) -> Iterator[None]:
+    """One ``up``/``down`` at a time per state dir."""
+    layout.root.mkdir(parents=True, exist_ok=True)
+    with open(layout.lock_file, "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise KubeaccelError(
+                f"another kubeaccel cluster command is using {layout.root}",
+                hint="wait for it to finish, or use another --state-dir",
+            ) from None
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _write_private(path: Path, data: bytes | str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data.encode() if isinstance(data, str) else data)
+
+
+def write_control_plane_files(layout: Layout, ports: Ports, hostname: str) -> CertificateAuthority:
+    """Certificates, service-account keys, one kubeconfig per component, the admin kubeconfig, kwok's stages."""
+    ca = CertificateAuthority.create()
+    _write_private(layout.cert("ca"), ca.pair.cert_pem)
+    _write_private(layout.key("ca"), ca.pair.key_pem)
+    serving = ca.issue(
+        "kube-apiserver",
+        server=True,
+        dns_names=("localhost", hostname, "kubernetes", "kubernetes.default", "kubernetes.default.svc",
+                   "kubernetes.default.svc.cluster.local"),
+        ip_addresses=("127.0.0.1", "10.0.0.1"),
+    )
+    _write_private(layout.cert("apiserver"), serving.cert_pem)
+    _write_private(layout.key("apiserver"), serving.key_pem)
+    sa_private, sa_public = service_account_keys()
+    _write_private(layout.key("service-account"), sa_private)
+    _write_private(layout.cert("service-account"), sa_public)
+    for name, (common_name, organization) in CLIENTS.items():
+        pair = ca.issue(common_name, organization=organization, client=True)
+        _write_private(layout.cert(name), pair.cert_pem)
+        _write_private(layout.key(name), pair.key_pem)
+        if name == APISERVER_KUBELET_CLIENT:
+            continue
+        config = dump(build_kubeconfig(ports.server, ca.pair.cert_pem, pair.cert_pem, pair.key_pem, common_name))
+        target = layout.kubeconfig if name == "admin" else layout.component_kubeconfig(name)
+        _write_private(target, config)
+    layout.kwok_config.write_text(kwok.kwok_config())
+    return ca
+
+
+# Everything `up` creates in the state dir; `down` removes exactly these (a --state-dir may hold other files).
+CREATED = ("kubeconfig", "state.json", "state.tmp", "pki", "kubeconfigs", "etcd", "run", "kwok.yaml", "node", "logs")
+
+
+def remove_created(layout: Layout, keep_logs: bool = False) -> None:
+    for name in CREATED:
+        if keep_logs and name == "logs":
+            continue
+        path = layout.root / name
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
