@@ -134,7 +134,8 @@ def execute(plan: UploadPlan, conf: Mapping[str, str], progress: Progress | None
         return
     fs, root = filesystem(plan.base_url, conf)
     try:
-        fs.makedirs(root, exist_ok=True)  # object stores ignore this; local and HDFS need it
+        if not _is_object_store(fs):  # local and HDFS need the directory; on S3 it could create a bucket
+            fs.makedirs(root, exist_ok=True)
         for upload in plan.uploads:
             _, target = filesystem(upload.uri, conf)
             size = upload.source.stat().st_size
@@ -154,6 +155,11 @@ def execute(plan: UploadPlan, conf: Mapping[str, str], progress: Progress | None
             f"cannot upload to {plan.base_url}: {exc}",
             hint=f"check {UPLOAD_PATH_KEY} and the store's credentials/endpoint",
         ) from exc
+
+
+def _is_object_store(fs: Any) -> bool:
+    protocols = {fs.protocol} if isinstance(fs.protocol, str) else set(fs.protocol)
+    return bool(protocols & {"s3", "s3a", "gs", "gcs", "abfs", "az", "oss"})
 
 
 def _copy(source: Path, fs: Any, target: str, progress: Progress | None) -> None:
