@@ -98,6 +98,10 @@ class ResourcePlugin(pb_grpc.DevicePluginServicer):
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.metrics.set_devices(self.resource_name, self.devices)
+        # Labelled children looked up once: Allocate is on the pod start path.
+        self._allocate_seconds = self.metrics.allocate_seconds.labels(self.resource_name)
+        self._allocated = self.metrics.allocations.labels(self.resource_name, "ok")
+        self._rejected = self.metrics.allocations.labels(self.resource_name, "error")
 
     @property
     def options(self) -> pb.DevicePluginOptions:
@@ -192,11 +196,11 @@ class ResourcePlugin(pb_grpc.DevicePluginServicer):
                     )
                 )
         except AllocationError as exc:
-            self.metrics.allocations.labels(self.resource_name, "error").inc()
+            self._rejected.inc()
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"{self.resource_name}: {exc}")
         finally:
-            self.metrics.allocate_seconds.labels(self.resource_name).observe(time.perf_counter() - start)
-        self.metrics.allocations.labels(self.resource_name, "ok").inc(len(request.container_requests))
+            self._allocate_seconds.observe(time.perf_counter() - start)
+        self._allocated.inc(len(request.container_requests))
         return response
 
     async def PreStartContainer(  # noqa: N802
