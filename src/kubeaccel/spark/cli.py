@@ -19,7 +19,7 @@ from rich.table import Table
 from kubeaccel.kube.client import Kube
 from kubeaccel.kube.options import connection_options, echo_json, output_option
 from kubeaccel.spark import manage, uploads
-from kubeaccel.spark.conf import SubmitRequest, parse_conf_pairs, split_list
+from kubeaccel.spark.conf import SubmitRequest, parse_conf_pairs, resolve_conf, split_list
 from kubeaccel.spark.ids import SubmissionId, parse_target
 from kubeaccel.spark.submit import connect_for, submit, wait
 
@@ -102,17 +102,14 @@ def submit_command(
         deploy_mode=deploy_mode,
     )
     progress = _progress if output == "table" and sys.stderr.isatty() else None
-    from kubeaccel.spark.conf import resolve_conf
-
-    kube = connect_for(resolve_conf(request), context=context, kubeconfig=kubeconfig)
-    sid = submit(request, kube=kube, check_quota=not no_preflight, progress=progress)
+    sid = submit(request, context=context, kubeconfig=kubeconfig, check_quota=not no_preflight, progress=progress)
     if output == "json":
         echo_json({"id": str(sid), "namespace": sid.namespace, "driver_pod": sid.pod})
     else:
         click.echo(str(sid))
     if wait:
-        code = wait_for(kube, sid)
-        sys.exit(code)
+        kube = connect_for(resolve_conf(request), context=context, kubeconfig=kubeconfig)
+        sys.exit(wait_for(kube, sid))
 
 
 def wait_for(kube: Kube, sid: SubmissionId) -> int:

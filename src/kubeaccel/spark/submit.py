@@ -170,10 +170,14 @@ def submit(
     progress: uploads.Progress | None = None,
     generated: Generated | None = None,
 ) -> SubmissionId:
-    """Submit `request` in cluster mode and return its ID (`namespace:driver-pod`)."""
-    conf = resolve_conf(request)
-    kube = kube or connect_for(conf, context=context, kubeconfig=kubeconfig)
-    prepared = prepare(request, context_namespace=kube.context_namespace, generated=generated)
+    """Submit `request` in cluster mode and return its ID (`namespace:driver-pod`).
+
+    Everything that can be checked locally is checked before the first connection is made.
+    """
+    prepared = prepare(request, generated=generated)
+    kube = kube or connect_for(prepared.conf, context=context, kubeconfig=kubeconfig)
+    if "spark.kubernetes.namespace" not in prepared.conf and kube.context_namespace:
+        prepared = prepare(request, context_namespace=kube.context_namespace, generated=generated)
     if check_quota:
         preflight(kube, prepared.namespace, prepared.conf)
     uploads.execute(prepared.plan, prepared.conf, progress)
