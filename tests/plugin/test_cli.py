@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -165,6 +166,25 @@ def test_bad_input_prints_error_without_traceback(tmp_path: Path, args: list[str
     assert proc.returncode == 2, proc.stderr
     assert "error:" in proc.stderr and message in proc.stderr and "hint:" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_unwritable_socket_dir(tmp_path: Path) -> None:
+    # Root may write anywhere, so the daemon runs as nobody against a root-owned directory (the
+    # socket dir is checked before the config is read, so nobody need not read the config).
+    setpriv = shutil.which("setpriv")
+    assert setpriv, "setpriv (util-linux) is needed to drop privileges"
+    config = write_sim_config(tmp_path / "c.yaml", tmp_path / "s.json", tmp_path / "dev")
+    socket_dir = short_socket_dir()
+    socket_dir.chmod(0o755)
+    argv = [str(KUBEACCEL), "plugin", "run", "--config", str(config), "--socket-dir", str(socket_dir)]
+    if os.geteuid() == 0:
+        argv = [setpriv, "--reuid=65534", "--regid=65534", "--clear-groups", *argv]
+    else:
+        socket_dir.chmod(0o555)
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
+    socket_dir.rmdir()
+    assert proc.returncode == 2, proc.stderr
+    assert "is not writable" in proc.stderr and "hint:" in proc.stderr and "Traceback" not in proc.stderr
 
 
 def test_run_process_signals(tmp_path: Path) -> None:
