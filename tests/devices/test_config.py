@@ -14,6 +14,8 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from kubeaccel.devices.config import build_backends, load_config, parse_config
 from kubeaccel.devices.sharing import SharedBackend
@@ -151,3 +153,40 @@ def test_unused_backends_are_not_imported() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout
     assert out.strip() == "['kubeaccel.devices.backends.simulated']"
+
+
+# Any YAML-shaped value: the parser answers with a PluginConfig or a ConfigError, nothing else.
+yaml_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=12),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=12) | st.integers(), inner,
+                                                                 max_size=4),
+    max_leaves=12,
+)
+resource_entries = st.fixed_dictionaries(
+    {},
+    optional={
+        "name": st.sampled_from(["example.com/sim", "bad", "", "a.b/c"]) | st.text(max_size=10),
+        "backend": st.sampled_from(["simulated", "generic", "ve", "nope"]) | yaml_values,
+        "count": st.integers(-2, 5) | yaml_values,
+        "numaNodes": st.integers(-1, 3) | yaml_values,
+        "replicas": st.integers(-1, 3) | yaml_values,
+        "cdi": st.booleans() | yaml_values,
+        "stateFile": st.text(max_size=8) | yaml_values,
+        "extra": yaml_values,
+    },
+)
+
+
+@settings(max_examples=800, deadline=None)
+@given(data=st.one_of(
+    yaml_values,
+    st.fixed_dictionaries({"resources": st.lists(resource_entries | yaml_values, max_size=3)},
+                          optional={"version": st.sampled_from(["v1", "v2"]) | yaml_values}),
+))
+def test_fuzz_parse_config(data: object) -> None:
+    try:
+        config = parse_config(data)
+    except ConfigError as exc:
+        assert exc.message.startswith("invalid plugin config") and exc.hint
+        return
+    assert config.resources and len({r.name for r in config.resources}) == len(config.resources)
