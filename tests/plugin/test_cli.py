@@ -136,7 +136,8 @@ def test_checker_reports_a_rejected_registration() -> None:
 def test_devices_table(tmp_path: Path) -> None:
     config = write_sim_config(tmp_path / "c.yaml", tmp_path / "state.json", tmp_path / "dev")
     (tmp_path / "state.json").write_text('{"sim-1": "Unhealthy", "sim-3": "Absent"}')
-    result = CliRunner().invoke(cli, ["plugin", "devices", "--config", str(config)])
+    # The config path from the environment (the DaemonSet's way); an option would override it.
+    result = CliRunner().invoke(cli, ["plugin", "devices"], env={"KUBEACCEL_PLUGIN_CONFIG": str(config)})
     assert result.exit_code == 0, result.output
     rows = [line for line in result.output.splitlines() if "example.com/sim" in line]
     assert len(rows) == 3

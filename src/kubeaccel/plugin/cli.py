@@ -18,6 +18,8 @@ _config_option = click.option(
     "config_path",
     required=True,
     type=click.Path(path_type=Path, dir_okay=False),
+    envvar="KUBEACCEL_PLUGIN_CONFIG",
+    show_envvar=True,
     help="Daemon config (YAML): the resources and their backends.",
 )
 
@@ -28,6 +30,8 @@ def _socket_dir_option(help_text: str) -> Callable[[Callable[..., None]], Callab
         type=click.Path(path_type=Path, file_okay=False),
         default=DEFAULT_SOCKET_DIR,
         show_default=True,
+        envvar="KUBEACCEL_SOCKET_DIR",
+        show_envvar=True,
         help=help_text,
     )
 
@@ -40,7 +44,8 @@ def plugin() -> None:
 @plugin.command()
 @_config_option
 @_socket_dir_option("The kubelet's device-plugin directory (kubelet.sock lives here).")
-@click.option("--metrics-port", type=click.IntRange(0, 65535), default=None, help="Serve Prometheus /metrics here.")
+@click.option("--metrics-port", type=click.IntRange(0, 65535), default=None, envvar="KUBEACCEL_METRICS_PORT",
+              show_envvar=True, help="Serve Prometheus /metrics here.")
 @click.option("--metrics-addr", default="0.0.0.0", show_default=True, help="Address for the metrics endpoint.")
 @click.option("--root", type=click.Path(path_type=Path, file_okay=False), default=Path("/"), show_default=True,
               help="Prefix for /dev and /sys (a fake tree for testing).")
