@@ -1,0 +1,381 @@
+#!/usr/bin/env python3
+"""Build the kubeaccel Spark image with no registry and no Docker engine: an OCI image archive
+that ``ctr -n k8s.io images import`` (or ``docker load``) accepts.
+
+What ``deploy/spark/Dockerfile`` does with ``FROM debian:bookworm-slim`` + ``apt-get install``,
+done here from Debian's packages directly:
+
+1. resolve the package closure of ``packages.txt`` with apt against an *empty* dpkg status (what
+   a fresh Debian would install), download the ``.deb`` files with ``apt-get download`` into a
+   cache (``~/.cache/kubeaccel/debs``), and unpack them into a root filesystem (distroless-style:
+   no maintainer scripts run, so the few things they would do are done below);
+2. add Spark (the ``pyspark`` package of the running interpreter: jars, ``bin/``, Python),
+   ``py4j``, kubeaccel's discovery script and package, the entrypoint and the example app;
+3. pack the rootfs as one uncompressed layer (reproducible: sorted, mtime 0) and write an OCI
+   image layout (index, manifest, config) plus Docker's ``manifest.json``, as one tar.
+
+Cached by content: the archive's name carries a hash of everything that goes in, so a second
+run prints the existing archive at once. Stdlib only; needs root (to keep file ownership),
+``apt-get``, ``dpkg-deb`` and GNU ``tar``.
+
+Usage: build_image.py [--cache DIR] [--name IMAGE] [--keep-rootfs] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterable
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parents[1]
+DEFAULT_CACHE = Path(os.environ.get("KUBEACCEL_CACHE", Path.home() / ".cache" / "kubeaccel"))
+IMAGE_REPO = "docker.io/kubeaccel/spark"
+
+JAVA_HOME = "/usr/lib/jvm/java-17-openjdk-amd64"
+PY_SITE = "/usr/local/lib/python3.11/dist-packages"  # on Debian's sys.path by default
+SPARK_HOME = f"{PY_SITE}/pyspark"
+WORKDIR = "/opt/spark/work-dir"
+SPARK_UID = 185  # the UID of Apache Spark's own images
+
+IMAGE_ENV = {
+    "PATH": f"/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:{JAVA_HOME}/bin",
+    "JAVA_HOME": JAVA_HOME,
+    "SPARK_HOME": SPARK_HOME,
+    "PYSPARK_PYTHON": "/usr/bin/python3",
+    "PYSPARK_DRIVER_PYTHON": "/usr/bin/python3",
+    "LANG": "C.UTF-8",
+}
+ENTRYPOINT = ["/usr/bin/tini", "-s", "--", "/usr/bin/python3", "/opt/kubeaccel/entrypoint.py"]
+
+# Not needed at run time and large: docs, man pages, locales; Spark's R and test bits.
+PRUNE = ["usr/share/doc", "usr/share/man", "usr/share/info", "usr/share/locale", "usr/share/lintian"]
+PYSPARK_SKIP = {"__pycache__", "tests", "testing"}
+# Exactly the import closure of the discovery script (stdlib only), so the image neither needs
+# kubeaccel's third-party dependencies nor is rebuilt when the rest of kubeaccel changes.
+KUBEACCEL_FILES = [
+    "kubeaccel/__init__.py",
+    "kubeaccel/errors.py",
+    "kubeaccel/devices/__init__.py",
+    "kubeaccel/devices/naming.py",
+    "kubeaccel/spark/__init__.py",
+    "kubeaccel/spark/discover.py",
+]
+
+
+def log(message: str) -> None:
+    print(f"[spark-image] {message}", file=sys.stderr, flush=True)
+
+
+def read_packages(path: Path = HERE / "packages.txt") -> list[str]:
+    lines = (line.split("#", 1)[0].strip() for line in path.read_text().splitlines())
+    return [line for line in lines if line]
+
+
+def resolve_closure(packages: Iterable[str]) -> list[str]:
+    """Every package a fresh Debian would install for ``packages`` (no recommends)."""
+    with tempfile.NamedTemporaryFile("w", prefix="empty-dpkg-status-") as status:
+        done = subprocess.run(
+            ["apt-get", "-s", "-o", f"Dir::State::status={status.name}", "-o", "Debug::NoLocking=1",
+             "install", "--no-install-recommends", *packages],
+            capture_output=True, text=True, check=False,
+        )  # fmt: skip
+    if done.returncode != 0:
+        raise SystemExit(f"apt cannot resolve {' '.join(packages)}:\n{done.stderr.strip()}\nhint: run apt-get update")
+    names = sorted({line.split()[1] for line in done.stdout.splitlines() if line.startswith("Inst ")})
+    if not names:
+        raise SystemExit("apt resolved no packages; is this a Debian machine with apt sources?")
+    return names
+
+
+def download_debs(names: list[str], debs: Path) -> list[Path]:
+    """The ``.deb`` of each package (candidate version), downloading only the missing ones."""
+    debs.mkdir(parents=True, exist_ok=True)
+    uris = subprocess.run(["apt-get", "download", "--print-uris", *names], capture_output=True, text=True, check=False)
+    if uris.returncode != 0:
+        raise SystemExit(f"apt-get download --print-uris failed:\n{uris.stderr.strip()}")
+    files = [debs / line.split()[1] for line in uris.stdout.splitlines() if line.startswith("'")]
+    missing = [f for f in files if not f.exists()]
+    if missing:
+        log(f"downloading {len(missing)} of {len(files)} Debian packages into {debs}")
+        by_name = {f.name.split("_", 1)[0]: f for f in missing}
+        fetched = subprocess.run(
+            ["apt-get", "download", *by_name], cwd=debs, capture_output=True, text=True, check=False
+        )
+        if fetched.returncode != 0:
+            raise SystemExit(f"apt-get download failed:\n{fetched.stderr.strip()}\nhint: check the apt mirror")
+    absent = [f.name for f in files if not f.exists()]
+    if absent:
+        raise SystemExit(f"apt-get download did not produce {', '.join(absent)}")
+    return files
+
+
+def unpack_debs(debs: list[Path], rootfs: Path) -> None:
+    # Debian 12 uses merged /usr: packages still ship /bin, /lib, ... so they must land in /usr.
+    for top in ("bin", "sbin", "lib", "lib64"):
+        (rootfs / "usr" / top).mkdir(parents=True, exist_ok=True)
+        (rootfs / top).symlink_to(f"usr/{top}")
+    for deb in debs:
+        data = subprocess.Popen(["dpkg-deb", "--fsys-tarfile", str(deb)], stdout=subprocess.PIPE)
+        subprocess.run(["tar", "-x", "-C", str(rootfs), "--keep-directory-symlink"], stdin=data.stdout, check=True)
+        if data.wait() != 0:
+            raise SystemExit(f"dpkg-deb could not read {deb}")
+
+
+def configure_rootfs(rootfs: Path) -> None:
+    """What the maintainer scripts and base-passwd would have done, as far as Spark needs it."""
+    for rel in PRUNE:
+        shutil.rmtree(rootfs / rel, ignore_errors=True)
+    links = {"bin/sh": "dash", "usr/bin/python3": "python3.11", "usr/bin/java": f"{JAVA_HOME}/bin/java"}
+    for rel, target in links.items():
+        path = rootfs / rel
+        if not path.exists() and not path.is_symlink():
+            path.symlink_to(target)
+    etc = rootfs / "etc"
+    (etc / "passwd").write_text(
+        "root:x:0:0:root:/root:/bin/sh\n"
+        f"spark:x:{SPARK_UID}:{SPARK_UID}:Spark:{WORKDIR}:/bin/false\n"
+        "nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n"
+    )
+    (etc / "group").write_text(f"root:x:0:\nspark:x:{SPARK_UID}:\nnogroup:x:65534:\n")
+    # The entrypoint adds a passwd line for arbitrary UIDs (as Spark's image does), so the group may write it.
+    os.chmod(etc / "passwd", 0o664)
+    (etc / "hostname").write_text("spark\n")
+    # Kubernetes mounts its own /etc/hosts; this one serves plain chroot/runc runs of the image.
+    (etc / "hosts").write_text("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n")
+    (etc / "nsswitch.conf").write_text("passwd: files\ngroup: files\nhosts: files dns\n")
+    for rel in ("tmp", "var/tmp"):
+        (rootfs / rel).mkdir(parents=True, exist_ok=True)
+        os.chmod(rootfs / rel, 0o1777)
+    for rel in ("proc", "sys", "dev", "root", "etc/ssl/certs/java"):
+        (rootfs / rel).mkdir(parents=True, exist_ok=True)
+    work = rootfs / WORKDIR.lstrip("/")
+    work.mkdir(parents=True, exist_ok=True)
+    os.chown(work, SPARK_UID, SPARK_UID)
+    subprocess.run(["ldconfig", "-r", str(rootfs)], check=False, capture_output=True)
+
+
+def _copytree(src: Path, dst: Path, skip: set[str] = PYSPARK_SKIP) -> None:
+    shutil.copytree(
+        src, dst, symlinks=True, ignore=lambda _d, names: [n for n in names if n in skip or n.endswith(".pyc")]
+    )
+
+
+def add_app(rootfs: Path) -> None:
+    """Spark, py4j and kubeaccel's discovery into the image's Python; entrypoint and examples."""
+    import py4j
+    import pyspark
+
+    site = rootfs / PY_SITE.lstrip("/")
+    site.mkdir(parents=True, exist_ok=True)
+    _copytree(Path(pyspark.__file__).parent, site / "pyspark")
+    _copytree(Path(py4j.__file__).parent, site / "py4j")
+    for rel in KUBEACCEL_FILES:
+        (site / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(REPO / "src" / rel, site / rel)
+    for script in ("spark-submit", "spark-class", "pyspark", "find-spark-home", "load-spark-env.sh"):
+        os.chmod(site / "pyspark" / "bin" / script, 0o755)
+    (rootfs / "opt/spark").mkdir(parents=True, exist_ok=True)
+    for name in ("jars", "bin", "python"):
+        (rootfs / "opt/spark" / name).symlink_to(f"{SPARK_HOME}/{name}")
+    bindir = rootfs / "usr/local/bin"
+    bindir.mkdir(parents=True, exist_ok=True)
+    discover = bindir / "kubeaccel-discover"
+    discover.write_text(
+        "#!/usr/bin/python3 -s\nimport sys\n\nfrom kubeaccel.spark.discover import main\n\nsys.exit(main())\n"
+    )
+    os.chmod(discover, 0o755)
+    opt = rootfs / "opt/kubeaccel"
+    (opt / "examples").mkdir(parents=True, exist_ok=True)
+    shutil.copy2(HERE / "entrypoint.py", opt / "entrypoint.py")
+    shutil.copy2(HERE / "examples" / "accel_pi.py", opt / "examples" / "accel_pi.py")
+
+
+def content_key(packages: list[str]) -> str:
+    """Hash of everything that goes into the image, so an unchanged image is never rebuilt."""
+    import pyspark
+
+    digest = hashlib.sha256()
+    digest.update("\n".join(packages).encode())
+    digest.update(pyspark.__version__.encode())
+    roots = [HERE / "entrypoint.py", HERE / "build_image.py", HERE / "examples"]
+    roots += [REPO / "src" / rel for rel in KUBEACCEL_FILES]
+    for root in roots:
+        files = sorted(p for p in ([root] if root.is_file() else root.rglob("*")) if p.is_file())
+        for path in files:
+            if "__pycache__" in path.parts or path.suffix == ".pyc":
+                continue
+            digest.update(str(path.relative_to(REPO)).encode())
+            digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def _sha256_file(path: Path) -> tuple[str, int]:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        while chunk := fh.read(1 << 20):
+            digest.update(chunk)
+    return "sha256:" + digest.hexdigest(), path.stat().st_size
+
+
+def _blob(layout: Path, data: bytes) -> tuple[str, int]:
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    (layout / "blobs/sha256" / digest.split(":")[1]).write_bytes(data)
+    return digest, len(data)
+
+
+def write_oci_archive(rootfs: Path, archive: Path, image: str, created: str = "1970-01-01T00:00:00Z") -> None:
+    layout = archive.with_suffix(".layout")
+    shutil.rmtree(layout, ignore_errors=True)
+    (layout / "blobs/sha256").mkdir(parents=True)
+    layer = layout / "layer.tar"
+    subprocess.run(
+        [
+            "tar",
+            "-c",
+            "-f",
+            str(layer),
+            "--sort=name",
+            "--mtime=@0",
+            "--numeric-owner",
+            "--xattrs",
+            "-C",
+            str(rootfs),
+            ".",
+        ],
+        check=True,
+    )
+    layer_digest, layer_size = _sha256_file(layer)
+    layer.rename(layout / "blobs/sha256" / layer_digest.split(":")[1])
+    config = {
+        "architecture": "amd64",
+        "os": "linux",
+        "created": created,
+        "config": {
+            "Env": [f"{k}={v}" for k, v in IMAGE_ENV.items()],
+            "Entrypoint": ENTRYPOINT,
+            "WorkingDir": WORKDIR,
+            "User": str(SPARK_UID),
+            "Labels": {"org.opencontainers.image.title": "kubeaccel Spark", "io.kubeaccel.built-by": "build_image.py"},
+        },
+        "rootfs": {"type": "layers", "diff_ids": [layer_digest]},
+        "history": [{"created": created, "created_by": "kubeaccel deploy/spark/build_image.py"}],
+    }
+    config_digest, config_size = _blob(layout, json.dumps(config, sort_keys=True).encode())
+    manifest = {
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {
+            "mediaType": "application/vnd.oci.image.config.v1+json",
+            "digest": config_digest,
+            "size": config_size,
+        },
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": layer_digest, "size": layer_size}],
+    }
+    manifest_digest, manifest_size = _blob(layout, json.dumps(manifest, sort_keys=True).encode())
+    index = {
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [
+            {
+                "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                "digest": manifest_digest,
+                "size": manifest_size,
+                "annotations": {"io.containerd.image.name": image, "org.opencontainers.image.ref.name": image},
+            }
+        ],
+    }
+    (layout / "index.json").write_text(json.dumps(index, sort_keys=True))
+    (layout / "oci-layout").write_text(json.dumps({"imageLayoutVersion": "1.0.0"}))
+    docker_manifest = [
+        {
+            "Config": f"blobs/sha256/{config_digest.split(':')[1]}",
+            "RepoTags": [image.removeprefix("docker.io/")],
+            "Layers": [f"blobs/sha256/{layer_digest.split(':')[1]}"],
+        }
+    ]
+    (layout / "manifest.json").write_text(json.dumps(docker_manifest))
+    partial = archive.with_suffix(".partial")
+    subprocess.run(
+        ["tar", "-c", "-f", str(partial), "--sort=name", "--mtime=@0", "--numeric-owner", "-C", str(layout), "."],
+        check=True,
+    )
+    partial.rename(archive)
+    shutil.rmtree(layout)
+
+
+def build(cache: Path = DEFAULT_CACHE, name: str | None = None, keep_rootfs: bool = False) -> dict[str, str]:
+    """Build (or find) the image archive; returns ``{"archive", "image", "rootfs"?}``."""
+    if os.geteuid() != 0:
+        raise SystemExit("building the image needs root (file ownership inside the image); run it with sudo")
+    for tool in ("apt-get", "dpkg-deb", "tar"):
+        if shutil.which(tool) is None:
+            raise SystemExit(f"{tool} not found: the local image build needs a Debian host (or use the Dockerfile)")
+    packages = read_packages()
+    key = content_key(packages)[:16]
+    import kubeaccel
+
+    image = name or f"{IMAGE_REPO}:{kubeaccel.__version__}-{key[:8]}"
+    images = cache / "images"
+    images.mkdir(parents=True, exist_ok=True)
+    archive = images / f"kubeaccel-spark-{key}.tar"
+    rootfs = images / f"kubeaccel-spark-{key}.rootfs"
+    result = {"archive": str(archive), "image": image}
+    if archive.exists() and (not keep_rootfs or rootfs.is_dir()):
+        if keep_rootfs:
+            result["rootfs"] = str(rootfs)
+        log(f"cached: {archive}")
+        return result
+    started = time.monotonic()
+    closure = resolve_closure(packages)
+    log(f"{len(closure)} Debian packages for: {' '.join(packages)}")
+    debs = download_debs(closure, cache / "debs")
+    build_root = Path(tempfile.mkdtemp(prefix="rootfs-", dir=images))
+    try:
+        unpack_debs(debs, build_root)
+        configure_rootfs(build_root)
+        add_app(build_root)
+        log(f"rootfs ready ({time.monotonic() - started:.0f}s); writing {archive.name}")
+        write_oci_archive(build_root, archive, image)
+        if keep_rootfs:
+            shutil.rmtree(rootfs, ignore_errors=True)
+            build_root.rename(rootfs)
+            result["rootfs"] = str(rootfs)
+    finally:
+        shutil.rmtree(build_root, ignore_errors=True)
+    _prune_stale(images, keep=key)
+    log(f"built {image} in {time.monotonic() - started:.0f}s: {archive} ({archive.stat().st_size >> 20} MiB)")
+    return result
+
+
+def _prune_stale(images: Path, keep: str) -> None:
+    """Older builds are only disk space: keep the current archive (and rootfs) alone."""
+    for path in images.glob("kubeaccel-spark-*"):
+        if keep not in path.name:
+            if path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help="cache dir (default ~/.cache/kubeaccel)")
+    parser.add_argument("--name", help=f"image name (default {IMAGE_REPO}:<version>-<content hash>)")
+    parser.add_argument("--keep-rootfs", action="store_true", help="also keep the unpacked rootfs next to the archive")
+    parser.add_argument("--json", action="store_true", help="print {archive, image[, rootfs]} as JSON")
+    args = parser.parse_args()
+    result = build(args.cache, args.name, args.keep_rootfs)
+    print(json.dumps(result) if args.json else result["archive"])
+
+
+if __name__ == "__main__":
+    main()

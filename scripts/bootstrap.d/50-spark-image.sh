@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# The kubeaccel Spark image as an OCI archive in ~/.cache/kubeaccel/images (no registry, no Docker
+# engine: Debian packages + pyspark from the venv). Cached by content: a no-op when nothing changed.
+# The tests and `kubeaccel demo` import it into the real node's containerd themselves.
+set -euo pipefail
+cd "${ROOT:-$(dirname "$0")/../..}"
+.venv/bin/python deploy/spark/build_image.py --keep-rootfs
