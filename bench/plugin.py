@@ -2,8 +2,10 @@
 
     .venv/bin/python bench/plugin.py [--calls 5000] [--flips 30] [--restarts 15]
 
-Both plugins run as separate processes on a temp socket dir with 8 simulated devices and a
-state file; this process plays the kubelet (``KubeletStandIn``). Measured for each:
+Both plugins run at once as separate processes, each on its own temp socket dir with 8
+simulated devices and a state file; this process plays both kubelets (``KubeletStandIn``) and
+interleaves the measurements (blocks of 100 calls, one flip, one restart each in turn), so a
+busy host slows both alike. Measured for each:
 
 * Allocate latency over the unix socket (sync gRPC client, one device per call): p50 / p99;
 * health-change propagation: state file written → the new list arrives on ListAndWatch;
@@ -145,70 +147,115 @@ def _write_states(path: Path, states: dict[str, str]) -> None:
     os.replace(tmp, path)
 
 
-def _allocate_latencies(socket: Path, device_id: str, calls: int) -> list[float]:
-    with grpc.insecure_channel(f"unix://{socket}") as channel:
-        stub = pb_grpc.DevicePluginStub(channel)
-        request = pb.AllocateRequest(container_requests=[pb.ContainerAllocateRequest(devices_ids=[device_id])])
-        for _ in range(200):  # warm-up: connection, caches
-            stub.Allocate(request, timeout=5)
-        out = []
-        for _ in range(calls):
-            start = time.perf_counter()
-            stub.Allocate(request, timeout=5)
-            out.append(time.perf_counter() - start)
+def _allocate_latencies(sockets: dict[str, tuple[Path, str]], calls: int, block: int = 100) -> dict[str, list[float]]:
+    """Allocate timings per plugin, taken in alternating blocks so both see the same host load."""
+    channels = {name: grpc.insecure_channel(f"unix://{socket}") for name, (socket, _) in sockets.items()}
+    stubs = {name: pb_grpc.DevicePluginStub(ch) for name, ch in channels.items()}
+    requests = {
+        name: pb.AllocateRequest(container_requests=[pb.ContainerAllocateRequest(devices_ids=[device])])
+        for name, (_, device) in sockets.items()
+    }
+    out: dict[str, list[float]] = {name: [] for name in sockets}
+    try:
+        for name, stub in stubs.items():  # warm-up: connection, caches
+            for _ in range(200):
+                stub.Allocate(requests[name], timeout=5)
+        for _ in range(calls // block):
+            for name, stub in stubs.items():
+                request, times = requests[name], out[name]
+                for _ in range(block):
+                    start = time.perf_counter()
+                    stub.Allocate(request, timeout=5)
+                    times.append(time.perf_counter() - start)
+    finally:
+        for ch in channels.values():
+            ch.close()
     return out
 
 
-async def _measure(name: str, argv: list[str], socket_dir: Path, state: Path, device: str,
-                   args: argparse.Namespace) -> Figures:
-    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+@dataclass
+class _Target:
+    name: str
+    argv: list[str]
+    socket_dir: Path
+    state: Path
+    device: str
+    proc: subprocess.Popen[bytes] | None = None
+    kubelet: KubeletStandIn | None = None
+    endpoint: str = ""
+
+
+async def _propagation(t: _Target, health: str, stream: grpc.aio.UnaryStreamCall) -> float:  # type: ignore[type-arg]
+    start = time.perf_counter()
+    _write_states(t.state, {t.device: health})
+    while True:
+        response = await asyncio.wait_for(stream.read(), 5)
+        if {d.ID: d.health for d in response.devices}[t.device] == health:
+            return time.perf_counter() - start
+
+
+async def _measure(targets: list[_Target], args: argparse.Namespace) -> list[Figures]:
+    """Run every plugin at once and interleave the measurements, so host load hits all alike."""
+    for t in targets:
+        t.kubelet = KubeletStandIn(t.socket_dir)
+        await t.kubelet.start()
+        t.proc = subprocess.Popen(t.argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        async with KubeletStandIn(socket_dir) as kubelet:
-            _, request = await kubelet.next_registration(timeout=30)
-            socket = socket_dir / request.endpoint
-            lat = await asyncio.to_thread(_allocate_latencies, socket, device, args.calls)
-            lat.sort()
+        for t in targets:
+            assert t.kubelet is not None
+            t.endpoint = (await t.kubelet.next_registration(timeout=30))[1].endpoint
+        lat = await asyncio.to_thread(
+            _allocate_latencies, {t.name: (t.socket_dir / t.endpoint, t.device) for t in targets}, args.calls)
 
-            propagation = []
-            async with kubelet.plugin_channel(request.endpoint) as channel:
-                stream = pb_grpc.DevicePluginStub(channel).ListAndWatch(pb.Empty())
-                await stream.read()
-                for flip in range(args.flips):
-                    health = "Unhealthy" if flip % 2 == 0 else "Healthy"
-                    await asyncio.sleep(0.02)
-                    start = time.perf_counter()
-                    _write_states(state, {device: health})
-                    while True:
-                        response = await asyncio.wait_for(stream.read(), 5)
-                        if {d.ID: d.health for d in response.devices}[device] == health:
-                            break
-                    propagation.append(time.perf_counter() - start)
-                stream.cancel()
+        propagation: dict[str, list[float]] = {t.name: [] for t in targets}
+        channels = [t.kubelet.plugin_channel(t.endpoint) for t in targets if t.kubelet]
+        streams = [pb_grpc.DevicePluginStub(ch).ListAndWatch(pb.Empty()) for ch in channels]
+        for stream in streams:
+            await stream.read()
+        for flip in range(args.flips):
+            health = "Unhealthy" if flip % 2 == 0 else "Healthy"
+            for t, stream in zip(targets, streams, strict=True):
+                await asyncio.sleep(0.02)
+                propagation[t.name].append(await _propagation(t, health, stream))
+        for stream in streams:
+            stream.cancel()
+        for ch in channels:
+            await ch.close()
 
-            reregister = []
-            for _ in range(args.restarts):
-                served = await kubelet.restart()
-                arrived, _ = await kubelet.next_registration(timeout=10)
-                reregister.append(arrived - served)
+        reregister: dict[str, list[float]] = {t.name: [] for t in targets}
+        for _ in range(args.restarts):
+            for t in targets:
+                assert t.kubelet is not None
+                served = await t.kubelet.restart()
+                arrived, _ = await t.kubelet.next_registration(timeout=10)
+                reregister[t.name].append(arrived - served)
                 await asyncio.sleep(0.05)
-            rss, pss = _memory_mb(proc.pid)
+        memory = {t.name: _memory_mb(t.proc.pid) for t in targets if t.proc}
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-    return Figures(
-        name,
-        p50_ms=statistics.median(lat) * 1000,
-        p99_ms=lat[int(len(lat) * 0.99) - 1] * 1000,
-        propagation_ms=statistics.median(propagation) * 1000,
-        propagation_max_ms=max(propagation) * 1000,
-        reregister_ms=statistics.median(reregister) * 1000,
-        reregister_max_ms=max(reregister) * 1000,
-        rss_mb=rss,
-        pss_mb=pss,
-    )
+        for t in targets:
+            if t.proc is not None:
+                t.proc.terminate()
+                try:
+                    t.proc.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    t.proc.kill()
+            if t.kubelet is not None:
+                await t.kubelet.stop()
+    figures = []
+    for t in targets:
+        times = sorted(lat[t.name])
+        figures.append(Figures(
+            t.name,
+            p50_ms=statistics.median(times) * 1000,
+            p99_ms=times[int(len(times) * 0.99) - 1] * 1000,
+            propagation_ms=statistics.median(propagation[t.name]) * 1000,
+            propagation_max_ms=max(propagation[t.name]) * 1000,
+            reregister_ms=statistics.median(reregister[t.name]) * 1000,
+            reregister_max_ms=max(reregister[t.name]) * 1000,
+            rss_mb=memory[t.name][0],
+            pss_mb=memory[t.name][1],
+        ))
+    return figures
 
 
 async def main() -> None:
@@ -228,17 +275,12 @@ async def main() -> None:
         config.write_text(yaml.safe_dump({"resources": [{
             "name": "example.com/sim", "backend": "simulated", "count": DEVICES, "numaNodes": 2,
             "stateFile": str(ours_state)}]}))
-        ours = await _measure(
-            "kubeaccel",
-            [str(KUBEACCEL), "plugin", "run", "--config", str(config), "--socket-dir", str(ours_dir),
-             "--log-level", "warning"],
-            ours_dir, ours_state, "sim-3", args,
-        )
-        peer = await _measure(
-            "minimal peer",
-            [sys.executable, "-c", PEER, str(peer_dir), str(peer_state), str(DEVICES)],
-            peer_dir, peer_state, "dev-3", args,
-        )
+        ours, peer = await _measure([
+            _Target("kubeaccel", [str(KUBEACCEL), "plugin", "run", "--config", str(config), "--socket-dir",
+                                  str(ours_dir), "--log-level", "warning"], ours_dir, ours_state, "sim-3"),
+            _Target("minimal peer", [sys.executable, "-c", PEER, str(peer_dir), str(peer_state), str(DEVICES)],
+                    peer_dir, peer_state, "dev-3"),
+        ], args)
 
     rows = [
         ("Allocate p50 (ms)", "p50_ms", None),
