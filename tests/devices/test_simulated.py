@@ -13,8 +13,11 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
+
 from kubeaccel.devices.backends.simulated import Config, create
 from kubeaccel.devices.model import Health
+from kubeaccel.errors import ConfigError
 
 
 def _backend(tmp_path: Path, **keys: object):
@@ -112,3 +115,11 @@ def test_close_wakes_waiter(tmp_path: Path) -> None:
     start = time.monotonic()
     assert backend.wait_for_change(5.0) is False
     assert time.monotonic() - start < 1.0
+
+
+def test_unusable_device_dir_is_a_config_error(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    with pytest.raises(ConfigError, match="deviceDir") as info:
+        _backend(tmp_path, count=1, deviceDir=str(blocker / "dev"))
+    assert info.value.hint

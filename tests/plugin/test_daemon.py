@@ -229,3 +229,38 @@ def test_metrics_are_scraped(plugin_daemon: PluginDaemon) -> None:
     assert 'kubeaccel_plugin_allocations_total{resource="example.com/sim",result="error"} 1.0' in text
     assert 'kubeaccel_plugin_allocate_duration_seconds_count{resource="example.com/sim"} 2.0' in text
     assert 'kubeaccel_plugin_registrations_total{resource="example.com/sim",result="ok"}' in text
+
+
+def test_reload_keeps_serving_on_a_bad_config_and_applies_a_good_one(plugin_daemon: PluginDaemon) -> None:
+    original = plugin_daemon.config_path.read_text()
+    blocker = plugin_daemon.config_path.parent / "not-a-dir"
+    blocker.write_text("")
+    port = plugin_daemon.daemon.metrics_port
+
+    def scrape() -> str:
+        return urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+
+    async def main() -> None:
+        async with KubeletStandIn(plugin_daemon.socket_dir) as kubelet:
+            _, first = await kubelet.next_registration(timeout=5)
+            # A config whose backend cannot be built: logged, the running resource untouched.
+            plugin_daemon.config_path.write_text(original.replace(str(plugin_daemon.config_path.parent / "dev"),
+                                                                  str(blocker / "dev")))
+            plugin_daemon.runner.call(plugin_daemon.daemon.reload_requested.set)
+            await asyncio.sleep(0.3)
+            assert kubelet.received.empty()
+            async with kubelet.plugin_channel(first.endpoint) as channel:
+                stream = pb_grpc.DevicePluginStub(channel).ListAndWatch(pb.Empty())
+                assert len(await _next_list(stream)) == 4
+                stream.cancel()
+            # A good config: applied, re-registered, and the metrics follow.
+            plugin_daemon.config_path.write_text(original.replace("count: 4", "count: 2"))
+            plugin_daemon.runner.call(plugin_daemon.daemon.reload_requested.set)
+            _, again = await kubelet.next_registration(timeout=5)
+            async with kubelet.plugin_channel(again.endpoint) as channel:
+                stream = pb_grpc.DevicePluginStub(channel).ListAndWatch(pb.Empty())
+                assert sorted(await _next_list(stream)) == ["sim-0", "sim-1"]
+                stream.cancel()
+
+    asyncio.run(main())
+    assert 'kubeaccel_plugin_devices{health="Healthy",resource="example.com/sim"} 2.0' in scrape()

@@ -221,19 +221,37 @@ class Daemon:
         self.reload_requested = asyncio.Event()
         self.started = threading.Event()  # servers are listening (set from the loop thread)
 
-    async def _apply(self, config: PluginConfig) -> None:
+    def _plugins(self, config: PluginConfig) -> list[ResourcePlugin]:
+        """Everything a config needs, built before anything running is touched (closed on failure)."""
         backends = build_backends(config, root=self.root)
-        for resource, backend in zip(config.resources, backends, strict=True):
-            await self.manager.add(ResourcePlugin(backend, cdi=resource.cdi, metrics=self.metrics))
+        try:
+            return [
+                ResourcePlugin(backend, cdi=resource.cdi, metrics=self.metrics)
+                for resource, backend in zip(config.resources, backends, strict=True)
+            ]
+        except BaseException:
+            for backend in backends:
+                backend.close()
+            raise
+
+    async def _install(self, plugins: list[ResourcePlugin]) -> None:
+        for plugin in plugins:
+            await self.manager.add(plugin)
 
     async def _reload(self) -> None:
+        # The new config is loaded and its backends built first: if either fails, the running
+        # resources keep serving untouched.
         try:
             config = self._load()
+            plugins = self._plugins(config)
         except KubeaccelError as exc:
             log.error("config reload failed, keeping the running config: %s", exc)
             return
+        except Exception:
+            log.exception("config reload failed, keeping the running config")
+            return
         await self.manager.close()
-        await self._apply(config)
+        await self._install(plugins)
         log.info("config reloaded: %s", ", ".join(r.name for r in config.resources))
 
     async def run(self, *, handle_signals: bool = False) -> None:
@@ -247,7 +265,7 @@ class Daemon:
         try:
             if self.metrics_port is not None:
                 self.metrics_port = self.metrics.serve(self.metrics_port, self._metrics_addr)
-            await self._apply(config)
+            await self._install(self._plugins(config))
             self.started.set()
             while not self.stop_requested.is_set():
                 if self.reload_requested.is_set():

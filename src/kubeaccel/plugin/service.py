@@ -114,6 +114,7 @@ class ResourcePlugin(pb_grpc.DevicePluginServicer):
     def start_watching(self) -> None:
         """Start the thread that rescans on every backend change (call from the event loop)."""
         self._loop = asyncio.get_running_loop()
+        self.metrics.set_devices(self.resource_name, self.devices)  # again: a reload forgot the old gauges
         self._thread = threading.Thread(target=self._watch, name=f"watch {self.resource_name}", daemon=True)
         self._thread.start()
 

@@ -30,6 +30,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from kubeaccel.devices.model import ContainerAllocation, Device, DeviceNode, Devices, Health
+from kubeaccel.errors import ConfigError
 
 # How often the state file is checked. Small enough for "a few ms" propagation; a stat() costs
 # microseconds, so the idle cost is negligible.
@@ -81,9 +82,16 @@ class SimulatedBackend:
         self.state_error: str | None = None
         self._seen: _Fingerprint = None
         if self._device_dir is not None:
-            self._device_dir.mkdir(parents=True, exist_ok=True)
-            for i in range(config.count):
-                (self._device_dir / self._id(i)).touch()
+            try:
+                self._device_dir.mkdir(parents=True, exist_ok=True)
+                for i in range(config.count):
+                    (self._device_dir / self._id(i)).touch()
+            except OSError as exc:
+                raise ConfigError(
+                    f"{resource_name}: cannot create simulated device files in deviceDir {self._device_dir}: "
+                    f"{exc.strerror}",
+                    hint="point deviceDir at a writable directory, or leave it out for devices without nodes",
+                ) from None
         self._reload()
 
     @property
