@@ -26,6 +26,7 @@ from kubeaccel.errors import ConfigError, KubeaccelError, NotFoundError, Unavail
 
 ALL_NAMESPACES = "*"
 FIELD_MANAGER = "kubeaccel"
+_DELETE_WORKERS = 16  # concurrent DELETEs: the apiserver's deletecollection works through one item at a time
 R = TypeVar("R")
 
 
@@ -180,6 +181,18 @@ class Kube:
         with self._errors("list", _plural(res), namespace):
             return list(self._any.list(res, namespace=namespace, labels=labels, fields=fields))
 
+    def delete_many(
+        self, res: type[Resource], names: Iterable[tuple[str, str]], *, grace_period: int | None = None
+    ) -> None:
+        """Delete (namespace, name) pairs concurrently; already-gone objects are fine."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        def one(item: tuple[str, str]) -> None:
+            self.delete(res, item[1], namespace=item[0], grace_period=grace_period, missing_ok=True)
+
+        with ThreadPoolExecutor(max_workers=_DELETE_WORKERS) as pool:
+            list(pool.map(one, names))
+
     def delete(
         self,
         res: type[Resource],
@@ -195,16 +208,6 @@ class Kube:
         except NotFoundError:
             if not missing_ok:
                 raise
-
-    def delete_matching(
-        self, res: type[Resource], namespace: str, labels: Mapping[str, Any], *, grace_period: int | None = None
-    ) -> None:
-        """One `deletecollection` by label selector (lightkube's own deletecollection takes no selector)."""
-        from lightkube.core.selector import build_selector
-
-        params = {"labelSelector": build_selector(dict(labels)), "gracePeriodSeconds": grace_period}
-        with self._errors("delete", _plural(res), namespace):
-            self._any._client.request("deletecollection", res=res, namespace=namespace, params=params)
 
     def logs(
         self,

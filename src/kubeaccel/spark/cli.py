@@ -13,8 +13,6 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import click
-from rich.console import Console
-from rich.table import Table
 
 from kubeaccel.kube.client import Kube
 from kubeaccel.kube.options import connection_options, echo_json, output_option
@@ -128,6 +126,9 @@ def _connect(kubeconfig: str | None, context: str | None) -> Kube:
 
 
 def _table(apps: list[manage.AppStatus]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
     table = Table("ID", "APP", "PHASE", "EXECUTORS", "NODE", "STARTED", "REASON", box=None)
     for app in apps:
         table.add_row(

@@ -22,8 +22,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from kubeaccel.errors import ConfigError, KubeaccelError, NotFoundError
 from kubeaccel.kube.client import Kube
 from kubeaccel.kube.tenancy import Shortfall, quota_state, shortfalls
@@ -72,6 +70,7 @@ def _read(uri: str) -> str:
 
 
 def load_driver_template(uri: str) -> dict[str, Any]:
+    import yaml
     try:
         template = yaml.safe_load(_read(uri))
     except yaml.YAMLError as exc:

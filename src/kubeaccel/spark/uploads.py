@@ -19,8 +19,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-import fsspec
-
 from kubeaccel.errors import ConfigError, KubeaccelError, NotFoundError, UnavailableError
 from kubeaccel.spark.conf import SubmitRequest, split_list
 
@@ -56,6 +54,8 @@ def storage_options(url: str, conf: Mapping[str, str]) -> dict[str, Any]:
 
 def filesystem(url: str, conf: Mapping[str, str]) -> tuple[Any, str]:
     """(fsspec filesystem, path inside it) for an upload URL; `s3a://` is opened as `s3://`."""
+    import fsspec  # only submits with local files and gc-uploads pay for it
+
     fs_url = "s3://" + url[len("s3a://") :] if url.startswith("s3a://") else url
     try:
         fs, path = fsspec.core.url_to_fs(fs_url, **storage_options(url, conf))
