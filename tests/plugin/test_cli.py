@@ -27,9 +27,11 @@ from click.testing import CliRunner
 from fixtures.plugin import PluginDaemon, short_socket_dir, write_sim_config
 
 from kubeaccel.cli import cli, main
+from kubeaccel.devices.config import load_config
 from kubeaccel.plugin._generated import api_pb2 as pb
 from kubeaccel.plugin._generated import api_pb2_grpc as pb_grpc
 from kubeaccel.plugin.checker import Result, run_checks
+from kubeaccel.plugin.daemon import BackgroundDaemon, Daemon
 from kubeaccel.plugin.kubelet import KubeletStandIn
 
 KUBEACCEL = Path(sys.executable).parent / "kubeaccel"
@@ -225,3 +227,19 @@ def test_run_process_signals(tmp_path: Path) -> None:
     assert "Traceback" not in stderr
     assert [p.name for p in socket_dir.iterdir()] == []  # our sockets removed on the way out
     socket_dir.rmdir()
+
+
+def test_check_picks_the_named_resource(tmp_path: Path) -> None:
+    socket_dir = short_socket_dir()
+    config = tmp_path / "two.yaml"
+    config.write_text(yaml.safe_dump({"resources": [
+        {"name": "example.com/sim", "backend": "simulated", "count": 2},
+        {"name": "example.com/other", "backend": "simulated", "count": 3, "idPrefix": "o"},
+    ]}))
+    with BackgroundDaemon(Daemon(lambda: load_config(config), socket_dir)):
+        report = asyncio.run(run_checks(socket_dir, timeout=5, resource="example.com/other"))
+    socket_dir.rmdir()
+    assert report.passed, report.steps
+    assert report.resource == "example.com/other"
+    first_list = next(s for s in report.steps if s.name == "ListAndWatch: first list")
+    assert first_list.detail == "3 devices, 3 healthy"

@@ -20,6 +20,7 @@ it, simulated devices have no device nodes.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import threading
 import time
@@ -31,6 +32,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from kubeaccel.devices.model import ContainerAllocation, Device, DeviceNode, Devices, Health
 from kubeaccel.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 # How often the state file is checked. Small enough for "a few ms" propagation; a stat() costs
 # microseconds, so the idle cost is negligible.
@@ -117,6 +120,8 @@ class SimulatedBackend:
                 states = _parse_states(path.read_text())
             except (OSError, ValueError) as exc:
                 self.state_error = f"{path}: {exc}"
+                log.warning("%s: ignoring the state file, keeping the last good state: %s", self._resource_name,
+                            self.state_error)
                 return
         with self._lock:
             self._states = states
