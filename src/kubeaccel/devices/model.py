@@ -64,7 +64,7 @@ _NUM_RE = re.compile(r"(\d+)")
 
 def sort_key(device_id: str) -> tuple[tuple[int, int | str], ...]:
     """Natural order, so ``sim-10`` sorts after ``sim-9`` and order is stable across restarts."""
-    return tuple((0, int(p)) if p.isdigit() else (1, p) for p in _NUM_RE.split(device_id) if p)
+    return tuple((0, int(p)) if p.isdecimal() else (1, p) for p in _NUM_RE.split(device_id) if p)
 
 
 class Devices(Mapping[str, Device]):
