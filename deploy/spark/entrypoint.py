@@ -29,6 +29,7 @@ EXECUTOR_ENV = (
     "SPARK_APPLICATION_ID",
     "SPARK_EXECUTOR_POD_IP",
 )
+DRIVER_HOST_ENV = "KUBEACCEL_DRIVER_HOST"
 _JAVA_OPT_RE = re.compile(r"^SPARK_JAVA_OPT_(\d+)$")
 
 
@@ -67,14 +68,15 @@ def build_command(argv: Sequence[str], env: Mapping[str, str]) -> list[str]:
         bind = env.get("SPARK_DRIVER_BIND_ADDRESS")
         if not bind:
             raise EntrypointError("driver mode needs SPARK_DRIVER_BIND_ADDRESS (Spark sets it to the pod IP)")
-        return [
-            f"{spark_home}/bin/spark-submit",
-            "--conf",
-            f"spark.driver.bindAddress={bind}",
-            "--deploy-mode",
-            "client",
-            *rest,
-        ]
+        command = [f"{spark_home}/bin/spark-submit", "--conf", f"spark.driver.bindAddress={bind}"]
+        # Executors reach the driver at spark.driver.host, which Spark sets to the driver Service's DNS
+        # name. Clusters without cluster DNS (or pods on the host network) can have executors dial
+        # the driver pod's IP instead: spark.kubernetes.driverEnv.KUBEACCEL_DRIVER_HOST=pod-ip.
+        # A --conf here wins over the properties file Spark mounts.
+        advertised = env.get(DRIVER_HOST_ENV, "")
+        if advertised:
+            command += ["--conf", f"spark.driver.host={bind if advertised == 'pod-ip' else advertised}"]
+        return [*command, "--deploy-mode", "client", *rest]
     if mode == "executor":
         missing = [name for name in EXECUTOR_ENV if not env.get(name)]
         if missing:

@@ -55,6 +55,16 @@ def test_driver_mode_is_client_mode_spark_submit_bound_to_the_pod_ip() -> None:
     ]  # fmt: skip
 
 
+@pytest.mark.parametrize(("value", "host"), [("pod-ip", "10.0.0.5"), ("driver.example", "driver.example")])
+def test_driver_host_can_be_the_pod_ip(value: str, host: str) -> None:
+    env = {"SPARK_HOME": "/s", "SPARK_DRIVER_BIND_ADDRESS": "10.0.0.5", "KUBEACCEL_DRIVER_HOST": value}
+    cmd = ep.build_command(["driver", "app.py"], env)
+    assert cmd == [
+        "/s/bin/spark-submit", "--conf", "spark.driver.bindAddress=10.0.0.5", "--conf", f"spark.driver.host={host}",
+        "--deploy-mode", "client", "app.py",
+    ]  # fmt: skip
+
+
 def test_executor_mode_builds_the_kubernetes_executor_backend_command() -> None:
     cmd = ep.build_command(["executor"], EXECUTOR_ENV)
     assert cmd[0] == "/jdk/bin/java"
