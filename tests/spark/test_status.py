@@ -1,32 +1,29 @@
-"""`describe`: the one reason a person needs, from a driver pod as the API returns it (pure)."""
+"""`describe`: the one reason a person needs, from a driver pod as the API returns it (JSON; pure)."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import pytest
-from lightkube.codecs import from_dict
 
 from kubeaccel.spark.manage import describe
 
 
 def _pod(status: dict[str, Any], node: str | None = "node-1") -> Any:
-    return from_dict(
-        {
-            "apiVersion": "v1",
-            "kind": "Pod",
-            "metadata": {
-                "name": "etl-1-driver",
-                "namespace": "team-a",
-                "labels": {"spark-app-name": "etl", "spark-app-selector": "spark-123", "spark-role": "driver"},
-            },
-            "spec": {
-                "containers": [{"name": "spark-kubernetes-driver", "image": "img"}],
-                **({"nodeName": node} if node else {}),
-            },
-            "status": status,
-        }
-    )
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": "etl-1-driver",
+            "namespace": "team-a",
+            "labels": {"spark-app-name": "etl", "spark-app-selector": "spark-123", "spark-role": "driver"},
+        },
+        "spec": {
+            "containers": [{"name": "spark-kubernetes-driver", "image": "img"}],
+            **({"nodeName": node} if node else {}),
+        },
+        "status": status,
+    }
 
 
 def _container(state: dict[str, Any]) -> dict[str, Any]:

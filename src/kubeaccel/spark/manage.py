@@ -58,22 +58,48 @@ def scope(kube: Kube, target: Target) -> str:
     return target.namespace or kube.context_namespace or ALL_NAMESPACES
 
 
-def find_drivers(kube: Kube, target: Target) -> list[Any]:
+Pod = dict[str, Any]  # a pod as the API returns it (JSON): these commands read only a few fields
+
+
+def _name(pod: Pod) -> str:
+    return str(pod["metadata"]["name"])
+
+
+def _namespace(pod: Pod) -> str:
+    return str(pod["metadata"]["namespace"])
+
+
+def _labels(pod: Pod) -> dict[str, str]:
+    return pod["metadata"].get("labels") or {}
+
+
+def _phase(pod: Pod) -> str:
+    return str((pod.get("status") or {}).get("phase") or "Unknown")
+
+
+def _app_id(pod: Pod) -> str:
+    return _labels(pod).get(LABEL_APP_ID, "")
+
+
+def _id(pod: Pod) -> SubmissionId:
+    return SubmissionId(_namespace(pod), _name(pod))
+
+
+def find_drivers(kube: Kube, target: Target) -> list[Pod]:
     """Driver pods whose name matches the target, sorted by namespace and name."""
-    from lightkube.resources.core_v1 import Pod
+    from lightkube.resources.core_v1 import Pod as PodResource
 
     namespace = scope(kube, target)
-    pods: list[Any]
     if not target.is_glob and namespace != ALL_NAMESPACES:
         fields = {"metadata.name": target.pattern}
-        pods = kube.list(Pod, namespace=namespace, labels={LABEL_ROLE: "driver"}, fields=fields)
+        pods = kube.list_raw(PodResource, namespace, labels={LABEL_ROLE: "driver"}, fields=fields)
     else:
-        drivers: list[Any] = kube.list(Pod, namespace=namespace, labels={LABEL_ROLE: "driver"})
-        pods = [p for p in drivers if target.matches(p.metadata.name)]
-    return sorted(pods, key=lambda p: (p.metadata.namespace, p.metadata.name))
+        drivers = kube.list_raw(PodResource, namespace, labels={LABEL_ROLE: "driver"})
+        pods = [p for p in drivers if target.matches(_name(p))]
+    return sorted(pods, key=lambda p: (_namespace(p), _name(p)))
 
 
-def _require(pods: list[Any], target: Target, kube: Kube) -> list[Any]:
+def _require(pods: list[Pod], target: Target, kube: Kube) -> list[Pod]:
     if not pods:
         where = scope(kube, target)
         place = "any namespace" if where == ALL_NAMESPACES else f"namespace {where!r}"
@@ -84,43 +110,37 @@ def _require(pods: list[Any], target: Target, kube: Kube) -> list[Any]:
     return pods
 
 
-def describe(pod: Any, executors: int = 0, running: int = 0) -> AppStatus:
+def describe(pod: Pod, executors: int = 0, running: int = 0) -> AppStatus:
     """Phase plus the one reason a person needs: image pull error, OOMKilled, Unschedulable, exit code."""
-    meta, status = pod.metadata, pod.status
-    labels = meta.labels or {}
-    phase = (status.phase if status else None) or "Unknown"
-    reason, exit_code, start, end = "", None, None, None
-    if status:
-        start = status.startTime.isoformat() if status.startTime else None
-        for condition in status.conditions or []:
-            if condition.type == "PodScheduled" and condition.status == "False":
-                reason = f"{condition.reason or 'Unschedulable'}: {condition.message or ''}".strip(": ")
-        for container in status.containerStatuses or []:
-            state = container.state
-            if state and state.waiting and state.waiting.reason:
-                waiting = state.waiting
-                if waiting.reason in _WAITING_PROBLEMS or not reason:
-                    reason = f"{waiting.reason}: {waiting.message}" if waiting.message else waiting.reason
-            if state and state.terminated:
-                terminated = state.terminated
-                exit_code = terminated.exitCode
-                end = terminated.finishedAt.isoformat() if terminated.finishedAt else None
-                detail = terminated.reason or "Terminated"
-                reason = f"{detail} (exit code {exit_code})"
-                if terminated.message:
-                    reason += f": {terminated.message.strip()}"
-        if status.reason and not reason:
-            reason = f"{status.reason}: {status.message}" if status.message else status.reason
+    status = pod.get("status") or {}
+    labels = _labels(pod)
+    reason, exit_code, end = "", None, None
+    for condition in status.get("conditions") or []:
+        if condition.get("type") == "PodScheduled" and condition.get("status") == "False":
+            reason = f"{condition.get('reason') or 'Unschedulable'}: {condition.get('message') or ''}".strip(": ")
+    for container in status.get("containerStatuses") or []:
+        state = container.get("state") or {}
+        waiting, terminated = state.get("waiting") or {}, state.get("terminated")
+        if waiting.get("reason") and (waiting["reason"] in _WAITING_PROBLEMS or not reason):
+            reason = f"{waiting['reason']}: {waiting['message']}" if waiting.get("message") else waiting["reason"]
+        if terminated is not None:
+            exit_code = terminated.get("exitCode")
+            end = terminated.get("finishedAt")
+            reason = f"{terminated.get('reason') or 'Terminated'} (exit code {exit_code})"
+            if terminated.get("message"):
+                reason += f": {terminated['message'].strip()}"
+    if status.get("reason") and not reason:
+        reason = f"{status['reason']}: {status['message']}" if status.get("message") else status["reason"]
     return AppStatus(
-        id=str(SubmissionId(meta.namespace, meta.name)),
-        namespace=meta.namespace,
-        driver_pod=meta.name,
+        id=str(_id(pod)),
+        namespace=_namespace(pod),
+        driver_pod=_name(pod),
         app_name=labels.get(LABEL_APP_NAME, ""),
         app_id=labels.get(LABEL_APP_ID, ""),
-        phase=phase,
+        phase=_phase(pod),
         reason=reason,
-        node=pod.spec.nodeName if pod.spec else None,
-        start=start,
+        node=(pod.get("spec") or {}).get("nodeName"),
+        start=status.get("startTime"),
         end=end,
         exit_code=exit_code,
         executors=executors,
@@ -129,16 +149,14 @@ def describe(pod: Any, executors: int = 0, running: int = 0) -> AppStatus:
 
 
 def _executor_counts(kube: Kube, namespace: str) -> tuple[Counter[str], Counter[str]]:
-    from lightkube.resources.core_v1 import Pod
+    from lightkube.resources.core_v1 import Pod as PodResource
 
     total: Counter[str] = Counter()
     running: Counter[str] = Counter()
-    executors: list[Any] = kube.list(Pod, namespace=namespace, labels={LABEL_ROLE: "executor"})
-    for pod in executors:
-        app_id = _app_id(pod)
-        total[app_id] += 1
-        if pod.status and pod.status.phase == "Running":
-            running[app_id] += 1
+    for pod in kube.list_raw(PodResource, namespace, labels={LABEL_ROLE: "executor"}):
+        total[_app_id(pod)] += 1
+        if _phase(pod) == "Running":
+            running[_app_id(pod)] += 1
     return total, running
 
 
@@ -147,9 +165,9 @@ def status(kube: Kube, target: str | Target, *, phase: str | None = None) -> lis
     target = parse_target(target) if isinstance(target, str) else target
     pods = find_drivers(kube, target)
     if phase:
-        pods = [p for p in pods if ((p.status.phase if p.status else None) or "Unknown").lower() == phase.lower()]
+        pods = [p for p in pods if _phase(p).lower() == phase.lower()]
     pods = _require(pods, target, kube)
-    namespaces = {p.metadata.namespace for p in pods}
+    namespaces = {_namespace(p) for p in pods}
     total, running = _executor_counts(kube, namespaces.pop() if len(namespaces) == 1 else ALL_NAMESPACES)
     return [describe(p, total[_app_id(p)], running[_app_id(p)]) for p in pods]
 
@@ -158,26 +176,21 @@ def list_apps(
     kube: Kube, *, namespace: str | None = None, phase: str | None = None, name: str = "*"
 ) -> list[AppStatus]:
     """Every app in the namespace (None: the context's, else all), optionally filtered; empty is fine."""
-    target = Target(namespace, name)
     try:
-        return status(kube, target, phase=phase)
+        return status(kube, Target(namespace, name), phase=phase)
     except NotFoundError:
         return []
 
 
-def _app_id(pod: Any) -> str:
-    return str((pod.metadata.labels or {}).get(LABEL_APP_ID, ""))
-
-
 def kill(kube: Kube, target: str | Target, *, grace_period: int | None = None) -> list[SubmissionId]:
     """Delete every matching driver pod (its executors, Service and ConfigMaps go with it by ownership)."""
-    from lightkube.resources.core_v1 import Pod
+    from lightkube.resources.core_v1 import Pod as PodResource
 
     target = parse_target(target) if isinstance(target, str) else target
     pods = _require(find_drivers(kube, target), target, kube)
     grace = DEFAULT_KILL_GRACE_SECONDS if grace_period is None else grace_period
-    kube.delete_many(Pod, [(p.metadata.namespace, p.metadata.name) for p in pods], grace_period=grace)
-    return [SubmissionId(p.metadata.namespace, p.metadata.name) for p in pods]
+    kube.delete_many(PodResource, [(_namespace(p), _name(p)) for p in pods], grace_period=grace)
+    return [_id(p) for p in pods]
 
 
 def logs(kube: Kube, target: str | Target, *, follow: bool = False, tail_lines: int | None = None) -> Iterator[str]:
@@ -185,13 +198,12 @@ def logs(kube: Kube, target: str | Target, *, follow: bool = False, tail_lines: 
     target = parse_target(target) if isinstance(target, str) else target
     pods = _require(find_drivers(kube, target), target, kube)
     if len(pods) > 1:
-        matched = ", ".join(str(SubmissionId(p.metadata.namespace, p.metadata.name)) for p in pods[:5])
+        matched = ", ".join(str(_id(p)) for p in pods[:5])
         raise NotFoundError(
             f"{target.pattern!r} matches {len(pods)} apps ({matched}, ...)",
             hint="logs follows one app: give its full ID NAMESPACE:DRIVER-POD",
         )
     pod = pods[0]
-    container = next((c.name for c in pod.spec.containers if c.args and c.args[0] == "driver"), None)
-    return kube.logs(
-        pod.metadata.name, pod.metadata.namespace, follow=follow, container=container, tail_lines=tail_lines
-    )
+    containers = (pod.get("spec") or {}).get("containers") or []
+    container = next((c["name"] for c in containers if (c.get("args") or [""])[0] == "driver"), None)
+    return kube.logs(_name(pod), _namespace(pod), follow=follow, container=container, tail_lines=tail_lines)
