@@ -130,8 +130,8 @@ def test_pi_on_the_real_node_gets_the_allocated_ves(
         *conf_args, "-o", "json", "--wait", "local:///opt/kubeaccel/examples/accel_pi.py", "8", "ve",
         kubeconfig=kubeconfig, timeout=480, check=False,
     )  # fmt: skip
-    first = submitted.stdout.splitlines()[0] if submitted.stdout else "{}"
-    sid = json.loads(first).get("id")
+    # stdout starts with the submission as JSON (then --wait follows the driver).
+    sid = json.JSONDecoder().raw_decode(submitted.stdout.lstrip() or "{}")[0].get("id")
     if submitted.returncode != 0:
         logs = kubeaccel("spark", "logs", sid, kubeconfig=kubeconfig, check=False).stdout if sid else ""
         pods = real_node.cluster.kubectl("get", "pods", "-n", namespace, "-o", "wide", check=False).stdout
