@@ -192,8 +192,13 @@ class Kube:
         def one(item: tuple[str, str]) -> None:
             self.delete(res, item[1], namespace=item[0], grace_period=grace_period, missing_ok=True)
 
+        from lightkube.models.meta_v1 import Status
+
+        # msgspec builds a type's decoder on first use, and that step is not thread-safe: build the one
+        # for the API's error Status here, before threads may need it at the same time
+        Status.from_dict({"apiVersion": "v1", "kind": "Status"})
         with ThreadPoolExecutor(max_workers=_DELETE_WORKERS) as pool:
-            list(pool.map(one, names))
+            builtins.list(pool.map(one, names))
 
     def list_raw(
         self,
