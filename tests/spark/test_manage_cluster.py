@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fixtures.spark import SPARK_USER, run_cli
@@ -170,3 +171,44 @@ def test_malformed_ids_fail_before_connecting(bad: str, tmp_path: Path) -> None:
     code, _, error = run_cli(["spark", "kill", bad, "--kubeconfig", str(tmp_path / "absent")])
     assert code == 2
     assert "hint" in str(error)
+
+
+def test_status_reports_scheduler_message_and_executors(
+    kube: Kube, cluster: Any, spark_namespace: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Needs the full local cluster (scheduler + kwok nodes with nec.com/ve=8 each)."""
+    import time
+
+    monkeypatch.setenv("SPARK_USER", SPARK_USER)
+    greedy = {
+        "spark.driver.resource.ve.amount": "64",
+        "spark.driver.resource.ve.vendor": "nec.com",
+        "spark.driver.resource.ve.discoveryScript": "/opt/kubeaccel/discover",
+    }
+    sid = submit(_request(kube, spark_namespace, "greedy", **greedy), kube=kube, check_quota=False)
+    fits = submit(_request(kube, spark_namespace, "fits"), kube=kube, check_quota=False)
+    # an executor as Spark's driver creates it: labelled with the app ID and spark-role=executor
+    [app] = manage.status(kube, str(fits))
+    kube.create(
+        {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": "fits-exec-1", "labels": {"spark-app-selector": app.app_id, "spark-role": "executor"}},
+            "spec": {"containers": [{"name": "spark-kubernetes-executor", "image": "spark:test"}]},
+        },
+        namespace=spark_namespace,
+    )
+    deadline = time.monotonic() + 60
+    while True:
+        [greedy_app] = manage.status(kube, str(sid))
+        [fits_app] = manage.status(kube, str(fits))
+        if (
+            greedy_app.reason and fits_app.phase == "Running" and fits_app.executors_running == 1
+        ) or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert greedy_app.phase == "Pending"
+    assert greedy_app.reason.startswith("Unschedulable: 0/")
+    assert "Insufficient nec.com/ve" in greedy_app.reason
+    assert fits_app.phase == "Running" and fits_app.node in cluster.nodes
+    assert (fits_app.executors, fits_app.executors_running) == (1, 1)
