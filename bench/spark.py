@@ -29,17 +29,8 @@ from kubeaccel.spark.builder import Generated, build
 from kubeaccel.spark.conf import SubmitRequest, resolve_conf
 
 BIN = Path(sys.executable).parent
-
-
-def _env(kubeconfig: Path) -> dict[str, str]:
-    import pyspark
-
-    return {
-        **os.environ,
-        "KUBECONFIG": str(kubeconfig),
-        "SPARK_HOME": str(Path(pyspark.__file__).parent),
-        "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
-    }
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from fixtures.spark import spark_submit_env  # noqa: E402  (the same environment the reference test gives spark-submit)
 
 
 def _timed(command: list[str], env: dict[str, str]) -> float:
@@ -90,7 +81,7 @@ def main() -> None:
     if not args.kubeconfig:
         raise SystemExit("give --kubeconfig (or start one: kubeaccel cluster up --state-dir /tmp/bench-cluster)")
     kube = Kube.connect(kubeconfig=args.kubeconfig)
-    env = _env(args.kubeconfig)
+    env = spark_submit_env(args.kubeconfig)
     master = f"k8s://{kube.server}"
     namespace = f"bench-{uuid.uuid4().hex[:6]}"
     create_tenant(kube, namespace, {})
