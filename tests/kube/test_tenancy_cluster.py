@@ -69,6 +69,37 @@ def test_tenant_create_is_idempotent_and_show_reports_quota(kube: Kube, kubeconf
     assert "requests.nec.com/ve" in table.output
     assert "64Gi" in table.output
 
+    # an app in the tenant (driver: 1 cpu, 1433Mi) shows up in the usage the quota admission records
+    kube.apply(
+        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "default", "namespace": tenant_name}},
+        namespace=tenant_name,
+    )
+    submitted = runner.invoke(
+        cli,
+        [
+            "spark",
+            "submit",
+            "--kubeconfig",
+            str(kubeconfig),
+            "--master",
+            f"k8s://{kube.server}",
+            "--conf",
+            f"spark.kubernetes.namespace={tenant_name}",
+            "--conf",
+            "spark.kubernetes.container.image=img",
+            "--conf",
+            "spark.kubernetes.authenticate.driver.serviceAccountName=spark",
+            "--conf",
+            "spark.executor.instances=1",
+            "local:///opt/app.py",
+        ],
+    )
+    assert submitted.exit_code == 0, submitted.output
+    shown = runner.invoke(cli, ["tenant", "show", tenant_name, "--kubeconfig", str(kubeconfig), "-o", "json"])
+    rows = {row["resource"]: row for row in json.loads(shown.output)}
+    assert rows["requests.cpu"]["used"] == "1"
+    assert rows["requests.memory"]["used"] == "1433Mi"  # 1g heap + max(0.4 x 1g, 384Mi): a Python app
+
 
 def test_tenant_show_unknown_namespace(kubeconfig: Path) -> None:
     code, _, error = run_cli(["tenant", "show", "no-such-tenant-x", "--kubeconfig", str(kubeconfig)])
