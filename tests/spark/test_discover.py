@@ -98,6 +98,22 @@ def test_real_probe_on_this_host_finds_no_ve() -> None:
         d.resolve("nec.com/ve", {})
 
 
+def test_probe_finds_the_healthy_ves_of_a_node(tmp_path: Path) -> None:
+    # A bare-metal standalone worker: no variables, so the VE backend probes /dev and /sys (a fake
+    # tree here, laid out as the ve_drv module does). VE addresses are slot numbers.
+    (tmp_path / "dev").mkdir()
+    for node, slot, os_state in ((0, 3, 0), (1, 1, 0), (2, 0, 1)):  # ve2 (slot 0) is OFFLINE
+        (tmp_path / f"dev/ve{node}").touch()
+        (tmp_path / f"dev/veslot{slot}").symlink_to(f"ve{node}")
+        sysfs = tmp_path / f"sys/class/ve/ve{node}"
+        (sysfs / "device").mkdir(parents=True)
+        (sysfs / "os_state").write_text(f"{os_state}\n")
+        (sysfs / "device/numa_node").write_text("0\n")
+    done = _run(["nec.com/ve"], _clean_env(**{d.ROOT_ENV: str(tmp_path)}))
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == {"name": "ve", "addresses": ["1", "3"]}
+
+
 def test_family_without_probe_says_nothing_allocated() -> None:
     with pytest.raises(NotFoundError, match=r"no example\.com/sim devices"):
         d.resolve("example.com/sim", {"KUBEACCEL_DEVICES_NEC_COM_VE": "1"})

@@ -34,6 +34,8 @@ if TYPE_CHECKING:
 
 RESOURCE_ENV = "KUBEACCEL_DISCOVER_RESOURCE"
 NAME_ENV = "KUBEACCEL_DISCOVER_NAME"
+# Prefix for /dev and /sys when probing (a container that mounts the host's elsewhere; tests).
+ROOT_ENV = "KUBEACCEL_DISCOVER_ROOT"
 
 
 class _NativeVar(NamedTuple):
@@ -153,7 +155,8 @@ def resolve(
     probe_error = ""
     if backend is not None:
         try:
-            addresses = tuple((probe or probe_backend)(resource, backend))
+            root = env.get(ROOT_ENV) or "/"
+            addresses = tuple(probe(resource, backend) if probe else probe_backend(resource, backend, root))
         except KubeaccelError as exc:
             probe_error = f"; probing the {backend} backend failed: {exc.message}"
         else:
@@ -168,9 +171,10 @@ def resolve(
     )
 
 
-def probe_backend(resource: str, backend: str) -> list[str]:
+def probe_backend(resource: str, backend: str, root: str = "/") -> list[str]:
     """Healthy device indices of this node, from the family's backend on its default config."""
     import importlib
+    from pathlib import Path
 
     module_name = f"kubeaccel.devices.backends.{backend}"
     try:
@@ -180,7 +184,11 @@ def probe_backend(resource: str, backend: str) -> list[str]:
             raise NotFoundError(f"backend {backend!r} is not available in this kubeaccel") from exc
         raise NotFoundError(f"backend {backend!r} needs {exc.name}", hint=f"pip install {exc.name}") from exc
     try:
-        devices = module.create(resource, module.Config()).scan()
+        created = module.create(resource, module.Config(), root=Path(root))
+        try:
+            devices = created.scan()
+        finally:
+            created.close()
     except KubeaccelError:
         raise
     except Exception as exc:  # a probe on a host without the driver must not crash the executor
