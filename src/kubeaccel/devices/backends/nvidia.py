@@ -1,0 +1,193 @@
+"""NVIDIA GPUs (``nvidia.com/gpu``) through NVML.
+
+Each full GPU is one device. Its ID (what the kubelet sees) is the GPU's UUID, which survives
+reboots and re-enumeration; its index (``KUBEACCEL_DEVICES_*``) is NVML's GPU index. The GPUs
+are enumerated once when the backend starts (GPUs are not hot-plugged; restart the plugin after
+changing them). MIG instances are not advertised.
+
+* Device nodes: ``/dev/nvidia<minor>`` per GPU, plus the control nodes that exist on the node
+  (``/dev/nvidiactl``, ``/dev/nvidia-uvm``, ``/dev/nvidia-uvm-tools``, ``/dev/nvidia-modeset``).
+* NUMA: ``/sys/bus/pci/devices/<bus id>/numa_node`` (negative or missing = none).
+* Env: ``NVIDIA_VISIBLE_DEVICES`` = comma list of indices, or of UUIDs with
+  ``visibleDevices: uuid``; CDI names ``nvidia.com/gpu=<index|uuid>`` likewise.
+* Health: a background thread waits on NVML events (XID critical errors and double-bit ECC
+  errors). XIDs in ``ignoredXids`` (by default 13, 31, 43, 45, 68, 109: application errors that
+  leave the GPU usable) and single-bit (corrected) ECC errors do not count. An event NVML cannot
+  attribute to a GPU marks all GPUs unhealthy. A GPU whose driver cannot report events stays
+  healthy.
+* Recovery (the NVIDIA plugin never recovers a GPU): ``recoverAfterSeconds`` after the last
+  critical event, the GPU is probed through NVML again and marked healthy when it answers; if it
+  does not, it is probed again after another quiet period. ``recoverAfterSeconds: null`` keeps an
+  unhealthy GPU unhealthy until the plugin restarts.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from kubeaccel.devices.backends._nvml import EVENT_DOUBLE_BIT_ECC, EVENT_XID_CRITICAL, Gpu, HealthEvent, Nvml
+from kubeaccel.devices.backends._poll import read_int, under_root
+from kubeaccel.devices.model import Backend, ContainerAllocation, Device, DeviceNode, Devices, Health, sort_key
+
+CONTROL_NODES = ("/dev/nvidiactl", "/dev/nvidia-uvm", "/dev/nvidia-uvm-tools", "/dev/nvidia-modeset")
+APPLICATION_XIDS = (13, 31, 43, 45, 68, 109)
+CDI_KIND = "nvidia.com/gpu"
+# How long one nvmlEventSetWait blocks: bounds how late close() and recovery probes happen.
+_EVENT_WAIT_MS = 200
+
+
+class Config(BaseModel):
+    """The nvidia backend's own keys."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
+
+    visible_devices: Literal["index", "uuid"] = Field(
+        default="index",
+        alias="visibleDevices",
+        description="What NVIDIA_VISIBLE_DEVICES and the CDI names list: GPU indices or UUIDs.",
+    )
+    ignored_xids: list[int] = Field(
+        default=list(APPLICATION_XIDS),
+        alias="ignoredXids",
+        description="XID errors that do not make a GPU unhealthy (application errors).",
+    )
+    recover_after_seconds: float | None = Field(
+        default=60.0,
+        gt=0,
+        alias="recoverAfterSeconds",
+        description="Quiet time after the last critical event before an unhealthy GPU is probed again.",
+    )
+
+
+class NvidiaBackend:
+    """``Backend`` over the node's GPUs; NVML is reached through the ``Nvml`` adapter only."""
+
+    def __init__(self, resource_name: str, config: Config, nvml: Nvml, *, root: Path = Path("/")) -> None:
+        self._resource_name = resource_name
+        self._config = config
+        self._nvml = nvml
+        self._root = root
+        self._gpus = sorted(nvml.gpus(), key=lambda g: g.index)
+        self._by_uuid = {g.uuid: g for g in self._gpus}
+        self._lock = threading.Lock()
+        # uuid -> monotonic time of its last critical event; absent = healthy.
+        self._failed_at: dict[str, float] = {}
+        self._changed = threading.Event()
+        self._closed = threading.Event()
+        self.silent = nvml.watch([g.uuid for g in self._gpus]) if self._gpus else []
+        self._thread = threading.Thread(target=self._watch, name=f"nvml-health {resource_name}", daemon=True)
+        self._thread.start()
+
+    @property
+    def resource_name(self) -> str:
+        return self._resource_name
+
+    def scan(self) -> Devices:
+        with self._lock:
+            failed = set(self._failed_at)
+        return Devices(self._device(g, g.uuid not in failed) for g in self._gpus)
+
+    def _device(self, gpu: Gpu, healthy: bool) -> Device:
+        raw_numa = read_int(under_root(self._root, f"/sys/bus/pci/devices/{gpu.pci_bus_id}/numa_node"))
+        node = f"/dev/nvidia{gpu.minor}"
+        return Device(
+            id=gpu.uuid,
+            index=str(gpu.index),
+            health=Health.HEALTHY if healthy else Health.UNHEALTHY,
+            numa_node=raw_numa if raw_numa is not None and raw_numa >= 0 else None,
+            nodes=(DeviceNode(str(under_root(self._root, node)), node),),
+            attributes=(("uuid", gpu.uuid), ("name", gpu.name), ("pci", gpu.pci_bus_id)),
+        )
+
+    def container_allocation(self, devices: Sequence[Device]) -> ContainerAllocation:
+        ordered = sorted(devices, key=lambda d: sort_key(d.index))
+        nodes = [n for d in ordered for n in d.nodes]
+        for control in CONTROL_NODES:
+            host = under_root(self._root, control)
+            if os.path.exists(host):
+                nodes.append(DeviceNode(str(host), control))
+        names = [d.id if self._config.visible_devices == "uuid" else d.index for d in ordered]
+        return ContainerAllocation(
+            envs={"NVIDIA_VISIBLE_DEVICES": ",".join(names)} if names else {},
+            device_nodes=tuple(nodes),
+            cdi_devices=tuple(f"{CDI_KIND}={n}" for n in names),
+        )
+
+    def wait_for_change(self, timeout: float) -> bool:
+        if self._changed.wait(timeout) and not self._closed.is_set():
+            self._changed.clear()
+            return True
+        return False
+
+    def close(self) -> None:
+        self._closed.set()
+        self._changed.set()
+        self._thread.join(timeout=5)
+        self._nvml.shutdown()
+
+    def is_critical(self, event: HealthEvent) -> bool:
+        """Whether an event makes a GPU unhealthy (pure; the thread applies it)."""
+        if event.event_type & EVENT_DOUBLE_BIT_ECC:
+            return True
+        if event.event_type & EVENT_XID_CRITICAL:
+            return event.xid not in self._config.ignored_xids
+        return False
+
+    def _watch(self) -> None:
+        while not self._closed.is_set():
+            try:
+                event = self._nvml.wait_event(_EVENT_WAIT_MS) if self._gpus else None
+            except Exception as exc:
+                if not self._nvml.is_error(exc):
+                    raise
+                # NVML itself failed (driver gone, GPU lost): every GPU is suspect.
+                event = HealthEvent(uuid=None, event_type=EVENT_XID_CRITICAL, xid=-1)
+                self._closed.wait(_EVENT_WAIT_MS / 1000)
+            if not self._gpus:
+                self._closed.wait(_EVENT_WAIT_MS / 1000)
+            if event is not None and self.is_critical(event):
+                self._mark_failed(event.uuid)
+            self._recover()
+
+    def _mark_failed(self, uuid: str | None) -> None:
+        now = time.monotonic()
+        targets = [uuid] if uuid in self._by_uuid else list(self._by_uuid)
+        with self._lock:
+            newly_failed = any(t not in self._failed_at for t in targets)
+            for target in targets:
+                self._failed_at[target] = now
+        if newly_failed:
+            self._changed.set()
+
+    def _recover(self) -> None:
+        quiet = self._config.recover_after_seconds
+        if quiet is None:
+            return
+        now = time.monotonic()
+        with self._lock:
+            due = [u for u, t in self._failed_at.items() if now - t >= quiet]
+        for uuid in due:
+            if self._nvml.probe(uuid):
+                with self._lock:
+                    self._failed_at.pop(uuid, None)
+                self._changed.set()
+            else:
+                with self._lock:
+                    self._failed_at[uuid] = now
+
+
+def create(resource_name: str, config: Config, *, root: Path = Path("/"), nvml: Nvml | None = None) -> Backend:
+    """The NVIDIA backend; ``UnavailableError`` (what to install) where NVML or the driver is missing."""
+    lib = nvml if nvml is not None else Nvml.load()
+    try:
+        return NvidiaBackend(resource_name, config, lib, root=root)
+    except BaseException:
+        lib.shutdown()  # a failed start releases what it started
+        raise
