@@ -92,7 +92,7 @@ class Config(BaseModel):
             except (KeyError, ValueError, IndexError) as exc:
                 raise ValueError(
                     f"{part!r} has a bad placeholder ({exc}); only {{slot}} and {{device}} are substituted, "
-                    "write {{{{ and }}}} for literal braces"
+                    "write {{ and }} for literal braces"
                 ) from exc
         return command
 
