@@ -8,6 +8,9 @@
 # v0.<minor>.<patch> tag builds the same code. From v1.27 on, the generated code is committed, so
 # no code generation is needed.
 set -euo pipefail
+# v1.32.5: the newest v1.32 release whose every k8s.io/* staging module the module proxy here serves
+# (from v1.32.6 on, some zips, e.g. k8s.io/endpointslice, answer 403). Keep in sync with
+# kubeaccel.cluster.spec.KUBE_VERSION.
 KUBE_VERSION=${KUBE_VERSION:-1.32.5}
 KWOK_VERSION=${KWOK_VERSION:-0.7.0}
 CACHE=${KUBEACCEL_K8S_CACHE:-$HOME/.cache/kubeaccel/k8s}
@@ -36,8 +39,9 @@ for b in "${KUBE_BINS[@]}"; do [ -x "$BIN/$b" ] || need_kube=1; done
 if ((need_kube)); then
   MOD=$CACHE/v$KUBE_VERSION/src
   mkdir -p "$MOD"
-  minor=${KUBE_VERSION#*.}
-  staging_version=v0.$minor
+  minor_patch=${KUBE_VERSION#*.}   # 32.5
+  minor=${minor_patch%%.*}         # 32
+  staging_version=v0.$minor_patch
   if [ ! -f "$MOD/go.mod.done" ]; then
     log "preparing build module for k8s.io/kubernetes v$KUBE_VERSION in $MOD"
     proxy=$(go env GOPROXY | tr ',|' '\n\n' | grep -E '^https?://' | head -1)
@@ -78,8 +82,6 @@ GO
   for p in $vpkg $cpkg; do
     ldflags+=" -X $p.gitVersion=v$KUBE_VERSION -X $p.gitMajor=1 -X $p.gitMinor=$minor -X $p.gitTreeState=clean -X $p.buildDate=1970-01-01T00:00:00Z"
   done
-  ldflags=${ldflags/gitMinor=$minor/gitMinor=${minor%%.*}}
-  ldflags=${ldflags//gitMinor=$minor/gitMinor=${minor%%.*}}
   for b in "${KUBE_BINS[@]}"; do
     [ -x "$BIN/$b" ] && continue
     log "building $b v$KUBE_VERSION (several minutes on 2 cores the first time)"

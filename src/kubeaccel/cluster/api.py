@@ -49,6 +49,14 @@ def ensure_nodes(api: Client, manifests: list[dict[str, Any]]) -> None:
                 raise
 
 
+def delete_node(api: Client, name: str) -> None:
+    try:
+        api.delete(Node, name)
+    except ApiError as exc:
+        if exc.status.code != 404:
+            raise
+
+
 def node_ready(node: Node) -> bool:
     conditions = node.status.conditions if node.status and node.status.conditions else []
     return any(c.type == "Ready" and c.status == "True" for c in conditions)

@@ -42,7 +42,6 @@ def node_manifest(name: str, resources: dict[str, str]) -> dict[str, Any]:
         "status": {
             "capacity": dict(resources),
             "allocatable": dict(resources),
-            "nodeInfo": {"architecture": "amd64", "operatingSystem": "linux"},
         },
     }
 

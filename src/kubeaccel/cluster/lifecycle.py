@@ -7,6 +7,7 @@ logs for the error message; a state dir left by a crashed run is detected and cl
 from __future__ import annotations
 
 import contextlib
+import shutil
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -173,7 +174,11 @@ def _add_missing_nodes(layout: Layout, spec: ClusterSpec, state: ClusterState) -
 def _start_real_node(layout: Layout, spec: ClusterSpec, state: ClusterState, progress: Progress) -> None:
     from kubeaccel.cluster import realnode
 
-    state.real_node = realnode.up(layout, state.server, progress)
+    try:
+        state.real_node = realnode.up(layout, state.server, progress)
+    except BaseException:
+        realnode.down(layout)
+        raise
     state.save(layout)
 
 
@@ -216,3 +221,20 @@ def status(state_dir: Path) -> tuple[ClusterInfo, bool, list[tuple[str, bool, di
     if ready:
         nodes = api.node_summary(api.client(layout.kubeconfig))
     return info, ready, nodes
+
+
+def remove_real_node(state_dir: Path) -> list[str]:
+    """Stop the real node (tier 2) of a running cluster, keeping the control plane and kwok nodes."""
+    from kubeaccel.cluster import realnode
+
+    layout = Layout(state_dir)
+    with locked(layout):
+        state = ClusterState.load(layout)
+        stopped = realnode.down(layout)
+        if state is not None and state.real_node:
+            # The Node object would otherwise linger NotReady and confuse the scheduler's view of the cluster.
+            api.delete_node(api.client(layout.kubeconfig), state.real_node)
+            state.real_node = None
+            state.save(layout)
+        shutil.rmtree(layout.node, ignore_errors=True)
+    return stopped

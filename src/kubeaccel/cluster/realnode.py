@@ -1,21 +1,333 @@
-"""Tier 2: a real kubelet with containerd, runc and a CNI bridge, joined to the local control plane."""
+"""Tier 2: a real kubelet with containerd, runc and a CNI bridge, joined to the local control plane.
+
+Facts this relies on (seen on the project's VMs): containerd's CRI needs ``restrict_oom_score_adj`` where
+root lacks CAP_SYS_RESOURCE; the kubelet refuses a loopback ``--node-ip``, so the node keeps its hostname
+(which must resolve to 127.0.0.1) and the API server prefers Hostname addresses; the kubelet's device-plugin
+dir is ``/var/lib/kubelet/device-plugins/`` whatever ``--root-dir`` says, so one real node per machine.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import json
+import os
+import shutil
+import socket
+import subprocess
+import time
 from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
+import yaml
+
+from kubeaccel.cluster import api, hostclean, images, process
+from kubeaccel.cluster.binaries import locate
+from kubeaccel.cluster.kubeconfig import build_kubeconfig, dump
 from kubeaccel.cluster.layout import Layout
-from kubeaccel.errors import KubeaccelError
+from kubeaccel.cluster.pki import CertificateAuthority
+from kubeaccel.cluster.ports import pick_free
+from kubeaccel.errors import KubeaccelError, UnavailableError
+
+DEVICE_PLUGIN_DIR = Path("/var/lib/kubelet/device-plugins")
+KUBELET_DEFAULT_ROOT = Path("/var/lib/kubelet")
+CLAIM_FILE = Path("/run/kubeaccel/real-node.json")
+CNI_BIN_DIR = Path("/usr/lib/cni")
+CNI_PLUGINS = ("bridge", "host-local", "loopback", "portmap")
+BRIDGE = "kubeaccel0"
+POD_SUBNET = "10.244.0.0/24"
+CGROUP_NAME = "kubeaccel"
+NODE_READY_TIMEOUT = 90.0
+
+Progress = Callable[[str], None]
+
+
+def node_name() -> str:
+    return socket.gethostname().lower()
 
 
 def check_host() -> None:
-    raise KubeaccelError("the real node (tier 2) is not available yet", hint="leave out --real-node")
+    """Root, cgroups, the Debian packages and a hostname on 127.0.0.1, or a clear error saying what to fix."""
+    if os.geteuid() != 0:
+        raise KubeaccelError(
+            "the real node (tier 2) needs root: it runs containerd and a kubelet",
+            hint="run as root, or leave out --real-node (tier 1 needs no root)",
+        )
+    if not any(p.is_dir() for p in hostclean.cgroup_dirs("")):
+        raise KubeaccelError(
+            "no cgroup hierarchy is mounted under /sys/fs/cgroup",
+            hint="the real node needs cgroups (v1 or v2); run on a host or VM with them, or leave out --real-node",
+        )
+    locate(("kubelet", "containerd", "ctr", "runc", "iptables"))
+    missing = [p for p in CNI_PLUGINS if not (CNI_BIN_DIR / p).exists()]
+    if missing:
+        raise KubeaccelError(
+            f"CNI plugins {', '.join(missing)} are missing from {CNI_BIN_DIR}",
+            hint="apt-get install containernetworking-plugins",
+        )
+    if not images.BUSYBOX_BINARY.exists():
+        raise KubeaccelError(f"{images.BUSYBOX_BINARY} is missing", hint="apt-get install busybox-static")
+    try:
+        address = socket.gethostbyname(node_name())
+    except OSError:
+        address = ""
+    if not address.startswith("127."):
+        raise KubeaccelError(
+            f"the hostname {node_name()!r} does not resolve to 127.0.0.1 (got {address or 'nothing'})",
+            hint=f"add '127.0.0.1 {node_name()}' to /etc/hosts: the API server reaches the kubelet by hostname",
+        )
 
 
-def up(layout: Layout, server: str, progress: Callable[[str], None]) -> str:
+def _claim(layout: Layout) -> None:
+    """One real node per machine: the device-plugin dir is fixed. A claim whose kubelet is dead is stale."""
+    try:
+        claim = json.loads(CLAIM_FILE.read_text())
+        owner = Path(claim["state_dir"])
+    except (OSError, ValueError, KeyError, TypeError):
+        owner = None
+    if owner is not None and owner != layout.root:
+        record = process.read_record(Layout(owner), "kubelet")
+        if record is not None and record.alive():
+            raise KubeaccelError(
+                f"a real node is already running on this machine (state dir {owner})",
+                hint=f"stop it with `kubeaccel cluster down --state-dir {owner}`; only one kubelet can own "
+                f"{DEVICE_PLUGIN_DIR}",
+            )
+    CLAIM_FILE.parent.mkdir(parents=True, exist_ok=True)
+    CLAIM_FILE.write_text(json.dumps({"state_dir": str(layout.root)}))
+
+
+def _paths(layout: Layout) -> dict[str, Path]:
+    n = layout.node
+    return {
+        "containerd": n / "containerd",
+        "containerd_config": n / "containerd" / "config.toml",
+        "containerd_sock": n / "containerd" / "containerd.sock",
+        "cni_conf": n / "cni" / "net.d",
+        "cni_ipam": n / "cni" / "ipam",
+        "kubelet_root": n / "kubelet",
+        "kubelet_config": n / "kubelet-config.yaml",
+        "images": n / "images",
+        "host_snapshot": n / "host-before.json",
+    }
+
+
+def containerd_address(layout: Layout) -> str:
+    """The real node's containerd socket (for ``ctr --address`` and ``images.import_archive``)."""
+    return str(_paths(layout)["containerd_sock"])
+
+
+def containerd_config(paths: dict[str, Path]) -> str:
+    root = paths["containerd"]
+    cri = 'plugins."io.containerd.grpc.v1.cri"'
+    return f"""version = 2
+root = "{root / 'root'}"
+state = "{root / 'state'}"
+oom_score = 0
+disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.zfs",
+                    "io.containerd.snapshotter.v1.devmapper", "io.containerd.snapshotter.v1.aufs"]
+
+[grpc]
+  address = "{paths['containerd_sock']}"
+
+[plugins."io.containerd.internal.v1.opt"]
+  path = "{root / 'opt'}"
+
+[{cri}]
+  sandbox_image = "{images.PAUSE_IMAGE}"
+  # root here lacks CAP_SYS_RESOURCE: without this runc fails with "can't get final child's PID from pipe".
+  restrict_oom_score_adj = true
+  disable_apparmor = true
+  stream_server_address = "127.0.0.1"
+  stream_server_port = "0"
+
+[{cri}.containerd]
+  snapshotter = "overlayfs"
+  default_runtime_name = "runc"
+
+[{cri}.containerd.runtimes.runc]
+  runtime_type = "io.containerd.runc.v2"
+
+[{cri}.containerd.runtimes.runc.options]
+  SystemdCgroup = false
+  Root = "{root / 'runc'}"
+
+[{cri}.cni]
+  bin_dir = "{CNI_BIN_DIR}"
+  conf_dir = "{paths['cni_conf']}"
+"""
+
+
+def cni_config(paths: dict[str, Path]) -> dict[str, Any]:
+    return {
+        "cniVersion": "0.4.0",
+        "name": "kubeaccel",
+        "plugins": [
+            {
+                "type": "bridge",
+                "bridge": BRIDGE,
+                "isGateway": True,
+                "ipMasq": True,
+                "hairpinMode": True,
+                "ipam": {
+                    "type": "host-local",
+                    "ranges": [[{"subnet": POD_SUBNET}]],
+                    "routes": [{"dst": "0.0.0.0/0"}],
+                    "dataDir": str(paths["cni_ipam"]),
+                },
+            },
+            {"type": "portmap", "capabilities": {"portMappings": True}},
+        ],
+    }
+
+
+def kubelet_config(layout: Layout, paths: dict[str, Path], port: int) -> dict[str, Any]:
+    return {
+        "apiVersion": "kubelet.config.k8s.io/v1beta1",
+        "kind": "KubeletConfiguration",
+        "address": "127.0.0.1",
+        "port": port,
+        "readOnlyPort": 0,
+        "healthzPort": 0,
+        "authentication": {
+            "anonymous": {"enabled": False},
+            "webhook": {"enabled": True},
+            "x509": {"clientCAFile": str(layout.cert("ca"))},
+        },
+        "authorization": {"mode": "Webhook"},
+        "containerRuntimeEndpoint": f"unix://{paths['containerd_sock']}",
+        "imageServiceEndpoint": f"unix://{paths['containerd_sock']}",
+        "cgroupDriver": "cgroupfs",
+        # Pods go below a cgroup of our own, so `down` can find and remove everything they leave.
+        "cgroupRoot": f"/{CGROUP_NAME}",
+        # This machine uses cgroup v1, which Kubernetes 1.31+ refuses unless told otherwise.
+        "failCgroupV1": False,
+        "failSwapOn": False,
+        "localStorageCapacityIsolation": False,
+        "evictionHard": {"memory.available": "1Mi", "nodefs.available": "1%", "imagefs.available": "1%"},
+        # The locally imported pause and busybox images cannot be pulled again: never collect them.
+        "imageGCHighThresholdPercent": 100,
+        "imageGCLowThresholdPercent": 99,
+        # Faster allocatable updates after a device plugin registers (default 10 s).
+        "nodeStatusUpdateFrequency": "3s",
+        "resolvConf": "/etc/resolv.conf",
+        "serializeImagePulls": False,
+        "maxPods": 110,
+    }
+
+
+def _write_node_files(layout: Layout, server: str, kubelet_port: int) -> dict[str, Path]:
+    paths = _paths(layout)
+    for key in ("containerd", "cni_conf", "cni_ipam", "kubelet_root", "images"):
+        paths[key].mkdir(parents=True, exist_ok=True)
+    paths["containerd_config"].write_text(containerd_config(paths))
+    (paths["cni_conf"] / "10-kubeaccel.conflist").write_text(json.dumps(cni_config(paths), indent=2))
+    paths["kubelet_config"].write_text(yaml.safe_dump(kubelet_config(layout, paths, kubelet_port), sort_keys=False))
+    ca = CertificateAuthority.load(layout.cert("ca").read_bytes(), layout.key("ca").read_bytes())
+    # The Node authorizer and NodeRestriction admission key on exactly this identity.
+    pair = ca.issue(f"system:node:{node_name()}", organization="system:nodes", client=True)
+    kubeconfig = layout.component_kubeconfig("kubelet")
+    kubeconfig.write_text(dump(build_kubeconfig(server, ca.pair.cert_pem, pair.cert_pem, pair.key_pem, "kubelet")))
+    kubeconfig.chmod(0o600)
+    return paths
+
+
+def _snapshot_host(paths: dict[str, Path]) -> None:
+    snapshot = {
+        "iptables": hostclean.snapshot_iptables(),
+        "netns": hostclean.netns_names(),
+        "kubelet_root_existed": KUBELET_DEFAULT_ROOT.exists(),
+    }
+    paths["host_snapshot"].write_text(json.dumps(snapshot))
+
+
+def _ctr_ok(binary: str, sock: Path) -> bool:
+    proc = subprocess.run([binary, f"--address={sock}", "version"], capture_output=True, check=False, timeout=10)
+    return proc.returncode == 0
+
+
+def up(layout: Layout, server: str, progress: Progress) -> str:
+    """Start containerd and the kubelet; return the node's name once it is Ready."""
     check_host()
-    return ""
+    _claim(layout)
+    bins = locate(("kubelet", "containerd", "ctr"))
+    (kubelet_port,) = pick_free(1)
+    paths = _write_node_files(layout, server, kubelet_port)
+    _snapshot_host(paths)
+    for cgroup in hostclean.cgroup_dirs(CGROUP_NAME):
+        # The kubelet requires its cgroup root to exist in every hierarchy.
+        with contextlib.suppress(OSError):
+            cgroup.mkdir(exist_ok=True)
+    DEVICE_PLUGIN_DIR.mkdir(parents=True, exist_ok=True)
+    progress("starting containerd (CRI, runc, CNI bridge)")
+    process.start(layout, "containerd", [bins["containerd"], f"--config={paths['containerd_config']}"])
+    alive = _dead_check(layout, ("containerd",))
+    api.wait_until("containerd", lambda: _ctr_ok(bins["ctr"], paths["containerd_sock"]), 30, alive)
+    progress("importing the locally built pause and busybox images")
+    for archive in images.build_base_images(paths["images"]).values():
+        images.import_archive(archive, str(paths["containerd_sock"]), bins["ctr"])
+    name = node_name()
+    progress(f"starting the kubelet (node {name})")
+    process.start(layout, "kubelet", [
+        bins["kubelet"],
+        f"--config={paths['kubelet_config']}",
+        f"--kubeconfig={layout.component_kubeconfig('kubelet')}",
+        f"--root-dir={paths['kubelet_root']}",
+        f"--hostname-override={name}",
+        "--v=1",
+    ])
+    client = api.client(layout.kubeconfig)
+
+    def ready() -> bool:
+        from lightkube.resources.core_v1 import Node
+
+        return api.node_ready(client.get(Node, name))
+
+    api.wait_until(f"the real node {name} to become Ready", ready, NODE_READY_TIMEOUT,
+                   _dead_check(layout, ("containerd", "kubelet")))
+    return name
+
+
+def _dead_check(layout: Layout, names: tuple[str, ...]) -> Callable[[], None]:
+    def check() -> None:
+        for name in names:
+            record = process.read_record(layout, name)
+            if record is not None and not record.alive():
+                raise UnavailableError(
+                    f"{name} exited; last lines of {layout.log(name)}:\n{process.log_tail(layout, name)}",
+                    hint="fix the cause shown above, then `kubeaccel cluster up --real-node` again",
+                )
+
+    return check
 
 
 def down(layout: Layout) -> list[str]:
-    return []
+    """Stop the kubelet, the containers and containerd; remove mounts, cgroups, chains, netns and the bridge."""
+    paths = _paths(layout)
+    stopped = process.stop_all(layout, grace=2.0, names=("kubelet",))
+    # Containers first (they live in our cgroups), then their shims, then containerd itself.
+    hostclean.remove_cgroups(hostclean.cgroup_dirs(CGROUP_NAME))
+    for pid in hostclean.pids_with_argument(str(paths["containerd_sock"]), "containerd-shim"):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, 9)
+    stopped += process.stop_all(layout, grace=2.0, names=("containerd",))
+    try:
+        snapshot = json.loads(paths["host_snapshot"].read_text())
+    except (OSError, ValueError):
+        snapshot = {"iptables": {}, "netns": [], "kubelet_root_existed": True}
+    new_netns = [n for n in hostclean.netns_names() if n not in set(snapshot.get("netns", []))]
+    hostclean.remove_netns(new_netns)
+    hostclean.unmount_all([layout.node, KUBELET_DEFAULT_ROOT])
+    if snapshot.get("iptables"):
+        hostclean.remove_new_chains(snapshot["iptables"])
+    hostclean.delete_link(BRIDGE)
+    if snapshot.get("kubelet_root_existed", True):
+        shutil.rmtree(DEVICE_PLUGIN_DIR, ignore_errors=True)
+    else:
+        shutil.rmtree(KUBELET_DEFAULT_ROOT, ignore_errors=True)
+    with contextlib.suppress(OSError, ValueError, KeyError):
+        if Path(json.loads(CLAIM_FILE.read_text())["state_dir"]) == layout.root:
+            CLAIM_FILE.unlink()
+    # Wait briefly for the kernel to release the last detached mounts before the state dir is removed.
+    time.sleep(0.1)
+    return stopped

@@ -1,0 +1,84 @@
+"""How fast is `kubeaccel cluster up/down`? Goals: tier 1 warm < 20 s, tier 2 < 40 s, down < 10 s.
+
+The peer, measured in the same run on the same machine: the floor that any local cluster pays, i.e.
+etcd plus a bare kube-apiserver started by hand until /readyz answers 200 (no controllers, no nodes).
+`up` is reported against that floor; each figure is the median of --runs fresh state dirs.
+
+    .venv/bin/python bench/cluster.py [--runs 3] [--real-node]
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+from kubeaccel.cluster import api, commands, process
+from kubeaccel.cluster.binaries import locate
+from kubeaccel.cluster.layout import Layout
+from kubeaccel.cluster.lifecycle import down, up
+from kubeaccel.cluster.ports import pick_free
+from kubeaccel.cluster.spec import ClusterSpec, node_resources
+from kubeaccel.cluster.state import write_control_plane_files
+
+GOALS = {"up tier 1": 20.0, "up tier 2": 40.0, "down": 10.0}
+
+
+def _bare_apiserver(state_dir: Path) -> float:
+    layout = Layout(state_dir)
+    etcd_port, peer_port, api_port = pick_free(3)
+    ports = commands.Ports(etcd_port, peer_port, api_port)
+    bins = locate(("etcd", "kube-apiserver"))
+    write_control_plane_files(layout, ports, "localhost")
+    start = time.perf_counter()
+    process.start(layout, "etcd", commands.etcd(bins, layout, ports))
+    process.start(layout, "kube-apiserver", commands.apiserver(bins, layout, ports))
+    context = api.ssl_context(layout)
+    try:
+        api.wait_until("bare apiserver", lambda: api.readyz(layout, api_port, context), 120, lambda: None)
+        return time.perf_counter() - start
+    finally:
+        process.stop_all(layout, grace=1.0)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--real-node", action="store_true", help="also time tier 2 (root only)")
+    args = parser.parse_args()
+    samples: dict[str, list[float]] = {"bare apiserver (floor)": [], "up tier 1": [], "down": []}
+    if args.real_node:
+        samples["up tier 2"] = []
+    resources = node_resources(["nec.com/ve=8"])
+    for _ in range(args.runs):
+        tmp = Path(tempfile.mkdtemp(prefix="kubeaccel-bench-"))
+        try:
+            samples["bare apiserver (floor)"].append(_bare_apiserver(tmp / "bare"))
+            for tier in ["up tier 1", *(["up tier 2"] if args.real_node else [])]:
+                state = tmp / tier.replace(" ", "-")
+                spec = ClusterSpec(state_dir=state, nodes=2, node_resources=resources,
+                                   real_node=tier == "up tier 2")
+                start = time.perf_counter()
+                up(spec)
+                samples[tier].append(time.perf_counter() - start)
+                start = time.perf_counter()
+                down(state)
+                samples["down"].append(time.perf_counter() - start)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    floor = statistics.median(samples["bare apiserver (floor)"])
+    print(f"{'measure':<26}{'median s':>10}{'min s':>8}{'vs floor':>10}{'goal s':>8}  verdict")
+    for name, values in samples.items():
+        median = statistics.median(values)
+        goal = GOALS.get(name)
+        verdict = "" if goal is None else ("ok" if median < goal else "MISSED")
+        ratio = f"{median / floor:.2f}x" if name.startswith("up") else ""
+        goal_text = f"{goal:.0f}" if goal else ""
+        print(f"{name:<26}{median:>10.2f}{min(values):>8.2f}{ratio:>10}{goal_text:>8}  {verdict}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,118 @@
+"""Tier 2, the real node: a kubelet with containerd, runc and the CNI bridge, joined to the session cluster.
+
+Matrix: a busybox pod (locally built image, no registry) runs to completion and its logs come back through
+the API server -> kubelet path; our device plugin daemon (``kubeaccel plugin run``, simulated devices) registers
+with this real kubelet, the node advertises ``example.com/sim``, and a pod asking for it receives the devices
+our Allocate chose, as the ``KUBEACCEL_DEVICES_EXAMPLE_COM_SIM`` env var; a health flip lowers allocatable.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fixtures.cluster import LocalCluster, RealNode, wait_for
+
+from kubeaccel.cluster.images import BUSYBOX_IMAGE
+from kubeaccel.cluster.realnode import DEVICE_PLUGIN_DIR
+
+pytestmark = [pytest.mark.real_node, pytest.mark.cluster, pytest.mark.slow]
+KUBEACCEL = str(Path(sys.executable).with_name("kubeaccel"))
+
+
+def _pod(name: str, node: str, command: str, limits: dict[str, str] | None = None) -> str:
+    return json.dumps({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name},
+        "spec": {
+            "nodeName": node,
+            "restartPolicy": "Never",
+            "terminationGracePeriodSeconds": 1,
+            "containers": [{
+                "name": "main", "image": BUSYBOX_IMAGE, "imagePullPolicy": "Never",
+                "command": ["sh", "-c", command],
+                "resources": {"limits": limits or {}},
+            }],
+        },
+    })
+
+
+def _phase(cluster: LocalCluster, name: str, ns: str) -> str:
+    return cluster.kubectl("get", "pod", name, "-n", ns, "-o", "jsonpath={.status.phase}", check=False).stdout
+
+
+def _allocatable(cluster: LocalCluster, node: str, resource: str) -> str:
+    path = "{.status.allocatable." + resource.replace(".", "\\.") + "}"
+    return cluster.kubectl("get", "node", node, "-o", f"jsonpath={path}").stdout
+
+
+def test_node_is_ready_and_real(real_node: RealNode) -> None:
+    node = json.loads(real_node.cluster.kubectl("get", "node", real_node.node_name, "-o", "json").stdout)
+    assert node["status"]["nodeInfo"]["containerRuntimeVersion"].startswith("containerd://")
+    assert node["status"]["nodeInfo"]["kubeletVersion"].startswith("v1.32")
+    assert next(c for c in node["status"]["conditions"] if c["type"] == "Ready")["status"] == "True"
+    assert (DEVICE_PLUGIN_DIR / "kubelet.sock").is_socket()
+
+
+def test_busybox_pod_runs_to_completion_and_logs_come_back(real_node: RealNode) -> None:
+    cluster = real_node.cluster
+    ns = cluster.create_namespace("real")
+    cluster.apply(_pod("hello", real_node.node_name, "echo hello from $(hostname); cat /proc/1/cgroup | head -1"), ns)
+    wait_for("pod Succeeded", lambda: _phase(cluster, "hello", ns) in ("Succeeded", "Failed"))
+    assert _phase(cluster, "hello", ns) == "Succeeded"
+    logs = cluster.kubectl("logs", "hello", "-n", ns).stdout
+    assert "hello from hello" in logs
+    # A failing command is reported as Failed with its exit code: the container really ran.
+    cluster.apply(_pod("fails", real_node.node_name, "exit 3"), ns)
+    wait_for("pod Failed", lambda: _phase(cluster, "fails", ns) in ("Succeeded", "Failed"))
+    code = cluster.kubectl("get", "pod", "fails", "-n", ns, "-o",
+                           "jsonpath={.status.containerStatuses[0].state.terminated.exitCode}").stdout
+    assert code == "3"
+
+
+@pytest.fixture
+def sim_plugin(real_node: RealNode, tmp_path: Path) -> Iterator[Path]:
+    """Our device plugin daemon on 4 simulated devices, registered with the real kubelet."""
+    state = tmp_path / "sim-state.json"
+    config = tmp_path / "sim.yaml"
+    config.write_text(
+        "version: v1\nresources:\n  - name: example.com/sim\n    backend: simulated\n    count: 4\n"
+        f"    numaNodes: 2\n    stateFile: {state}\n"
+    )
+    log = open(tmp_path / "plugin.log", "wb")  # noqa: SIM115 - closed in teardown
+    daemon = subprocess.Popen([KUBEACCEL, "plugin", "run", "--config", str(config), "--socket-dir",
+                               str(DEVICE_PLUGIN_DIR)], stdout=log, stderr=subprocess.STDOUT)
+    try:
+        yield state
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        try:
+            daemon.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            daemon.kill()
+            daemon.wait()
+        log.close()
+
+
+def test_device_plugin_end_to_end_on_the_real_kubelet(real_node: RealNode, sim_plugin: Path) -> None:
+    cluster, node = real_node.cluster, real_node.node_name
+    wait_for("example.com/sim allocatable", lambda: _allocatable(cluster, node, "example.com/sim") == "4")
+    ns = cluster.create_namespace("dp")
+    cluster.apply(_pod("gets-two", node, "echo DEVICES=$KUBEACCEL_DEVICES_EXAMPLE_COM_SIM",
+                       {"example.com/sim": "2"}), ns)
+    wait_for("pod Succeeded", lambda: _phase(cluster, "gets-two", ns) in ("Succeeded", "Failed"))
+    assert _phase(cluster, "gets-two", ns) == "Succeeded"
+    line = next(x for x in cluster.kubectl("logs", "gets-two", "-n", ns).stdout.splitlines()
+                if x.startswith("DEVICES="))
+    devices = line.removeprefix("DEVICES=").split(",")
+    assert len(devices) == 2 and all(d.startswith("sim-") for d in devices)
+    # The kubelet asked GetPreferredAllocation: both from one NUMA node (sim-0/1 or sim-2/3).
+    assert sorted(devices) in (["sim-0", "sim-1"], ["sim-2", "sim-3"])
+    # A device turning unhealthy reaches the node's allocatable through ListAndWatch.
+    sim_plugin.write_text(json.dumps({"sim-3": "Unhealthy"}))
+    wait_for("allocatable 3 after a health flip", lambda: _allocatable(cluster, node, "example.com/sim") == "3")
