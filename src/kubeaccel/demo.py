@@ -390,7 +390,7 @@ def run_demo(options: DemoOptions, report: Report) -> DemoResult:
 
 
 def _cleanup(plugin: PluginProcess | None, down: Callable[[Path], Any] | None, state_dir: Path, report: Report) -> None:
-    if plugin is not None:
+    if plugin is not None and plugin.proc is not None:  # one a kept demo left running stays
         report("stopping the device plugin")
         plugin.stop()
     if down is not None:
