@@ -112,11 +112,17 @@ def test_preferred_allocation_rejects_bad_requests(must: list[str], size: int, f
     assert err.value.hint
 
 
-def test_preferred_allocation_many_groups_falls_back_but_stays_valid() -> None:
-    # 40 single-device NUMA groups: the exact search would need C(40, 20) combinations.
+def test_preferred_allocation_many_groups_is_exact() -> None:
+    # 40 single-device NUMA groups: choosing among C(39, 19) group sets, without enumerating them.
     many = devs(*((f"d{i}", i) for i in range(40)))
-    got = preferred_allocation(many, ["d39"], 20)
-    assert len(got) == 20 and "d39" in got and len(set(got)) == 20
+    assert preferred_allocation(many, ["d39"], 20) == [*(f"d{i}" for i in range(19)), "d39"]
+
+
+def test_preferred_allocation_skips_a_low_id_whose_group_would_cost_an_extra_node() -> None:
+    # d0 alone on node 0; nodes 1 and 2 hold two each. Size 4 fits in nodes 1+2 (two groups) but
+    # any allocation with d0 needs three, so d0 is passed over despite being the lowest ID.
+    available = devs(("d0", 0), ("d1", 1), ("d2", 1), ("d3", 2), ("d4", 2))
+    assert preferred_allocation(available, [], 4) == ["d1", "d2", "d3", "d4"]
 
 
 # --- preferred_allocation: properties against brute force ----------------------------------------

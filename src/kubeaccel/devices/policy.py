@@ -10,18 +10,11 @@ unknown (``numa_node=None``) form one group of their own.
 
 from __future__ import annotations
 
-import heapq
-import itertools
-import math
 from collections import Counter
 from collections.abc import Iterable, Sequence
 
 from kubeaccel.devices.model import Devices, sort_key
 from kubeaccel.errors import KubeaccelError
-
-# Above this many candidate NUMA-group combinations the exact tie-break search gives way to a
-# greedy choice (largest groups first). Real nodes have at most a handful of NUMA nodes.
-_MAX_GROUP_COMBINATIONS = 20_000
 
 
 class AllocationError(KubeaccelError):
@@ -67,7 +60,7 @@ def check_allocation(devices: Devices, ids: Sequence[str]) -> Devices:
 
 
 def _group_of(numa_node: int | None) -> int:
-    # None sorts before every real NUMA node so its group is stable; -1 is never a real node.
+    # -1 is what sysfs writes for "no NUMA node", so unknown and none share one group.
     return -1 if numa_node is None else numa_node
 
 
@@ -99,38 +92,45 @@ def preferred_allocation(available: Devices, must_include: Sequence[str], size: 
         )
 
     must = set(must_include)
-    groups: dict[int, list[str]] = {}
-    for dev in available.values():  # natural order, so each group's list is sorted
-        groups.setdefault(_group_of(dev.numa_node), []).append(dev.id)
-    required = sorted({_group_of(available[i].numa_node) for i in must})
-    optional = sorted(g for g in groups if g not in required)
+    groups: dict[int, int] = {}  # group -> non-must devices not yet passed by the scan below
+    for dev in available.values():
+        if dev.id not in must:
+            group = _group_of(dev.numa_node)
+            groups[group] = groups.get(group, 0) + 1
+    allowed = {_group_of(available[i].numa_node) for i in must}
+    optional = [g for g in groups if g not in allowed]
     needed = size - len(must)
 
-    def fill(chosen: Iterable[int]) -> list[str]:
-        pool = heapq.merge(*(groups[g] for g in chosen), key=sort_key)
-        extra = list(itertools.islice((i for i in pool if i not in must), needed))
-        return sorted([*must, *extra], key=sort_key)
+    def reachable(allowed: set[int], extra_groups: int, need: int) -> bool:
+        # Enough devices left in the allowed groups plus the largest `extra_groups` others?
+        others = sorted((groups[g] for g in optional if g not in allowed), reverse=True)
+        return sum(groups.get(g, 0) for g in allowed) + sum(others[:extra_groups]) >= need
 
-    def capacity(chosen: Iterable[int]) -> int:
-        return sum(len(groups[g]) for g in chosen)
-
-    # Fewest extra groups: the k largest optional groups reach the size first, if any k groups do.
-    by_size = sorted(optional, key=lambda g: len(groups[g]), reverse=True)
-    base = capacity(required)
+    # The fewest extra groups that can hold the rest: the largest ones first.
     extra_groups = 0
-    while base + capacity(by_size[:extra_groups]) < size:
+    while not reachable(allowed, extra_groups, needed):
         extra_groups += 1
 
-    if math.comb(len(optional), extra_groups) > _MAX_GROUP_COMBINATIONS:
-        return fill([*required, *by_size[:extra_groups]])
-    best: list[str] | None = None
-    best_key: tuple[tuple[tuple[int, int | str], ...], ...] = ()
-    for combo in itertools.combinations(optional, extra_groups):
-        if base + capacity(combo) < size:
+    # Greedy in natural ID order: take each device if a best allocation can still include it.
+    # That yields the lowest IDs because, with must_include fixed, the lower of two allocations is
+    # the one holding the lowest ID they do not share. Feasibility only shrinks as the scan goes
+    # on, so a group that cannot be opened once is never tried again.
+    chosen: list[str] = []
+    dead: set[int] = set()
+    for dev in available.values():
+        if len(chosen) == needed:
+            break
+        if dev.id in must:
             continue
-        candidate = fill([*required, *combo])
-        key = tuple(sort_key(i) for i in candidate)
-        if best is None or key < best_key:
-            best, best_key = candidate, key
-    assert best is not None  # the k largest groups always qualify
-    return best
+        group = _group_of(dev.numa_node)
+        groups[group] -= 1
+        if group in allowed:
+            chosen.append(dev.id)
+        elif group not in dead and extra_groups > 0:
+            if reachable(allowed | {group}, extra_groups - 1, needed - len(chosen) - 1):
+                allowed.add(group)
+                extra_groups -= 1
+                chosen.append(dev.id)
+            else:
+                dead.add(group)
+    return sorted([*must, *chosen], key=sort_key)
