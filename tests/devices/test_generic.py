@@ -129,3 +129,10 @@ def test_bad_config_names_the_key(keys: dict[str, object], fragment: str) -> Non
 
 def test_config_accepts_snake_case_names_too() -> None:
     assert generic.Config(paths=["/dev/x"], share_count=2).share_count == 2
+
+
+def test_nodes_mapping_to_one_id_keep_the_first(tmp_path: Path) -> None:
+    make_dev(tmp_path, "a/b", "a_b")
+    devices = backend(tmp_path, paths=["/dev/a/*", "/dev/a_*"]).scan()
+    assert list(devices) == ["a_b"]
+    assert devices["a_b"].nodes[0].container_path == "/dev/a/b"

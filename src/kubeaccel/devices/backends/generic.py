@@ -1,7 +1,8 @@
 """Generic device nodes: any ``/dev`` entries matched by globs (serial adapters, FPGAs, TPM, ...).
 
 Each matched node is one device. Its ID is its path below ``/dev`` with ``/`` turned into ``_``
-(``/dev/ttyUSB0`` -> ``ttyUSB0``, ``/dev/bus/usb/001/004`` -> ``bus_usb_001_004``) and its
+(``/dev/ttyUSB0`` -> ``ttyUSB0``, ``/dev/bus/usb/001/004`` -> ``bus_usb_001_004``; of two nodes
+that map to one ID, only the first in natural order is advertised) and its
 index, the value the workload sees in ``KUBEACCEL_DEVICES_*``, is the number at the end of the
 node's name (``ttyUSB3`` -> ``3``), stable when other nodes come and go. When some node has no
 trailing number, or two numbers collide (``ttyUSB0`` and ``ttyACM0`` in one resource), every node
@@ -94,7 +95,11 @@ class GenericBackend:
         matches = self._matches()
         with self._lock:
             self._known |= matches
-            paths = sorted(self._known, key=sort_key)
+            by_id: dict[str, str] = {}
+            for path in sorted(self._known, key=sort_key):
+                # /dev/a/b and /dev/a_b would share an ID: the first in natural order wins.
+                by_id.setdefault(_device_id(path), path)
+            paths = list(by_id.values())
         numbers = {p: m.group(1) for p in paths if (m := _TRAILING_NUMBER.search(p))}
         unique_numbers = len(numbers) == len(paths) and len(set(numbers.values())) == len(paths)
         devices = []
