@@ -45,7 +45,7 @@ class Config(BaseModel):
         default="rw", pattern=r"^(rwm|rw|rm|wm|r|w|m)$", description="cgroup device access, in rwm order."
     )
     poll_interval_seconds: float = Field(
-        default=0.25, gt=0, le=60, alias="pollIntervalSeconds", description="How often to re-check the globs."
+        default=0.1, gt=0, le=60, alias="pollIntervalSeconds", description="How often to re-check the globs."
     )
 
     @field_validator("paths")

@@ -73,7 +73,7 @@ class Config(BaseModel):
     )
     reset_timeout_seconds: float = Field(default=60.0, gt=0, le=3600, alias="resetTimeoutSeconds")
     poll_interval_seconds: float = Field(
-        default=0.2, gt=0, le=60, alias="pollIntervalSeconds", description="How often sysfs health is re-read."
+        default=0.1, gt=0, le=60, alias="pollIntervalSeconds", description="How often sysfs health is re-read."
     )
 
     @field_validator("veos_socket_dir")
