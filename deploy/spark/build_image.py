@@ -184,7 +184,7 @@ def add_app(rootfs: Path) -> None:
     for script in ("spark-submit", "spark-class", "pyspark", "find-spark-home", "load-spark-env.sh"):
         os.chmod(site / "pyspark" / "bin" / script, 0o755)
     (rootfs / "opt/spark").mkdir(parents=True, exist_ok=True)
-    for name in ("jars", "bin", "python"):
+    for name in ("jars", "bin", "python", "examples"):  # /opt/spark/... as in Spark's own image
         (rootfs / "opt/spark" / name).symlink_to(f"{SPARK_HOME}/{name}")
     bindir = rootfs / "usr/local/bin"
     bindir.mkdir(parents=True, exist_ok=True)

@@ -128,6 +128,17 @@ def test_driver_mode_runs_the_example_app(built: dict[str, str]) -> None:
     assert all(r["env"] == {"KUBEACCEL_DEVICES_NEC_COM_VE": "4"} for r in reports)
 
 
+def test_spark_layout_paths_exist(built: dict[str, str]) -> None:
+    # Paths users know from Spark's own image: /opt/spark/{jars,bin,examples}.
+    script = (
+        "test -f /opt/spark/examples/src/main/python/pi.py && test -x /opt/spark/bin/spark-submit "
+        "&& ls /opt/spark/jars/spark-kubernetes_*.jar"
+    )
+    done = in_image(built["rootfs"], ["/bin/sh", "-c", script], {})
+    assert done.returncode == 0, done.stderr
+    assert "spark-kubernetes_" in done.stdout
+
+
 def test_executor_mode_names_what_is_missing(built: dict[str, str]) -> None:
     done = in_image(built["rootfs"], ["/usr/bin/python3", "/opt/kubeaccel/entrypoint.py", "executor"], {})
     assert done.returncode == 2
