@@ -335,9 +335,16 @@ def build(cache: Path = DEFAULT_CACHE, name: str | None = None, keep_rootfs: boo
         log(f"cached: {archive}")
         return result
     started = time.monotonic()
-    closure = resolve_closure(packages)
+    try:
+        closure = resolve_closure(packages)
+        debs = download_debs(closure, cache / "debs")
+    except SystemExit:
+        # A fresh machine may have no (or stale) package lists: refresh them once and retry.
+        log("apt failed; running apt-get update and retrying")
+        subprocess.run(["apt-get", "update", "-qq"], check=False)
+        closure = resolve_closure(packages)
+        debs = download_debs(closure, cache / "debs")
     log(f"{len(closure)} Debian packages for: {' '.join(packages)}")
-    debs = download_debs(closure, cache / "debs")
     build_root = Path(tempfile.mkdtemp(prefix="rootfs-", dir=images))
     try:
         unpack_debs(debs, build_root)
