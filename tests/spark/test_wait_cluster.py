@@ -14,6 +14,7 @@ import pytest
 from fixtures.spark import run_cli
 
 from kubeaccel.kube.client import Kube
+from kubeaccel.spark import manage
 
 pytestmark = pytest.mark.cluster
 
@@ -82,3 +83,55 @@ def test_submit_wait_exits_with_the_drivers_code(kube: Kube, kubeconfig: Path, s
     finisher.join(timeout=30)
     assert code == 3, (output, error)
     assert "driver exited with code 3" in output
+
+
+def test_wait_timeout(kube: Kube, kubeconfig: Path, spark_namespace: str) -> None:
+    code, output, error = run_cli(
+        [
+            "spark",
+            "submit",
+            "--wait",
+            "--wait-timeout",
+            "1",
+            "--kubeconfig",
+            str(kubeconfig),
+            "--master",
+            f"k8s://{kube.server}",
+            "--conf",
+            f"spark.kubernetes.namespace={spark_namespace}",
+            "--conf",
+            "spark.kubernetes.container.image=img",
+            "local:///opt/app.py",
+        ]
+    )
+    assert code == 124, (output, error)
+    assert "after 1s" in str(error)
+
+
+@pytest.mark.parametrize(("finish", "code"), [("Failed", 1)])
+def test_submit_wait_with_kwok_finishing_the_driver(
+    kube: Kube, kubeconfig: Path, spark_namespace: str, finish: str, code: int
+) -> None:
+    """kwok (the local cluster's node simulator) ends a pod annotated kubeaccel.io/kwok-finish."""
+    result, output, error = run_cli(
+        [
+            "spark",
+            "submit",
+            "--wait",
+            "--kubeconfig",
+            str(kubeconfig),
+            "--master",
+            f"k8s://{kube.server}",
+            "--conf",
+            f"spark.kubernetes.namespace={spark_namespace}",
+            "--conf",
+            "spark.kubernetes.container.image=img",
+            "--conf",
+            f"spark.kubernetes.driver.annotation.kubeaccel.io/kwok-finish={finish}",
+            "local:///opt/app.py",
+        ]
+    )
+    assert result == code, (output, error)
+    assert f": {finish}" in output
+    [app] = manage.list_apps(kube, namespace=spark_namespace)
+    assert (app.phase, app.exit_code) == (finish, code)

@@ -2,7 +2,7 @@
 
 Exit codes (scriptable): 0 ok; 1 the app failed (`submit --wait`: the driver's own exit code);
 2 bad input; 3 no app matches / not found; 4 API server unreachable; 5 forbidden by RBAC;
-6 the app does not fit in the namespace's quota.
+6 the app does not fit in the namespace's quota; 124 `--wait-timeout` passed.
 """
 
 from __future__ import annotations
@@ -49,6 +49,9 @@ def _csv(value: str | None) -> tuple[str, ...]:
 @click.option("--py-files", help="Comma-separated .py/.zip/.egg files for Python apps.")
 @click.option("--archives", help="Comma-separated archives (file#alias) unpacked in the working dirs.")
 @click.option("--wait/--no-wait", default=False, help="Follow the app to its end; exit with the driver's code.")
+@click.option(
+    "--wait-timeout", type=click.FloatRange(min=0), default=None, help="With --wait: give up after SECONDS (exit 124)."
+)
 @click.option("--no-preflight", is_flag=True, help="Skip the namespace quota check.")
 @connection_options
 @output_option
@@ -67,6 +70,7 @@ def submit_command(
     py_files: str | None,
     archives: str | None,
     wait: bool,
+    wait_timeout: float | None,
     no_preflight: bool,
     kubeconfig: str | None,
     context: str | None,
@@ -107,11 +111,11 @@ def submit_command(
         click.echo(str(sid))
     if wait:
         kube = connect_for(resolve_conf(request), context=context, kubeconfig=kubeconfig)
-        sys.exit(wait_for(kube, sid))
+        sys.exit(wait_for(kube, sid, wait_timeout))
 
 
-def wait_for(kube: Kube, sid: SubmissionId) -> int:
-    code = wait(kube, sid, on_change=lambda phase: click.echo(f"{sid}: {phase}", err=True))
+def wait_for(kube: Kube, sid: SubmissionId, timeout: float | None = None) -> int:
+    code = wait(kube, sid, on_change=lambda phase: click.echo(f"{sid}: {phase}", err=True), timeout=timeout)
     click.echo(f"{sid}: driver exited with code {code}", err=True)
     return code
 
