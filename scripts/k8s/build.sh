@@ -13,13 +13,16 @@ set -euo pipefail
 # kubeaccel.cluster.spec.KUBE_VERSION.
 KUBE_VERSION=${KUBE_VERSION:-1.32.5}
 KWOK_VERSION=${KWOK_VERSION:-0.7.0}
+# etcd 3.5 (not Debian's 3.4.23): the API server enables watch progress requests only for etcd >= 3.5.13,
+# and without them kwok's (client-go 0.33) watches fail and simulated pods react only on relists.
+ETCD_VERSION=${ETCD_VERSION:-3.5.21}
 CACHE=${KUBEACCEL_K8S_CACHE:-$HOME/.cache/kubeaccel/k8s}
 BIN=$CACHE/v$KUBE_VERSION/bin
 KUBE_BINS=(kube-apiserver kube-controller-manager kube-scheduler kubelet)
 log() { printf '\033[1m[kubernetes]\033[0m %s\n' "$*"; }
 
 missing=()
-for b in "${KUBE_BINS[@]}" kwok; do [ -x "$BIN/$b" ] || missing+=("$b"); done
+for b in "${KUBE_BINS[@]}" kwok etcd; do [ -x "$BIN/$b" ] || missing+=("$b"); done
 if ((${#missing[@]} == 0)); then
   log "binaries present in $BIN"
   exit 0
@@ -100,5 +103,19 @@ if [ ! -x "$BIN/kwok" ]; then
   mv "$tmp/kwok" "$BIN/kwok"
   rmdir "$tmp"
   log "built kwok in $((SECONDS - start)) s"
+fi
+if [ ! -x "$BIN/etcd" ]; then
+  # go.etcd.io/etcd/server/v3 (its main package is the etcd server) has replace directives too, which
+  # only bind in its own module: required from a throw-away module, its dependencies resolve normally.
+  log "building etcd v$ETCD_VERSION"
+  start=$SECONDS
+  EMOD=$CACHE/etcd-v$ETCD_VERSION/src
+  mkdir -p "$EMOD"
+  printf 'module kubeaccel.local/etcdbuild\n\ngo 1.23.0\n\nrequire go.etcd.io/etcd/server/v3 v%s\n' "$ETCD_VERSION" >"$EMOD/go.mod"
+  printf '//go:build tools\n\npackage etcdbuild\n\nimport _ "go.etcd.io/etcd/server/v3"\n' >"$EMOD/tools.go"
+  (cd "$EMOD" && "${NICE[@]}" go mod tidy -e >/dev/null 2>&1 || true)
+  (cd "$EMOD" && "${NICE[@]}" go build -trimpath -ldflags "-s -w" -o "$BIN/etcd.tmp" go.etcd.io/etcd/server/v3)
+  mv "$BIN/etcd.tmp" "$BIN/etcd"
+  log "built etcd in $((SECONDS - start)) s"
 fi
 log "binaries ready in $BIN"

@@ -1,22 +1,30 @@
 """Against the real kube-apiserver, controllers, scheduler and kwok nodes of the ``cluster`` fixture.
 
 Matrix: nodes carry the extended resource; kwok pods run and finish on request; ResourceQuota admission
-refuses a pod over ``requests.nec.com/ve``; the scheduler places pods only where ``nec.com/ve`` is free;
-owner-reference GC deletes a pod's ConfigMap and Service; RBAC confines a ServiceAccount to its namespace.
+refuses a pod over ``requests.nec.com/ve``; the scheduler places pods only where an extended resource is
+free (on nodes the test owns); owner-reference GC deletes a pod's ConfigMap and Service; RBAC confines
+a ServiceAccount to its namespace.
 """
 
 from __future__ import annotations
 
 import json
+import uuid
+from collections.abc import Iterator
 
 import pytest
 from fixtures.cluster import LocalCluster, wait_for
 
+from kubeaccel.cluster import kwok
+
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
 
-def _pod(name: str, ve: int = 0, annotations: dict[str, str] | None = None, node: str | None = None) -> str:
-    resources = {"limits": {"nec.com/ve": str(ve)}, "requests": {"nec.com/ve": str(ve)}} if ve else {}
+def _pod(
+    name: str, ve: int = 0, annotations: dict[str, str] | None = None, node: str | None = None,
+    resource: str = "nec.com/ve",
+) -> str:
+    resources = {"limits": {resource: str(ve)}, "requests": {resource: str(ve)}} if ve else {}
     spec: dict[str, object] = {
         "containers": [{"name": "main", "image": "busybox", "resources": resources}],
         "tolerations": [{"operator": "Exists"}],
@@ -78,26 +86,45 @@ def test_quota_admission_refuses_pod_over_extended_resource_quota(cluster: Local
         return "requests.nec.com/ve" in quota.get("status", {}).get("used", {})  # type: ignore[attr-defined]
 
     wait_for("quota usage computed by the controller", usage_computed)
-    cluster.apply(_pod("fits", ve=2), ns)
-    refused = cluster.kubectl("apply", "-n", ns, "-f", "-", input=_pod("over", ve=1), check=False)
+    cluster.apply(_pod("fits", 2), ns)
+    refused = cluster.kubectl("apply", "-n", ns, "-f", "-", input=_pod("over", 1), check=False)
     assert refused.returncode != 0
     assert "exceeded quota" in refused.stderr
     assert "requests.nec.com/ve" in refused.stderr
     assert _get(cluster, "pod", "over", ns) is None
 
 
-def test_scheduler_places_pods_only_where_extended_resource_is_free(cluster: LocalCluster) -> None:
+@pytest.fixture
+def own_nodes(cluster: LocalCluster) -> Iterator[tuple[str, list[str]]]:
+    """Two kwok nodes with 8 of a resource nobody else uses, so other tests' pods cannot skew placement."""
+    tag = uuid.uuid4().hex[:6]
+    resource = f"t{tag}.example.com/dev"
+    names = [f"sched-{tag}-0", f"sched-{tag}-1"]
+    items = [kwok.node_manifest(n, {"cpu": "8", "memory": "16Gi", "pods": "20", resource: "8"}) for n in names]
+    cluster.apply(json.dumps({"apiVersion": "v1", "kind": "List", "items": items}))
+    wait_for("own nodes Ready", lambda: all(
+        cluster.kubectl("get", "node", n, "-o", 'jsonpath={.status.conditions[?(@.type=="Ready")].status}',
+                                  check=False).stdout == "True" for n in names))
+    try:
+        yield resource, names
+    finally:
+        cluster.kubectl("delete", "node", *names, "--wait=false", check=False)
+
+
+def test_scheduler_places_pods_only_where_extended_resource_is_free(
+    cluster: LocalCluster, own_nodes: tuple[str, list[str]]
+) -> None:
+    resource, (first, second) = own_nodes
     ns = cluster.create_namespace("sched")
-    first, second = cluster.nodes[:2]
     # Fill the first node's 8 devices, then ask for 6 more pinned nowhere: only the second node fits.
-    cluster.apply(_pod("fill", ve=8, node=first), ns)
+    cluster.apply(_pod("fill", 8, node=first, resource=resource), ns)
     wait_for("fill Running", lambda: _phase(cluster, "fill", ns) == "Running")
-    cluster.apply(_pod("needs-six", ve=6), ns)
+    cluster.apply(_pod("needs-six", 6, resource=resource), ns)
     wait_for("needs-six Running", lambda: _phase(cluster, "needs-six", ns) == "Running")
     pod = _get(cluster, "pod", "needs-six", ns)
     assert pod is not None and pod["spec"]["nodeName"] == second  # type: ignore[index]
     # Now 2 are free on the second node and none on the first: a pod wanting 3 stays Pending, unschedulable.
-    cluster.apply(_pod("too-big", ve=3), ns)
+    cluster.apply(_pod("too-big", 3, resource=resource), ns)
 
     def unschedulable() -> bool:
         found = _get(cluster, "pod", "too-big", ns)
@@ -107,7 +134,7 @@ def test_scheduler_places_pods_only_where_extended_resource_is_free(cluster: Loc
     wait_for("too-big Unschedulable", unschedulable)
     found = _get(cluster, "pod", "too-big", ns)
     assert found is not None and not found["spec"].get("nodeName")  # type: ignore[attr-defined]
-    assert "nec.com/ve" in json.dumps(found["status"])
+    assert resource in json.dumps(found["status"])
     # Freeing the first node lets the scheduler place it there.
     cluster.kubectl("delete", "pod", "fill", "-n", ns, "--wait=true", timeout=60)
     wait_for("too-big Running", lambda: _phase(cluster, "too-big", ns) == "Running")
