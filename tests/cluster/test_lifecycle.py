@@ -1,0 +1,69 @@
+"""`kubeaccel cluster up/status/down` on a cluster of its own: up twice is safe, a crashed cluster is detected
+and replaced, down stops every process and leaves nothing behind."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from fixtures.cluster import wait_for
+
+from kubeaccel.cluster import process
+from kubeaccel.cluster.layout import Layout
+
+pytestmark = [pytest.mark.cluster, pytest.mark.slow]
+KUBEACCEL = str(Path(sys.executable).with_name("kubeaccel"))
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([KUBEACCEL, "cluster", *args], capture_output=True, text=True, timeout=180, check=False)
+
+
+def test_up_twice_crash_recovery_and_clean_down(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    layout = Layout(state)
+    first = _cli("up", "--state-dir", str(state), "--nodes", "1", "--node-resource", "nec.com/ve=4")
+    assert first.returncode == 0, first.stderr
+    assert first.stdout.strip() == str(state / "kubeconfig")
+    before = process.records(layout)
+    pids = {r.name: r.pid for r in before}
+    assert set(pids) == {"etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok"}
+
+    nodes = subprocess.run(["kubectl", f"--kubeconfig={state / 'kubeconfig'}", "get", "nodes", "-o", "json"],
+                           capture_output=True, text=True, timeout=60, check=True)
+    (node,) = json.loads(nodes.stdout)["items"]
+    assert node["status"]["allocatable"]["nec.com/ve"] == "4"
+
+    again = _cli("up", "--state-dir", str(state), "--nodes", "1")
+    assert again.returncode == 0 and "already running" in again.stderr
+    assert {r.name: r.pid for r in process.records(layout)} == pids
+
+    status = _cli("status", "--state-dir", str(state), "--json")
+    assert status.returncode == 0, status.stderr
+    report = json.loads(status.stdout)
+    assert report["healthy"] and [n["name"] for n in report["nodes"]] == ["kwok-node-0"]
+
+    # A crash: the API server dies. status says so (exit 4), up replaces the whole cluster.
+    apiserver = process.read_record(layout, "kube-apiserver")
+    assert apiserver is not None
+    os.kill(apiserver.pid, signal.SIGKILL)
+    wait_for("apiserver gone", lambda: not apiserver.alive(), timeout=10)
+    broken = _cli("status", "--state-dir", str(state))
+    assert broken.returncode == 4 and "not healthy" in broken.stderr
+    recovered = _cli("up", "--state-dir", str(state), "--nodes", "1")
+    assert recovered.returncode == 0, recovered.stderr
+    assert "stale cluster" in recovered.stderr
+    assert not any(r.alive() for r in before), "the crashed cluster's other processes were left running"
+    survivors = process.records(layout)
+    assert all(r.alive() for r in survivors) and len(survivors) == 5
+
+    down = _cli("down", "--state-dir", str(state))
+    assert down.returncode == 0, down.stderr
+    assert not any(r.alive() for r in survivors)
+    assert not state.exists()
+    assert _cli("down", "--state-dir", str(state)).returncode == 0
