@@ -39,6 +39,19 @@ def test_precedence_flag_over_conf_over_properties_file(tmp_path: Path) -> None:
     assert conf["spark.driver.memory"] == "3g"
 
 
+def test_dedicated_flags_beat_conf_except_driver_memory() -> None:
+    flags = {"spark.driver.memory": "4g", "spark.executor.instances": "3"}
+    request = SubmitRequest(
+        "local:///a.py",
+        master=MASTER,
+        conf={"spark.driver.memory": "1g", "spark.executor.instances": "9"},
+        flag_conf=flags,
+    )
+    conf = resolve_conf(request)
+    assert (conf["spark.driver.memory"], conf["spark.executor.instances"]) == ("1g", "3")
+    assert resolve_conf(SubmitRequest("local:///a.py", master=MASTER, flag_conf=flags))["spark.driver.memory"] == "4g"
+
+
 def test_name_defaults_to_main_class_then_file_name() -> None:
     assert resolve_conf(SubmitRequest("local:///a.jar", master=MASTER, main_class="x.Y"))["spark.app.name"] == "x.Y"
     assert resolve_conf(SubmitRequest("local:///opt/job.py", master=MASTER))["spark.app.name"] == "job.py"

@@ -17,7 +17,7 @@ import click
 from kubeaccel.kube.client import Kube
 from kubeaccel.kube.options import connection_options, echo_json, output_option
 from kubeaccel.spark import manage, uploads
-from kubeaccel.spark.conf import SubmitRequest, parse_conf_pairs, resolve_conf, split_list
+from kubeaccel.spark.conf import RESOURCE_FLAGS, SubmitRequest, parse_conf_pairs, resolve_conf, split_list
 from kubeaccel.spark.ids import SubmissionId, parse_target
 from kubeaccel.spark.submit import connect_for, submit, wait
 
@@ -48,6 +48,11 @@ def _csv(value: str | None) -> tuple[str, ...]:
 @click.option("--files", help="Comma-separated files placed in the driver's and executors' working dirs.")
 @click.option("--py-files", help="Comma-separated .py/.zip/.egg files for Python apps.")
 @click.option("--archives", help="Comma-separated archives (file#alias) unpacked in the working dirs.")
+@click.option("--driver-memory", help="spark.driver.memory, e.g. 4g.")
+@click.option("--driver-cores", help="spark.driver.cores.")
+@click.option("--executor-memory", help="spark.executor.memory, e.g. 8g.")
+@click.option("--executor-cores", help="spark.executor.cores.")
+@click.option("--num-executors", help="spark.executor.instances.")
 @click.option("--wait/--no-wait", default=False, help="Follow the app to its end; exit with the driver's code.")
 @click.option(
     "--wait-timeout", type=click.FloatRange(min=0), default=None, help="With --wait: give up after SECONDS (exit 124)."
@@ -69,6 +74,11 @@ def submit_command(
     files: str | None,
     py_files: str | None,
     archives: str | None,
+    driver_memory: str | None,
+    driver_cores: str | None,
+    executor_memory: str | None,
+    executor_cores: str | None,
+    num_executors: str | None,
     wait: bool,
     wait_timeout: float | None,
     no_preflight: bool,
@@ -89,6 +99,13 @@ def submit_command(
         --conf spark.executor.resource.ve.discoveryScript=/opt/kubeaccel-discover \\
         local:///opt/spark/examples/src/main/python/pi.py 100
     """
+    resource_flags = {
+        "driver_memory": driver_memory,
+        "driver_cores": driver_cores,
+        "executor_memory": executor_memory,
+        "executor_cores": executor_cores,
+        "num_executors": num_executors,
+    }
     request = SubmitRequest(
         app_resource=app_resource,
         master=master,
@@ -102,6 +119,7 @@ def submit_command(
         py_files=_csv(py_files),
         archives=_csv(archives),
         deploy_mode=deploy_mode,
+        flag_conf={RESOURCE_FLAGS[flag]: value for flag, value in resource_flags.items() if value is not None},
     )
     progress = _progress if output == "table" and sys.stderr.isatty() else None
     sid = submit(request, context=context, kubeconfig=kubeconfig, check_quota=not no_preflight, progress=progress)
