@@ -5,8 +5,9 @@ command line, against the same real apiserver. We read back the driver pod, conf
 Service, NetworkPolicy (and the executor pod-template ConfigMap) each created, replace what is
 generated per submission (app ID, name suffixes, UUIDs, timestamps) and compare field by field.
 
-Cases: a Scala jar with local://; a PySpark file with accelerators, node selector, service account,
-labels, annotations, driver env and pull policy; driver and executor pod templates with a named
+Cases: a Scala jar with local:// and a --properties-file; a PySpark file with accelerators, node
+selector, service account, labels, annotations, driver env, pull policy, resource flags against
+--conf, and local:// py-files/files/archives/jars; driver and executor pod templates with a named
 container, a fixed pod name, cpu request/limit and explicit memory overhead.
 """
 
@@ -24,6 +25,14 @@ from kubeaccel.cli import cli
 from kubeaccel.kube.client import Kube
 
 pytestmark = [pytest.mark.cluster, pytest.mark.spark, pytest.mark.slow]
+
+PROPERTIES = """\
+# read with spark-submit's precedence: flags and --conf win over this file
+spark.app.name          from-file
+spark.executor.instances 4
+spark.kubernetes.driver.label.source=properties-file
+spark.kubernetes.namespace: overridden-by-conf
+"""
 
 TEMPLATE = """\
 apiVersion: v1
@@ -47,7 +56,7 @@ spec:
 """
 
 
-def _cases(namespace: str, template: Path) -> dict[str, list[str]]:
+def _cases(namespace: str, template: Path, properties: Path) -> dict[str, list[str]]:
     common = [
         "--conf",
         f"spark.kubernetes.namespace={namespace}",
@@ -57,6 +66,8 @@ def _cases(namespace: str, template: Path) -> dict[str, list[str]]:
     return {
         "scala-jar": [
             *common,
+            "--properties-file",
+            str(properties),
             "--name",
             "Spark Pi",
             "--class",
@@ -105,6 +116,14 @@ def _cases(namespace: str, template: Path) -> dict[str, list[str]]:
             "spark.executor.resource.ve.vendor=nec.com",
             "--conf",
             "spark.executor.resource.ve.discoveryScript=/opt/kubeaccel/discover",
+            "--py-files",
+            "local:///opt/app/deps.zip,local:///opt/app/util.py",
+            "--files",
+            "local:///opt/app/lookup.csv",
+            "--archives",
+            "local:///opt/app/env.tar.gz#env",
+            "--jars",
+            "local:///opt/app/udf.jar",
             "local:///opt/app/job.py",
             "--input",
             "s3a://bucket/in",
@@ -140,7 +159,9 @@ def test_kubeaccel_builds_what_spark_submit_builds(
     template = tmp_path / "template.yaml"
     template.write_text(TEMPLATE)
     master = f"k8s://{kube.server}"
-    cases = _cases(spark_namespace, template)
+    properties = tmp_path / "app.conf"
+    properties.write_text(PROPERTIES)
+    cases = _cases(spark_namespace, template, properties)
     # the JVM starts dominate: run Spark's three submissions side by side
     running = {name: start_spark_submit(kubeconfig, ["--master", master, *args]) for name, args in cases.items()}
     theirs: dict[str, Any] = {}
