@@ -75,6 +75,17 @@ def test_busybox_pod_runs_to_completion_and_logs_come_back(real_node: RealNode) 
     assert code == "3"
 
 
+def test_second_real_node_on_the_machine_is_refused_before_starting_anything(
+    real_node: RealNode, tmp_path: Path
+) -> None:
+    other = tmp_path / "other"
+    proc = subprocess.run([KUBEACCEL, "cluster", "up", "--real-node", "--state-dir", str(other)],
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert proc.returncode == 2
+    assert "a real node is already running" in proc.stderr and "kubeaccel cluster down --state-dir" in proc.stderr
+    assert not (other / "run").exists()
+
+
 @pytest.fixture
 def sim_plugin(real_node: RealNode, tmp_path: Path) -> Iterator[Path]:
     """Our device plugin daemon on 4 simulated devices, registered with the real kubelet."""

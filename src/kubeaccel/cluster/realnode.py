@@ -78,7 +78,7 @@ def check_host() -> None:
         )
 
 
-def _claim(layout: Layout) -> None:
+def check_unclaimed(layout: Layout) -> None:
     """One real node per machine: the device-plugin dir is fixed. A claim whose kubelet is dead is stale."""
     try:
         claim = json.loads(CLAIM_FILE.read_text())
@@ -93,6 +93,10 @@ def _claim(layout: Layout) -> None:
                 hint=f"stop it with `kubeaccel cluster down --state-dir {owner}`; only one kubelet can own "
                 f"{DEVICE_PLUGIN_DIR}",
             )
+
+
+def _claim(layout: Layout) -> None:
+    check_unclaimed(layout)
     CLAIM_FILE.parent.mkdir(parents=True, exist_ok=True)
     CLAIM_FILE.write_text(json.dumps({"state_dir": str(layout.root)}))
 
