@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from fixtures.spark import SPARK_USER, run_cli
 
 from kubeaccel.errors import KubeaccelError
@@ -131,8 +132,19 @@ def test_unknown_namespace(kube: Kube, kubeconfig: Path) -> None:
     assert 'namespaces "no-such-namespace-h4" not found' in str(error)
 
 
+def _with_context_namespace(kubeconfig: Path, namespace: str | None, tmp_path: Path) -> Path:
+    config = yaml.safe_load(kubeconfig.read_text())
+    for context in config["contexts"]:
+        context["context"].pop("namespace", None)
+        if namespace:
+            context["context"]["namespace"] = namespace
+    path = tmp_path / f"kubeconfig-{namespace}"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
 def test_status_list_kill_with_globs(
-    kube: Kube, kubeconfig: Path, spark_namespace: str, monkeypatch: pytest.MonkeyPatch
+    kube: Kube, kubeconfig: Path, spark_namespace: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     monkeypatch.setenv("SPARK_USER", SPARK_USER)
     ids = [
@@ -149,6 +161,14 @@ def test_status_list_kill_with_globs(
 
     code, output, _ = run_cli(["spark", "list", "-n", spark_namespace, "-o", "json", *base])
     assert sorted(a["id"] for a in json.loads(output)) == sorted(map(str, ids))
+    # no namespace given: the context's namespace, else all namespaces, as spark-submit
+    for context_namespace, expected in ((spark_namespace, True), (None, True), ("kube-system", False)):
+        variant = _with_context_namespace(kubeconfig, context_namespace, tmp_path)
+        code, output, _ = run_cli(["spark", "list", "-o", "json", "--kubeconfig", str(variant)])
+        assert code == 0
+        assert ({str(i) for i in ids} <= {a["id"] for a in json.loads(output)}) is expected, context_namespace
+    code, output, _ = run_cli(["spark", "status", "*:etl-?-*", "-o", "json", *base])
+    assert sorted(a["id"] for a in json.loads(output) if a["namespace"] == spark_namespace) == sorted(map(str, ids[:2]))
     code, output, _ = run_cli(["spark", "list", "-n", spark_namespace, "--name", "etl-?-*", *base])
     assert code == 0 and "etl-a" in output and "report" not in output
 
