@@ -20,7 +20,7 @@ import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from kubeaccel.errors import ConfigError, KubeaccelError, NotFoundError
 
@@ -57,12 +57,11 @@ def _walk(rootfs: Path) -> Iterator[Path]:
             yield base / name
 
 
-def layer_tar(rootfs: Path) -> bytes:
-    """A reproducible tar of ``rootfs``: same tree, same bytes (so the same digest)."""
+def write_layer(rootfs: Path, target: IO[bytes]) -> None:
+    """A reproducible tar of ``rootfs`` into ``target``: same tree, same bytes (so the same digest)."""
     if not rootfs.is_dir():
         raise NotFoundError(f"root filesystem {rootfs} is not a directory", hint="pass the directory to pack")
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as tar:
+    with tarfile.open(fileobj=target, mode="w", format=tarfile.PAX_FORMAT) as tar:
         for path in _walk(rootfs):
             info = tar.gettarinfo(str(path), arcname=str(path.relative_to(rootfs)))
             info.mtime = 0
@@ -73,7 +72,17 @@ def layer_tar(rootfs: Path) -> bytes:
                     tar.addfile(info, handle)
             else:
                 tar.addfile(info)
+
+
+def layer_tar(rootfs: Path) -> bytes:
+    buffer = io.BytesIO()
+    write_layer(rootfs, buffer)
     return buffer.getvalue()
+
+
+def _file_digest(path: Path) -> str:
+    with open(path, "rb") as handle:
+        return "sha256:" + hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 def _digest(data: bytes) -> str:
@@ -94,8 +103,19 @@ def build_archive(rootfs: Path, name: str, out: Path, config: ImageConfig | None
     """Write an OCI image archive of ``rootfs`` named ``name`` to ``out``; returns ``out``."""
     _validate_name(name)
     config = config or ImageConfig()
-    layer = layer_tar(rootfs)
-    layer_digest = _digest(layer)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    # The layer goes through a temp file next to the output: app images are hundreds of MB, not for RAM.
+    with tempfile.NamedTemporaryFile(dir=out.parent, prefix=".layer-", suffix=".tar") as layer_file:
+        write_layer(rootfs, layer_file)
+        layer_file.flush()
+        layer_path = Path(layer_file.name)
+        _write_archive(layer_path, name, out, config)
+    return out
+
+
+def _write_archive(layer_path: Path, name: str, out: Path, config: ImageConfig) -> None:
+    layer_digest = _file_digest(layer_path)
+    layer_size = layer_path.stat().st_size
     image_config = _json({
         "architecture": "amd64",
         "os": "linux",
@@ -115,7 +135,7 @@ def build_archive(rootfs: Path, name: str, out: Path, config: ImageConfig | None
         "schemaVersion": 2,
         "mediaType": MEDIA_MANIFEST,
         "config": {"mediaType": MEDIA_CONFIG, "digest": _digest(image_config), "size": len(image_config)},
-        "layers": [{"mediaType": MEDIA_LAYER, "digest": layer_digest, "size": len(layer)}],
+        "layers": [{"mediaType": MEDIA_LAYER, "digest": layer_digest, "size": layer_size}],
     })
     index = _json({
         "schemaVersion": 2,
@@ -130,9 +150,8 @@ def build_archive(rootfs: Path, name: str, out: Path, config: ImageConfig | None
             },
         }],
     })
-    out.parent.mkdir(parents=True, exist_ok=True)
     entries = [("oci-layout", _json({"imageLayoutVersion": "1.0.0"})), ("index.json", index)]
-    entries += [(f"blobs/sha256/{_digest(b).split(':')[1]}", b) for b in (layer, image_config, manifest)]
+    entries += [(f"blobs/sha256/{_digest(b).split(':')[1]}", b) for b in (image_config, manifest)]
     with tarfile.open(out, "w") as tar:
         for arcname in ("blobs", "blobs/sha256"):
             info = tarfile.TarInfo(arcname)
@@ -142,7 +161,7 @@ def build_archive(rootfs: Path, name: str, out: Path, config: ImageConfig | None
             info = tarfile.TarInfo(arcname)
             info.size, info.mode = len(data), 0o644
             tar.addfile(info, io.BytesIO(data))
-    return out
+        tar.add(str(layer_path), arcname=f"blobs/sha256/{layer_digest.split(':')[1]}", recursive=False)
 
 
 def import_archive(archive: Path, containerd_address: str, ctr: str = "ctr") -> None:
