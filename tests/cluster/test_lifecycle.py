@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -67,3 +68,34 @@ def test_up_twice_crash_recovery_and_clean_down(tmp_path: Path) -> None:
     assert not any(r.alive() for r in survivors)
     assert not state.exists()
     assert _cli("down", "--state-dir", str(state)).returncode == 0
+
+
+def test_port_taken_between_pick_and_bind_is_retried_on_new_ports(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from kubeaccel.cluster import lifecycle
+    from kubeaccel.cluster.spec import ClusterSpec
+
+    real_pick = lifecycle.pick_free
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        taken = squatter.getsockname()[1]
+        calls: list[list[int]] = []
+
+        def pick(count: int, exclude: set[int] | None = None) -> list[int]:
+            # First pick: etcd's client port is one another process grabs right after the check.
+            ports = [taken, *real_pick(count - 1, exclude)] if not calls else real_pick(count, exclude)
+            calls.append(ports)
+            return ports
+
+        monkeypatch.setattr(lifecycle, "pick_free", pick)
+        state = tmp_path / "state"
+        said: list[str] = []
+        info = lifecycle.up(ClusterSpec(state_dir=state, nodes=0), progress=said.append)
+        try:
+            assert len(calls) == 2
+            assert str(calls[1][2]) in info.server and taken not in calls[1]
+            assert any("retrying on new ports" in line for line in said)
+        finally:
+            lifecycle.down(state)

@@ -107,7 +107,16 @@ def up(spec: ClusterSpec, progress: Progress = _quiet) -> ClusterInfo:
         if existing is not None or process.records(layout):
             progress(f"cleaning up a stale cluster in {layout.root} (left by a crashed or killed run)")
             _teardown(layout, existing)
-        return _fresh_up(layout, spec, progress)
+        try:
+            return _fresh_up(layout, spec, progress)
+        except UnavailableError as exc:
+            # Ports picked at random can be taken by a parallel test session between our check and the
+            # server's bind; one retry on new ports makes that race harmless.
+            picked = not spec.apiserver_port and not spec.etcd_port
+            if not picked or "address already in use" not in exc.message:
+                raise
+            progress("a picked port was taken meanwhile; retrying on new ports")
+            return _fresh_up(layout, spec, progress)
 
 
 def _fresh_up(layout: Layout, spec: ClusterSpec, progress: Progress) -> ClusterInfo:
