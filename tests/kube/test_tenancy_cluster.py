@@ -143,6 +143,29 @@ def test_forbidden_says_which_verb_on_which_resource(
     assert f"cannot list pods in namespace {tenant_name!r}" in error.message
     assert "RBAC" in (error.hint or "")
 
+    submit_args = [
+        "spark",
+        "submit",
+        "--kubeconfig",
+        str(nobody),
+        "--master",
+        f"k8s://{kube.server}",
+        "--conf",
+        f"spark.kubernetes.namespace={tenant_name}",
+        "--conf",
+        "spark.kubernetes.container.image=i",
+        "local:///opt/app.py",
+    ]
+    code, _, error = run_cli(submit_args)
+    assert code == 5
+    assert isinstance(error, KubeaccelError)
+    assert f"cannot list resourcequotas in namespace {tenant_name!r}" in error.message
+    assert "--no-preflight" in (error.hint or "")
+    code, _, error = run_cli([*submit_args[:-1], "--no-preflight", submit_args[-1]])
+    assert code == 5
+    assert isinstance(error, KubeaccelError)
+    assert "cannot create pod" in error.message and tenant_name in error.message
+
 
 def test_unreachable_server(tmp_path: Path, kubeconfig: Path) -> None:
     config = yaml.safe_load(kubeconfig.read_text())

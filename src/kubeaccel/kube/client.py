@@ -27,6 +27,7 @@ from kubeaccel.errors import ConfigError, KubeaccelError, NotFoundError, Unavail
 
 ALL_NAMESPACES = "*"
 FIELD_MANAGER = "kubeaccel"
+FORBIDDEN_EXIT_CODE = 5
 _IDENTITY = {"Accept-Encoding": "identity"}
 _DELETE_WORKERS = 16  # concurrent DELETEs: the apiserver's deletecollection works through one item at a time
 R = TypeVar("R")
@@ -101,7 +102,7 @@ def translate_errors(verb: str, resource: str, *, namespace: str | None = None, 
                 f"forbidden: cannot {verb} {resource}{where}: {message}",
                 hint=f"ask a cluster admin for RBAC permission to {verb} {resource.split(maxsplit=1)[0]}"
                 " (kubeaccel tenant create sets up a namespace with it)",
-                exit_code=5,
+                exit_code=FORBIDDEN_EXIT_CODE,
             ) from exc
         if code == 401:
             raise UnavailableError(

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from kubeaccel.errors import ConfigError, KubeaccelError, NotFoundError
-from kubeaccel.kube.client import Kube
+from kubeaccel.kube.client import FORBIDDEN_EXIT_CODE, Kube
 from kubeaccel.kube.tenancy import Shortfall, quota_state, shortfalls
 from kubeaccel.spark import uploads
 from kubeaccel.spark.builder import AppManifests, Generated, build, owner_reference
@@ -71,6 +71,7 @@ def _read(uri: str) -> str:
 
 def load_driver_template(uri: str) -> dict[str, Any]:
     import yaml
+
     try:
         template = yaml.safe_load(_read(uri))
     except yaml.YAMLError as exc:
@@ -116,7 +117,17 @@ def preflight(kube: Kube, namespace: str, conf: Mapping[str, str]) -> None:
 
     needed = app_requests(conf)
     short: list[Shortfall] = []
-    for quota in kube.list(ResourceQuota, namespace=namespace):
+    try:
+        quotas = kube.list(ResourceQuota, namespace=namespace)
+    except KubeaccelError as exc:
+        if exc.exit_code != FORBIDDEN_EXIT_CODE:
+            raise
+        raise KubeaccelError(
+            exc.message,
+            hint="the quota pre-flight needs to list resourcequotas; or skip it with --no-preflight",
+            exit_code=exc.exit_code,
+        ) from exc
+    for quota in quotas:
         short += shortfalls(*quota_state(quota), needed)
     if short:
         raise KubeaccelError(
