@@ -67,3 +67,13 @@ def test_shortfalls() -> None:
     assert shortfalls("q", hard, used, {**needed, "requests.cpu": Decimal(6)}) == []
     [ve] = shortfalls("q", hard, used, {"requests.nec.com/ve": Decimal(5)})
     assert ve.remaining == 4
+
+
+def test_shortfalls_set_aside_what_admitted_apps_still_need() -> None:
+    hard, used = {"requests.nec.com/ve": "8"}, {"requests.nec.com/ve": "2"}
+    needed = {"requests.nec.com/ve": Decimal(2)}
+    assert shortfalls("q", hard, used, needed, {"requests.nec.com/ve": Decimal(4)}) == []
+    [short] = shortfalls("q", hard, used, needed, {"requests.nec.com/ve": Decimal(5)})
+    assert short.describe() == (
+        "requests.nec.com/ve: the app needs 2, quota q has 6 left of 8, of which 5 other apps' executors still need"
+    )

@@ -125,6 +125,29 @@ def test_quota_preflight(kube: Kube, kubeconfig: Path, spark_namespace: str) -> 
     code, output, error = _submit_cli(kube, kubeconfig, spark_namespace, *extra, "--no-preflight")
     assert code == 0, (output, error)
 
+    # that admitted app's 3 executors (6 VE) are still to come: a small app no longer fits either
+    small = [
+        "--conf",
+        "spark.executor.instances=1",
+        "--conf",
+        "spark.executor.resource.ve.amount=1",
+        "--conf",
+        "spark.executor.resource.ve.vendor=nec.com",
+        "--conf",
+        "spark.executor.resource.ve.discoveryScript=/opt/kubeaccel/discover",
+    ]
+    code, output, error = _submit_cli(kube, kubeconfig, spark_namespace, *small)
+    assert code == 6, output
+    assert isinstance(error, KubeaccelError)
+    assert "1 admitted app(s) still wait for executors" in error.message
+    assert (
+        "requests.nec.com/ve: the app needs 1, quota spark-quota has 4 left of 4, "
+        "of which 6 other apps' executors still need"
+    ) in error.message
+    # without VE executors it fits: the CPU quota has room for both apps' executors
+    code, output, error = _submit_cli(kube, kubeconfig, spark_namespace, "--conf", "spark.executor.instances=1")
+    assert code == 0, (output, error)
+
 
 def test_unknown_namespace(kube: Kube, kubeconfig: Path) -> None:
     code, _, error = _submit_cli(kube, kubeconfig, "no-such-namespace-h4")

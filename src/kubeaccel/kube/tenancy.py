@@ -134,13 +134,17 @@ class Shortfall:
     needed: Decimal
     remaining: Decimal
     hard: Decimal
+    reserved: Decimal = Decimal(0)
 
     def describe(self) -> str:
-        return (
+        text = (
             f"{self.resource}: the app needs {format_quantity(self.needed, self.resource)}, quota "
             f"{self.quota} has {format_quantity(self.remaining, self.resource)} left of "
             f"{format_quantity(self.hard, self.resource)}"
         )
+        if self.reserved:
+            text += f", of which {format_quantity(self.reserved, self.resource)} other apps' executors still need"
+        return text
 
 
 def _equivalent(key: str) -> str:
@@ -148,9 +152,15 @@ def _equivalent(key: str) -> str:
 
 
 def shortfalls(
-    quota: str, hard: Mapping[str, str], used: Mapping[str, str], needed: Mapping[str, Decimal]
+    quota: str,
+    hard: Mapping[str, str],
+    used: Mapping[str, str],
+    needed: Mapping[str, Decimal],
+    reserved: Mapping[str, Decimal] | None = None,
 ) -> list[Shortfall]:
-    """Which of `needed` (an app's totals, quota-keyed) the quota's remaining room cannot hold."""
+    """Which of `needed` (an app's totals, quota-keyed) the quota's remaining room cannot hold, once
+    `reserved` (what other admitted apps will still ask for) is set aside."""
+    reserved = reserved or {}
     result = []
     for raw_key, limit in hard.items():
         key = _equivalent(raw_key)
@@ -158,8 +168,9 @@ def shortfalls(
             continue
         hard_value = parse_quantity(limit)
         remaining = hard_value - parse_quantity(used.get(raw_key, "0"))
-        if needed[key] > remaining:
-            result.append(Shortfall(quota, key, needed[key], max(remaining, Decimal(0)), hard_value))
+        held = reserved.get(key, Decimal(0))
+        if needed[key] > remaining - held:
+            result.append(Shortfall(quota, key, needed[key], max(remaining, Decimal(0)), hard_value, held))
     return result
 
 

@@ -156,22 +156,33 @@ def executor_instances(conf: Mapping[str, str]) -> int:
     return int(raw)
 
 
+def pod_requests(conf: Mapping[str, str], role: str) -> dict[str, Decimal]:
+    """What one pod of `role` asks for, keyed like a ResourceQuota (`requests.<vendor>/<name>` for devices)."""
+    memory = Decimal(pod_memory_mib(conf, role) * 2**20)
+    requests = {
+        "pods": Decimal(1),
+        "requests.cpu": parse_quantity(cpu_request(conf, role)),
+        "requests.memory": memory,
+        "limits.memory": memory,
+    }
+    limit_cores = conf.get(f"spark.kubernetes.{role}.limit.cores")
+    if limit_cores:
+        requests["limits.cpu"] = parse_quantity(limit_cores)
+    for accel in accelerators(conf, role):
+        requests[f"requests.{accel.resource_name}"] = Decimal(accel.amount)
+    return requests
+
+
+def add_requests(totals: dict[str, Decimal], requests: Mapping[str, Decimal], count: int = 1) -> dict[str, Decimal]:
+    for key, value in requests.items():
+        totals[key] = totals.get(key, Decimal(0)) + value * count
+    return totals
+
+
 def app_requests(conf: Mapping[str, str]) -> dict[str, Decimal]:
     """Total requests of the whole application (driver + all executors), keyed like a ResourceQuota.
 
     Extended resources appear as `requests.<vendor>/<name>`, the only form a quota allows them in.
     """
-    instances = executor_instances(conf)
-    totals: dict[str, Decimal] = {"pods": Decimal(1 + instances)}
-    for role, count in (("driver", 1), ("executor", instances)):
-        cpu = parse_quantity(cpu_request(conf, role)) * count
-        memory = Decimal(pod_memory_mib(conf, role) * 2**20) * count
-        for key, value in (("requests.cpu", cpu), ("requests.memory", memory), ("limits.memory", memory)):
-            totals[key] = totals.get(key, Decimal(0)) + value
-        limit_cores = conf.get(f"spark.kubernetes.{role}.limit.cores")
-        if limit_cores:
-            totals["limits.cpu"] = totals.get("limits.cpu", Decimal(0)) + parse_quantity(limit_cores) * count
-        for accel in accelerators(conf, role):
-            key = f"requests.{accel.resource_name}"
-            totals[key] = totals.get(key, Decimal(0)) + Decimal(accel.amount * count)
-    return totals
+    totals = add_requests({}, pod_requests(conf, "driver"))
+    return add_requests(totals, pod_requests(conf, "executor"), executor_instances(conf))

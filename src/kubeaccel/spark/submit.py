@@ -23,12 +23,12 @@ from pathlib import Path
 from typing import Any
 
 from kubeaccel.errors import ConfigError, KubeaccelError, NotFoundError
-from kubeaccel.kube.client import FORBIDDEN_EXIT_CODE, Kube
-from kubeaccel.kube.tenancy import Shortfall, quota_state, shortfalls
+from kubeaccel.kube.client import Kube
 from kubeaccel.spark import uploads
 from kubeaccel.spark.builder import AppManifests, Generated, build, owner_reference
 from kubeaccel.spark.conf import SubmitRequest, master_url, resolve_conf
 from kubeaccel.spark.ids import SubmissionId
+from kubeaccel.spark.preflight import preflight
 from kubeaccel.spark.resources import app_requests
 
 CONTEXT_KEY = "spark.kubernetes.context"
@@ -109,34 +109,6 @@ def prepare(
         executor_template_text=executor_template,
     )
     return Prepared(plan.request, conf, namespace, plan, manifests)
-
-
-def preflight(kube: Kube, namespace: str, conf: Mapping[str, str]) -> None:
-    """Refuse an app whose driver plus all executors do not fit in the namespace's remaining quota."""
-    from lightkube.resources.core_v1 import ResourceQuota
-
-    needed = app_requests(conf)
-    short: list[Shortfall] = []
-    try:
-        quotas = kube.list(ResourceQuota, namespace=namespace)
-    except KubeaccelError as exc:
-        if exc.exit_code != FORBIDDEN_EXIT_CODE:
-            raise
-        raise KubeaccelError(
-            exc.message,
-            hint="the quota pre-flight needs to list resourcequotas; or skip it with --no-preflight",
-            exit_code=exc.exit_code,
-        ) from exc
-    for quota in quotas:
-        short += shortfalls(*quota_state(quota), needed)
-    if short:
-        raise KubeaccelError(
-            f"the app does not fit in namespace {namespace!r}'s quota (driver + "
-            f"{int(needed['pods']) - 1} executors):\n    " + "\n    ".join(s.describe() for s in short),
-            hint="lower spark.executor.instances / cores / memory / resource amounts, wait for running apps to "
-            "finish, or skip this check with --no-preflight",
-            exit_code=6,
-        )
 
 
 def create(kube: Kube, manifests: AppManifests) -> SubmissionId:
