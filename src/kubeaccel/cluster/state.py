@@ -18,11 +18,12 @@ from kubeaccel.cluster.layout import Layout
 from kubeaccel.cluster.pki import CertificateAuthority, service_account_keys
 from kubeaccel.errors import KubeaccelError
 
-# name -> (common name, organization) of each client identity. system:masters bypasses RBAC:
-# for the admin, for kwok (it writes every simulated node's and pod's status) and the apiserver->kubelet client.
+# name -> (common name, organization) of each client identity. system:masters bypasses RBAC: for the admin,
+# the controller manager (see commands.controller_manager), kwok (it writes every simulated node's and pod's
+# status) and the apiserver->kubelet client.
 CLIENTS: dict[str, tuple[str, str | None]] = {
     "admin": ("kubeaccel-admin", "system:masters"),
-    "kube-controller-manager": ("system:kube-controller-manager", None),
+    "kube-controller-manager": ("system:kube-controller-manager", "system:masters"),
     "kube-scheduler": ("system:kube-scheduler", None),
     "kwok": ("kwok", "system:masters"),
     APISERVER_KUBELET_CLIENT: (APISERVER_KUBELET_CLIENT, "system:masters"),
