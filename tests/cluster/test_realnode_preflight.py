@@ -46,3 +46,13 @@ def test_kubelet_config_matches_this_machine(tmp_path: Path) -> None:
     assert config["containerRuntimeEndpoint"].endswith("containerd.sock") and config["port"] == 12345
     toml = realnode.containerd_config(realnode._paths(layout))
     assert "restrict_oom_score_adj = true" in toml and str(tmp_path) in toml
+
+
+def test_state_dir_too_long_for_unix_sockets(tmp_path: Path) -> None:
+    from kubeaccel.cluster.layout import Layout
+    from kubeaccel.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="too long") as err:
+        realnode.check_state_dir(Layout(tmp_path / ("x" * 80)))
+    assert "--state-dir" in (err.value.hint or "")
+    realnode.check_state_dir(Layout(Path("/tmp/kubeaccel-cluster-abcdefgh")))

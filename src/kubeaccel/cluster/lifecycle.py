@@ -124,6 +124,7 @@ def _fresh_up(layout: Layout, spec: ClusterSpec, progress: Progress) -> ClusterI
         from kubeaccel.cluster import realnode
 
         realnode.check_host()
+        realnode.check_state_dir(layout)
         realnode.check_unclaimed(layout)
     ports = _ports(spec)
     bins = locate((*CONTROL_PLANE, "etcd"))

@@ -27,7 +27,7 @@ from kubeaccel.cluster.kubeconfig import build_kubeconfig, dump
 from kubeaccel.cluster.layout import Layout
 from kubeaccel.cluster.pki import CertificateAuthority
 from kubeaccel.cluster.ports import pick_free
-from kubeaccel.errors import KubeaccelError, UnavailableError
+from kubeaccel.errors import ConfigError, KubeaccelError, UnavailableError
 
 DEVICE_PLUGIN_DIR = Path("/var/lib/kubelet/device-plugins")
 KUBELET_DEFAULT_ROOT = Path("/var/lib/kubelet")
@@ -250,9 +250,23 @@ def _ctr_ok(binary: str, sock: Path) -> bool:
     return proc.returncode == 0
 
 
+# Unix socket paths are limited to 107 bytes; the longest we create lives under the kubelet's root dir.
+_LONGEST_SOCKET = "kubelet/pod-resources/kubelet.sock"
+
+
+def check_state_dir(layout: Layout) -> None:
+    longest = layout.node / _LONGEST_SOCKET
+    if len(str(longest).encode()) > 107:
+        raise ConfigError(
+            f"the state dir {layout.root} is too long for the real node's unix sockets ({longest})",
+            hint="use a shorter --state-dir (at most about 60 characters)",
+        )
+
+
 def up(layout: Layout, server: str, progress: Progress) -> str:
     """Start containerd and the kubelet; return the node's name once it is Ready."""
     check_host()
+    check_state_dir(layout)
     _claim(layout)
     bins = locate(("kubelet", "containerd", "ctr"))
     (kubelet_port,) = pick_free(1)
