@@ -39,7 +39,13 @@ def _request(kube: Kube, namespace: str, name: str = "app", **conf: str) -> Subm
         "local:///opt/spark/examples/src/main/python/pi.py",
         master=f"k8s://{kube.server}",
         name=name,
-        conf={"spark.kubernetes.namespace": namespace, "spark.kubernetes.container.image": "spark:test", **conf},
+        conf={
+            "spark.kubernetes.namespace": namespace,
+            "spark.kubernetes.container.image": "spark:test",
+            # kwok fakes Running; the session cluster may also hold a real node that cannot run spark:test
+            "spark.kubernetes.node.selector.type": "kwok",
+            **conf,
+        },
     )
 
 
@@ -237,7 +243,10 @@ def test_status_reports_scheduler_message_and_executors(
             "apiVersion": "v1",
             "kind": "Pod",
             "metadata": {"name": "fits-exec-1", "labels": {"spark-app-selector": app.app_id, "spark-role": "executor"}},
-            "spec": {"containers": [{"name": "spark-kubernetes-executor", "image": "spark:test"}]},
+            "spec": {
+                "nodeSelector": {"type": "kwok"},
+                "containers": [{"name": "spark-kubernetes-executor", "image": "spark:test"}],
+            },
         },
         namespace=spark_namespace,
     )
