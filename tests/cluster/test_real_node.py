@@ -129,3 +129,32 @@ def test_device_plugin_end_to_end_on_the_real_kubelet(real_node: RealNode, sim_p
     # A device turning unhealthy reaches the node's allocatable through ListAndWatch.
     sim_plugin.write_text(json.dumps({"sim-3": "Unhealthy"}))
     wait_for("allocatable 3 after a health flip", lambda: _allocatable(cluster, node, "example.com/sim") == "3")
+
+
+def test_own_image_built_from_a_rootfs_runs_and_bad_archive_is_refused(real_node: RealNode, tmp_path: Path) -> None:
+    from kubeaccel.cluster.images import ImageConfig, build_archive, busybox_rootfs
+    from kubeaccel.errors import KubeaccelError
+
+    rootfs = busybox_rootfs(tmp_path / "rootfs")
+    (rootfs / "app").mkdir()
+    (rootfs / "app" / "run.sh").write_text("#!/bin/sh\necho \"app says $GREETING from $(pwd)\"\n")
+    (rootfs / "app" / "run.sh").chmod(0o755)
+    name = f"kubeaccel.local/test-app:{tmp_path.name[-8:].lower().replace('_', '-')}"
+    archive = build_archive(rootfs, name, tmp_path / "app.oci.tar",
+                            ImageConfig(entrypoint=("/app/run.sh",), env={"GREETING": "hi"}, workdir="/app"))
+    real_node.import_image(archive)
+    cluster = real_node.cluster
+    ns = cluster.create_namespace("img")
+    pod = {
+        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "app"},
+        "spec": {"nodeName": real_node.node_name, "restartPolicy": "Never",
+                 "containers": [{"name": "app", "image": name, "imagePullPolicy": "Never"}]},
+    }
+    cluster.apply(json.dumps(pod), ns)
+    wait_for("app Succeeded", lambda: _phase(cluster, "app", ns) in ("Succeeded", "Failed"))
+    assert cluster.kubectl("logs", "app", "-n", ns).stdout.strip() == "app says hi from /app"
+
+    (tmp_path / "junk.tar").write_bytes(b"not an image")
+    with pytest.raises(KubeaccelError, match=r"importing .* failed") as err:
+        real_node.import_image(tmp_path / "junk.tar")
+    assert err.value.hint
