@@ -95,7 +95,7 @@ def sim_plugin(real_node: RealNode, tmp_path: Path) -> Iterator[Path]:
     config = tmp_path / "sim.yaml"
     config.write_text(
         "version: v1\nresources:\n  - name: example.com/sim\n    backend: simulated\n    count: 4\n"
-        f"    numaNodes: 2\n    stateFile: {state}\n"
+        f"    numaNodes: 2\n    stateFile: {state}\n    deviceDir: {tmp_path / 'simdev'}\n"
     )
     log = open(tmp_path / "plugin.log", "wb")  # noqa: SIM115 - closed in teardown
     daemon = subprocess.Popen([KUBEACCEL, "plugin", "run", "--config", str(config), "--socket-dir",
@@ -116,16 +116,21 @@ def test_device_plugin_end_to_end_on_the_real_kubelet(real_node: RealNode, sim_p
     cluster, node = real_node.cluster, real_node.node_name
     wait_for("example.com/sim allocatable", lambda: _allocatable(cluster, node, "example.com/sim") == "4")
     ns = cluster.create_namespace("dp")
-    cluster.apply(_pod("gets-two", node, "echo DEVICES=$KUBEACCEL_DEVICES_EXAMPLE_COM_SIM",
+    cluster.apply(_pod("gets-two", node,
+                       "echo DEVICES=$KUBEACCEL_DEVICES_EXAMPLE_COM_SIM; "
+                       "for d in /dev/sim-*; do [ -c $d ] && echo NODE=$d; done",
                        {"example.com/sim": "2"}), ns)
     wait_for("pod Succeeded", lambda: _phase(cluster, "gets-two", ns) in ("Succeeded", "Failed"))
     assert _phase(cluster, "gets-two", ns) == "Succeeded"
-    line = next(x for x in cluster.kubectl("logs", "gets-two", "-n", ns).stdout.splitlines()
-                if x.startswith("DEVICES="))
+    log = cluster.kubectl("logs", "gets-two", "-n", ns).stdout.splitlines()
+    line = next(x for x in log if x.startswith("DEVICES="))
     # The env var carries the allocated devices' indices (Spark's resource addresses): sim-N has index N.
     indices = sorted(line.removeprefix("DEVICES=").split(","))
     # The kubelet asked GetPreferredAllocation: both from one NUMA node (sim-0/1 or sim-2/3).
     assert indices in (["0", "1"], ["2", "3"])
+    # Allocate's device specs: the container has exactly those devices' nodes, as character devices.
+    nodes = sorted(x.removeprefix("NODE=") for x in log if x.startswith("NODE="))
+    assert nodes == [f"/dev/sim-{i}" for i in indices]
     # A device turning unhealthy reaches the node's allocatable through ListAndWatch.
     sim_plugin.write_text(json.dumps({"sim-3": "Unhealthy"}))
     wait_for("allocatable 3 after a health flip", lambda: _allocatable(cluster, node, "example.com/sim") == "3")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import threading
 import time
 from pathlib import Path
@@ -105,8 +106,22 @@ def test_device_dir_creates_real_nodes(tmp_path: Path) -> None:
     devices = backend.scan()
     assert list(devices) == ["acc-0", "acc-1"]
     node = devices["acc-1"].nodes[0]
-    assert Path(node.host_path).is_file() and node.container_path == "/dev/acc-1"
+    assert node.container_path == "/dev/acc-1"
+    st = Path(node.host_path).lstat()
+    if os.geteuid() == 0:
+        # container runtimes accept only device nodes: a /dev/null twin
+        assert stat.S_ISCHR(st.st_mode) and os.major(st.st_rdev) == 1 and os.minor(st.st_rdev) == 3
+    else:
+        assert stat.S_ISREG(st.st_mode)
     assert backend.container_allocation([devices["acc-1"]]).device_nodes == ()
+
+
+def test_device_dir_replaces_a_plain_file_when_it_can(tmp_path: Path) -> None:
+    (tmp_path / "dev").mkdir()
+    (tmp_path / "dev" / "sim-0").write_text("")
+    backend = _backend(tmp_path, count=1, deviceDir=str(tmp_path / "dev"))
+    st = Path(backend.scan()["sim-0"].nodes[0].host_path).lstat()
+    assert stat.S_ISCHR(st.st_mode) == (os.geteuid() == 0)
 
 
 def test_close_wakes_waiter(tmp_path: Path) -> None:

@@ -11,10 +11,13 @@ when the entry goes. The file is polled every few milliseconds (its inode, size 
 rename works too. A missing file means all healthy; an unreadable or malformed file keeps the
 last good state and is reported by ``state_error`` rather than crashing the daemon.
 
-``deviceDir`` (optional): when set, the backend creates one plain file per device there
+``deviceDir`` (optional): when set, the backend creates one node per device there
 (``<deviceDir>/<id>``) and advertises it as the device node mounted at ``/dev/<id>``, so the
-full Allocate path — device specs included — can be exercised without real hardware. Without
-it, simulated devices have no device nodes.
+full Allocate path — device specs included — can be exercised without real hardware. As root the
+node is a character device with ``/dev/null``'s numbers (container runtimes refuse a plain file
+as a device: "not a device node"); without CAP_MKNOD it falls back to a plain file, which is
+enough for the protocol but not for a real container. Without ``deviceDir``, simulated devices
+have no device nodes.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import stat
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -41,6 +45,25 @@ POLL_INTERVAL_S = 0.002
 
 State = Literal["Healthy", "Unhealthy", "Absent"]
 
+
+
+_NULL_DEVICE = os.makedev(1, 3)  # /dev/null's numbers: a harmless character device to stand in
+
+
+def _make_device_node(path: Path) -> None:
+    """A character device at ``path`` when we may create one, else a plain file."""
+    try:
+        st = path.lstat()
+    except FileNotFoundError:
+        st = None
+    if st is not None and stat.S_ISCHR(st.st_mode):
+        return
+    try:
+        if st is not None:
+            path.unlink()
+        os.mknod(path, 0o666 | stat.S_IFCHR, _NULL_DEVICE)
+    except PermissionError:
+        path.touch()
 
 class Config(BaseModel):
     """The simulated backend's own keys."""
@@ -88,7 +111,7 @@ class SimulatedBackend:
             try:
                 self._device_dir.mkdir(parents=True, exist_ok=True)
                 for i in range(config.count):
-                    (self._device_dir / self._id(i)).touch()
+                    _make_device_node(self._device_dir / self._id(i))
             except OSError as exc:
                 raise ConfigError(
                     f"{resource_name}: cannot create simulated device files in deviceDir {self._device_dir}: "
