@@ -25,8 +25,10 @@ class KeyPair:
 
 
 def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
+    # SEC1 (`BEGIN EC PRIVATE KEY`), not PKCS#8: Spark's Kubernetes client (fabric8) fails on a PKCS#8
+    # EC key with "Invalid DER", so spark-submit could not use our kubeconfig; Go and Python read both.
     return key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL, serialization.NoEncryption()
     )
 
 
