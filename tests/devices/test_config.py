@@ -190,3 +190,40 @@ def test_fuzz_parse_config(data: object) -> None:
         assert exc.message.startswith("invalid plugin config") and exc.hint
         return
     assert config.resources and len({r.name for r in config.resources}) == len(config.resources)
+
+
+def _nvml_present() -> bool:
+    import pynvml
+
+    try:
+        pynvml.nvmlInit()
+    except pynvml.NVMLError:
+        return False
+    pynvml.nvmlShutdown()
+    return True
+
+
+def test_optional_resource_without_its_driver_is_skipped_not_fatal() -> None:
+    """Real pynvml: on a node without the NVIDIA driver an optional GPU resource is skipped (mixed fleets),
+    a required one stops the daemon with the reason, and nothing left to serve is an error too."""
+    from kubeaccel.errors import UnavailableError
+
+    gpu = {"name": "nvidia.com/gpu", "backend": "nvidia"}
+    sim = {"name": "example.com/sim", "backend": "simulated", "count": 1}
+    if _nvml_present():  # a GPU machine: the resource is really there
+        assert len(build_backends(parse_config({"resources": [{**gpu, "optional": True}, sim]}))) == 2
+        return
+    (backend,) = build_backends(parse_config({"resources": [{**gpu, "optional": True}, sim]}))
+    assert backend.resource_name == "example.com/sim"
+    with pytest.raises(UnavailableError, match=r"NVML|driver"):
+        build_backends(parse_config({"resources": [gpu, sim]}))
+    with pytest.raises(UnavailableError, match="no configured resource is available") as info:
+        build_backends(parse_config({"resources": [{**gpu, "optional": True}]}))
+    assert "nvidia.com/gpu" in info.value.message and info.value.hint
+
+
+def test_replicas_and_share_count_together_are_refused() -> None:
+    entry = {"name": "example.com/tty", "backend": "generic", "paths": ["/dev/ttyUSB*"], "shareCount": 2, "replicas": 2}
+    with pytest.raises(ConfigError, match=r"resources\[0\]: replicas and shareCount"):
+        parse_config({"resources": [entry]})
+    assert parse_config({"resources": [{**entry, "replicas": 1}]}).resources[0].replicas == 1

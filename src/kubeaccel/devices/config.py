@@ -21,6 +21,7 @@ backends a config uses.
 from __future__ import annotations
 
 import importlib
+import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import ModuleType
@@ -32,7 +33,9 @@ from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, ValidationErr
 from kubeaccel.devices.backends import BACKEND_NAMES
 from kubeaccel.devices.model import Backend
 from kubeaccel.devices.naming import is_valid_resource_name
-from kubeaccel.errors import ConfigError
+from kubeaccel.errors import ConfigError, UnavailableError
+
+_log = logging.getLogger(__name__)
 
 CONFIG_VERSION: Literal["v1"] = "v1"
 _HINT = "see docs/plugin.md for the configuration reference; `kubeaccel plugin devices --config FILE` checks a file"
@@ -47,6 +50,11 @@ class CommonResourceConfig(BaseModel):
     backend: str = Field(description="Which backend discovers the devices: " + ", ".join(BACKEND_NAMES) + ".")
     replicas: int = Field(default=1, ge=1, le=1024, description="Advertise each device this many times.")
     cdi: bool = Field(default=False, description="Also return CDI device names from Allocate.")
+    optional: bool = Field(
+        default=False,
+        description="Skip this resource, with a warning, when its hardware or driver is absent on this node "
+        "(one config for a mixed fleet); by default that stops the daemon with the reason.",
+    )
 
     @field_validator("name")
     @classmethod
@@ -131,6 +139,11 @@ def _parse_resource(index: int, entry: object) -> ResourceConfig:
         settings = module.Config.model_validate(own_keys)
     except ValidationError as exc:
         raise _config_error(prefix, exc) from None
+    if common.replicas > 1 and getattr(settings, "share_count", 1) > 1:
+        raise ConfigError(
+            f"invalid plugin config: {prefix}: replicas and shareCount both share each device",
+            hint="set only one of them (their product would be advertised as <id>::<n>::<m>)",
+        )
     return ResourceConfig(**common.model_dump(), settings=settings)
 
 
@@ -204,13 +217,30 @@ def build_backend(resource: ResourceConfig, *, root: Path = Path("/")) -> Backen
 
 
 def build_backends(config: PluginConfig, *, root: Path = Path("/")) -> list[Backend]:
-    """One backend per resource, in config order. A failure closes the ones already built."""
+    """One backend per resource, in config order. A failure closes the ones already built.
+
+    An ``optional`` resource whose backend is unavailable here (no driver, no hardware) is skipped
+    with a warning; when that leaves nothing to serve, ``UnavailableError`` lists every reason.
+    """
     built: list[Backend] = []
+    skipped: list[str] = []
     try:
         for resource in config.resources:
-            built.append(build_backend(resource, root=root))
+            try:
+                built.append(build_backend(resource, root=root))
+            except UnavailableError as exc:
+                if not resource.optional:
+                    raise
+                _log.warning("%s skipped (optional): %s", resource.name, exc.message)
+                skipped.append(f"{resource.name}: {exc.message}")
     except BaseException:
         for backend in built:
             backend.close()
         raise
+    if not built:
+        raise UnavailableError(
+            "no configured resource is available on this node: " + "; ".join(skipped),
+            hint="install the missing driver, or run the daemon only on nodes that have the devices "
+            "(a nodeSelector on the DaemonSet)",
+        )
     return built
