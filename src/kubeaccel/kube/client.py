@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import builtins
 import contextlib
+import gc
 import os
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
@@ -155,11 +156,27 @@ class Kube:
     ) -> contextlib.AbstractContextManager[None]:
         return translate_errors(verb, resource, namespace=namespace, server=self.server)
 
-    def create(self, manifest: Mapping[str, Any], namespace: str | None = None) -> Any:
-        obj = _typed(manifest)
+    def create(self, manifest: Mapping[str, Any], namespace: str | None = None) -> dict[str, Any]:
+        """POST the manifest as it is and return the created object as plain JSON.
+
+        No round trip through lightkube's models: building a Pod model's decoder and encoder on first
+        use costs more than the request itself, and the API server validates the manifest anyway.
+        """
+        res = _resource_class(manifest)
+        namespace = namespace or manifest["metadata"].get("namespace")
         what = f"{manifest['kind'].lower()} {manifest['metadata'].get('name', '')}".strip()
+        generic = self._any._client
         with self._errors("create", what, namespace):
-            return self._any.create(obj, namespace=namespace)
+            # lightkube prepares a POST only from a model, so take the collection URL of a list
+            prepared = generic.prepare_request(
+                "list", res=res, namespace=namespace, params={"fieldManager": FIELD_MANAGER}, headers=_IDENTITY
+            )
+            prepared.method = "POST"
+            prepared.data = dict(manifest)
+            response = generic.send(generic.build_adapter_request(prepared))
+            generic.raise_for_status(response)
+            created: dict[str, Any] = msgspec.json.decode(response.content)
+        return created
 
     def apply(self, manifest: Mapping[str, Any], namespace: str | None = None) -> Any:
         """Server-side apply: the idempotent create-or-update."""
@@ -228,7 +245,8 @@ class Kube:
                 request = generic.build_adapter_request(prepared)
                 response = generic.send(request)
                 generic.raise_for_status(response)
-                page = msgspec.json.decode(response.content)
+                with _collector_paused():
+                    page = msgspec.json.decode(response.content)
                 items += page.get("items") or []
                 params["continue"] = (page.get("metadata") or {}).get("continue")
                 if not params["continue"]:
@@ -274,8 +292,35 @@ class Kube:
         self.client.close()
 
 
+@contextlib.contextmanager
+def _collector_paused() -> Iterator[None]:
+    """Pause the cyclic garbage collector while a big JSON document becomes Python objects.
+
+    A 1,000-pod list is a few hundred thousand dicts and lists; every 700 new containers trigger a
+    collection that walks them again, which made decoding 5 MB take 0.2 s instead of 0.04 s. The
+    decoded tree has no cycles, so nothing is lost by collecting only afterwards.
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
 def _plural(res: type[Any]) -> str:
     return res.__name__.lower() + "s"
+
+
+def _resource_class(manifest: Mapping[str, Any]) -> type[Resource]:
+    from lightkube.core.resource_registry import resource_registry
+
+    try:
+        res: type[Resource] = resource_registry.load(manifest["apiVersion"], manifest["kind"])
+    except Exception as exc:  # an unknown kind is a bug in what we built
+        raise ConfigError(f"cannot encode {manifest.get('kind')}: {exc}") from exc
+    return res
 
 
 def _typed(manifest: Mapping[str, Any]) -> Resource:

@@ -118,7 +118,7 @@ def create(kube: Kube, manifests: AppManifests) -> SubmissionId:
     pod_name = manifests.driver_pod_name
     created: list[tuple[str, str]] = []
     try:
-        reference = owner_reference(pod_name, created_pod.metadata.uid)
+        reference = owner_reference(pod_name, created_pod["metadata"]["uid"])
         for manifest in manifests.owned:
             manifest["metadata"]["ownerReferences"] = [reference]
             kube.create(manifest, namespace=namespace)
