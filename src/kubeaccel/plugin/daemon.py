@@ -29,7 +29,7 @@ from kubeaccel.devices.config import PluginConfig, build_backends
 from kubeaccel.errors import ConfigError, KubeaccelError, UnavailableError
 from kubeaccel.plugin._generated import api_pb2 as pb
 from kubeaccel.plugin.metrics import Metrics
-from kubeaccel.plugin.server import KUBELET_SOCKET, PluginServer, register
+from kubeaccel.plugin.server import KUBELET_SOCKET, PluginServer, file_identity, register
 from kubeaccel.plugin.service import ResourcePlugin
 
 log = logging.getLogger(__name__)
@@ -70,15 +70,6 @@ def check_socket_dir(socket_dir: Path) -> None:
             f"socket directory {socket_dir} is not writable",
             hint="run the daemon as a user that may create sockets there (the DaemonSet runs it as root)",
         )
-
-
-def _identity(path: Path) -> tuple[int, int] | None:
-    """Which file is at ``path``: a freed inode number may be reused at once, the ctime is not."""
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return (st.st_ino, st.st_ctime_ns)
 
 
 @dataclass
@@ -153,7 +144,7 @@ class Manager:
 
     async def tick(self) -> None:
         """One reconcile pass: restart servers whose socket vanished, (re-)register where needed."""
-        kubelet = _identity(self.kubelet_socket)
+        kubelet = file_identity(self.kubelet_socket)
         for entry in self.entries.values():
             if entry.server is None or not entry.server.socket_intact():
                 try:

@@ -50,11 +50,11 @@ class PluginServer:
         server.add_insecure_port(f"unix://{self.socket_path}")
         await server.start()
         self._server = server
-        self._identity = _identity(self.socket_path)
+        self._identity = file_identity(self.socket_path)
 
     def socket_intact(self) -> bool:
         """False once our socket file was deleted or replaced (the kubelet's restart does that)."""
-        return self._identity is not None and _identity(self.socket_path) == self._identity
+        return self._identity is not None and file_identity(self.socket_path) == self._identity
 
     async def stop(self, grace: float | None = None) -> None:
         if self._server is not None:
@@ -62,14 +62,14 @@ class PluginServer:
             self._server = None
         # Remove the socket only if it is still ours: after a kubelet restart the path may
         # already belong to a new server.
-        if self._identity is not None and _identity(self.socket_path) == self._identity:
+        if self._identity is not None and file_identity(self.socket_path) == self._identity:
             with contextlib.suppress(FileNotFoundError):
                 self.socket_path.unlink()
         self._identity = None
 
 
-def _identity(path: Path) -> tuple[int, int] | None:
-    # inode and ctime: a freed inode number can be reused by the next file at once.
+def file_identity(path: Path) -> tuple[int, int] | None:
+    """Which file is at ``path``: a freed inode number may be reused at once, the ctime is not."""
     try:
         st = os.stat(path)
     except OSError:
