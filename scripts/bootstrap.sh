@@ -40,7 +40,13 @@ else
   log ".venv up to date"
 fi
 
-# 3. Further steps, each idempotent
+# 3. The real node's kubelet is reached by its hostname (it refuses a loopback node IP)
+if [ "$(id -u)" = 0 ] && ! getent hosts "$(hostname)" >/dev/null; then
+  log "mapping hostname $(hostname) to 127.0.0.1 in /etc/hosts (for the local real node)"
+  echo "127.0.0.1 $(hostname)" >>/etc/hosts
+fi
+
+# 4. Further steps, each idempotent
 for step in scripts/bootstrap.d/*.sh; do
   [ -e "$step" ] || continue
   log "step $(basename "$step")"

@@ -19,6 +19,8 @@ ETCD_VERSION=${ETCD_VERSION:-3.5.21}
 CACHE=${KUBEACCEL_K8S_CACHE:-$HOME/.cache/kubeaccel/k8s}
 BIN=$CACHE/v$KUBE_VERSION/bin
 KUBE_BINS=(kube-apiserver kube-controller-manager kube-scheduler kubelet)
+# The tests drive the cluster with kubectl too: build it where the machine has none.
+if [ -n "${KUBEACCEL_BUILD_KUBECTL:-}" ] || ! command -v kubectl >/dev/null; then KUBE_BINS+=(kubectl); fi
 log() { printf '\033[1m[kubernetes]\033[0m %s\n' "$*"; }
 
 missing=()

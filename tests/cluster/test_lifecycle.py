@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from fixtures.cluster import wait_for
+from fixtures.cluster import KUBECTL, wait_for
 
 from kubeaccel.cluster import process
 from kubeaccel.cluster.layout import Layout
@@ -35,7 +35,7 @@ def test_up_twice_crash_recovery_and_clean_down(tmp_path: Path) -> None:
     pids = {r.name: r.pid for r in before}
     assert set(pids) == {"etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok"}
 
-    nodes = subprocess.run(["kubectl", f"--kubeconfig={state / 'kubeconfig'}", "get", "nodes", "-o", "json"],
+    nodes = subprocess.run([KUBECTL, f"--kubeconfig={state / 'kubeconfig'}", "get", "nodes", "-o", "json"],
                            capture_output=True, text=True, timeout=60, check=True)
     (node,) = json.loads(nodes.stdout)["items"]
     assert node["status"]["allocatable"]["nec.com/ve"] == "4"
