@@ -16,10 +16,9 @@ import click
 
 from kubeaccel.kube.client import Kube
 from kubeaccel.kube.options import connection_options, echo_json, output_option
-from kubeaccel.spark import manage, uploads
+from kubeaccel.spark import manage
 from kubeaccel.spark.conf import RESOURCE_FLAGS, SubmitRequest, parse_conf_pairs, resolve_conf, split_list
 from kubeaccel.spark.ids import SubmissionId, parse_target
-from kubeaccel.spark.submit import connect_for, submit, wait
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -121,6 +120,9 @@ def submit_command(
         deploy_mode=deploy_mode,
         flag_conf={RESOURCE_FLAGS[flag]: value for flag, value in resource_flags.items() if value is not None},
     )
+    # imported here, not at the top: status/kill/list need neither the submit path nor fsspec's
+    from kubeaccel.spark.submit import connect_for, submit
+
     progress = _progress if output == "table" and sys.stderr.isatty() else None
     sid = submit(request, context=context, kubeconfig=kubeconfig, check_quota=not no_preflight, progress=progress)
     if output == "json":
@@ -133,6 +135,8 @@ def submit_command(
 
 
 def wait_for(kube: Kube, sid: SubmissionId, timeout: float | None = None) -> int:
+    from kubeaccel.spark.submit import wait
+
     code = wait(kube, sid, on_change=lambda phase: click.echo(f"{sid}: {phase}", err=True), timeout=timeout)
     click.echo(f"{sid}: driver exited with code {code}", err=True)
     return code
@@ -269,6 +273,8 @@ def logs_command(
 @output_option
 def gc_uploads_command(upload_path: str, older_than: str, confs: tuple[str, ...], dry_run: bool, output: str) -> None:
     """Remove spark-upload-* directories older than --older-than (Spark never removes them)."""
+    from kubeaccel.spark import uploads
+
     age = uploads.parse_age(older_than)
     removed = uploads.gc_uploads(upload_path, age, parse_conf_pairs(confs), dry_run=dry_run)
     if output == "json":
