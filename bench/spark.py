@@ -45,7 +45,12 @@ def _timed(command: list[str], env: dict[str, str]) -> float:
 
 
 def _create_apps(kube: Kube, namespace: str, count: int) -> None:
-    """N driver pods as Spark labels them, created in parallel (no Service/ConfigMap: only listing matters)."""
+    """N driver pods as Spark labels them, created in parallel (no Service/ConfigMap: only listing matters).
+
+    Each is held by a scheduling gate: 1,000 pods do not fit on the simulated node, and a scheduler
+    retrying 1,000 unschedulable pods takes a whole core of this 2-core VM away from whichever CLI is
+    being timed at that moment. Gated pods stay Pending quietly; the API objects are the same size.
+    """
     request = SubmitRequest(
         "local:///opt/app.py", master=f"k8s://{kube.server}", conf={"spark.kubernetes.container.image": "spark:bench"}
     )
@@ -53,6 +58,7 @@ def _create_apps(kube: Kube, namespace: str, count: int) -> None:
     def one(index: int) -> None:
         conf = {**resolve_conf(request), "spark.app.name": f"bench-{index}"}
         manifests = build(request, conf, namespace, Generated.fresh("bench"))
+        manifests.driver_pod["spec"]["schedulingGates"] = [{"name": "kubeaccel.dev/bench-hold"}]
         kube.create(manifests.driver_pod, namespace=namespace)
 
     # msgspec builds its type info on first use and that is not thread-safe: warm it up serially
