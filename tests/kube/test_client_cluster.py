@@ -8,6 +8,7 @@ refused before any request.
 
 from __future__ import annotations
 
+import gc
 import uuid
 
 import pytest
@@ -67,3 +68,4 @@ def test_list_raw_filters_by_label(kube: Kube, spark_namespace: str) -> None:
     kube.create(_config_map("unlabelled"), namespace=spark_namespace)
     found = kube.list_raw(ConfigMap, spark_namespace, labels={"tag": tag})
     assert sorted(item["metadata"]["name"] for item in found) == ["labelled-0", "labelled-1", "labelled-2"]
+    assert gc.isenabled(), "the collector is paused only while a page is decoded"
