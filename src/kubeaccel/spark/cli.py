@@ -92,10 +92,10 @@ def submit_command(
     \b
     Example:
       kubeaccel spark submit --master k8s://https://10.0.0.1:6443 --name etl \\
-        --conf spark.kubernetes.container.image=apache/spark:4.0.0 \\
+        --conf spark.kubernetes.container.image=docker.io/kubeaccel/spark:TAG \\
         --conf spark.kubernetes.namespace=team-a \\
         --conf spark.executor.resource.ve.amount=1 --conf spark.executor.resource.ve.vendor=nec.com \\
-        --conf spark.executor.resource.ve.discoveryScript=/opt/kubeaccel-discover \\
+        --conf spark.executor.resource.ve.discoveryScript=/usr/local/bin/kubeaccel-discover \\
         local:///opt/spark/examples/src/main/python/pi.py 100
     """
     resource_flags = {
