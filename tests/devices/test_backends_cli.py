@@ -9,18 +9,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+from fixtures.ve import FakeVETree
+
 KUBEACCEL = str(Path(sys.executable).parent / "kubeaccel")
 
 
 def ve_tree(root: Path) -> None:
-    (root / "dev").mkdir()
+    tree = FakeVETree(root)
     for node, slot, state in ((0, 1, 0), (1, 0, 1)):
-        (root / f"dev/ve{node}").touch()
-        (root / f"dev/veslot{slot}").symlink_to(f"ve{node}")
-        sysfs = root / f"sys/class/ve/ve{node}"
-        (sysfs / "device").mkdir(parents=True)
-        (sysfs / "os_state").write_text(f"{state}\n")
-        (sysfs / "device/numa_node").write_text("0\n")
+        tree.add(node, slot, os_state=state, ve_state=None)
     (root / "dev/ttyUSB3").touch()
 
 

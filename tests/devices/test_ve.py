@@ -13,36 +13,13 @@ import time
 from pathlib import Path
 
 import pytest
+from fixtures.ve import FakeVETree
 from pydantic import ValidationError
 
 from kubeaccel.devices.backends import ve
 from kubeaccel.devices.model import DeviceNode, Health, Mount, Resettable
 from kubeaccel.devices.sharing import SharedBackend
 from kubeaccel.errors import KubeaccelError
-
-
-class FakeVETree:
-    """``/dev/veN``, ``/dev/veslotN`` links and ``/sys/class/ve/veN/*`` as the ve_drv module lays them out."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        (root / "dev").mkdir(exist_ok=True)
-
-    def add(self, node: int, slot: int, *, numa: int = 0, ve_state: int | None = 1, absolute: bool = False) -> None:
-        (self.root / f"dev/ve{node}").touch()
-        (self.root / f"dev/veslot{slot}").symlink_to(f"/dev/ve{node}" if absolute else f"ve{node}")
-        sysfs = self.root / f"sys/class/ve/ve{node}"
-        (sysfs / "device").mkdir(parents=True)
-        self.set(node, "os_state", 0)
-        if ve_state is not None:
-            self.set(node, "ve_state", ve_state)
-        (sysfs / "device/numa_node").write_text(f"{numa}\n")
-        (sysfs / "model").write_text("1\n")
-        (sysfs / "serial").write_text("0123456789abcdef0123456789abcdef\n")
-
-    def set(self, node: int, attr: str, value: int | str) -> None:
-        # The driver writes ASCII with a trailing newline, not a raw byte.
-        (self.root / f"sys/class/ve/ve{node}/{attr}").write_text(f"{value}\n")
 
 
 @pytest.fixture

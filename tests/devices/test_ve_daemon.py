@@ -17,6 +17,7 @@ from typing import Any
 import grpc
 import pytest
 import yaml
+from fixtures.ve import FakeVETree
 
 from kubeaccel.devices.config import load_config
 from kubeaccel.plugin._generated import api_pb2 as pb
@@ -26,21 +27,16 @@ from kubeaccel.plugin.kubelet import KubeletStandIn
 
 
 def set_os_state(root: Path, node: int, value: int) -> None:
-    (root / f"sys/class/ve/ve{node}/os_state").write_text(f"{value}\n")
+    FakeVETree(root).set(node, "os_state", value)
 
 
 @pytest.fixture
 def ve_node(tmp_path: Path) -> Iterator[tuple[Path, Path, Path]]:
     """(root of the fake tree, socket dir, reset log) with a daemon serving nec.com/ve on it."""
     root = tmp_path / "node"
-    (root / "dev").mkdir(parents=True)
+    tree = FakeVETree(root)
     for node, slot, numa in ((0, 0, 0), (1, 1, 0), (2, 2, 1), (3, 3, 1)):
-        (root / f"dev/ve{node}").touch()
-        (root / f"dev/veslot{slot}").symlink_to(f"ve{node}")
-        sysfs = root / f"sys/class/ve/ve{node}"
-        (sysfs / "device").mkdir(parents=True)
-        set_os_state(root, node, 0)
-        (sysfs / "device/numa_node").write_text(f"{numa}\n")
+        tree.add(node, slot, numa=numa, ve_state=None)
     log = tmp_path / "reset.log"
     config = tmp_path / "plugin.yaml"
     resource = {

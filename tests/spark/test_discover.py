@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from fixtures.ve import FakeVETree
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -101,14 +102,9 @@ def test_real_probe_on_this_host_finds_no_ve() -> None:
 def test_probe_finds_the_healthy_ves_of_a_node(tmp_path: Path) -> None:
     # A bare-metal standalone worker: no variables, so the VE backend probes /dev and /sys (a fake
     # tree here, laid out as the ve_drv module does). VE addresses are slot numbers.
-    (tmp_path / "dev").mkdir()
+    tree = FakeVETree(tmp_path)
     for node, slot, os_state in ((0, 3, 0), (1, 1, 0), (2, 0, 1)):  # ve2 (slot 0) is OFFLINE
-        (tmp_path / f"dev/ve{node}").touch()
-        (tmp_path / f"dev/veslot{slot}").symlink_to(f"ve{node}")
-        sysfs = tmp_path / f"sys/class/ve/ve{node}"
-        (sysfs / "device").mkdir(parents=True)
-        (sysfs / "os_state").write_text(f"{os_state}\n")
-        (sysfs / "device/numa_node").write_text("0\n")
+        tree.add(node, slot, os_state=os_state, ve_state=None)
     done = _run(["nec.com/ve"], _clean_env(**{d.ROOT_ENV: str(tmp_path)}))
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout) == {"name": "ve", "addresses": ["1", "3"]}
