@@ -24,16 +24,17 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import stat
 import threading
-import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from kubeaccel.devices.backends._poll import ChangePoller
 from kubeaccel.devices.model import ContainerAllocation, Device, DeviceNode, Devices, Health
 from kubeaccel.errors import ConfigError
 
@@ -102,7 +103,6 @@ class SimulatedBackend:
         # /sys, so ``root`` does not prefix them.
         self._state_file = config.state_file
         self._device_dir = config.device_dir
-        self._closed = threading.Event()
         self._lock = threading.Lock()
         self._states: dict[str, State] = {}
         self.state_error: str | None = None
@@ -118,6 +118,14 @@ class SimulatedBackend:
                     f"{exc.strerror}",
                     hint="point deviceDir at a writable directory, or leave it out for devices without nodes",
                 ) from None
+        # Made before the first read, so a write in between is signalled rather than missed. Without a
+        # state file nothing can change: the wait is then one sleep until the timeout or close().
+        state_file = self._state_file
+        self._poller = (
+            ChangePoller(lambda: _fingerprint(state_file), POLL_INTERVAL_S)
+            if state_file is not None
+            else ChangePoller(lambda: None, math.inf)
+        )
         self._reload()
 
     @property
@@ -181,21 +189,10 @@ class SimulatedBackend:
         return ContainerAllocation()
 
     def wait_for_change(self, timeout: float) -> bool:
-        if self._state_file is None:
-            self._closed.wait(timeout)
-            return False
-        deadline = time.monotonic() + timeout
-        while not self._closed.is_set():
-            if _fingerprint(self._state_file) != self._seen:
-                return True
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return False
-            self._closed.wait(min(POLL_INTERVAL_S, remaining))
-        return False
+        return self._poller.wait(timeout)
 
     def close(self) -> None:
-        self._closed.set()
+        self._poller.close()
 
 
 def _parse_states(text: str) -> dict[str, State]:
