@@ -14,9 +14,7 @@ running; one the demo started is taken down again unless ``--keep``.
 from __future__ import annotations
 
 import json
-import os
 import re
-import signal
 import subprocess
 import sys
 import time
@@ -29,10 +27,13 @@ from typing import Any
 
 import click
 
+from kubeaccel.cluster import process
+from kubeaccel.cluster.layout import Layout
 from kubeaccel.errors import KubeaccelError, NotFoundError, UnavailableError
 
 RESOURCE = "nec.com/ve"
 SPARK_RESOURCE = "ve"
+PLUGIN = "device-plugin"  # its PID file and log under <state dir>/demo/{run,logs}/
 TENANT = "kubeaccel-demo"
 REPORT_PREFIX = "kubeaccel-task-resources "
 APP_IN_IMAGE = "local:///opt/kubeaccel/examples/accel_pi.py"
@@ -165,46 +166,22 @@ def build_image(report: Report) -> tuple[Path, str]:
 
 @dataclass
 class PluginProcess:
+    """The demo's ``kubeaccel plugin run``, supervised like the cluster's own processes (PID + start time)."""
+
+    layout: Layout
     config: Path
-    log: Path
-    pid_file: Path
-    proc: subprocess.Popen[bytes] | None
+    started: bool  # False when one left running by a ``--keep`` demo is reused
+
+    @property
+    def log(self) -> Path:
+        return self.layout.log(PLUGIN)
+
+    def running(self) -> bool:
+        record = process.read_record(self.layout, PLUGIN)
+        return record is not None and record.alive()
 
     def stop(self) -> None:
-        pid = self.proc.pid if self.proc else _read_pid(self.pid_file)
-        if pid and _alive(pid):
-            os.killpg(pid, signal.SIGTERM)
-            deadline = time.monotonic() + 10
-            while _alive(pid) and time.monotonic() < deadline:
-                if self.proc:
-                    self.proc.poll()
-                time.sleep(0.1)
-            if _alive(pid):
-                os.killpg(pid, signal.SIGKILL)
-        if self.proc:
-            self.proc.wait(10)
-        self.pid_file.unlink(missing_ok=True)
-
-
-def _read_pid(path: Path) -> int | None:
-    try:
-        return int(path.read_text().strip())
-    except (OSError, ValueError):
-        return None
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a zombie child of ours counts as gone
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().split(") ", 1)[1][:1] != "Z"
-    except OSError:
-        return False
+        process.stop_all(self.layout, grace=10, names=[PLUGIN])
 
 
 def plugin_config(devices: int, state_file: Path) -> dict[str, Any]:
@@ -217,22 +194,15 @@ def start_plugin(work: Path, devices: int, report: Report) -> PluginProcess:
     import yaml
 
     work.mkdir(parents=True, exist_ok=True)
-    config, log, pid_file = work / "plugin.yaml", work / "plugin.log", work / "plugin.pid"
-    pid = _read_pid(pid_file)
-    if pid and _alive(pid):
-        report(f"device plugin already running (pid {pid})")
-        return PluginProcess(config, log, pid_file, None)
+    layout, config = Layout(work), work / "plugin.yaml"
+    running = process.read_record(layout, PLUGIN)
+    if running is not None and running.alive():
+        report(f"device plugin already running (pid {running.pid})")
+        return PluginProcess(layout, config, started=False)
     config.write_text(yaml.safe_dump(plugin_config(devices, work / "device-states.json")))
     report(f"starting the device plugin: {devices} simulated {RESOURCE} devices")
-    with log.open("ab") as out:
-        proc = subprocess.Popen(
-            [*_kubeaccel_command(), "plugin", "run", "--config", str(config)],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    pid_file.write_text(str(proc.pid))
-    return PluginProcess(config, log, pid_file, proc)
+    process.start(layout, PLUGIN, [*_kubeaccel_command(), "plugin", "run", "--config", str(config)])
+    return PluginProcess(layout, config, started=True)
 
 
 def _node_rows(api: Any, real_node: str | None) -> list[NodeRow]:
@@ -258,9 +228,9 @@ def _wait_for_allocatable(api: Any, node: str, want: int, plugin: PluginProcess,
         allocatable = (found.status.allocatable or {}).get(RESOURCE, "0") if found.status else "0"
         if str(allocatable) == str(want):
             return
-        if plugin.proc is not None and plugin.proc.poll() is not None:
+        if not plugin.running():
             raise UnavailableError(
-                f"the device plugin exited ({plugin.proc.returncode}): {plugin.log.read_text()[-1500:]}",
+                f"the device plugin exited: {plugin.log.read_text()[-1500:]}",
                 hint=f"see {plugin.log}",
             )
         if time.monotonic() > deadline:
@@ -382,7 +352,8 @@ def run_demo(options: DemoOptions, report: Report) -> DemoResult:
         raise
     if options.keep:
         result.cleanup_hint = (
-            f"kill $(cat {work / 'plugin.pid'}); kubeaccel cluster down --state-dir {options.state_dir}"
+            f"pkill -f 'plugin run --config {work / 'plugin.yaml'}'; "
+            f"kubeaccel cluster down --state-dir {options.state_dir}"
         )
     else:
         _cleanup(plugin, down if started_cluster else None, options.state_dir, report)
@@ -390,7 +361,7 @@ def run_demo(options: DemoOptions, report: Report) -> DemoResult:
 
 
 def _cleanup(plugin: PluginProcess | None, down: Callable[[Path], Any] | None, state_dir: Path, report: Report) -> None:
-    if plugin is not None and plugin.proc is not None:  # one a kept demo left running stays
+    if plugin is not None and plugin.started:  # one a kept demo left running stays
         report("stopping the device plugin")
         plugin.stop()
     if down is not None:

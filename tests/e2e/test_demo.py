@@ -96,7 +96,7 @@ def test_demo_runs_on_the_session_cluster(real_node: Any, capsys: pytest.Capture
     assert [d[0] for d in result.devices] == [f"sim-{i}" for i in range(4)]
     assert any("device plugin" in m for m in messages)
     # Without --keep the demo stops the plugin it started, but the cluster was the session's: it stays.
-    assert not (real_node.cluster.state_dir / "demo" / "plugin.pid").exists()
+    assert not (real_node.cluster.state_dir / "demo" / "run" / "device-plugin.pid").exists()
     real_node.cluster.kubectl("get", "nodes")
     render(result)
     assert "Allocations seen by Spark tasks" in capsys.readouterr().out
