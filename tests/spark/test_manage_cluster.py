@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 import yaml
-from fixtures.spark import SPARK_USER, run_cli
+from fixtures.spark import ON_KWOK, ON_KWOK_ARGS, SPARK_USER, run_cli
 
 from kubeaccel.errors import KubeaccelError
 from kubeaccel.kube.client import Kube
@@ -42,8 +42,7 @@ def _request(kube: Kube, namespace: str, name: str = "app", **conf: str) -> Subm
         conf={
             "spark.kubernetes.namespace": namespace,
             "spark.kubernetes.container.image": "spark:test",
-            # kwok fakes Running; the session cluster may also hold a real node that cannot run spark:test
-            "spark.kubernetes.node.selector.type": "kwok",
+            **ON_KWOK,
             **conf,
         },
     )
@@ -64,6 +63,7 @@ def _submit_cli(kube: Kube, kubeconfig: Path, namespace: str, *extra: str) -> tu
             f"spark.kubernetes.namespace={namespace}",
             "--conf",
             "spark.kubernetes.container.image=spark:test",
+            *ON_KWOK_ARGS,
             *extra,
             "local:///opt/app.py",
         ]

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from fixtures.spark import run_cli
+from fixtures.spark import ON_KWOK_ARGS, run_cli
 
 from kubeaccel.kube.client import Kube
 from kubeaccel.spark import manage
@@ -77,6 +77,7 @@ def test_submit_wait_exits_with_the_drivers_code(kube: Kube, kubeconfig: Path, s
             f"spark.kubernetes.namespace={spark_namespace}",
             "--conf",
             "spark.kubernetes.container.image=img",
+            *ON_KWOK_ARGS,
             "local:///opt/app.py",
         ]
     )
@@ -101,6 +102,7 @@ def test_wait_timeout(kube: Kube, kubeconfig: Path, spark_namespace: str) -> Non
             f"spark.kubernetes.namespace={spark_namespace}",
             "--conf",
             "spark.kubernetes.container.image=img",
+            *ON_KWOK_ARGS,
             "local:///opt/app.py",
         ]
     )
@@ -126,6 +128,7 @@ def test_submit_wait_with_kwok_finishing_the_driver(
             f"spark.kubernetes.namespace={spark_namespace}",
             "--conf",
             "spark.kubernetes.container.image=img",
+            *ON_KWOK_ARGS,
             "--conf",
             f"spark.kubernetes.driver.annotation.kubeaccel.io/kwok-finish={finish}",
             "local:///opt/app.py",
