@@ -22,6 +22,7 @@ from fixtures.cluster import LocalCluster, RealNode, wait_for
 
 from kubeaccel.cluster.images import BUSYBOX_IMAGE
 from kubeaccel.cluster.realnode import DEVICE_PLUGIN_DIR
+from kubeaccel.cluster.spec import KUBE_VERSION
 
 pytestmark = [pytest.mark.real_node, pytest.mark.cluster, pytest.mark.slow]
 KUBEACCEL = str(Path(sys.executable).with_name("kubeaccel"))
@@ -56,7 +57,7 @@ def _allocatable(cluster: LocalCluster, node: str, resource: str) -> str:
 def test_node_is_ready_and_real(real_node: RealNode) -> None:
     node = json.loads(real_node.cluster.kubectl("get", "node", real_node.node_name, "-o", "json").stdout)
     assert node["status"]["nodeInfo"]["containerRuntimeVersion"].startswith("containerd://")
-    assert node["status"]["nodeInfo"]["kubeletVersion"].startswith("v1.32")
+    assert node["status"]["nodeInfo"]["kubeletVersion"] == f"v{KUBE_VERSION}"
     assert next(c for c in node["status"]["conditions"] if c["type"] == "Ready")["status"] == "True"
     assert (DEVICE_PLUGIN_DIR / "kubelet.sock").is_socket()
 

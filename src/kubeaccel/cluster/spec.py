@@ -10,8 +10,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from kubeaccel.devices.naming import is_valid_resource_name
 from kubeaccel.errors import ConfigError
 
-KUBE_VERSION = "1.32.5"
-KWOK_VERSION = "0.7.0"
+KUBE_VERSION = "1.37.2"
+KWOK_VERSION = "0.8.0"
 
 DEFAULT_NODE_RESOURCES: dict[str, str] = {"cpu": "32", "memory": "128Gi", "pods": "110"}
 
