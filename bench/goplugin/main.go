@@ -163,7 +163,7 @@ func serve(p *plugin, socket string) (*grpc.Server, error) {
 }
 
 func register(dir, endpoint, resource string) error {
-	conn, err := grpc.NewClient("unix://"+filepath.Join(dir, pluginapi.KubeletSocket),
+	conn, err := grpc.NewClient("unix://"+filepath.Join(dir, filepath.Base(pluginapi.KubeletSocket)),
 		grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		return err
@@ -182,6 +182,8 @@ func main() {
 		fmt.Fprintln(os.Stderr, "usage: goplugin SOCKET_DIR RESOURCE COUNT REPLICAS STATE_FILE")
 		os.Exit(2)
 	}
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
 	dir, resource, stateFile := os.Args[1], os.Args[2], os.Args[5]
 	count, _ := strconv.Atoi(os.Args[3])
 	replicas, _ := strconv.Atoi(os.Args[4])
@@ -210,13 +212,11 @@ func main() {
 		return srv
 	}
 	srv := start()
-	sigs := make(chan os.Signal, 1)
-	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
 	for {
 		select {
 		case ev := <-watcher.Events:
 			switch {
-			case ev.Name == filepath.Join(dir, pluginapi.KubeletSocket) && ev.Op&fsnotify.Create != 0:
+			case ev.Name == filepath.Join(dir, filepath.Base(pluginapi.KubeletSocket)) && ev.Op&fsnotify.Create != 0:
 				srv.Stop()
 				srv = start()
 			case ev.Name == stateFile && ev.Op&(fsnotify.Write|fsnotify.Create|fsnotify.Remove|fsnotify.Rename) != 0:
