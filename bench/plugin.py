@@ -266,7 +266,10 @@ async def _measure(targets: list[_Target], args: argparse.Namespace) -> list[Fig
             for t in targets:
                 assert t.kubelet is not None
                 served = await t.kubelet.restart()
-                arrived, _ = await t.kubelet.next_registration(timeout=10)
+                try:
+                    arrived, _ = await t.kubelet.next_registration(timeout=10)
+                except TimeoutError:
+                    raise SystemExit(f"{t.name} did not register again after a kubelet restart") from None
                 reregister[t.name].append(arrived - served)
                 await asyncio.sleep(0.05)
         # Idle: nothing happens for a while (every kubelet connected, no calls, no changes).

@@ -173,7 +173,8 @@ func register(dir, endpoint, resource string) error {
 	defer cancel()
 	_, err = pluginapi.NewRegistrationClient(conn).Register(ctx, &pluginapi.RegisterRequest{
 		Version: pluginapi.Version, Endpoint: endpoint, ResourceName: resource,
-		Options: &pluginapi.DevicePluginOptions{GetPreferredAllocationAvailable: true}})
+		Options: &pluginapi.DevicePluginOptions{GetPreferredAllocationAvailable: true}},
+		grpc.WaitForReady(true)) // the kubelet may have bound but not yet listen()ed
 	return err
 }
 
