@@ -73,7 +73,9 @@ def download_debs(names: list[str], debs: Path) -> list[Path]:
     files = [debs / line.split()[1] for line in uris.stdout.splitlines() if line.startswith("'")]
     missing = [f.name.split("_", 1)[0] for f in files if not f.exists()]
     if missing:
-        fetched = subprocess.run(["apt-get", "download", *missing], cwd=debs, capture_output=True, text=True, check=False)
+        fetched = subprocess.run(
+            ["apt-get", "download", *missing], cwd=debs, capture_output=True, text=True, check=False
+        )
         if fetched.returncode != 0:
             raise BuildError(f"apt-get download failed:\n{fetched.stderr.strip()}\nhint: check the apt mirror")
     absent = [f.name for f in files if not f.exists()]

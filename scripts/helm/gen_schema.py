@@ -27,7 +27,8 @@ SCHEMA_FILE = Path(__file__).resolve().parents[2] / "deploy/helm/kubeaccel-devic
 RESOURCE_NAME = {
     "type": "string",
     "maxLength": 317,
-    "pattern": r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$",
+    "pattern": r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*"
+    r"/[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$",
     "not": {"pattern": r"^([^/]*\.)?kubernetes\.io/"},
     "description": "Extended resource name, domain/name (not kubernetes.io), unique in the config.",
 }
