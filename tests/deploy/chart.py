@@ -45,8 +45,8 @@ def find(docs: list[dict[str, Any]], kind: str) -> dict[str, Any]:
     return doc
 
 
-def least_privilege_problems(daemonset: dict[str, Any]) -> list[str]:
-    """Everything in the DaemonSet that grants more than the plugin needs."""
+def least_privilege_problems(daemonset: dict[str, Any], allowed_host_paths: set[str] = ALLOWED_HOST_PATHS) -> list[str]:
+    """Everything in the DaemonSet that grants more than the plugin needs (given the host paths it may mount)."""
     problems = []
     pod = daemonset["spec"]["template"]["spec"]
     for key in ("hostNetwork", "hostPID", "hostIPC"):
@@ -60,7 +60,7 @@ def least_privilege_problems(daemonset: dict[str, Any]) -> list[str]:
         problems.append("no tolerations: tainted accelerator nodes would get no plugin")
     host_paths = {v["name"]: v["hostPath"]["path"] for v in pod.get("volumes", []) if "hostPath" in v}
     for name, path in host_paths.items():
-        if path not in ALLOWED_HOST_PATHS:
+        if path not in allowed_host_paths:
             problems.append(f"volume {name} mounts host path {path}")
     for container in pod.get("initContainers", []) + pod["containers"]:
         where = f"container {container['name']}"
