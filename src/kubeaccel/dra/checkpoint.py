@@ -11,7 +11,7 @@ import json
 import os
 import tempfile
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +35,7 @@ class PreparedClaim:
     namespace: str
     name: str
     devices: tuple[PreparedDevice, ...]
+    spec: Mapping[str, Any] = field(default_factory=dict)  # the CDI spec, rewritten if the CDI dir was cleared
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> PreparedClaim:
@@ -46,6 +47,7 @@ class PreparedClaim:
                 PreparedDevice(tuple(d["requests"]), str(d["pool"]), str(d["device"]), tuple(d["cdi_ids"]))
                 for d in data["devices"]
             ),
+            spec=dict(data.get("spec") or {}),
         )
 
 

@@ -121,8 +121,8 @@ def claim_spec(
         groups.setdefault((item.request, item.resource_name), []).append(item)
     edits: dict[str, cdi.ContainerEdits] = {}
     ids: dict[tuple[str, str], str] = {}
-    for (_, resource_name), members in groups.items():
-        members = sorted(members, key=lambda a: sort_key(a.device.index))
+    for (_, resource_name), group in groups.items():
+        members = sorted(group, key=lambda a: sort_key(a.device.index))
         extra = backends[resource_name].container_allocation([m.device for m in members])
         indices = ",".join(dict.fromkeys(m.device.index for m in members))
         env = {**extra.envs, devices_env_var(resource_name): indices}

@@ -64,7 +64,9 @@ def pool_name(node: str, resource_name: str) -> str:
 def slice_name(node: str, driver: str, resource_name: str) -> str:
     """A stable object name per (node, driver, resource): re-applied, never duplicated."""
     base = f"{node}-{driver}-{resource_name}"
-    return dns_label(base) if len(base) <= 63 else f"{dns_label(node)[:40]}-{hashlib.sha256(base.encode()).hexdigest()[:16]}"
+    if len(base) <= 63:
+        return dns_label(base)
+    return f"{dns_label(node)[:40].strip('-')}-{hashlib.sha256(base.encode()).hexdigest()[:16]}"
 
 
 def device_class_name(resource_name: str) -> str:
@@ -153,7 +155,8 @@ def resource_slice(
     ]
     if len(devices) > MAX_DEVICES_PER_SLICE:
         raise ConfigError(
-            f"{pool.resource_name}: {len(devices)} devices do not fit one ResourceSlice (at most {MAX_DEVICES_PER_SLICE})",
+            f"{pool.resource_name}: {len(devices)} devices do not fit one ResourceSlice "
+            f"(at most {MAX_DEVICES_PER_SLICE})",
             hint="split the resource into several config entries",
         )
     return {

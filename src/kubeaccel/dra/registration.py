@@ -12,6 +12,7 @@ import asyncio
 import logging
 import re
 from pathlib import Path
+from typing import Any
 
 import grpc
 
@@ -19,6 +20,7 @@ from kubeaccel.dra._generated import pluginregistration_pb2 as pb
 from kubeaccel.dra._generated import pluginregistration_pb2_grpc as pb_grpc
 
 log = logging.getLogger(__name__)
+Ctx = grpc.aio.ServicerContext[Any, Any]
 
 PLUGIN_TYPE = "DRAPlugin"
 # k8s.io/kubelet v0.37.2: drapbv1.DRAPluginService, drapbv1beta1.DRAPluginService,
@@ -50,14 +52,14 @@ class RegistrationService(pb_grpc.RegistrationServicer):
         self.error = ""
         self.info_calls = 0
 
-    async def GetInfo(self, request: pb.InfoRequest, context: grpc.aio.ServicerContext) -> pb.PluginInfo:  # type: ignore[override]  # noqa: N802
+    async def GetInfo(self, request: pb.InfoRequest, context: Ctx) -> pb.PluginInfo:  # noqa: N802
         self.info_calls += 1
         return pb.PluginInfo(
             type=PLUGIN_TYPE, name=self.driver, endpoint=str(self.endpoint), supported_versions=list(self.services)
         )
 
-    async def NotifyRegistrationStatus(  # type: ignore[override]  # noqa: N802
-        self, request: pb.RegistrationStatus, context: grpc.aio.ServicerContext
+    async def NotifyRegistrationStatus(  # noqa: N802
+        self, request: pb.RegistrationStatus, context: Ctx
     ) -> pb.RegistrationStatusResponse:
         if request.plugin_registered:
             self.error = ""
