@@ -71,7 +71,7 @@ class DraNode:
     options: Options
     config_path: Path
     state_file: Path
-    access: DictAccess
+    access: Any
     runner: BackgroundDraDaemon | None = None
     channels: list[grpc.Channel] = field(default_factory=list)
 
@@ -128,7 +128,7 @@ class DraNode:
         return self.registration().GetInfo(reg_pb.InfoRequest(), timeout=10)
 
 
-def make_node(*, publish: bool = False, count: int = 4, access: DictAccess | None = None,
+def make_node(*, publish: bool = False, count: int = 4, access: KubeAccess | None = None,
               cdi_dir: Path | None = None, node: str = NODE, **options: Any) -> DraNode:
     base = Path(tempfile.mkdtemp(prefix="kdra-"))  # short: unix socket paths are limited to 107 bytes
     for sub in ("registry", "plugins", "state", "cdi", "dev"):

@@ -149,7 +149,8 @@ def _mutations() -> st.SearchStrategy[Any]:
                                "status": st.one_of(json_values, st.fixed_dictionaries({"allocation": st.one_of(
                                    json_values, st.fixed_dictionaries({"devices": st.one_of(
                                        json_values, st.fixed_dictionaries({"results": st.one_of(
-                                           json_values, st.lists(st.one_of(result, json_values), max_size=5))}))}))}))}),
+                                           json_values,
+                                           st.lists(st.one_of(result, json_values), max_size=5))}))}))}))}),
     )
 
 
