@@ -153,13 +153,14 @@ class KubeAccess:
 
 
 def check_dirs(options: Options) -> None:
-    for what, path in (("plugin registry", options.registry_dir), ("plugins", options.plugins_dir)):
+    """A clear error up front for a kubelet directory we cannot use."""
+    for what, option, path, default in (
+        ("plugin registry", "--registry-dir", options.registry_dir, DEFAULT_REGISTRY_DIR),
+        ("plugins", "--plugins-dir", options.plugins_dir, DEFAULT_PLUGINS_DIR),
+    ):
         if not path.is_dir():
-            raise ConfigError(
-                f"the kubelet's {what} directory {path} does not exist",
-                hint=f"pass --{what.replace(' ', '-')}-dir with the kubelet's directory "
-                f"(default {DEFAULT_REGISTRY_DIR if what == 'plugin registry' else DEFAULT_PLUGINS_DIR}), or create it",
-            )
+            raise ConfigError(f"the kubelet's {what} directory {path} does not exist",
+                              hint=f"pass {option} with the kubelet's directory (default {default}), or create it")
         if not os.access(path, os.W_OK | os.X_OK):
             raise ConfigError(f"the {what} directory {path} is not writable",
                               hint="run the daemon as root (the DaemonSet does)")
