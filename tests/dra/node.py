@@ -33,6 +33,7 @@ SIM = "example.com/sim"
 DRIVER = "dra.kubeaccel.io"
 NODE = "node-a"
 POOL = pool_name(NODE, SIM)
+REAL_CDI_DIR = Path("/var/run/cdi")  # containerd 2's default cdi_spec_dirs include it
 
 
 class DictAccess(KubeAccess):

@@ -16,7 +16,7 @@ import json
 
 import pytest
 from dra.node import DraNode
-from dra.test_real_node import _phase, claim_pod, real_dra  # noqa: F401 - the module fixture
+from dra.test_real_node import _phase, claim_pod
 from fixtures.cluster import RealNode, wait_for
 
 pytestmark = [pytest.mark.real_node, pytest.mark.cluster, pytest.mark.slow]

@@ -11,49 +11,20 @@ restart keeps the prepared claim, which the kubelet then unprepares through the 
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
 import time
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
-from dra.node import DRIVER, SIM, DraNode
+from dra.node import REAL_CDI_DIR, DraNode
 from fixtures.cluster import LocalCluster, RealNode, wait_for
 
 from kubeaccel.cluster import process
 from kubeaccel.cluster.images import BUSYBOX_IMAGE
 from kubeaccel.cluster.layout import Layout
-from kubeaccel.dra.daemon import KubeAccess, Options
 
 pytestmark = [pytest.mark.real_node, pytest.mark.cluster, pytest.mark.slow]
-CDI_DIR = Path("/var/run/cdi")
-
-
-@pytest.fixture(scope="module")
-def real_dra(real_node: RealNode) -> Iterator[DraNode]:
-    kubelet_root = Layout(real_node.cluster.state_dir).node / "kubelet"
-    base = Path(tempfile.mkdtemp(prefix="kdra-real-"))
-    (base / "dev").mkdir()
-    state_file = base / "state.json"
-    config_path = base / "config.yaml"
-    config_path.write_text(yaml.safe_dump({"resources": [{
-        "name": SIM, "backend": "simulated", "count": 4, "numaNodes": 2,
-        "stateFile": str(state_file), "deviceDir": str(base / "dev")}]}))
-    (kubelet_root / "plugins_registry").mkdir(parents=True, exist_ok=True)
-    (kubelet_root / "plugins").mkdir(parents=True, exist_ok=True)
-    options = Options(node=real_node.node_name, driver=DRIVER, registry_dir=kubelet_root / "plugins_registry",
-                      plugins_dir=kubelet_root / "plugins", state_dir=base / "state", cdi_dir=CDI_DIR,
-                      device_classes=True, withdraw=True)
-    node = DraNode(base, options, config_path, state_file, KubeAccess(real_node.cluster.kubeconfig))
-    node.start()
-    try:
-        yield node
-    finally:
-        node.stop()
-        shutil.rmtree(base, ignore_errors=True)
+CDI_DIR = REAL_CDI_DIR
 
 
 def _registered(node: DraNode) -> bool:
