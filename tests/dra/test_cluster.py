@@ -261,3 +261,25 @@ def test_deploy_manifests_are_accepted(cluster: LocalCluster) -> None:
         cluster.kubectl("apply", "--dry-run=server", "-f", str(path))
     classes = [d for d in yaml.safe_load_all((DEPLOY / "deviceclasses.yaml").read_text()) if d]
     assert classes == [device_class(DRIVER, "nec.com/ve")]
+
+
+def test_spark_claim_templates_are_accepted_and_bad_cel_is_a_clear_error(cluster: LocalCluster) -> None:
+    from kubeaccel.errors import ConfigError
+    from kubeaccel.spark import dra as spark_dra
+
+    ns = cluster.create_namespace("sparkdra")
+    conf = {"spark.executor.resource.ve.amount": "2", "spark.executor.resource.ve.vendor": "nec.com",
+            spark_dra.ENABLED: "true", "spark.kubeaccel.dra.executor.ve.numaNode": "1",
+            "spark.kubeaccel.dra.executor.ve.model": "VE3"}
+    template = spark_dra.claim_template("app", ns, "executor", spark_dra.requests(conf, "executor"))
+    kube = kdra.connect(cluster.kubeconfig)
+    try:
+        created = kube.create(template, ns)
+        assert created["spec"]["spec"]["devices"]["requests"][0]["exactly"]["count"] == 2
+        bad = spark_dra.requests({**conf, "spark.kubeaccel.dra.executor.ve.selector": "device.attributes[["},
+                                 "executor")
+        broken = spark_dra.claim_template("bad", ns, "executor", bad)
+        with pytest.raises(ConfigError, match="the API server rejected"):
+            kube.create(broken, ns)
+    finally:
+        kube.close()
