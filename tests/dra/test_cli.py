@@ -48,6 +48,8 @@ def test_device_classes(config: Path) -> None:
         (["run", "--config", "CONFIG", "--registry-dir", "/nonexistent"], "pass --registry-dir"),
         (["check", "--registry-dir", "/nonexistent"], "plugin registry directory /nonexistent does not exist"),
         (["devices", "--config", "CONFIG", "--driver", "-bad-"], "is not a valid DRA driver name"),
+        (["run", "--config", "CONFIG", "--registry-dir", "/tmp", "--plugins-dir", "/tmp", "--kubeconfig",
+          "/nonexistent/kubeconfig"], "kubeconfig '/nonexistent/kubeconfig' does not exist"),
     ],
 )
 def test_mistakes_are_one_message_and_exit_2(config: Path, args: list[str], message: str) -> None:
@@ -55,3 +57,44 @@ def test_mistakes_are_one_message_and_exit_2(config: Path, args: list[str], mess
     assert out.returncode == 2
     assert message in out.stderr
     assert "Traceback" not in out.stderr
+
+
+def test_run_serves_until_sigterm_and_cleans_its_sockets(config: Path) -> None:
+    import signal
+    import tempfile
+    import time
+
+    import grpc
+
+    from kubeaccel.dra._generated import pluginregistration_pb2 as reg_pb
+    from kubeaccel.dra._generated import pluginregistration_pb2_grpc as reg_grpc
+
+    base = Path(tempfile.mkdtemp(prefix="kdcli-"))
+    for sub in ("reg", "plugins", "state", "cdi"):
+        (base / sub).mkdir()
+    kubeconfig = base / "kubeconfig"  # a server nobody listens on: the driver starts without the API server
+    kubeconfig.write_text(yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Config", "current-context": "c",
+        "clusters": [{"name": "c", "cluster": {"server": "https://127.0.0.1:9"}}],
+        "users": [{"name": "u", "user": {"token": "t"}}],
+        "contexts": [{"name": "c", "context": {"cluster": "c", "user": "u"}}]}))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "kubeaccel.cli", "dra", "run", "--config", str(config), "--no-publish",
+         "--node-name", "n1", "--registry-dir", str(base / "reg"), "--plugins-dir", str(base / "plugins"),
+         "--state-dir", str(base / "state"), "--cdi-dir", str(base / "cdi"), "--kubeconfig", str(kubeconfig)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    sock = base / "reg" / "dra.kubeaccel.io-reg.sock"
+    try:
+        deadline = time.monotonic() + 30
+        while not sock.exists():
+            assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
+            assert time.monotonic() < deadline, "no registration socket"
+            time.sleep(0.05)
+        with grpc.insecure_channel(f"unix://{sock}") as channel:
+            info = reg_grpc.RegistrationStub(channel).GetInfo(reg_pb.InfoRequest(), timeout=10)
+        assert info.endpoint == str(base / "plugins" / "dra.kubeaccel.io" / "dra.sock")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 0, out
+    assert not sock.exists() and not Path(info.endpoint).exists()

@@ -58,12 +58,15 @@ def dra() -> None:
               help="Also apply a DeviceClass per resource (needs cluster-wide RBAC on deviceclasses).")
 @click.option("--withdraw/--no-withdraw", default=False, show_default=True,
               help="Delete this node's ResourceSlices on a clean stop.")
+@click.option("--publish/--no-publish", default=True, show_default=True,
+              help="Publish ResourceSlices (off: serve the kubelet only, e.g. for protocol checks).")
 @_root_option
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info",
               show_default=True)
 def run(  # noqa: PLR0917 - one parameter per click option
     config_path: Path, driver: str, node_name: str | None, registry_dir: Path, plugins_dir: Path, state_dir: Path,
-    cdi_dir: Path, kubeconfig: Path | None, device_classes: bool, withdraw: bool, root: Path, log_level: str,
+    cdi_dir: Path, kubeconfig: Path | None, device_classes: bool, withdraw: bool, publish: bool, root: Path,
+    log_level: str,
 ) -> None:
     """Serve every configured resource to the kubelet through DRA until SIGTERM."""
     from kubeaccel.dra.daemon import DraDaemon, KubeAccess, Options, check_dirs
@@ -72,10 +75,12 @@ def run(  # noqa: PLR0917 - one parameter per click option
     check_driver_name(driver)
     options = Options(node=node_name or _default_node(), driver=driver, registry_dir=registry_dir,
                       plugins_dir=plugins_dir, state_dir=state_dir, cdi_dir=cdi_dir, root=root,
-                      device_classes=device_classes, withdraw=withdraw)
+                      device_classes=device_classes, withdraw=withdraw, publish=publish)
     check_dirs(options)
     load_config(config_path)  # fail before anything starts when the file is wrong
-    daemon = DraDaemon(lambda: load_config(config_path), options, access=KubeAccess(kubeconfig))
+    access = KubeAccess(kubeconfig)
+    access.kube()  # a missing or broken kubeconfig is a clear error now (no request is sent yet)
+    daemon = DraDaemon(lambda: load_config(config_path), options, access=access)
     asyncio.run(daemon.run(handle_signals=True))
 
 
