@@ -206,3 +206,45 @@ def test_a_request_with_garbage_references_never_fails_as_a_whole(dra_node: DraN
     with pytest.raises(grpc.RpcError):  # a dead endpoint is a transport error, not our answer
         dra_v1beta1_pb2_grpc.DRAPluginStub(grpc.insecure_channel("unix:///nonexistent/x.sock")).NodePrepareResources(
             dra_v1beta1_pb2.NodePrepareResourcesRequest(), timeout=1)
+
+
+def test_a_checkpoint_that_cannot_be_saved_leaves_nothing_half_done(dra_node: DraNode) -> None:
+    kept = dra_node.add_claim(claim_json("kept", ["sim-0"]))
+    assert dra_node.prepare(kept).claims[kept.uid].error == ""
+    state = dra_node.options.state_dir
+    shutil.rmtree(state)  # the checkpoint's directory is gone: every save fails
+    fresh = dra_node.add_claim(claim_json("fresh", ["sim-1"]))
+    answer = dra_node.prepare(fresh).claims[fresh.uid]
+    assert "cannot save the checkpoint" in answer.error
+    assert _spec_files(dra_node) == [f"kubeaccel-dra-{kept.uid}.json"]  # the new spec was taken back
+    assert "cannot save the checkpoint" in dra_node.unprepare(kept).claims[kept.uid].error
+    assert kept.uid in dra_node.daemon.driver.checkpoint.claims  # still prepared, as on disk
+    state.mkdir()
+    assert dra_node.unprepare(kept).claims[kept.uid].error == ""  # the kubelet's retry succeeds
+    assert dra_node.daemon.driver.checkpoint.claims == {}
+
+
+def test_fuzzed_references_always_get_a_per_claim_answer() -> None:
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    node = make_node().start()
+    stub = node.dra()
+    text = st.text(max_size=300)
+
+    @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @given(st.lists(st.tuples(text, text, text), max_size=5))
+    def check(refs: list[tuple[str, str, str]]) -> None:
+        claims = [dra_v1_pb2.Claim(namespace=ns, name=name, uid=uid) for ns, name, uid in refs]
+        answer = stub.NodePrepareResources(dra_v1_pb2.NodePrepareResourcesRequest(claims=claims), timeout=10)
+        assert set(answer.claims) == {uid for _, _, uid in refs}
+        assert all(r.error and len(r.error) <= 1024 and not r.devices for r in answer.claims.values())
+        out = stub.NodeUnprepareResources(dra_v1_pb2.NodeUnprepareResourcesRequest(claims=claims), timeout=10)
+        assert set(out.claims) == {uid for _, _, uid in refs}
+
+    try:
+        check()
+        assert _spec_files(node) == []
+    finally:
+        node.stop()
+        shutil.rmtree(node.base, ignore_errors=True)

@@ -172,11 +172,13 @@ class Driver:
             cdi.remove_spec(self.cdi_dir, spec_file(ref.uid))
         except OSError as exc:
             return _bounded(f"cannot remove the CDI spec of claim {ref.uid}: {exc}")
-        if self.checkpoint.claims.pop(ref.uid, None) is None:
+        known = self.checkpoint.claims.pop(ref.uid, None)
+        if known is None:
             return ""  # never prepared, or already unprepared: fine
         try:
             self.checkpoint.save()
         except OSError as exc:
+            self.checkpoint.claims[ref.uid] = known  # still on disk: the kubelet's retry tries again
             return _bounded(f"cannot save the checkpoint {self.checkpoint.path}: {exc}")
         log.info("unprepared claim %s/%s (%s)", ref.namespace, ref.name, ref.uid)
         return ""
