@@ -30,6 +30,7 @@ from kubeaccel.dra.model import (
     dns_label,
     pool_name,
     resource_slice,
+    resource_slices,
     slice_name,
 )
 from kubeaccel.errors import ConfigError
@@ -167,3 +168,12 @@ def test_any_claim_json_is_devices_or_a_claim_error(claim: Any) -> None:
     assert all(d.pool == POOL and d.name in pools[POOL].devices for d in devices)
     document, ids = claim_spec(DRIVER, "u", devices, backends)
     assert len(ids) == len(document["devices"]) == len({(d.pool, d.name) for d in devices})
+
+
+def test_a_big_pool_is_split_over_slices_of_one_generation() -> None:
+    pool = Pool.of(NODE, SIM, create(SIM, Config(count=300)).scan())
+    slices = resource_slices(NODE, DRIVER, pool, 3)
+    assert [len(s["spec"]["devices"]) for s in slices] == [128, 128, 44]
+    assert {s["spec"]["pool"]["resourceSliceCount"] for s in slices} == {3}
+    assert len({s["metadata"]["name"] for s in slices}) == 3
+    assert resource_slices(NODE, DRIVER, Pool.of(NODE, SIM, Devices()), 1)[0]["spec"]["devices"] == []

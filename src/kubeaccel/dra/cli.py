@@ -12,7 +12,7 @@ from pathlib import Path
 import click
 
 from kubeaccel.devices.config import build_backends, load_config
-from kubeaccel.dra.model import DEFAULT_DRIVER, Pool, check_driver_name, device_class, resource_slice
+from kubeaccel.dra.model import DEFAULT_DRIVER, Pool, check_driver_name, device_class, resource_slices
 from kubeaccel.dra.registration import DEFAULT_PLUGINS_DIR, DEFAULT_REGISTRY_DIR
 from kubeaccel.errors import KubeaccelError
 
@@ -106,7 +106,8 @@ def devices(config_path: Path, driver: str, node_name: str | None, output: str, 
     if output == "yaml":
         import yaml
 
-        click.echo(yaml.safe_dump_all([resource_slice(node, driver, p, 1) for p in pools], sort_keys=False), nl=False)
+        docs = [s for p in pools for s in resource_slices(node, driver, p, 1)]
+        click.echo(yaml.safe_dump_all(docs, sort_keys=False), nl=False)
         return
     from rich.console import Console
     from rich.table import Table

@@ -145,34 +145,35 @@ def slice_device(resource_name: str, name: str, device: Device, *, taints: bool)
     return entry
 
 
-def resource_slice(
+def resource_slices(
     node: str, driver: str, pool: Pool, generation: int, *, taints: bool = True
-) -> dict[str, Any]:
-    """The ResourceSlice for one pool on ``node`` (the whole pool in one slice)."""
+) -> list[dict[str, Any]]:
+    """The ResourceSlices for one pool on ``node``: one, or more when the pool exceeds a slice's 128 devices."""
     devices = [
         entry for name, device in pool.devices.items()
         if (entry := slice_device(pool.resource_name, name, device, taints=taints)) is not None
     ]
-    if len(devices) > MAX_DEVICES_PER_SLICE:
-        raise ConfigError(
-            f"{pool.resource_name}: {len(devices)} devices do not fit one ResourceSlice "
-            f"(at most {MAX_DEVICES_PER_SLICE})",
-            hint="split the resource into several config entries",
-        )
-    return {
-        "apiVersion": API_VERSION,
-        "kind": "ResourceSlice",
-        "metadata": {
-            "name": slice_name(node, driver, pool.resource_name),
-            "labels": {MANAGED_BY_LABEL: MANAGED_BY},
-        },
-        "spec": {
-            "driver": driver,
-            "nodeName": node,
-            "pool": {"name": pool.name, "generation": generation, "resourceSliceCount": 1},
-            "devices": devices,
-        },
-    }
+    chunks = [devices[i:i + MAX_DEVICES_PER_SLICE] for i in range(0, len(devices), MAX_DEVICES_PER_SLICE)] or [[]]
+    base = slice_name(node, driver, pool.resource_name)
+    return [
+        {
+            "apiVersion": API_VERSION,
+            "kind": "ResourceSlice",
+            "metadata": {"name": base if i == 0 else f"{base}-{i}", "labels": {MANAGED_BY_LABEL: MANAGED_BY}},
+            "spec": {
+                "driver": driver,
+                "nodeName": node,
+                "pool": {"name": pool.name, "generation": generation, "resourceSliceCount": len(chunks)},
+                "devices": chunk,
+            },
+        }
+        for i, chunk in enumerate(chunks)
+    ]
+
+
+def resource_slice(node: str, driver: str, pool: Pool, generation: int, *, taints: bool = True) -> dict[str, Any]:
+    """The first (for pools of up to 128 devices, the only) ResourceSlice of a pool."""
+    return resource_slices(node, driver, pool, generation, taints=taints)[0]
 
 
 def class_selector(driver: str, resource_name: str) -> str:

@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from kubeaccel.dra.inventory import Inventory
-from kubeaccel.dra.model import resource_slice, slice_name
+from kubeaccel.dra.model import resource_slices
 from kubeaccel.errors import KubeaccelError
 
 log = logging.getLogger(__name__)
@@ -60,10 +60,8 @@ class Publisher:
     def _desired(self) -> dict[str, dict[str, Any]]:
         return {
             m["metadata"]["name"]: m
-            for m in (
-                resource_slice(self.inventory.node, self.driver, pool, self.generation, taints=self.taints)
-                for pool in self.inventory.pools.values()
-            )
+            for pool in self.inventory.pools.values()
+            for m in resource_slices(self.inventory.node, self.driver, pool, self.generation, taints=self.taints)
         }
 
     def _sync(self, first: bool) -> None:
@@ -72,8 +70,7 @@ class Publisher:
             existing = self.api.list()
             generations = [int(((s.get("spec") or {}).get("pool") or {}).get("generation") or 0) for s in existing]
             self.generation = max([self.generation, *generations])
-            wanted = {slice_name(self.inventory.node, self.driver, p.resource_name)
-                      for p in self.inventory.pools.values()}
+            wanted = set(self._desired())
             for stale in existing:
                 name = stale["metadata"]["name"]
                 if name not in wanted:
