@@ -148,7 +148,12 @@ def submit_command(
         raise
     if wait:
         kube = connect_for(resolve_conf(request), context=context, kubeconfig=kubeconfig)
-        sys.exit(wait_for(kube, sid, wait_timeout))
+        try:
+            code = wait_for(kube, sid, wait_timeout)
+        except KeyboardInterrupt:  # Ctrl-C stops the waiting, not the app
+            click.echo(f"stopped waiting; {sid} keeps running (kubeaccel spark kill {sid} stops it)", err=True)
+            code = 130
+        sys.exit(code)
 
 
 def wait_for(kube: Kube, sid: SubmissionId, timeout: float | None = None) -> int:
