@@ -126,6 +126,7 @@ def _as_service_account(kube: Kube, kubeconfig: Path, namespace: str, tmp_path: 
 def _pod(name: str, *, privileged: bool) -> dict[str, Any]:
     spec: dict[str, Any] = {
         "nodeSelector": {"type": "kwok"},
+        "serviceAccountName": "spark",  # exists at once (the controller makes `default` a little later)
         "containers": [{"name": "c", "image": "spark:test"}],
     }
     if privileged:

@@ -70,7 +70,7 @@ def test_partial_kill_lists_both_and_exits_7(
 
     code, output, error = run_cli(["spark", "kill", f"*:{prefix}-*", "-o", "json", *base])
     assert code == PARTIAL_EXIT_CODE, (output, error)
-    report = json.loads(output[: output.rindex("}") + 1])
+    report, _ = json.JSONDecoder().raw_decode(output)  # stdout first, then the error lines
     assert sorted(report["killed"]) == sorted(str(i) for i in ids if i.namespace == allowed)
     assert sorted(f["id"] for f in report["failed"]) == sorted(str(i) for i in ids if i.namespace == refused)
     assert all(f["exit_code"] == 5 and "forbidden" in f["error"] for f in report["failed"])
@@ -95,7 +95,7 @@ def test_status_without_a_cluster_wide_list_reads_namespace_by_namespace(
 
     code, output, error = run_cli(["spark", "status", f"*:{prefix}-*", "-o", "json", "--kubeconfig", str(user)])
     assert code == PARTIAL_EXIT_CODE, (output, error)
-    report = json.loads(output[: output.rindex("}") + 1])
+    report, _ = json.JSONDecoder().raw_decode(output)  # stdout first, then the error lines
     assert sorted(a["id"] for a in report["apps"]) == sorted(str(i) for i in ids if i.namespace == readable)
     failed = {f["id"]: f for f in report["failed"]}
     assert f"{hidden}:{prefix}-*" in failed
