@@ -14,16 +14,8 @@ from kubeaccel.kube.quantity import format_quantity, parse_quantity
 
 @pytest.mark.parametrize(
     ("text", "value"),
-    [
-        ("2", 2),
-        ("500m", Decimal("0.5")),
-        ("64Gi", 64 * 2**30),
-        ("1.5G", Decimal("1.5e9")),
-        ("2e3", 2000),
-        ("1408Mi", 1408 * 2**20),
-        ("100k", 100_000),
-        (8, 8),
-    ],
+    [("2", 2), ("500m", Decimal("0.5")), ("64Gi", 64 * 2**30), ("1.5G", Decimal("1.5e9")),
+     ("2e3", 2000), ("1408Mi", 1408 * 2**20), ("100k", 100_000), (8, 8)],
 )
 def test_parse(text: str, value: Decimal) -> None:
     assert parse_quantity(text) == Decimal(value)
