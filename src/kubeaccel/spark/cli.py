@@ -2,7 +2,9 @@
 
 Exit codes (scriptable): 0 ok; 1 the app failed (`submit --wait`: the driver's own exit code);
 2 bad input; 3 no app matches / not found; 4 API server unreachable; 5 forbidden by RBAC;
-6 the app does not fit in the namespace's quota; 124 `--wait-timeout` passed.
+6 the app does not fit in the namespace's quota; 7 status/list/kill over many apps: some succeeded,
+some failed (both listed); 124 `--wait-timeout` passed; 129 / 130 / 143 submit interrupted by
+SIGHUP / SIGINT / SIGTERM (everything rolled back).
 """
 
 from __future__ import annotations
@@ -121,23 +123,52 @@ def submit_command(
         flag_conf={RESOURCE_FLAGS[flag]: value for flag, value in resource_flags.items() if value is not None},
     )
     # imported here, not at the top: status/kill/list need neither the submit path nor fsspec's
+    from kubeaccel.spark.rollback import RollbackIncompleteError
     from kubeaccel.spark.submit import connect_for, submit
 
+    def announce(sid: SubmissionId) -> None:  # called before submit returns: see its guarantees
+        if output == "json":
+            echo_json({"id": str(sid), "namespace": sid.namespace, "driver_pod": sid.pod})
+        else:
+            click.echo(str(sid))
+
     progress = _progress if output == "table" and sys.stderr.isatty() else None
-    sid = submit(request, context=context, kubeconfig=kubeconfig, check_quota=not no_preflight, progress=progress)
-    if output == "json":
-        echo_json({"id": str(sid), "namespace": sid.namespace, "driver_pod": sid.pod})
-    else:
-        click.echo(str(sid))
+    try:
+        sid = submit(
+            request,
+            context=context,
+            kubeconfig=kubeconfig,
+            check_quota=not no_preflight,
+            progress=progress,
+            on_submitted=announce,
+        )
+    except RollbackIncompleteError as exc:
+        if output == "json":
+            echo_json(exc.as_dict())
+        raise
     if wait:
         kube = connect_for(resolve_conf(request), context=context, kubeconfig=kubeconfig)
-        sys.exit(wait_for(kube, sid, wait_timeout))
+        try:
+            code = wait_for(kube, sid, wait_timeout)
+        except KeyboardInterrupt:  # Ctrl-C stops the waiting, not the app
+            click.echo(f"stopped waiting; {sid} keeps running (kubeaccel spark kill {sid} stops it)", err=True)
+            code = 130
+        sys.exit(code)
 
 
 def wait_for(kube: Kube, sid: SubmissionId, timeout: float | None = None) -> int:
     from kubeaccel.spark.submit import wait
 
-    code = wait(kube, sid, on_change=lambda phase: click.echo(f"{sid}: {phase}", err=True), timeout=timeout)
+    def retrying(error: Exception, pause: float) -> None:
+        click.echo(f"{sid}: {error} (retrying in {pause:.1f}s)", err=True)
+
+    code = wait(
+        kube,
+        sid,
+        on_change=lambda phase: click.echo(f"{sid}: {phase}", err=True),
+        timeout=timeout,
+        on_retry=retrying,
+    )
     click.echo(f"{sid}: driver exited with code {code}", err=True)
     return code
 
@@ -179,11 +210,12 @@ def status_command(target: str, kubeconfig: str | None, context: str | None, out
     Without a namespace: the context's namespace, else all namespaces. Exit code 3 when nothing matches.
     """
     parsed = parse_target(target)  # bad IDs fail before any connection is made
-    apps = manage.status(_connect(kubeconfig, context), parsed)
+    outcome = manage.status_report(_connect(kubeconfig, context), parsed)
     if output == "json":
-        echo_json([app.as_dict() for app in apps])
+        echo_json(_report_json("apps", [app.as_dict() for app in outcome.done], outcome))
     else:
-        _table(apps)
+        _table(outcome.done)
+    _exit_for_failures(outcome, "read")
 
 
 @spark.command("list")
@@ -203,13 +235,16 @@ def list_command(
 ) -> None:
     """List Spark applications (their driver pods)."""
     target = parse_target(f"{namespace}:{name_glob}" if namespace else name_glob)
-    apps = manage.list_apps(_connect(kubeconfig, context), namespace=target.namespace, phase=phase, name=target.pattern)
+    outcome = manage.list_report(
+        _connect(kubeconfig, context), namespace=target.namespace, phase=phase, name=target.pattern
+    )
     if output == "json":
-        echo_json([app.as_dict() for app in apps])
-    elif apps:
-        _table(apps)
-    else:
+        echo_json(_report_json("apps", [app.as_dict() for app in outcome.done], outcome))
+    elif outcome.done:
+        _table(outcome.done)
+    elif not outcome.failed:
         click.echo("no Spark applications found", err=True)
+    _exit_for_failures(outcome, "read")
 
 
 @spark.command("kill")
@@ -243,12 +278,32 @@ def kill_command(
         grace_period = int(raw)
     parsed = parse_target(target)
     kube = _connect(kubeconfig, context or conf.get("spark.kubernetes.context"))
-    killed = manage.kill(kube, parsed, grace_period=grace_period)
+    outcome = manage.kill(kube, parsed, grace_period=grace_period)
     if output == "json":
-        echo_json([str(sid) for sid in killed])
+        echo_json(_report_json("killed", [str(sid) for sid in outcome.done], outcome))
     else:
-        for sid in killed:
+        for sid in outcome.done:
             click.echo(f"killed {sid}")
+    _exit_for_failures(outcome, "kill")
+
+
+def _report_json(key: str, done: list[Any], outcome: manage.Outcome[Any]) -> dict[str, Any]:
+    return {key: done, "failed": [failure.as_dict() for failure in outcome.failed]}
+
+
+def _exit_for_failures(outcome: manage.Outcome[Any], verb: str) -> None:
+    """Every failure on stderr, one line each, then the documented exit code (7 when some succeeded)."""
+    if not outcome.failed:
+        return
+    for failure in outcome.failed:
+        click.secho(f"error: could not {verb} {failure.id}: {failure.error}", fg="red", err=True)
+    done = len(outcome.done)
+    click.echo(
+        f"  {done} succeeded, {len(outcome.failed)} failed"
+        + ("; exit code 7 = partial failure" if outcome.exit_code == manage.PARTIAL_EXIT_CODE else ""),
+        err=True,
+    )
+    sys.exit(outcome.exit_code)
 
 
 @spark.command("logs")

@@ -68,8 +68,10 @@ def outstanding_demand(kube: Kube, namespace: str) -> tuple[dict[str, Decimal], 
     return reserved, apps
 
 
-def preflight(kube: Kube, namespace: str, conf: Mapping[str, str]) -> None:
-    """Refuse an app whose driver plus all executors do not fit in the namespace's remaining quota."""
+def preflight(kube: Kube, namespace: str, conf: Mapping[str, str]) -> bool:
+    """Refuse an app whose driver plus all executors do not fit in the namespace's remaining quota.
+
+    Returns whether the namespace has a quota at all (only then must concurrent submits be serialised)."""
     from lightkube.resources.core_v1 import ResourceQuota
 
     needed = app_requests(conf)
@@ -84,7 +86,7 @@ def preflight(kube: Kube, namespace: str, conf: Mapping[str, str]) -> None:
             exit_code=exc.exit_code,
         ) from exc
     if not quotas:
-        return
+        return False
     reserved, apps = outstanding_demand(kube, namespace)
     short: list[Shortfall] = []
     for quota in quotas:
@@ -98,3 +100,4 @@ def preflight(kube: Kube, namespace: str, conf: Mapping[str, str]) -> None:
             "finish, or skip this check with --no-preflight",
             exit_code=QUOTA_EXIT_CODE,
         )
+    return True

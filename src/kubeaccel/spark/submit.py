@@ -13,23 +13,34 @@ the uploaded files are deleted before the error is raised.
 
 from __future__ import annotations
 
-import contextlib
+import dataclasses
 import getpass
 import os
+import signal
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kubeaccel.errors import ConfigError, KubeaccelError, NotFoundError
+from kubeaccel.errors import ConfigError, KubeaccelError, NotFoundError, UnavailableError
 from kubeaccel.kube.client import Kube
 from kubeaccel.spark import uploads
 from kubeaccel.spark.builder import AppManifests, Generated, build, owner_reference
 from kubeaccel.spark.conf import SubmitRequest, master_url, resolve_conf
 from kubeaccel.spark.ids import SubmissionId
 from kubeaccel.spark.preflight import preflight
+from kubeaccel.spark.reservation import QuotaLock
 from kubeaccel.spark.resources import app_requests
+from kubeaccel.spark.rollback import (
+    Ledger,
+    exit_code_for,
+    failure_after_rollback,
+    guarded_signals,
+    pending_signal,
+    raise_if_signalled,
+    signals_held,
+)
 
 CONTEXT_KEY = "spark.kubernetes.context"
 
@@ -111,35 +122,37 @@ def prepare(
     return Prepared(plan.request, conf, namespace, plan, manifests)
 
 
-def create(kube: Kube, manifests: AppManifests) -> SubmissionId:
-    """Create the driver pod, then its owned objects; on failure delete everything created."""
+def create(
+    kube: Kube, manifests: AppManifests, ledger: Ledger | None = None, lock: QuotaLock | None = None
+) -> SubmissionId:
+    """Create the driver pod, then its owned objects; on failure delete everything created.
+
+    With a `ledger` the caller rolls back (it also owns the uploads); each write is recorded in it first.
+    """
     namespace = manifests.namespace
-    created_pod = kube.create(manifests.driver_pod, namespace=namespace)
+    own_ledger = ledger is None
+    ledger = ledger or Ledger(namespace)
     pod_name = manifests.driver_pod_name
-    created: list[tuple[str, str]] = []
     try:
+        if lock is not None:
+            lock.renew()  # still ours right before the first create: see kubeaccel.spark.reservation
+        ledger.wrote("Pod", pod_name)
+        created_pod = kube.create(manifests.driver_pod, namespace=namespace)
+        ledger.step_done()
         reference = owner_reference(pod_name, created_pod["metadata"]["uid"])
         for manifest in manifests.owned:
             manifest["metadata"]["ownerReferences"] = [reference]
+            ledger.wrote(manifest["kind"], manifest["metadata"]["name"])
             kube.create(manifest, namespace=namespace)
-            created.append((manifest["kind"], manifest["metadata"]["name"]))
-    except BaseException:
-        _rollback(kube, namespace, pod_name, created)
-        raise
+            ledger.step_done()
+    except BaseException as exc:
+        if not own_ledger:
+            raise
+        with signals_held():
+            left = ledger.roll_back(kube)
+            error = failure_after_rollback(exc, ledger, left, str(SubmissionId(namespace, pod_name)))
+        raise error from exc
     return SubmissionId(namespace, pod_name)
-
-
-def _rollback(kube: Kube, namespace: str, pod_name: str, created: list[tuple[str, str]]) -> None:
-    from lightkube.resources.core_v1 import ConfigMap, Pod, Service
-    from lightkube.resources.networking_v1 import NetworkPolicy
-
-    kinds: dict[str, Any] = {"Service": Service, "ConfigMap": ConfigMap, "NetworkPolicy": NetworkPolicy}
-    # best effort: if a delete fails, the owner reference lets the garbage collector finish the job
-    for kind, name in reversed(created):
-        with contextlib.suppress(KubeaccelError):
-            kube.delete(kinds[kind], name, namespace=namespace, missing_ok=True)
-    with contextlib.suppress(KubeaccelError):
-        kube.delete(Pod, pod_name, namespace=namespace, grace_period=0, missing_ok=True)
 
 
 def submit(
@@ -151,23 +164,81 @@ def submit(
     check_quota: bool = True,
     progress: uploads.Progress | None = None,
     generated: Generated | None = None,
+    on_submitted: Callable[[SubmissionId], None] | None = None,
 ) -> SubmissionId:
     """Submit `request` in cluster mode and return its ID (`namespace:driver-pod`).
 
-    Everything that can be checked locally is checked before the first connection is made.
+    Everything that can be checked locally is checked before the first connection is made. From the
+    first write until `on_submitted(id)` returns (the CLI prints the ID there), SIGINT, SIGTERM and
+    SIGHUP roll everything back and raise `SubmitInterruptedError` (exit code 128 + signal); a rollback that
+    cannot finish raises `RollbackIncompleteError`, which names every leftover and the command removing it.
     """
     prepared = prepare(request, generated=generated)
     kube = kube or connect_for(prepared.conf, context=context, kubeconfig=kubeconfig)
     if "spark.kubernetes.namespace" not in prepared.conf and kube.context_namespace:
         prepared = prepare(request, context_namespace=kube.context_namespace, generated=generated)
-    if check_quota:
-        preflight(kube, prepared.namespace, prepared.conf)
-    uploads.execute(prepared.plan, prepared.conf, progress)
+    # a quick check without the lock: an app that cannot fit fails before anything is uploaded
+    quota_limited = preflight(kube, prepared.namespace, prepared.conf) if check_quota else False
+    with guarded_signals():
+        sid = _create_all_or_nothing(kube, prepared, quota_limited, progress)
+        with signals_held():  # a signal now must not hide the ID of an app that exists
+            if on_submitted is not None:
+                on_submitted(sid)
+            signum = pending_signal()
+        if signum is not None:
+            raise KubeaccelError(
+                f"interrupted by {signal.Signals(signum).name} after submitting {sid}; the app keeps running",
+                hint=f"kubeaccel spark kill {sid} stops it",
+                exit_code=exit_code_for(signum),
+            )
+    return sid
+
+
+def _create_all_or_nothing(
+    kube: Kube, prepared: Prepared, quota_limited: bool, progress: uploads.Progress | None
+) -> SubmissionId:
+    """Upload, lock the quota, re-check it, create, unlock; any failure or signal rolls all of it back."""
+    ledger = Ledger(prepared.namespace)
+    lock: QuotaLock | None = None
     try:
-        return create(kube, prepared.manifests)
-    except BaseException:
-        uploads.remove(prepared.plan, prepared.conf)
-        raise
+        raise_if_signalled()
+        _upload(prepared, ledger, progress)
+        if quota_limited:
+            lock = QuotaLock.acquire(kube, prepared.namespace)
+            ledger.step_done()
+            preflight(kube, prepared.namespace, prepared.conf)  # again, now that no one else can create
+        sid = create(kube, prepared.manifests, ledger, lock)
+        if lock is not None:
+            with signals_held():
+                lock.release()
+            lock = None
+            ledger.step_done()
+        raise_if_signalled()
+        return sid
+    except BaseException as exc:
+        with signals_held():  # a second Ctrl-C must not cut the rollback or its report short
+            left = ledger.roll_back(kube)
+            if lock is not None:
+                lock.release()  # after the rollback: the next submitter must not see our driver
+            pod_id = str(SubmissionId(prepared.namespace, prepared.manifests.driver_pod_name))
+            error = failure_after_rollback(exc, ledger, left, pod_id)
+        raise error from exc
+
+
+def _upload(prepared: Prepared, ledger: Ledger, progress: uploads.Progress | None) -> None:
+    """One file at a time, each a recorded write; the whole directory is removed on rollback."""
+    plan = prepared.plan
+    if not plan.uploads:
+        return
+    ledger.uploading(plan.base_url, prepared.conf)
+    for upload in plan.uploads:
+        uploads.execute(dataclasses.replace(plan, uploads=[upload]), prepared.conf, progress)
+        ledger.step_done()
+
+
+WAIT_OUTAGE_SECONDS = 120.0  # how long `wait` rides out an unreachable API server before giving up
+_RETRY_FIRST, _RETRY_MAX = 0.5, 8.0
+_RETRYABLE_HTTP = {429, 500, 502, 503, 504}
 
 
 def wait(
@@ -177,14 +248,40 @@ def wait(
     on_change: Callable[[str], None] | None = None,
     poll_seconds: float = 1.0,
     timeout: float | None = None,
+    outage_seconds: float = WAIT_OUTAGE_SECONDS,
+    on_retry: Callable[[KubeaccelError, float], None] | None = None,
 ) -> int:
-    """Follow the driver until it ends; returns its exit code (0 = Succeeded)."""
-    from lightkube.resources.core_v1 import Pod
+    """Follow the driver until it ends; returns its exit code (0 = Succeeded).
 
+    A transient API failure (unreachable, timed out, 429/5xx) is retried with exponential backoff
+    (0.5 s doubling to 8 s) for up to `outage_seconds` in a row; then the last error is raised (exit 4)
+    naming the app, which may well still be running. `timeout` holds throughout: exit 124 when it passes.
+    """
     deadline = None if timeout is None else time.monotonic() + timeout
     last = ""
+    outage_since: float | None = None
+    backoff = _RETRY_FIRST
     while True:
-        pod = kube.get(Pod, sid.pod, namespace=sid.namespace)
+        try:
+            pod = _read_driver(kube, sid)
+        except KubeaccelError as exc:
+            if not _transient(exc):
+                raise
+            now = time.monotonic()
+            outage_since = now if outage_since is None else outage_since
+            if now - outage_since >= outage_seconds:
+                raise UnavailableError(
+                    f"gave up waiting for {sid} after {now - outage_since:.0f}s without the API server: {exc.message}",
+                    hint=f"the app may still be running; check it with kubeaccel spark status {sid}",
+                ) from exc
+            _check_deadline(deadline, sid, last or "unknown", timeout)
+            pause = backoff if deadline is None else max(0.0, min(backoff, deadline - now))
+            if on_retry:
+                on_retry(exc, pause)
+            time.sleep(pause)
+            backoff = min(backoff * 2, _RETRY_MAX)
+            continue
+        outage_since, backoff = None, _RETRY_FIRST
         phase = (pod.status.phase if pod.status else None) or "Unknown"
         if phase != last and on_change:
             on_change(phase)
@@ -192,13 +289,33 @@ def wait(
         if phase in ("Succeeded", "Failed"):
             code = driver_exit_code(pod)
             return code if code is not None else (0 if phase == "Succeeded" else 1)
-        if deadline is not None and time.monotonic() > deadline:
-            raise KubeaccelError(
-                f"{sid} is still {phase} after {timeout:.0f}s",
-                hint="check it with kubeaccel spark status",
-                exit_code=124,
-            )
+        _check_deadline(deadline, sid, phase, timeout)
         time.sleep(poll_seconds)
+
+
+def _read_driver(kube: Kube, sid: SubmissionId) -> Any:
+    from lightkube.resources.core_v1 import Pod
+
+    return kube.get(Pod, sid.pod, namespace=sid.namespace)
+
+
+def _transient(exc: KubeaccelError) -> bool:
+    """Worth retrying: the server is unreachable or timed out, or answered 429 / 5xx."""
+    from lightkube import ApiError
+
+    cause = exc.__cause__
+    if isinstance(cause, ApiError):  # the server answered: only these answers may change on retry (not 401)
+        return cause.response.status_code in _RETRYABLE_HTTP
+    return isinstance(exc, UnavailableError)  # unreachable, refused, timed out
+
+
+def _check_deadline(deadline: float | None, sid: SubmissionId, phase: str, timeout: float | None) -> None:
+    if deadline is not None and time.monotonic() > deadline:
+        raise KubeaccelError(
+            f"{sid} is still {phase} after {timeout:.0f}s",
+            hint="check it with kubeaccel spark status",
+            exit_code=124,
+        )
 
 
 def driver_exit_code(pod: Any) -> int | None:
