@@ -31,6 +31,8 @@ _FILE_FIELDS = {"cluster": ("certificate-authority",), "user": ("client-certific
 def check_server_url(url: str, what: str = "the API server URL") -> str:
     """An http(s) URL with a host and, if given, a numeric port in range; returns it unchanged."""
     hint = "use https://HOST:PORT, e.g. https://10.0.0.1:6443"
+    if not url.isascii() or not url.isprintable() or any(ch.isspace() for ch in url):
+        raise ConfigError(f"{what} {url[:200]!r} has spaces, control or non-ASCII characters", hint=hint)
     try:
         parts = urlsplit(url)
         port = parts.port  # raises ValueError for a port that is not a number in 0..65535
@@ -42,8 +44,8 @@ def check_server_url(url: str, what: str = "the API server URL") -> str:
         raise ConfigError(f"{what} {url[:200]!r} names no host", hint=hint)
     if port == 0:
         raise ConfigError(f"{what} {url[:200]!r} has port 0", hint=hint)
-    if parts.query or parts.fragment or any(ch.isspace() for ch in url):
-        raise ConfigError(f"{what} {url[:200]!r} carries a query, fragment or spaces", hint=hint)
+    if parts.query or parts.fragment:
+        raise ConfigError(f"{what} {url[:200]!r} carries a query or fragment", hint=hint)
     return url
 
 
