@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx2
-from lightkube import ApiError, Client, KubeConfig, codecs
+from lightkube import ApiError, Client, KubeConfig
 from lightkube import ConfigError as LightkubeConfigError
 from lightkube.config.kubeconfig import SingleConfig
 from lightkube.core.resource import Resource, api_info
@@ -348,6 +348,8 @@ def _plural(res: type[Any]) -> str:
 
 def _typed(manifest: Mapping[str, Any]) -> Any:
     """The lightkube model of a manifest we built; a kind or field type it cannot take is a bug, said plainly."""
+    from lightkube import codecs
+
     try:
         return codecs.from_dict(dict(manifest))
     except Exception as exc:  # lightkube raises LoadResourceError or msgspec's ValidationError

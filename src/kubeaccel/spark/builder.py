@@ -11,12 +11,9 @@ from __future__ import annotations
 
 import copy
 import re
-import secrets
 import time
-import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from kubeaccel.spark.conf import format_properties, split_list
@@ -54,6 +51,8 @@ class Generated:
 
     @classmethod
     def fresh(cls, spark_user: str) -> Generated:
+        import uuid  # here, not at the top: status/list/kill import the labels but never make IDs
+
         return cls(
             app_id="spark-" + uuid.uuid4().hex,
             name_id=unique_id(),
@@ -67,6 +66,8 @@ class Generated:
 
 def unique_id() -> str:
     """Spark's short unique ID: 3 random bytes then the low 40 bits of the clock in ms, in hex."""
+    import secrets
+
     return secrets.token_hex(3) + format(int(time.time() * 1000) & 0xFFFFFFFFFF, "x")
 
 
@@ -312,6 +313,8 @@ def driver_pod(app: ResolvedApp, generated: Generated) -> Manifest:
 
 def conf_config_map(app: ResolvedApp, generated: Generated) -> Manifest:
     """The driver's conf as Spark writes it: a properties file, plus the namespace."""
+    from datetime import UTC, datetime
+
     n = names(app, generated)
     stamp = datetime.fromtimestamp(generated.submit_time_ms / 1000, UTC).strftime("%a %b %d %H:%M:%S UTC %Y")
     properties = format_properties(
