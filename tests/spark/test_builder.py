@@ -231,8 +231,9 @@ def test_each_object_is_built_alone_and_equals_what_build_assembles() -> None:
 def test_network_policy_admits_only_the_apps_own_pods() -> None:
     policy = builder.network_policy(_app(_jvm()), GEN)
     assert policy["metadata"]["name"] == "my-app-abc123def-policy"
-    assert policy["spec"]["podSelector"]["matchLabels"] == {"spark-role": "executor", "spark-app-selector": "spark-0123"}
-    assert policy["spec"]["ingress"] == [{"from": [{"podSelector": {"matchLabels": {"spark-app-selector": "spark-0123"}}}]}]
+    own = {"spark-app-selector": "spark-0123"}
+    assert policy["spec"]["podSelector"]["matchLabels"] == {"spark-role": "executor", **own}
+    assert policy["spec"]["ingress"] == [{"from": [{"podSelector": {"matchLabels": own}}]}]
 
 
 def test_service_ports_follow_the_port_confs() -> None:

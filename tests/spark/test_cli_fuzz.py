@@ -230,7 +230,7 @@ def test_bad_kubeconfigs_end_in_a_clear_error(tmp_path_factory: pytest.TempPathF
 
 @pytest.mark.parametrize(
     "content",
-    [b"\x00\x01binary", b"clusters: x\n", b"- a\n- b\n", b"{{{", "contexts: [{name: c}]\ncurrent-context: c\n".encode()],
+    [b"\x00\x01binary", b"clusters: x\n", b"- a\n- b\n", b"{{{", b"contexts: [{name: c}]\ncurrent-context: c\n"],
 )
 def test_malformed_kubeconfig_files(tmp_path: Path, content: bytes) -> None:
     path = tmp_path / "kubeconfig"
@@ -267,7 +267,9 @@ def test_bad_templates(tmp_path: Path, kubeconfig: Path, template: str, words: s
 def test_binary_template(tmp_path: Path, kubeconfig: Path) -> None:
     path = tmp_path / "template.yaml"
     path.write_bytes(b"kind: Pod\x00\xff")
-    code, stderr = run([*_base(kubeconfig), "--conf", f"spark.kubernetes.driver.podTemplateFile={path}", "local:///x.py"])
+    code, stderr = run(
+        [*_base(kubeconfig), "--conf", f"spark.kubernetes.driver.podTemplateFile={path}", "local:///x.py"]
+    )
     assert code == 2 and "binary" in stderr
 
 
@@ -281,7 +283,9 @@ def test_remote_template_failures_are_wrapped(kubeconfig: Path, uri: str, monkey
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "x")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "x")
     monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
-    code, stderr = run([*_base(kubeconfig), "--conf", f"spark.kubernetes.executor.podTemplateFile={uri}", "local:///x.py"])
+    code, stderr = run(
+        [*_base(kubeconfig), "--conf", f"spark.kubernetes.executor.podTemplateFile={uri}", "local:///x.py"]
+    )
     assert_clear_error(code, stderr, [uri])
     assert "spark.kubernetes.executor.podTemplateFile" in stderr
 

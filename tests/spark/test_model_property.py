@@ -67,10 +67,9 @@ def _spark_pod(conf: dict[str, str], role: str, factor: float) -> dict[str, Deci
 def _spark_driver(user_conf: dict[str, str], non_jvm: bool) -> dict[str, Decimal]:
     # BasicDriverFeatureStep: memoryOverheadFactor = driver factor, else the k8s factor (default 0.1);
     # overheadFactor = 0.4 for a non-JVM resource unless the user set either factor
-    set_by_user = "spark.driver.memoryOverheadFactor" in user_conf or "spark.kubernetes.memoryOverheadFactor" in user_conf
-    factor = float(
-        user_conf.get("spark.driver.memoryOverheadFactor") or user_conf.get("spark.kubernetes.memoryOverheadFactor", "0.1")
-    )
+    driver_key, k8s_key = "spark.driver.memoryOverheadFactor", "spark.kubernetes.memoryOverheadFactor"
+    set_by_user = driver_key in user_conf or k8s_key in user_conf
+    factor = float(user_conf.get(driver_key) or user_conf.get(k8s_key, "0.1"))
     if non_jvm and not set_by_user:
         factor = 0.4
     return _spark_pod(user_conf, "driver", factor)
@@ -139,9 +138,7 @@ def _confs(draw: st.DrawFn) -> tuple[str, dict[str, str]]:
             conf[key] = draw(values)
     if draw(st.booleans()):
         conf["spark.memory.offHeap.enabled"] = draw(st.sampled_from(["true", "false", "TRUE"]))
-        conf["spark.memory.offHeap.size"] = draw(
-            st.one_of(_sizes, st.integers(min_value=0, max_value=2**33).map(str))
-        )
+        conf["spark.memory.offHeap.size"] = draw(st.one_of(_sizes, st.integers(min_value=0, max_value=2**33).map(str)))
     for role in ("driver", "executor"):
         if draw(st.booleans()):
             conf[f"spark.{role}.resource.ve.amount"] = str(draw(st.integers(min_value=1, max_value=8)))

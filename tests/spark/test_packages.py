@@ -93,9 +93,7 @@ def test_found_in_a_later_repository(repo: str, tmp_path: Path) -> None:
 
 
 def test_no_repository_answers(tmp_path: Path) -> None:
-    packages = packages_from_conf(
-        {"spark.jars.packages": "g:a:1", "spark.jars.repositories": "nosuchprotocol://repo"}
-    )
+    packages = packages_from_conf({"spark.jars.packages": "g:a:1", "spark.jars.repositories": "nosuchprotocol://repo"})
     with pytest.raises(UnavailableError, match="cannot look up g:a:1"):
         check_resolvable(packages, default_repositories=())
 

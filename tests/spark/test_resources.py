@@ -36,6 +36,7 @@ def app_requests(conf: dict[str, str], app_resource: str = "local:///app.jar"): 
     )
     return resolve(request).app_requests()
 
+
 VE = {
     "spark.executor.resource.ve.amount": "2",
     "spark.executor.resource.ve.vendor": "nec.com",
