@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import gc
 import uuid
+from pathlib import Path
 
 import pytest
+import yaml
 
 from kubeaccel import errors
 from kubeaccel.errors import ConfigError, KubeaccelError
@@ -121,9 +123,24 @@ def test_admission_refusal_is_not_an_rbac_problem(kube: Kube, spark_namespace: s
 
 
 def test_rbac_refusal_is_exit_5(kube: Kube, kubeconfig: Path, spark_namespace: str, tmp_path: Path) -> None:
-    from test_tenancy_cluster import restricted_kubeconfig
+    from lightkube.models.authentication_v1 import TokenRequestSpec
+    from lightkube.models.meta_v1 import ObjectMeta
+    from lightkube.resources.core_v1 import ServiceAccount
 
-    nobody = Kube.connect(kubeconfig=restricted_kubeconfig(kube, kubeconfig, spark_namespace, tmp_path))
+    # a ServiceAccount with no RBAC permissions at all, with a real bearer token
+    kube.apply(
+        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "nobody", "namespace": spark_namespace}},
+        namespace=spark_namespace,
+    )
+    request = ServiceAccount.Token(
+        metadata=ObjectMeta(name="nobody", namespace=spark_namespace), spec=TokenRequestSpec(audiences=[])
+    )
+    token = kube.client.create(request, "nobody", namespace=spark_namespace).status.token
+    config = yaml.safe_load(kubeconfig.read_text())
+    for user in config["users"]:
+        user["user"] = {"token": token}
+    (tmp_path / "nobody").write_text(yaml.safe_dump(config))
+    nobody = Kube.connect(kubeconfig=tmp_path / "nobody")
     with pytest.raises(errors.ForbiddenError) as refused:
         nobody.create(_config_map("nope"), namespace=spark_namespace)
     assert refused.value.exit_code == 5 and "RBAC" in (refused.value.hint or "")
