@@ -21,7 +21,7 @@ import signal
 import threading
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
@@ -83,7 +83,6 @@ class _Entry:
     next_attempt: float = 0.0
     backoff: float = BACKOFF_MIN_S
     warned: bool = False
-    restarts: int = field(default=0)
 
 
 class Manager:
@@ -115,7 +114,6 @@ class Manager:
         if entry.server is not None:
             await entry.server.stop(0)
             entry.server = None
-            entry.restarts += 1
         server = self._factory(entry.plugin, self.socket_dir)
         await server.start()
         entry.server = server
