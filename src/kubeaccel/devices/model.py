@@ -1,7 +1,7 @@
 """The device model every backend produces and the plugin serves.
 
-A backend *scans* the node and returns a ``Devices`` snapshot; the plugin diffs snapshots to
-decide when to push a new list to the kubelet. All types here are immutable so snapshots can be
+A backend *scans* the node and returns a ``Devices`` snapshot; the plugin compares snapshots
+(``==``) to decide when to push a new list to the kubelet. All types here are immutable so snapshots can be
 shared between threads without locks.
 """
 
@@ -80,13 +80,6 @@ class Devices(Mapping[str, Device]):
             by_id[dev.id] = dev
         self._by_id = {k: by_id[k] for k in sorted(by_id, key=sort_key)}
 
-    @classmethod
-    def _ordered(cls, by_id: dict[str, Device]) -> Devices:
-        """From a dict already in natural order (a filtered snapshot): no re-sort, O(n)."""
-        out = cls.__new__(cls)
-        out._by_id = by_id
-        return out
-
     def __getitem__(self, device_id: str) -> Device:
         return self._by_id[device_id]
 
@@ -108,43 +101,15 @@ class Devices(Mapping[str, Device]):
         return f"Devices({list(self._by_id.values())!r})"
 
     def healthy(self) -> Devices:
-        return Devices._ordered({k: d for k, d in self._by_id.items() if d.healthy})
+        return Devices(d for d in self._by_id.values() if d.healthy)
 
     def subset(self, ids: Iterable[str]) -> Devices:
         """The devices with these IDs; ``KeyError`` names the first unknown one."""
-        wanted = set(ids)
-        for i in wanted:
-            if i not in self._by_id:
-                raise KeyError(i)
-        if len(wanted) * 8 < len(self._by_id):  # a few IDs of many: sorting them is cheaper
-            return Devices._ordered({i: self._by_id[i] for i in sorted(wanted, key=sort_key)})
-        return Devices._ordered({k: d for k, d in self._by_id.items() if k in wanted})
+        return Devices(self._by_id[i] for i in sorted(set(ids), key=sort_key))
 
     def unknown(self, ids: Iterable[str]) -> list[str]:
         """IDs not in this snapshot, in sorted order."""
         return sorted({i for i in ids if i not in self._by_id}, key=sort_key)
-
-    def difference(self, ids: Iterable[str]) -> Devices:
-        drop = set(ids)
-        return Devices._ordered({k: d for k, d in self._by_id.items() if k not in drop})
-
-
-@dataclass(frozen=True)
-class DeviceDiff:
-    added: tuple[Device, ...] = ()
-    removed: tuple[Device, ...] = ()
-    updated: tuple[Device, ...] = ()
-
-    def __bool__(self) -> bool:
-        return bool(self.added or self.removed or self.updated)
-
-
-def diff(old: Devices, new: Devices) -> DeviceDiff:
-    """What changed between two snapshots (pure: the plugin pushes a new list only when non-empty)."""
-    added = tuple(new[i] for i in new if i not in old)
-    removed = tuple(old[i] for i in old if i not in new)
-    updated = tuple(new[i] for i in new if i in old and old[i] != new[i])
-    return DeviceDiff(added, removed, updated)
 
 
 @dataclass(frozen=True)

@@ -8,8 +8,8 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from kubeaccel.cliopts import connection_options, echo_json, output_option
 from kubeaccel.kube.client import Kube
-from kubeaccel.kube.options import connection_options, echo_json, output_option
 from kubeaccel.kube.quantity import format_quantity, parse_quantity
 from kubeaccel.kube.tenancy import (
     DEFAULT_POD_SECURITY,

@@ -16,11 +16,32 @@ from typing import Any, TypeVar
 
 import click
 
+from kubeaccel.cliopts import BoundedFloat, connection_options, echo_json, output_option
+from kubeaccel.errors import ConfigError
 from kubeaccel.kube.client import Kube
-from kubeaccel.kube.options import connection_options, echo_json, output_option
 from kubeaccel.spark import manage
-from kubeaccel.spark.conf import RESOURCE_FLAGS, SubmitRequest, parse_conf_pairs, resolve_conf, split_list
+from kubeaccel.spark.conf import FLAG_CONFS, SubmitRequest, parse_conf_pairs, split_list
 from kubeaccel.spark.ids import SubmissionId, parse_target
+
+# spark-submit flags that do not apply to Kubernetes cluster mode, and why (refused, never ignored)
+REFUSED_FLAGS = {
+    "proxy_user": (
+        "--proxy-user",
+        "impersonating a Hadoop proxy user needs Kerberos delegation tokens, which kubeaccel does not obtain; "
+        "submit as that user, or use spark-submit",
+    ),
+    "supervise": (
+        "--supervise",
+        "restarting a failed driver is a standalone-cluster feature; use a Job or an operator",
+    ),
+    "total_executor_cores": ("--total-executor-cores", "standalone only; use --num-executors and --executor-cores"),
+    "queue": ("--queue", "YARN only; on Kubernetes use spark.kubernetes.scheduler.name and its queue confs"),
+    "principal": ("--principal", "Kerberos login is not supported; use spark-submit for kerberized clusters"),
+    "keytab": ("--keytab", "Kerberos login is not supported; use spark-submit for kerberized clusters"),
+    "kill": ("--kill", "use `kubeaccel spark kill NAMESPACE:DRIVER-POD`"),
+    "status": ("--status", "use `kubeaccel spark status NAMESPACE:DRIVER-POD`"),
+}
+KILL_GRACE_MAX_SECONDS = 24 * 3600
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -54,9 +75,24 @@ def _csv(value: str | None) -> tuple[str, ...]:
 @click.option("--executor-memory", help="spark.executor.memory, e.g. 8g.")
 @click.option("--executor-cores", help="spark.executor.cores.")
 @click.option("--num-executors", help="spark.executor.instances.")
+@click.option("--packages", help="Comma-separated Maven coordinates group:artifact:version (spark.jars.packages).")
+@click.option("--repositories", help="Comma-separated Maven repositories for --packages (spark.jars.repositories).")
+@click.option("--exclude-packages", help="Comma-separated group:artifact to leave out (spark.jars.excludes).")
+@click.option("--driver-class-path", help="spark.driver.extraClassPath.")
+@click.option("--driver-java-options", help="spark.driver.extraJavaOptions.")
+@click.option("--driver-library-path", help="spark.driver.extraLibraryPath.")
+@click.option("--verbose", "-v", is_flag=True, help="Print the resolved conf to stderr before submitting.")
+@click.option("--proxy-user", hidden=True)
+@click.option("--supervise", is_flag=True, default=None, hidden=True)
+@click.option("--total-executor-cores", hidden=True)
+@click.option("--queue", hidden=True)
+@click.option("--principal", hidden=True)
+@click.option("--keytab", hidden=True)
+@click.option("--kill", hidden=True)
+@click.option("--status", hidden=True)
 @click.option("--wait/--no-wait", default=False, help="Follow the app to its end; exit with the driver's code.")
 @click.option(
-    "--wait-timeout", type=click.FloatRange(min=0), default=None, help="With --wait: give up after SECONDS (exit 124)."
+    "--wait-timeout", type=BoundedFloat(), default=None, help="With --wait: give up after SECONDS (exit 124)."
 )
 @click.option("--no-preflight", is_flag=True, help="Skip the namespace quota check.")
 @connection_options
@@ -75,11 +111,7 @@ def submit_command(
     files: str | None,
     py_files: str | None,
     archives: str | None,
-    driver_memory: str | None,
-    driver_cores: str | None,
-    executor_memory: str | None,
-    executor_cores: str | None,
-    num_executors: str | None,
+    verbose: bool,
     wait: bool,
     wait_timeout: float | None,
     no_preflight: bool,
@@ -88,6 +120,7 @@ def submit_command(
     output: str,
     app_resource: str,
     app_args: tuple[str, ...],
+    **flags: str | None,
 ) -> None:
     """Submit APP_RESOURCE [APP_ARGS]... in cluster mode; prints the submission ID NAMESPACE:DRIVER-POD.
 
@@ -100,13 +133,9 @@ def submit_command(
         --conf spark.executor.resource.ve.discoveryScript=/usr/local/bin/kubeaccel-discover \\
         local:///opt/spark/examples/src/main/python/pi.py 100
     """
-    resource_flags = {
-        "driver_memory": driver_memory,
-        "driver_cores": driver_cores,
-        "executor_memory": executor_memory,
-        "executor_cores": executor_cores,
-        "num_executors": num_executors,
-    }
+    for flag, (option, reason) in REFUSED_FLAGS.items():
+        if flags.get(flag) is not None:
+            raise ConfigError(f"{option} does not apply to Kubernetes cluster mode", hint=reason)
     request = SubmitRequest(
         app_resource=app_resource,
         master=master,
@@ -120,11 +149,17 @@ def submit_command(
         py_files=_csv(py_files),
         archives=_csv(archives),
         deploy_mode=deploy_mode,
-        flag_conf={RESOURCE_FLAGS[flag]: value for flag, value in resource_flags.items() if value is not None},
+        flag_conf={key: value for flag, key in FLAG_CONFS.items() if (value := flags.get(flag)) is not None},
     )
     # imported here, not at the top: status/kill/list need neither the submit path nor fsspec's
+    from kubeaccel.spark.model import resolve
     from kubeaccel.spark.rollback import RollbackIncompleteError
     from kubeaccel.spark.submit import connect_for, submit
+
+    app = resolve(request)
+    if verbose:
+        for key, value in sorted(app.conf.items()):
+            click.echo(f"(spark.properties) {key}={value}", err=True)
 
     def announce(sid: SubmissionId) -> None:  # called before submit returns: see its guarantees
         if output == "json":
@@ -135,7 +170,7 @@ def submit_command(
     progress = _progress if output == "table" and sys.stderr.isatty() else None
     try:
         sid = submit(
-            request,
+            app,
             context=context,
             kubeconfig=kubeconfig,
             check_quota=not no_preflight,
@@ -147,7 +182,7 @@ def submit_command(
             echo_json(exc.as_dict())
         raise
     if wait:
-        kube = connect_for(resolve_conf(request), context=context, kubeconfig=kubeconfig)
+        kube = connect_for(app, context=context, kubeconfig=kubeconfig)
         try:
             code = wait_for(kube, sid, wait_timeout)
         except KeyboardInterrupt:  # Ctrl-C stops the waiting, not the app
@@ -171,6 +206,19 @@ def wait_for(kube: Kube, sid: SubmissionId, timeout: float | None = None) -> int
     )
     click.echo(f"{sid}: driver exited with code {code}", err=True)
     return code
+
+
+def _grace_seconds(raw: str) -> int:
+    """spark.kubernetes.appKillPodDeletionGracePeriod: whole seconds, `30` or `30s`, at most a day."""
+    import re
+
+    key = "spark.kubernetes.appKillPodDeletionGracePeriod"
+    match = re.fullmatch(r"\s*([0-9]{1,6})\s*s?\s*", raw)
+    if not match or int(match.group(1)) > KILL_GRACE_MAX_SECONDS:
+        raise ConfigError(
+            f"{key}={raw[:50]!r} is not whole seconds from 0 to {KILL_GRACE_MAX_SECONDS}", hint=f"e.g. {key}=30s"
+        )
+    return int(match.group(1))
 
 
 def _progress(name: str, sent: int, total: int) -> None:
@@ -251,7 +299,7 @@ def list_command(
 @click.argument("target")
 @click.option(
     "--grace-period",
-    type=click.IntRange(min=0),
+    type=click.IntRange(min=0, max=KILL_GRACE_MAX_SECONDS),
     default=None,
     help="Seconds before the driver is killed (default: spark.kubernetes.appKillPodDeletionGracePeriod, else 30).",
 )
@@ -270,12 +318,7 @@ def kill_command(
     """Kill the app(s) TARGET (ID or glob); executors, Service and ConfigMaps follow their driver."""
     conf = parse_conf_pairs(confs)
     if grace_period is None and "spark.kubernetes.appKillPodDeletionGracePeriod" in conf:
-        raw = conf["spark.kubernetes.appKillPodDeletionGracePeriod"].strip().rstrip("s")
-        if not raw.isdigit():
-            raise click.BadParameter(
-                "must be whole seconds", param_hint="spark.kubernetes.appKillPodDeletionGracePeriod"
-            )
-        grace_period = int(raw)
+        grace_period = _grace_seconds(conf["spark.kubernetes.appKillPodDeletionGracePeriod"])
     parsed = parse_target(target)
     kube = _connect(kubeconfig, context or conf.get("spark.kubernetes.context"))
     outcome = manage.kill(kube, parsed, grace_period=grace_period)
@@ -309,7 +352,9 @@ def _exit_for_failures(outcome: manage.Outcome[Any], verb: str) -> None:
 @spark.command("logs")
 @click.argument("target")
 @click.option("--follow", "-f", is_flag=True, help="Keep streaming until the driver ends.")
-@click.option("--tail", "tail_lines", type=int, default=None, help="Only the last N lines.")
+@click.option(
+    "--tail", "tail_lines", type=click.IntRange(min=0, max=10**7), default=None, help="Only the last N lines."
+)
 @connection_options
 def logs_command(
     target: str, follow: bool, tail_lines: int | None, kubeconfig: str | None, context: str | None

@@ -18,8 +18,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
-from kubeaccel.errors import KubeaccelError, NotFoundError
-from kubeaccel.kube.client import ALL_NAMESPACES, FORBIDDEN_EXIT_CODE, Kube
+from kubeaccel.errors import ForbiddenError, KubeaccelError, NotFoundError
+from kubeaccel.kube.client import ALL_NAMESPACES, Kube
 from kubeaccel.spark.builder import LABEL_APP_ID, LABEL_APP_NAME, LABEL_ROLE
 from kubeaccel.spark.ids import SubmissionId, Target, parse_target
 
@@ -147,7 +147,7 @@ def search_drivers(kube: Kube, target: Target) -> Outcome[Pod]:
         drivers = kube.list_raw(PodResource, namespace, labels={LABEL_ROLE: "driver"})
         return Outcome(_sorted([p for p in drivers if target.matches(_name(p))]))
     except KubeaccelError as exc:
-        if namespace != ALL_NAMESPACES or exc.exit_code != FORBIDDEN_EXIT_CODE:
+        if namespace != ALL_NAMESPACES or not isinstance(exc, ForbiddenError):
             raise
         visible = _visible_namespaces(kube)
         if visible is None:

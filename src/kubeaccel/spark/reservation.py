@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from kubeaccel.errors import KubeaccelError, UnavailableError
+from kubeaccel.errors import ForbiddenError, KubeaccelError, UnavailableError
 from kubeaccel.kube.client import Kube, translate_errors
 
 LEASE_NAME = "kubeaccel-quota-lock"
@@ -161,13 +161,14 @@ def _swap(kube: Kube, manifest: dict[str, Any], resource_version: str) -> LeaseV
 
 
 def _forbidden_hint(exc: KubeaccelError) -> KubeaccelError:
-    if exc.exit_code != 5:  # forbidden by RBAC (kube.client.FORBIDDEN_EXIT_CODE)
+    if not isinstance(exc, ForbiddenError):
         return exc
-    return KubeaccelError(
+    return ForbiddenError(
         exc.message,
         hint="the quota pre-flight takes a per-namespace lock: get, create and update on "
         "leases.coordination.k8s.io (kubeaccel tenant create grants them); or skip the check with --no-preflight",
-        exit_code=exc.exit_code,
+        reason=exc.reason,
+        code=exc.code,
     )
 
 

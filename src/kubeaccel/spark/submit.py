@@ -23,15 +23,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kubeaccel.errors import ConfigError, KubeaccelError, NotFoundError, UnavailableError
+from kubeaccel.errors import KubeaccelError, UnavailableError
 from kubeaccel.kube.client import Kube
 from kubeaccel.spark import uploads
 from kubeaccel.spark.builder import AppManifests, Generated, build, owner_reference
-from kubeaccel.spark.conf import SubmitRequest, master_url, resolve_conf
+from kubeaccel.spark.conf import SubmitRequest
 from kubeaccel.spark.ids import SubmissionId
+from kubeaccel.spark.model import CONTEXT_KEY, ResolvedApp, resolve
 from kubeaccel.spark.preflight import preflight
 from kubeaccel.spark.reservation import QuotaLock
-from kubeaccel.spark.resources import app_requests
 from kubeaccel.spark.rollback import (
     Ledger,
     exit_code_for,
@@ -42,24 +42,39 @@ from kubeaccel.spark.rollback import (
     signals_held,
 )
 
-CONTEXT_KEY = "spark.kubernetes.context"
+__all__ = ["CONTEXT_KEY", "Prepared", "connect_for", "create", "prepare", "submit", "wait"]
 
 
 @dataclass
 class Prepared:
     """Everything decided before the first API write."""
 
-    request: SubmitRequest
-    conf: dict[str, str]
-    namespace: str
-    plan: uploads.UploadPlan
+    app: ResolvedApp
     manifests: AppManifests
 
+    @property
+    def namespace(self) -> str:
+        return self.manifests.namespace
 
-def connect_for(conf: Mapping[str, str], *, context: str | None = None, kubeconfig: str | Path | None = None) -> Kube:
+    @property
+    def plan(self) -> uploads.UploadPlan:
+        return self.app.uploads
+
+    @property
+    def conf(self) -> Mapping[str, str]:
+        return self.app.conf
+
+
+def connect_for(
+    app: ResolvedApp | Mapping[str, str], *, context: str | None = None, kubeconfig: str | Path | None = None
+) -> Kube:
     """The client spark-submit would use: the master URL's server with the kubeconfig's credentials."""
+    if isinstance(app, ResolvedApp):
+        return Kube.connect(kubeconfig=kubeconfig, context=context or app.context, server=app.master)
+    from kubeaccel.spark.conf import master_url
+
     return Kube.connect(
-        kubeconfig=kubeconfig, context=context or conf.get(CONTEXT_KEY), server=master_url(conf["spark.master"])
+        kubeconfig=kubeconfig, context=context or app.get(CONTEXT_KEY), server=master_url(app["spark.master"])
     )
 
 
@@ -67,59 +82,20 @@ def spark_user() -> str:
     return os.environ.get("SPARK_USER") or getpass.getuser()
 
 
-def _read(uri: str) -> str:
-    if uploads.is_local(uri):
-        path = Path(uri.removeprefix("file://")).expanduser()
-        if not path.is_file():
-            raise NotFoundError(f"pod template {uri!r} does not exist", hint="check the pod template path")
-        return path.read_text()
-    import fsspec
-
-    with fsspec.open(uri, "r") as handle:
-        text: str = handle.read()
-        return text
-
-
-def load_driver_template(uri: str) -> dict[str, Any]:
-    import yaml
-
-    try:
-        template = yaml.safe_load(_read(uri))
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"pod template {uri!r} is not valid YAML: {exc}", hint="fix the template file") from exc
-    if not isinstance(template, dict) or template.get("kind", "Pod") != "Pod":
-        raise ConfigError(f"pod template {uri!r} is not a Pod", hint="a pod template is a `kind: Pod` manifest")
-    return template
+def _resolved(request: SubmitRequest | ResolvedApp, upload_id: str | None = None) -> ResolvedApp:
+    return request if isinstance(request, ResolvedApp) else resolve(request, upload_id=upload_id)
 
 
 def prepare(
-    request: SubmitRequest,
+    request: SubmitRequest | ResolvedApp,
     *,
     context_namespace: str | None = None,
     generated: Generated | None = None,
     upload_id: str | None = None,
 ) -> Prepared:
     """Pure apart from reading local files: validate everything and build the manifests."""
-    conf = resolve_conf(request)
-    namespace = conf.get("spark.kubernetes.namespace") or context_namespace or "default"
-    plan = uploads.plan_uploads(request, conf, upload_id)
-    assert plan.request is not None
-    conf = plan.conf
-    app_requests(conf)  # validates cores, memory and accelerator confs of executors too
-    driver_template = executor_template = None
-    if conf.get("spark.kubernetes.driver.podTemplateFile"):
-        driver_template = load_driver_template(conf["spark.kubernetes.driver.podTemplateFile"])
-    if conf.get("spark.kubernetes.executor.podTemplateFile"):
-        executor_template = _read(conf["spark.kubernetes.executor.podTemplateFile"])
-    manifests = build(
-        plan.request,
-        conf,
-        namespace,
-        generated or Generated.fresh(spark_user()),
-        driver_template=driver_template,
-        executor_template_text=executor_template,
-    )
-    return Prepared(plan.request, conf, namespace, plan, manifests)
+    app = _resolved(request, upload_id).placed(context_namespace)
+    return Prepared(app, build(app, generated or Generated.fresh(spark_user())))
 
 
 def create(
@@ -156,7 +132,7 @@ def create(
 
 
 def submit(
-    request: SubmitRequest,
+    request: SubmitRequest | ResolvedApp,
     *,
     kube: Kube | None = None,
     context: str | None = None,
@@ -173,12 +149,14 @@ def submit(
     SIGHUP roll everything back and raise `SubmitInterruptedError` (exit code 128 + signal); a rollback that
     cannot finish raises `RollbackIncompleteError`, which names every leftover and the command removing it.
     """
-    prepared = prepare(request, generated=generated)
-    kube = kube or connect_for(prepared.conf, context=context, kubeconfig=kubeconfig)
-    if "spark.kubernetes.namespace" not in prepared.conf and kube.context_namespace:
-        prepared = prepare(request, context_namespace=kube.context_namespace, generated=generated)
+    from kubeaccel.spark.packages import check_resolvable
+
+    app = _resolved(request)
+    check_resolvable(app.packages)  # as spark-submit does: an unresolvable coordinate fails before any write
+    kube = kube or connect_for(app, context=context, kubeconfig=kubeconfig)
+    prepared = prepare(app, context_namespace=kube.context_namespace, generated=generated)
     # a quick check without the lock: an app that cannot fit fails before anything is uploaded
-    quota_limited = preflight(kube, prepared.namespace, prepared.conf) if check_quota else False
+    quota_limited = preflight(kube, prepared.app) if check_quota else False
     with guarded_signals():
         sid = _create_all_or_nothing(kube, prepared, quota_limited, progress)
         with signals_held():  # a signal now must not hide the ID of an app that exists
@@ -206,7 +184,7 @@ def _create_all_or_nothing(
         if quota_limited:
             lock = QuotaLock.acquire(kube, prepared.namespace)
             ledger.step_done()
-            preflight(kube, prepared.namespace, prepared.conf)  # again, now that no one else can create
+            preflight(kube, prepared.app)  # again, now that no one else can create
         sid = create(kube, prepared.manifests, ledger, lock)
         if lock is not None:
             with signals_held():
@@ -300,13 +278,8 @@ def _read_driver(kube: Kube, sid: SubmissionId) -> Any:
 
 
 def _transient(exc: KubeaccelError) -> bool:
-    """Worth retrying: the server is unreachable or timed out, or answered 429 / 5xx."""
-    from lightkube import ApiError
-
-    cause = exc.__cause__
-    if isinstance(cause, ApiError):  # the server answered: only these answers may change on retry (not 401)
-        return cause.response.status_code in _RETRYABLE_HTTP
-    return isinstance(exc, UnavailableError)  # unreachable, refused, timed out
+    """Worth retrying: the door typed it retryable (unreachable, timed out, 429 / 5xx, conflict)."""
+    return bool(getattr(exc, "retryable", False)) or isinstance(exc, UnavailableError)
 
 
 def _check_deadline(deadline: float | None, sid: SubmissionId, phase: str, timeout: float | None) -> None:
