@@ -139,18 +139,22 @@ def test_transient_errors_are_told_apart_by_type_and_status() -> None:
     import httpx2 as httpx
     from lightkube import ApiError
 
+    from kubeaccel.kube.client import translate_errors
     from kubeaccel.spark.submit import _transient
 
-    def api_error(code: int) -> KubeaccelError:
-        response = httpx.Response(code, json={"kind": "Status", "apiVersion": "v1", "code": code, "message": "m"})
+    def api_error(code: int, reason: str = "") -> KubeaccelError:
+        """What the door makes of the API's answer with this Status code (the real translation)."""
+        body = {"kind": "Status", "apiVersion": "v1", "code": code, "reason": reason, "message": "m"}
+        response = httpx.Response(code, json=body)
         response.request = httpx.Request("GET", "https://x")
-        error = KubeaccelError("x")
-        error.__cause__ = ApiError(response=response)
-        return error
+        try:
+            with translate_errors("get", "pod x", namespace="ns", server="https://x"):
+                raise ApiError(response=response)
+        except KubeaccelError as exc:
+            return exc
+        raise AssertionError("not translated")
 
     assert _transient(UnavailableError("connection refused"))
-    assert _transient(api_error(503)) and _transient(api_error(429))
-    assert not _transient(api_error(404)) and not _transient(api_error(403))
-    unauthorized = UnavailableError("credentials")
-    unauthorized.__cause__ = api_error(401).__cause__
-    assert not _transient(unauthorized)
+    assert _transient(api_error(503, "ServiceUnavailable")) and _transient(api_error(429, "TooManyRequests"))
+    assert not _transient(api_error(404, "NotFound")) and not _transient(api_error(403, "Forbidden"))
+    assert not _transient(api_error(401, "Unauthorized"))
