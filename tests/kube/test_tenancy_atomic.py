@@ -5,10 +5,16 @@ user not allowed to write that kind -> nothing of the new tenant is left; an upd
 failing at the quota -> the namespace's labels are put back; reserved namespaces get no quota; the tenant's
 driver ServiceAccount cannot create a privileged hostPath / hostPID / hostNetwork pod under the default
 `baseline`, can create an ordinary pod, and `--pod-security privileged` (what VE pods with IPC_LOCK need) allows it.
+SIGTERM after each step (SIGINT and SIGHUP after some) as a real process -> exit 128 + signal, nothing left;
+during an update -> everything as it was.
 """
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -20,8 +26,10 @@ import yaml
 from fixtures.rbac import rule, token_for
 from fixtures.spark import run_cli
 
+import kubeaccel
 from kubeaccel.errors import KubeaccelError, NotFoundError
 from kubeaccel.kube.client import Kube
+from kubeaccel.kube.interrupts import TEST_SIGNAL_ENV
 from kubeaccel.kube.tenancy import create_tenant
 
 pytestmark = pytest.mark.cluster
@@ -156,3 +164,42 @@ def test_tenant_service_account_cannot_create_a_privileged_pod(
     )
     assert code == 0, (output, error)
     driver.create(_pod("ve-workload", privileged=True), namespace=tenant_name)
+
+
+@pytest.mark.parametrize(
+    ("signame", "step"),
+    [("TERM", step) for step in range(1, 6)] + [("INT", 1), ("INT", 5), ("HUP", 2), ("HUP", 5)],
+)
+def test_a_signal_after_any_step_undoes_the_tenant(
+    kube: Kube, kubeconfig: Path, tenant_name: str, signame: str, step: int
+) -> None:
+    """The real CLI as a process; the test-only hook makes it signal itself right after its `step`-th write."""
+    src = str(Path(kubeaccel.__file__).resolve().parents[1])
+    result = subprocess.run(
+        [sys.executable, "-m", "kubeaccel.cli", "tenant", "create", tenant_name, "--quota", "cpu=4",
+         "--kubeconfig", str(kubeconfig)],
+        env={**os.environ, "PYTHONPATH": src, TEST_SIGNAL_ENV: f"{step}:{signame}"},
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    signum = signal.Signals[f"SIG{signame}"]
+    assert result.returncode == 128 + signum, result.stderr
+    assert f"interrupted by SIG{signame}: undone (Namespace/{tenant_name}" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert _gone(kube, tenant_name), f"{tenant_name} is still there after SIG{signame} after step {step}"
+
+
+def test_a_signal_during_an_update_puts_the_tenant_back(kube: Kube, kubeconfig: Path, tenant_name: str) -> None:
+    from lightkube.resources.core_v1 import Namespace, ResourceQuota
+
+    create_tenant(kube, tenant_name, {"requests.cpu": "4"}, pod_security="privileged")
+    src = str(Path(kubeaccel.__file__).resolve().parents[1])
+    result = subprocess.run(
+        [sys.executable, "-m", "kubeaccel.cli", "tenant", "create", tenant_name, "--quota", "cpu=8",
+         "--kubeconfig", str(kubeconfig)],
+        env={**os.environ, "PYTHONPATH": src, TEST_SIGNAL_ENV: "5:TERM"},  # after the quota's update
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert result.returncode == 143, result.stderr
+    labels = kube.get(Namespace, tenant_name).metadata.labels
+    assert labels["pod-security.kubernetes.io/enforce"] == "privileged"
+    assert kube.get(ResourceQuota, "spark-quota", namespace=tenant_name).spec.hard == {"requests.cpu": "4"}

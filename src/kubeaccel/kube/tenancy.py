@@ -19,8 +19,17 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from kubeaccel.errors import ConfigError, KubeaccelError, NotFoundError
+from kubeaccel.errors import ApiError, ConfigError, KubeaccelError, NotFoundError, UnavailableError
 from kubeaccel.kube.client import Kube, translate_errors
+from kubeaccel.kube.interrupts import (
+    Interrupted,
+    SignalAfterWrite,
+    exit_code_for,
+    guarded_signals,
+    raise_if_signalled,
+    signal_name,
+    signals_held,
+)
 from kubeaccel.kube.quantity import format_quantity, parse_quantity
 
 SERVICE_ACCOUNT = "spark"
@@ -265,8 +274,9 @@ def create_tenant(
     force: bool = False,
 ) -> list[str]:
     """Apply the tenant, all or nothing (idempotent: server-side apply). Returns what was applied, as
-    `kind/name`. On a failing step the steps before it are undone and the step's error is raised
-    (`TenantRollbackError` when even the undo failed, naming what is left)."""
+    `kind/name`. On a failing step, or SIGINT / SIGTERM / SIGHUP (in the main thread), the steps before it
+    are undone; then the step's error is raised (`TenantInterruptedError` for a signal, exit 128 + signal;
+    `TenantRollbackError` when even the undo failed, naming what is left)."""
     from lightkube.codecs import from_dict
 
     manifests = tenant_manifests(name, hard, pod_security=pod_security, force=force)
@@ -274,16 +284,41 @@ def create_tenant(
         from_dict(manifest)  # a bug in a manifest fails here, before any write
     before = [(manifest, _current(kube, manifest)) for manifest in manifests]  # reads only
     done: list[tuple[dict[str, Any], Any]] = []
-    try:
-        for manifest, previous in before:
-            kube.apply(manifest, namespace=manifest["metadata"].get("namespace"))
-            done.append((manifest, previous))
-    except KubeaccelError as exc:
-        left = _undo(kube, done)
-        if left:
-            raise TenantRollbackError(exc, left, name) from exc
-        raise
+    steps = SignalAfterWrite()
+    with guarded_signals():
+        try:
+            for manifest, previous in before:
+                done.append((manifest, previous))  # before the request: one cut short may still be applied
+                try:
+                    kube.apply(manifest, namespace=manifest["metadata"].get("namespace"))
+                except ApiError as refused:
+                    if not isinstance(refused, UnavailableError):
+                        done.pop()  # the server answered no: nothing was written
+                    raise
+                steps.step_done()
+            raise_if_signalled()
+        except (KubeaccelError, Interrupted) as exc:
+            with signals_held():  # the undo must not be cut short by a second signal
+                left = _undo(kube, done)
+            error = _tenant_error(exc, left, name, done)
+            raise error from exc
     return [f"{manifest['kind']}/{manifest['metadata']['name']}" for manifest in manifests]
+
+
+def _tenant_error(
+    exc: KubeaccelError | Interrupted, left: list[str], name: str, done: list[tuple[dict[str, Any], Any]]
+) -> KubeaccelError:
+    if isinstance(exc, Interrupted):
+        cause = KubeaccelError(f"interrupted by {signal_name(exc.signum)}", exit_code=exit_code_for(exc.signum))
+        if not left:
+            undone = ", ".join(f"{m['kind']}/{m['metadata']['name']}" for m, _ in done) or "nothing written yet"
+            return TenantInterruptedError(f"{cause.message}: undone ({undone})", exit_code=cause.exit_code)
+        return TenantRollbackError(cause, left, name)
+    return TenantRollbackError(exc, left, name) if left else exc
+
+
+class TenantInterruptedError(KubeaccelError):
+    """`tenant create` was interrupted by a signal and what it had applied was undone."""
 
 
 class TenantRollbackError(KubeaccelError):

@@ -12,43 +12,52 @@ and a failure or a signal at any point deletes what was written, or says exactly
 Why a record *before* each write: a signal or timeout can arrive after the API server stored the object
 and before its answer reached us; deleting by name with "already gone is fine" covers both outcomes.
 
+The signal guard itself is `kubeaccel.kube.interrupts` (tenant creation uses it too), re-exported here.
 `KUBEACCEL_TEST_SIGNAL_AFTER_WRITE=N:TERM` (test-only, undocumented for users) makes the submitter send
 itself SIGTERM (or INT, HUP) right after its N-th write, so tests can interrupt every step deterministically.
 """
 
 from __future__ import annotations
 
-import contextlib
-import os
 import shlex
 import signal
-import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from types import FrameType
 from typing import Any
 
 from kubeaccel.errors import KubeaccelError, UnavailableError
 from kubeaccel.kube.client import Kube
+from kubeaccel.kube.interrupts import (  # re-exported: the submit's guard is the one tenants use too
+    GUARDED_SIGNALS,
+    TEST_SIGNAL_ENV,
+    Interrupted,
+    SignalAfterWrite,
+    exit_code_for,
+    guarded_signals,
+    pending_signal,
+    raise_if_signalled,
+    signals_held,
+)
 
-GUARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-TEST_SIGNAL_ENV = "KUBEACCEL_TEST_SIGNAL_AFTER_WRITE"
+__all__ = [
+    "GUARDED_SIGNALS",
+    "TEST_SIGNAL_ENV",
+    "Interrupted",
+    "Ledger",
+    "Leftover",
+    "RollbackIncompleteError",
+    "SubmitInterruptedError",
+    "cleanup_command",
+    "exit_code_for",
+    "failure_after_rollback",
+    "guarded_signals",
+    "pending_signal",
+    "raise_if_signalled",
+    "signals_held",
+]
+
 # kinds a submit creates, as `kubectl delete` and lightkube name them
 _KUBECTL_KIND = {"Pod": "pod", "Service": "service", "ConfigMap": "configmap", "NetworkPolicy": "networkpolicy"}
-
-
-class Interrupted(BaseException):
-    """A guarded signal arrived. BaseException, like KeyboardInterrupt, so `except Exception` in
-    libraries between us and the signal cannot swallow it."""
-
-    def __init__(self, signum: int) -> None:
-        super().__init__(signal.Signals(signum).name)
-        self.signum = signum
-
-
-def exit_code_for(signum: int) -> int:
-    """The shell's convention: 128 + the signal number (130 INT, 143 TERM, 129 HUP)."""
-    return 128 + signum
 
 
 class SubmitInterruptedError(KubeaccelError):
@@ -85,77 +94,6 @@ class Leftover:
         return {"kind": self.kind, "name": self.name, "namespace": self.namespace, "reason": self.reason}
 
 
-class _SignalState:
-    def __init__(self) -> None:
-        self.holding = 0  # > 0: record signals instead of raising (rollback, lock release)
-        self.pending: int | None = None
-
-    def handle(self, signum: int, _frame: FrameType | None) -> None:
-        if self.pending is None:
-            self.pending = signum
-        if not self.holding:
-            raise Interrupted(signum)
-
-
-_state: _SignalState | None = None
-
-
-@contextlib.contextmanager
-def guarded_signals() -> Iterator[None]:
-    """SIGINT, SIGTERM and SIGHUP raise `Interrupted` inside; the previous handlers come back after.
-
-    Only in the main thread (Python delivers signals there); elsewhere this does nothing.
-    """
-    global _state
-    if threading.current_thread() is not threading.main_thread() or _state is not None:
-        yield
-        return
-    _state = _SignalState()
-    previous = {signum: signal.getsignal(signum) for signum in GUARDED_SIGNALS}
-    try:
-        for signum in GUARDED_SIGNALS:
-            signal.signal(signum, _state.handle)
-        yield
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
-        _state = None
-
-
-@contextlib.contextmanager
-def signals_held() -> Iterator[None]:
-    """Inside, a guarded signal is remembered (see `pending_signal`) but raises nothing: a rollback
-    must not be cut short by the Ctrl-C that started it, or by a second one."""
-    state = _state
-    if state is None:
-        yield
-        return
-    state.holding += 1
-    try:
-        yield
-    finally:
-        state.holding -= 1
-
-
-def pending_signal() -> int | None:
-    """The first guarded signal received inside `guarded_signals`, if any."""
-    return _state.pending if _state is not None else None
-
-
-def raise_if_signalled() -> None:
-    """Raise `Interrupted` for a signal that arrived while held (call where stopping is safe)."""
-    if _state is not None and _state.pending is not None and not _state.holding:
-        raise Interrupted(_state.pending)
-
-
-def _test_signal_plan() -> tuple[int, int] | None:
-    raw = os.environ.get(TEST_SIGNAL_ENV)
-    if not raw:
-        return None
-    step, _, name = raw.partition(":")
-    return int(step), int(signal.Signals[f"SIG{name.upper().removeprefix('SIG')}"])
-
-
 @dataclass
 class Ledger:
     """What a submit wrote, in order: API objects in one namespace and one upload directory."""
@@ -164,8 +102,7 @@ class Ledger:
     objects: list[tuple[str, str]] = field(default_factory=list)
     upload_url: str | None = None
     upload_conf: Mapping[str, str] = field(default_factory=dict)
-    writes: int = 0
-    _test_plan: tuple[int, int] | None = field(default_factory=_test_signal_plan)
+    _counter: SignalAfterWrite = field(default_factory=SignalAfterWrite)
 
     def wrote(self, kind: str, name: str) -> None:
         """Record an object about to be created (before the request: see the module docstring)."""
@@ -180,9 +117,11 @@ class Ledger:
 
     def step_done(self) -> None:
         """Called after each write; the test hook fires here."""
-        self.writes += 1
-        if self._test_plan and self._test_plan[0] == self.writes:
-            os.kill(os.getpid(), self._test_plan[1])
+        self._counter.step_done()
+
+    @property
+    def writes(self) -> int:
+        return self._counter.writes
 
     def roll_back(self, kube: Kube | None) -> list[Leftover]:
         """Delete every recorded object (the driver pod first: it is what runs) and the uploads.
