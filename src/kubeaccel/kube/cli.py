@@ -44,8 +44,9 @@ def create(
 ) -> None:
     """Create (or update) tenant NAME: namespace, quota, ServiceAccount `spark`, Role and RoleBinding.
 
-    All or nothing: every input is checked before the first write, and a failing step undoes the ones
-    before it. kube-system, kube-public and kube-node-lease are refused, and default unless --force.
+    All or nothing: every input is checked before the first write, and a failing step (or SIGINT, SIGTERM,
+    SIGHUP: exit 130 / 143 / 129) undoes the ones before it. kube-system, kube-public and kube-node-lease
+    are refused, and default unless --force.
 
     \b
     Example:
