@@ -61,7 +61,7 @@ def _allocatable(cluster: LocalCluster, node: str, resource: str) -> str:
 
 def test_node_is_ready_and_real(real_node: RealNode) -> None:
     node = json.loads(real_node.cluster.kubectl("get", "node", real_node.node_name, "-o", "json").stdout)
-    assert node["status"]["nodeInfo"]["containerRuntimeVersion"] == f"containerd://v{CONTAINERD_VERSION}"
+    assert node["status"]["nodeInfo"]["containerRuntimeVersion"] == f"containerd://{CONTAINERD_VERSION}"
     assert node["status"]["nodeInfo"]["kubeletVersion"] == f"v{KUBE_VERSION}"
     assert next(c for c in node["status"]["conditions"] if c["type"] == "Ready")["status"] == "True"
     assert (DEVICE_PLUGIN_DIR / "kubelet.sock").is_socket()
