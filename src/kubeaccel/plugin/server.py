@@ -20,11 +20,11 @@ import grpc
 from kubeaccel.errors import ConfigError, UnavailableError
 from kubeaccel.plugin._generated import api_pb2 as pb
 from kubeaccel.plugin._generated import api_pb2_grpc as pb_grpc
+from kubeaccel.plugin.paths import DEFAULT_SOCKET_DIR, KUBELET_SOCKET
 from kubeaccel.plugin.service import ResourcePlugin
 
 API_VERSION = "v1beta1"
-KUBELET_SOCKET = "kubelet.sock"
-DEFAULT_SOCKET_DIR = Path("/var/lib/kubelet/device-plugins")
+__all__ = ["API_VERSION", "DEFAULT_SOCKET_DIR", "KUBELET_SOCKET", "PluginServer", "register", "socket_name"]
 REGISTER_TIMEOUT_S = 5.0
 # Only the kubelet (root) talks to our socket; set explicitly, whatever the umask.
 SOCKET_MODE = 0o600
