@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -63,6 +64,11 @@ def run(  # noqa: PLR0917 - one parameter per click option
     # First of all: a SIGHUP (reload) while starting must not kill the process, and SIGTERM must
     # end it at once. The daemon's loop takes the signals over once it runs.
     hup = _early_signals()
+    if metrics_port is None:
+        # The daemon never speaks TLS, and without the metrics endpoint nothing it loads needs the
+        # ssl module; asyncio imports it only to offer TLS (libssl, libcrypto: about 6 MiB of RSS).
+        # A None entry makes that optional import fail the way asyncio expects (ssl = None).
+        sys.modules.setdefault("ssl", None)  # type: ignore[arg-type]
     from kubeaccel.devices.config import load_config
     from kubeaccel.plugin.daemon import Daemon, check_socket_dir
 

@@ -160,7 +160,7 @@ class ResourcePlugin(pb_grpc.DevicePluginServicer):
         self.cdi_file = cdi_spec.spec_file_name(self.resource_name)
         self.cdi_names: frozenset[str] | None = None  # entries of the spec on disk
         self._cdi_written: dict[str, Any] | None = None
-        self.metrics = metrics or Metrics()
+        self.metrics = metrics or Metrics(enabled=False)
         self.devices = backend.scan()
         self._list = list_bytes(self.devices)
         self._sync_cdi(self.devices, initial=True)
