@@ -71,6 +71,16 @@ def _wait_for(predicate, timeout: float = 20.0) -> None:  # type: ignore[no-unty
         time.sleep(0.02)
 
 
+def _catches(pid: int, sig: int) -> bool:
+    """Whether the process has a handler for ``sig`` (SigCgt in /proc/PID/status)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    mask = int(next(line.split()[1] for line in status.splitlines() if line.startswith("SigCgt:")), 16)
+    return bool(mask & (1 << (sig - 1)))
+
+
 def _terminate(proc: subprocess.Popen[str]) -> float:
     """SIGTERM → exit: seconds taken; the exit must be clean."""
     start = time.monotonic()
@@ -151,12 +161,13 @@ def test_early_sighup_does_not_kill_and_sigterm_is_prompt_in_every_state(tmp_pat
     config = write_sim_config(tmp_path / "c.yaml", tmp_path / "s.json", tmp_path / "dev")
     proc = _start(config, socket_dir)
     try:
-        # From the moment `plugin run` runs (after the interpreter's own start-up, which no Python
-        # code can shorten) while it imports, loads the config and builds backends.
-        time.sleep(0.12)
-        for _ in range(8):
+        # The handler is in place as soon as `plugin run` runs (only the interpreter's own start-up
+        # and the CLI's dispatch precede it), then SIGHUPs through imports, config and backends.
+        _wait_for(lambda: _catches(proc.pid, signal.SIGHUP), timeout=20)
+        assert not (socket_dir / SOCKET).exists()  # caught before the daemon started serving
+        for _ in range(10):
             proc.send_signal(signal.SIGHUP)
-            time.sleep(0.04)
+            time.sleep(0.03)
         ours = socket_dir / SOCKET
         _wait_for(ours.exists)
         assert proc.poll() is None
