@@ -74,7 +74,10 @@ class _Access(KubeAccess):
         return await super().read_claim(namespace, name)
 
 
-def test_slices_follow_health_and_are_withdrawn(cluster: LocalCluster) -> None:
+def test_slices_follow_health_and_are_withdrawn(cluster: LocalCluster, monkeypatch: pytest.MonkeyPatch) -> None:
+    from kubeaccel.dra import publisher
+
+    monkeypatch.setattr(publisher, "RESYNC_S", 0.5)
     node_name = cluster.nodes[0]
     kube = kdra.connect(cluster.kubeconfig)
     stale = {"apiVersion": "resource.k8s.io/v1", "kind": "ResourceSlice",
@@ -100,6 +103,8 @@ def test_slices_follow_health_and_are_withdrawn(cluster: LocalCluster) -> None:
         assert tainted["spec"]["devices"][1]["taints"][0]["key"] == HEALTH_TAINT_KEY
         node.set_states({})
         wait_for("the recovery", lambda: not _devices(cluster, node_name)["sim-1"].get("taints"), timeout=30)
+        cluster.kubectl("delete", "resourceslice", first["metadata"]["name"])  # someone deletes ours
+        wait_for("the slice to be back", lambda: len(_devices(cluster, node_name)) == 4, timeout=30)
     finally:
         node.stop()
         kube.close()

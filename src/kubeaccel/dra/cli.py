@@ -72,6 +72,9 @@ def run(  # noqa: PLR0917 - one parameter per click option
     from kubeaccel.dra.daemon import DraDaemon, KubeAccess, Options, check_dirs
 
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if log_level != "debug":  # one line per API request is noise at info
+        for name in ("httpx", "httpx2", "httpcore"):
+            logging.getLogger(name).setLevel(logging.WARNING)
     check_driver_name(driver)
     options = Options(node=node_name or _default_node(), driver=driver, registry_dir=registry_dir,
                       plugins_dir=plugins_dir, state_dir=state_dir, cdi_dir=cdi_dir, root=root,

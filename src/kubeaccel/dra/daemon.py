@@ -148,8 +148,11 @@ class KubeAccess:
         apply_device_class(self.kube(), manifest)
 
     def close(self) -> None:
-        if self._kube is not None:
-            self._kube.close()
+        """Close the client; a later use (a daemon started again with this access) connects anew."""
+        with self._lock:
+            if self._kube is not None:
+                self._kube.close()
+                self._kube = None
 
 
 def check_dirs(options: Options) -> None:
