@@ -275,5 +275,6 @@ def test_logs_of_one_app_reach_the_api(
     sid = submit(_request(kube, spark_namespace, "logged"), kube=kube, check_quota=False)
     code, _, error = run_cli(["spark", "logs", str(sid), "--kubeconfig", str(kubeconfig)])
     assert isinstance(error, KubeaccelError), error
-    assert code == 2
+    # the apiserver answers 500 (a kwok node has no address to fetch logs from): the door types that unavailable
+    assert code == 4, (type(error), error)
     assert f"cannot get logs of pod {sid.pod} in namespace {spark_namespace!r}" in error.message

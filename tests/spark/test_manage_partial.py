@@ -103,8 +103,8 @@ def test_status_without_a_cluster_wide_list_reads_namespace_by_namespace(
     assert "kube-system" in {f.split(":")[0] for f in failed}
 
     # `list` reports the same way; the table says which namespaces could not be read
-    code, output, _ = run_cli(["spark", "list", "--name", f"{prefix}-*", "--kubeconfig", str(user)])
-    assert code == PARTIAL_EXIT_CODE
+    code, output, error = run_cli(["spark", "list", "-n", "*", "--name", f"{prefix}-*", "--kubeconfig", str(user)])
+    assert code == PARTIAL_EXIT_CODE, (output, error)
     assert f"could not read {hidden}:{prefix}-*" in output
 
 

@@ -171,6 +171,10 @@ class Ledger:
         """Record an object about to be created (before the request: see the module docstring)."""
         self.objects.append((kind, name))
 
+    def forget(self, kind: str, name: str) -> None:
+        """The create of a recorded object was refused because one of that name existed: not ours."""
+        self.objects.remove((kind, name))
+
     def uploading(self, url: str, conf: Mapping[str, str]) -> None:
         self.upload_url, self.upload_conf = url, dict(conf)
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kubeaccel.errors import KubeaccelError, UnavailableError
+from kubeaccel.errors import AlreadyExistsError, KubeaccelError, UnavailableError
 from kubeaccel.kube.client import Kube
 from kubeaccel.spark import uploads
 from kubeaccel.spark.builder import AppManifests, Generated, build, owner_reference
@@ -112,15 +112,11 @@ def create(
     try:
         if lock is not None:
             lock.renew()  # still ours right before the first create: see kubeaccel.spark.reservation
-        ledger.wrote("Pod", pod_name)
-        created_pod = kube.create(manifests.driver_pod, namespace=namespace)
-        ledger.step_done()
+        created_pod = _create_recorded(kube, ledger, manifests.driver_pod, namespace)
         reference = owner_reference(pod_name, created_pod["metadata"]["uid"])
         for manifest in manifests.owned:
             manifest["metadata"]["ownerReferences"] = [reference]
-            ledger.wrote(manifest["kind"], manifest["metadata"]["name"])
-            kube.create(manifest, namespace=namespace)
-            ledger.step_done()
+            _create_recorded(kube, ledger, manifest, namespace)
     except BaseException as exc:
         if not own_ledger:
             raise
@@ -129,6 +125,19 @@ def create(
             error = failure_after_rollback(exc, ledger, left, str(SubmissionId(namespace, pod_name)))
         raise error from exc
     return SubmissionId(namespace, pod_name)
+
+
+def _create_recorded(kube: Kube, ledger: Ledger, manifest: dict[str, Any], namespace: str) -> dict[str, Any]:
+    """One create, recorded before it is sent (a cut-short request may still have created it)."""
+    kind, name = manifest["kind"], manifest["metadata"]["name"]
+    ledger.wrote(kind, name)
+    try:
+        created = kube.create(manifest, namespace=namespace)
+    except AlreadyExistsError:
+        ledger.forget(kind, name)  # someone else's object of that name: a rollback must not delete it
+        raise
+    ledger.step_done()
+    return created
 
 
 def submit(
