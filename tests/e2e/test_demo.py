@@ -144,7 +144,8 @@ def test_an_image_missing_on_the_node_is_named(real_node: Any) -> None:
          stdin=yaml.safe_dump(values))  # fmt: skip
     try:
         with pytest.raises(UnavailableError) as caught:
-            wait_for_plugin(client(real_node.kubeconfig), real_node.node_name, 1, image, timeout=120)
+            api = client(real_node.kubeconfig)
+            wait_for_plugin(api, real_node.node_name, 1, image, release="kubeaccel-missing", timeout=120)
         assert f"the device-plugin image {image} is not on node {real_node.node_name}" in caught.value.message
         assert "deploy/plugin/build_image.py" in (caught.value.hint or "")
     finally:
