@@ -18,6 +18,7 @@ from kubeaccel.errors import KubeaccelError
 # name -> (module, attribute, one-line help shown by `kubeaccel --help` without importing it)
 _SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
     "plugin": ("kubeaccel.plugin.cli", "plugin", "Node side: run, inspect and check kubelet device plugins."),
+    "dra": ("kubeaccel.dra.cli", "dra", "Node side, DRA: run, inspect and check DRA drivers."),
     "cluster": ("kubeaccel.cluster.cli", "cluster", "A real local Kubernetes for tests and demos."),
     "spark": ("kubeaccel.spark.cli", "spark", "Submit and manage Spark applications on Kubernetes."),
     "tenant": ("kubeaccel.kube.cli", "tenant", "Namespaces with quota and RBAC for Spark tenants."),

@@ -152,8 +152,8 @@ def test_unused_backends_are_not_imported() -> None:
         "print(sorted(m for m in sys.modules if m.startswith(('pynvml', 'kubeaccel.devices.backends.'))))"
     )
     out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout
-    # only the chosen backend and its private polling helper: no other backend, no pynvml
-    assert out.strip() == "['kubeaccel.devices.backends._poll', 'kubeaccel.devices.backends.simulated']"
+    # only the chosen backend: no other backend, no pynvml
+    assert out.strip() == "['kubeaccel.devices.backends.simulated']"
 
 
 # Any YAML-shaped value: the parser answers with a PluginConfig or a ConfigError, nothing else.

@@ -71,6 +71,7 @@ def test_supervisor_decisions(tmp_path: Path) -> None:
 
         kubelet.touch()
         await manager.tick()
+        await manager.settle()
         assert sorted(registrar.calls) == ["example.com/a", "example.com/b"]
         assert manager.registered.is_set()
         await manager.tick()  # already registered with this kubelet: nothing more
@@ -78,28 +79,35 @@ def test_supervisor_decisions(tmp_path: Path) -> None:
 
         servers[0].intact = False  # our socket vanished
         await manager.tick()
+        await manager.settle()
         assert len(servers) == 3 and servers[0].stopped and registrar.calls[-1] == "example.com/a"
 
         kubelet.unlink()
         await manager.tick()
+        await manager.settle()
         kubelet.touch()  # a new kubelet: both register again, no server restart needed
         registrar.calls.clear()
         await manager.tick()
+        await manager.settle()
         assert sorted(registrar.calls) == ["example.com/a", "example.com/b"] and len(servers) == 3
 
         # A refusing kubelet: one attempt, then back off instead of hammering it.
         kubelet.unlink()
         await manager.tick()
+        await manager.settle()
         registrar.fail = True
         kubelet.touch()
         registrar.calls.clear()
         await manager.tick()
+        await manager.settle()
         await manager.tick()
+        await manager.settle()
         assert sorted(registrar.calls) == ["example.com/a", "example.com/b"]
         assert not manager.registered.is_set()
         registrar.fail = False
         await asyncio.sleep(0.25)  # past the first backoff step
         await manager.tick()
+        await manager.settle()
         assert manager.registered.is_set()
 
         await manager.close()

@@ -132,8 +132,11 @@ def test_fuzz_allocate(fuzz_target: pb_grpc.DevicePluginStub, ids: list[str]) ->
     except grpc.RpcError as exc:
         assert exc.code() is grpc.StatusCode.INVALID_ARGUMENT, exc.details()
         assert bad or not ids
-        for i in bad:
-            assert repr(i) in exc.details()
+        details = exc.details() or ""
+        # Bad IDs are named (the first few of each kind, in natural order), and the text is bounded.
+        assert any(repr(i) in details for i in bad) or not ids
+        assert len(bad) <= 5 * 3 or "more (" in details
+        assert len(details) < 2000
         return
     assert ids and not bad
     want = ",".join(sorted({i.removeprefix("sim-") for i in ids}, key=int))

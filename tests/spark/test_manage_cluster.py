@@ -184,20 +184,20 @@ def test_status_list_kill_with_globs(
 
     code, output, _ = run_cli(["spark", "status", str(ids[0]), "-o", "json", *base])
     assert code == 0
-    [app] = json.loads(output)
+    [app] = json.loads(output)["apps"]
     assert (app["id"], app["app_name"], app["namespace"]) == (str(ids[0]), "etl-a", spark_namespace)
     assert app["phase"] in ("Pending", "Running")
 
     code, output, _ = run_cli(["spark", "list", "-n", spark_namespace, "-o", "json", *base])
-    assert sorted(a["id"] for a in json.loads(output)) == sorted(map(str, ids))
+    assert sorted(a["id"] for a in json.loads(output)["apps"]) == sorted(map(str, ids))
     # no namespace given: the context's namespace, else all namespaces, as spark-submit
     for context_namespace, expected in ((spark_namespace, True), (None, True), ("kube-system", False)):
         variant = _with_context_namespace(kubeconfig, context_namespace, tmp_path)
         code, output, _ = run_cli(["spark", "list", "-o", "json", "--kubeconfig", str(variant)])
         assert code == 0
-        assert ({str(i) for i in ids} <= {a["id"] for a in json.loads(output)}) is expected, context_namespace
+        assert ({str(i) for i in ids} <= {a["id"] for a in json.loads(output)["apps"]}) is expected, context_namespace
     code, output, _ = run_cli(["spark", "status", "*:etl-?-*", "-o", "json", *base])
-    assert sorted(a["id"] for a in json.loads(output) if a["namespace"] == spark_namespace) == sorted(map(str, ids[:2]))
+    assert sorted(a["id"] for a in json.loads(output)["apps"] if a["namespace"] == spark_namespace) == sorted(map(str, ids[:2]))
     code, output, _ = run_cli(["spark", "list", "-n", spark_namespace, "--name", "etl-?-*", *base])
     assert code == 0 and "etl-a" in output and "report" not in output
 
@@ -208,7 +208,7 @@ def test_status_list_kill_with_globs(
 
     code, output, _ = run_cli(["spark", "kill", f"{spark_namespace}:etl-*", "--grace-period", "0", "-o", "json", *base])
     assert code == 0
-    assert sorted(json.loads(output)) == sorted(str(i) for i in ids[:2])
+    assert json.loads(output) == {"killed": sorted(str(i) for i in ids[:2]), "failed": []}
     assert [a.id for a in manage.list_apps(kube, namespace=spark_namespace)] == [str(ids[2])]
     code, _, error = run_cli(["spark", "status", f"{spark_namespace}:etl-*", *base])
     assert code == 3

@@ -22,13 +22,22 @@ from __future__ import annotations
 
 import importlib
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 from types import ModuleType
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializeAsAny,
+    StrictBool,
+    StrictInt,
+    ValidationError,
+    field_validator,
+)
 
 from kubeaccel.devices.backends import BACKEND_NAMES
 from kubeaccel.devices.model import Backend
@@ -38,6 +47,8 @@ from kubeaccel.errors import ConfigError, UnavailableError
 _log = logging.getLogger(__name__)
 
 CONFIG_VERSION: Literal["v1"] = "v1"
+# A plugin config is a few hundred bytes; anything near this is the wrong file.
+MAX_CONFIG_BYTES = 1024 * 1024
 _HINT = "see docs/plugin.md for the configuration reference; `kubeaccel plugin devices --config FILE` checks a file"
 
 
@@ -48,9 +59,12 @@ class CommonResourceConfig(BaseModel):
 
     name: str = Field(description="Extended resource name, domain/name, unique in the file.")
     backend: str = Field(description="Which backend discovers the devices: " + ", ".join(BACKEND_NAMES) + ".")
-    replicas: int = Field(default=1, ge=1, le=1024, description="Advertise each device this many times.")
-    cdi: bool = Field(default=False, description="Also return CDI device names from Allocate.")
-    optional: bool = Field(
+    replicas: StrictInt = Field(default=1, ge=1, le=1024, description="Advertise each device this many times.")
+    cdi: StrictBool = Field(
+        default=False,
+        description="Write a CDI spec for this resource (--cdi-dir) and return its CDI device names from Allocate.",
+    )
+    optional: StrictBool = Field(
         default=False,
         description="Skip this resource, with a warning, when its hardware or driver is absent on this node "
         "(one config for a mixed fleet); by default that stops the daemon with the reason.",
@@ -61,7 +75,7 @@ class CommonResourceConfig(BaseModel):
     def _resource_name(cls, value: str) -> str:
         if not is_valid_resource_name(value):
             raise ValueError(
-                f"{value!r} is not an extended resource name of the form domain/name "
+                f"{_bounded(value)!r} is not an extended resource name of the form domain/name "
                 "(lower-case DNS domain, not kubernetes.io; e.g. example.com/sim)"
             )
         return value
@@ -70,7 +84,7 @@ class CommonResourceConfig(BaseModel):
     @classmethod
     def _known_backend(cls, value: str) -> str:
         if value not in BACKEND_NAMES:
-            raise ValueError(f"unknown backend {value!r}; expected one of {', '.join(BACKEND_NAMES)}")
+            raise ValueError(f"unknown backend {_bounded(value)!r}; expected one of {', '.join(BACKEND_NAMES)}")
         return value
 
 
@@ -90,6 +104,53 @@ class PluginConfig(BaseModel):
 
     version: Literal["v1"] = CONFIG_VERSION
     resources: tuple[ResourceConfig, ...]
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """``SafeLoader`` without aliases (an alias bomb expands exponentially) or duplicate keys."""
+
+    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()  # type: ignore[no-untyped-call]
+            raise ConfigError(
+                f"invalid plugin config: YAML alias *{_bounded(event.anchor)} at line {event.start_mark.line + 1}: "
+                "aliases are not supported",
+                hint="write the value out in full instead of using &anchor / *alias",
+            )
+        return super().compose_node(parent, index)
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[object] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if isinstance(key, str | int | float | bool) or key is None:
+                if key in seen:
+                    raise ConfigError(
+                        f"invalid plugin config: duplicate key {_bounded(str(key))!r} at line "
+                        f"{key_node.start_mark.line + 1}",
+                        hint="each key may appear once in a mapping; remove or merge the repeated one",
+                    )
+                seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def _bounded(text: str | None, limit: int = 64) -> str:
+    text = text or ""
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def safe_yaml(text: str) -> Any:
+    """Parse YAML safely: no arbitrary objects, no aliases, no duplicate keys. ``ConfigError`` says where."""
+    try:
+        return yaml.load(text, Loader=_StrictLoader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None)
+        raise ConfigError(
+            f"invalid plugin config: not valid YAML{where}" + (f": {_bounded(problem)}" if problem else ""),
+            hint=_HINT,
+        ) from None
 
 
 def backend_module(name: str) -> ModuleType:
@@ -182,24 +243,33 @@ def parse_config(data: object) -> PluginConfig:
 
 
 def load_config(path: Path | str) -> PluginConfig:
-    """Read and validate a YAML config file."""
+    """Read and validate a YAML config file (bounded size, no aliases, no duplicate keys)."""
     path = Path(path)
     try:
-        text = path.read_text()
+        with path.open("rb") as fh:
+            raw = fh.read(MAX_CONFIG_BYTES + 1)
     except FileNotFoundError:
         raise ConfigError(f"config file {path} does not exist", hint="pass --config with an existing file") from None
+    except IsADirectoryError:
+        raise ConfigError(f"config file {path} is a directory", hint="pass --config with a YAML file") from None
     except OSError as exc:
         raise ConfigError(
             f"cannot read config file {path}: {exc.strerror}", hint="check the path and its permissions"
         ) from None
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ConfigError(
+            f"config file {path} is larger than {MAX_CONFIG_BYTES // 1024} KiB",
+            hint="a plugin config lists a few resources; check that --config names the right file",
+        )
     try:
-        data: Any = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-        raise ConfigError(f"config file {path} is not valid YAML{where}", hint=_HINT) from None
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"config file {path} is not UTF-8 text (bad byte at offset {exc.start})",
+            hint="save the file as UTF-8",
+        ) from None
     try:
-        return parse_config(data)
+        return parse_config(safe_yaml(text))
     except ConfigError as exc:
         exc.message = f"{path}: {exc.message}"
         exc.args = (exc.message,)
@@ -216,31 +286,43 @@ def build_backend(resource: ResourceConfig, *, root: Path = Path("/")) -> Backen
     return backend
 
 
-def build_backends(config: PluginConfig, *, root: Path = Path("/")) -> list[Backend]:
-    """One backend per resource, in config order. A failure closes the ones already built.
+def build_resources(
+    config: PluginConfig, *, root: Path = Path("/"), only: Collection[ResourceConfig] | None = None
+) -> list[tuple[ResourceConfig, Backend]]:
+    """Each available resource with its backend, in config order. A failure closes those already built.
 
-    An ``optional`` resource whose backend is unavailable here (no driver, no hardware) is skipped
-    with a warning; when that leaves nothing to serve, ``UnavailableError`` lists every reason.
+    Entries and backends travel as pairs: an ``optional`` resource whose backend is unavailable
+    here (no driver, no hardware) is skipped with a warning, so the list may be shorter than
+    ``config.resources``. When that leaves nothing to serve, ``UnavailableError`` lists every reason.
+    ``only`` restricts building to those entries (a reload builds only what changed).
     """
-    built: list[Backend] = []
+    built: list[tuple[ResourceConfig, Backend]] = []
     skipped: list[str] = []
     try:
         for resource in config.resources:
+            if only is not None and resource not in only:
+                continue
             try:
-                built.append(build_backend(resource, root=root))
+                built.append((resource, build_backend(resource, root=root)))
             except UnavailableError as exc:
                 if not resource.optional:
                     raise
                 _log.warning("%s skipped (optional): %s", resource.name, exc.message)
                 skipped.append(f"{resource.name}: {exc.message}")
     except BaseException:
-        for backend in built:
+        for _, backend in built:
             backend.close()
         raise
-    if not built:
+    if not built and only is None:
         raise UnavailableError(
             "no configured resource is available on this node: " + "; ".join(skipped),
             hint="install the missing driver, or run the daemon only on nodes that have the devices "
             "(a nodeSelector on the DaemonSet)",
         )
     return built
+
+
+def build_backends(config: PluginConfig, *, root: Path = Path("/")) -> list[Backend]:
+    """The backends of ``build_resources`` alone. Skipped optional entries leave no gap, so never
+    ``zip`` this with ``config.resources``: use ``build_resources`` for the pairs."""
+    return [backend for _, backend in build_resources(config, root=root)]

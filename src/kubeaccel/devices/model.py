@@ -1,7 +1,7 @@
 """The device model every backend produces and the plugin serves.
 
-A backend *scans* the node and returns a ``Devices`` snapshot; the plugin diffs snapshots to
-decide when to push a new list to the kubelet. All types here are immutable so snapshots can be
+A backend *scans* the node and returns a ``Devices`` snapshot; the plugin compares snapshots
+(``==``) to decide when to push a new list to the kubelet. All types here are immutable so snapshots can be
 shared between threads without locks.
 """
 
@@ -110,28 +110,6 @@ class Devices(Mapping[str, Device]):
     def unknown(self, ids: Iterable[str]) -> list[str]:
         """IDs not in this snapshot, in sorted order."""
         return sorted({i for i in ids if i not in self._by_id}, key=sort_key)
-
-    def difference(self, ids: Iterable[str]) -> Devices:
-        drop = set(ids)
-        return Devices(d for d in self._by_id.values() if d.id not in drop)
-
-
-@dataclass(frozen=True)
-class DeviceDiff:
-    added: tuple[Device, ...] = ()
-    removed: tuple[Device, ...] = ()
-    updated: tuple[Device, ...] = ()
-
-    def __bool__(self) -> bool:
-        return bool(self.added or self.removed or self.updated)
-
-
-def diff(old: Devices, new: Devices) -> DeviceDiff:
-    """What changed between two snapshots (pure: the plugin pushes a new list only when non-empty)."""
-    added = tuple(new[i] for i in new if i not in old)
-    removed = tuple(old[i] for i in old if i not in new)
-    updated = tuple(new[i] for i in new if i in old and old[i] != new[i])
-    return DeviceDiff(added, removed, updated)
 
 
 @dataclass(frozen=True)

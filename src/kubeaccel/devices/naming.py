@@ -18,7 +18,7 @@ def is_valid_resource_name(name: str) -> bool:
 
     The ``kubernetes.io`` domain is reserved for the kubelet's own resources.
     """
-    if not _RESOURCE_RE.match(name):
+    if not _RESOURCE_RE.fullmatch(name):
         return False
     domain = name.split("/", 1)[0]
     return not (domain == "kubernetes.io" or domain.endswith(".kubernetes.io"))

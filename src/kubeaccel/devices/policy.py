@@ -21,8 +21,27 @@ class AllocationError(KubeaccelError):
     """A request names devices that cannot be allocated (unknown, duplicated, unhealthy, too many)."""
 
 
-def _names(ids: Iterable[str]) -> str:
-    return ", ".join(repr(i) for i in sorted(set(ids), key=sort_key))
+# Error texts go back to the kubelet (and into pod events): bounded whatever the request held.
+MAX_NAMED_IDS = 5
+MAX_ID_CHARS = 64
+
+
+def bounded_id(device_id: str) -> str:
+    """``repr`` of an ID, cut to ``MAX_ID_CHARS`` characters."""
+    if len(device_id) > MAX_ID_CHARS:
+        return repr(device_id[:MAX_ID_CHARS]) + f"... ({len(device_id)} characters)"
+    return repr(device_id)
+
+
+def names(ids: Iterable[str]) -> str:
+    """A bounded list for an error text: the first few IDs in natural order, and how many in all."""
+    distinct = sorted(set(ids), key=sort_key)
+    shown = ", ".join(bounded_id(i) for i in distinct[:MAX_NAMED_IDS])
+    rest = len(distinct) - MAX_NAMED_IDS
+    return f"{shown} and {rest} more ({len(distinct)} in all)" if rest > 0 else shown
+
+
+_names = names
 
 
 def _duplicates(ids: Sequence[str]) -> list[str]:

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 from collections.abc import Callable
 from pathlib import Path
 
 import click
 
-from kubeaccel.devices.config import build_backends, load_config
+from kubeaccel.devices.config import build_resources, load_config
 from kubeaccel.errors import KubeaccelError
 from kubeaccel.plugin.server import DEFAULT_SOCKET_DIR
 
@@ -46,23 +47,47 @@ def plugin() -> None:
 @_socket_dir_option("The kubelet's device-plugin directory (kubelet.sock lives here).")
 @click.option("--metrics-port", type=click.IntRange(0, 65535), default=None, envvar="KUBEACCEL_METRICS_PORT",
               show_envvar=True, help="Serve Prometheus /metrics here.")
-@click.option("--metrics-addr", default="0.0.0.0", show_default=True, help="Address for the metrics endpoint.")
+@click.option("--metrics-addr", default="127.0.0.1", show_default=True, envvar="KUBEACCEL_METRICS_ADDR",
+              show_envvar=True, help="Address for the metrics endpoint (loopback; 0.0.0.0 to serve the pod IP).")
+@click.option("--cdi-dir", type=click.Path(path_type=Path, file_okay=False), default=Path("/var/run/cdi"),
+              show_default=True, envvar="KUBEACCEL_CDI_DIR", show_envvar=True,
+              help="Where resources with `cdi: true` write their CDI spec (the runtime reads /etc/cdi, /var/run/cdi).")
 @click.option("--root", type=click.Path(path_type=Path, file_okay=False), default=Path("/"), show_default=True,
               help="Prefix for /dev and /sys (a fake tree for testing).")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info",
               show_default=True)
 def run(  # noqa: PLR0917 - one parameter per click option
-    config_path: Path, socket_dir: Path, metrics_port: int | None, metrics_addr: str, root: Path, log_level: str
+    config_path: Path, socket_dir: Path, metrics_port: int | None, metrics_addr: str, cdi_dir: Path, root: Path,
+    log_level: str,
 ) -> None:
     """Serve every configured resource to the kubelet until SIGTERM (SIGHUP reloads the config)."""
+    # First of all: a SIGHUP (reload) while starting must not kill the process, and SIGTERM must
+    # end it at once. The daemon's loop takes the signals over once it runs.
+    hup = _early_signals()
     from kubeaccel.plugin.daemon import Daemon, check_socket_dir
 
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     check_socket_dir(socket_dir)
     load_config(config_path)  # fail before anything starts when the file is wrong
     daemon = Daemon(lambda: load_config(config_path), socket_dir, root=root, metrics_port=metrics_port,
-                    metrics_addr=metrics_addr)
+                    metrics_addr=metrics_addr, cdi_dir=cdi_dir)
+    if hup:
+        daemon.reload_requested.set()
     asyncio.run(daemon.run(handle_signals=True))
+
+
+def _early_signals() -> list[int]:
+    """Handlers for the time before the event loop: SIGHUP is remembered (the returned list),
+    SIGTERM/SIGINT end the process cleanly (``finally`` blocks still run)."""
+    received: list[int] = []
+
+    def terminate(signum: int, frame: object) -> None:
+        raise SystemExit(0)
+
+    signal.signal(signal.SIGHUP, lambda signum, frame: received.append(signum))
+    signal.signal(signal.SIGTERM, terminate)
+    signal.signal(signal.SIGINT, terminate)
+    return received
 
 
 @plugin.command()
@@ -75,10 +100,10 @@ def devices(config_path: Path, root: Path) -> None:
     from rich.table import Table
 
     config = load_config(config_path)
-    backends = build_backends(config, root=root)
+    pairs = build_resources(config, root=root)  # skipped optional entries are left out as pairs
     table = Table("resource", "ID", "index", "health", "NUMA", "device nodes", title="Advertised devices")
     try:
-        for resource, backend in zip(config.resources, backends, strict=True):
+        for resource, backend in pairs:
             found = backend.scan()
             if not found:
                 table.add_row(resource.name, "-", "-", "-", "-", "(no devices found)")
@@ -92,7 +117,7 @@ def devices(config_path: Path, root: Path) -> None:
                     ", ".join(n.host_path for n in dev.nodes) or "-",
                 )
     finally:
-        for backend in backends:
+        for _, backend in pairs:
             backend.close()
     Console().print(table)
 

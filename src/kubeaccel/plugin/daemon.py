@@ -1,11 +1,19 @@
-"""The daemon: a manager that owns one server per resource, and the supervisor loop around it.
+"""The daemon: a manager that owns one server per resource, and the event-driven supervisor around it.
 
-The supervisor polls the socket directory every ``POLL_INTERVAL_S``: when the kubelet restarts
-it deletes every socket there and re-creates ``kubelet.sock``, so "our socket is gone" means
-*restart the server*, and "``kubelet.sock`` has a new inode" means *register again*. While the
-kubelet is absent, registration backs off (``BACKOFF_MIN_S`` doubling to ``BACKOFF_MAX_S``)
-and is retried at once when ``kubelet.sock`` reappears. The daemon never exits because the
-kubelet went away; it exits on SIGTERM/SIGINT (``stop``) and reloads its config on SIGHUP.
+The supervisor sleeps on inotify events of the socket directory (``kubeaccel.devices.watch``):
+when the kubelet restarts it deletes every socket there and re-creates ``kubelet.sock``, so "our
+socket is gone" means *restart the server*, and "``kubelet.sock`` has a new inode" means
+*register again*. Between events it does nothing, except a safety-net reconcile every
+``SAFETY_TICK_S`` and the retries of a backoff that is due.
+
+Registration runs as one task per resource with a timeout: a kubelet that accepts the connection
+but never answers delays only that resource's registration, never supervision, other resources,
+a reload or shutdown. A refused or timed-out registration backs off (``BACKOFF_MIN_S`` doubling to
+``BACKOFF_MAX_S``) and is retried at once when ``kubelet.sock`` is replaced. When the socket
+directory itself disappears, the daemon says so in one log line, waits for it with the same
+backoff, and serves again when it is back. The daemon never exits because the kubelet went away;
+it exits on SIGTERM/SIGINT (``stop_requested``) and reloads on SIGHUP, restarting only the
+resources whose config changed.
 
 The server factory and the registrar are injected, so the supervisor logic is testable without
 sockets; the defaults are the real gRPC ones.
@@ -21,22 +29,35 @@ import signal
 import threading
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from kubeaccel.devices.config import PluginConfig, build_backends
+from kubeaccel.devices.cdi import DEFAULT_SPEC_DIR, CdiError
+from kubeaccel.devices.config import PluginConfig, ResourceConfig, build_resources
+from kubeaccel.devices.watch import DirWatch, flags
 from kubeaccel.errors import ConfigError, KubeaccelError, UnavailableError
 from kubeaccel.plugin._generated import api_pb2 as pb
 from kubeaccel.plugin.metrics import Metrics
-from kubeaccel.plugin.server import KUBELET_SOCKET, PluginServer, file_identity, register
+from kubeaccel.plugin.server import (
+    KUBELET_SOCKET,
+    REGISTER_TIMEOUT_S,
+    PluginServer,
+    check_socket_path,
+    file_identity,
+    register,
+)
 from kubeaccel.plugin.service import ResourcePlugin
 
 log = logging.getLogger(__name__)
 
-POLL_INTERVAL_S = 0.01
 BACKOFF_MIN_S = 0.1
 BACKOFF_MAX_S = 5.0
+# Reconcile this often even without an event (a missed event cannot wedge the daemon).
+SAFETY_TICK_S = 30.0
+# What a kubelet restart does in the socket directory: sockets removed and created.
+_DIR_EVENTS = flags.CREATE | flags.DELETE | flags.MOVED_FROM | flags.MOVED_TO
+STOP_GRACE_S = 0.3
 
 
 class Server(Protocol):
@@ -59,6 +80,11 @@ async def _register(kubelet: Path, endpoint: str, resource: str, options: pb.Dev
 
 def check_socket_dir(socket_dir: Path) -> None:
     """A clear error up front for a socket dir we cannot use."""
+    if not socket_dir.is_absolute():
+        raise ConfigError(
+            f"socket directory {socket_dir} is a relative path",
+            hint=f"pass an absolute --socket-dir, e.g. {socket_dir.absolute()}",
+        )
     if not socket_dir.is_dir():
         raise ConfigError(
             f"socket directory {socket_dir} does not exist",
@@ -72,18 +98,54 @@ def check_socket_dir(socket_dir: Path) -> None:
         )
 
 
+def check_cdi_dir(cdi_dir: Path) -> None:
+    """Where CDI specs go: created (with a warning) when missing; ``ConfigError`` when unusable.
+
+    A runtime with CDI support (containerd >= 1.7 with ``enable_cdi``, CRI-O) reads ``/etc/cdi``
+    and ``/var/run/cdi``. A device plugin cannot ask the runtime whether it does, so a missing
+    directory is the sign we can see: we say so, since on such a node the names we return are
+    ignored and containers get no devices.
+    """
+    if not cdi_dir.is_absolute():
+        raise ConfigError(f"CDI directory {cdi_dir} is a relative path", hint="pass an absolute --cdi-dir")
+    if not cdi_dir.is_dir():
+        log.warning(
+            "cdi: true, but the CDI spec directory %s did not exist: creating it. If this node's container "
+            "runtime has no CDI support (containerd < 1.7, or enable_cdi off), containers will get no devices",
+            cdi_dir,
+        )
+        try:
+            cdi_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(
+                f"cdi: true, but the CDI spec directory {cdi_dir} cannot be created: {exc.strerror}",
+                hint="mount the host's /var/run/cdi into the plugin (--cdi-dir), or set cdi: false on a node "
+                "whose runtime has no CDI support",
+            ) from None
+    if not os.access(cdi_dir, os.W_OK | os.X_OK):
+        raise ConfigError(
+            f"cdi: true, but the CDI spec directory {cdi_dir} is not writable",
+            hint="mount the host's /var/run/cdi read-write into the plugin, or set cdi: false",
+        )
+
+
 @dataclass
 class _Entry:
     """Supervisor state for one resource."""
 
     plugin: ResourcePlugin
+    config: ResourceConfig | None = None
     server: Server | None = None
     registered_with: tuple[int, int] | None = None  # identity of the kubelet.sock we registered with
     attempted_with: tuple[int, int] | None = None
     next_attempt: float = 0.0
     backoff: float = BACKOFF_MIN_S
     warned: bool = False
-    restarts: int = field(default=0)
+    task: asyncio.Task[None] | None = None
+    next_start: float = 0.0
+    start_backoff: float = BACKOFF_MIN_S
+    start_error: str | None = None
+    restarts: int = 0
 
 
 class Manager:
@@ -104,91 +166,156 @@ class Manager:
         self._registrar = registrar
         self.entries: dict[str, _Entry] = {}
         self.registered = asyncio.Event()  # set whenever every resource is registered
+        self.changed = asyncio.Event()  # a registration finished: the supervisor should look again
 
-    async def add(self, plugin: ResourcePlugin) -> None:
-        entry = _Entry(plugin)
+    async def add(self, plugin: ResourcePlugin, config: ResourceConfig | None = None) -> None:
+        """Serve ``plugin``; its first server start failing (e.g. a live socket of another process) raises."""
+        entry = _Entry(plugin, config)
+        try:
+            await self._restart(entry)
+        except BaseException:
+            plugin.close()
+            raise
         self.entries[plugin.resource_name] = entry
         plugin.start_watching()
-        await self._restart(entry)
+
+    async def remove(self, name: str) -> None:
+        entry = self.entries.pop(name)
+        await self._stop_entry(entry)
+
+    async def _stop_entry(self, entry: _Entry) -> None:
+        self._cancel(entry)
+        if entry.server is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(entry.server.stop(0), STOP_GRACE_S)
+            entry.server = None
+        entry.plugin.close()
+        self.metrics.forget(entry.plugin.resource_name)
+
+    @staticmethod
+    def _cancel(entry: _Entry) -> None:
+        if entry.task is not None:
+            entry.task.cancel()
+            entry.task = None
 
     async def _restart(self, entry: _Entry) -> None:
+        self._cancel(entry)
         if entry.server is not None:
-            await entry.server.stop(0)
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(entry.server.stop(0), STOP_GRACE_S)
             entry.server = None
             entry.restarts += 1
         server = self._factory(entry.plugin, self.socket_dir)
         await server.start()
         entry.server = server
         entry.registered_with = None
+        entry.attempted_with = None
         entry.next_attempt = 0.0
 
-    async def _try_register(self, entry: _Entry, kubelet: tuple[int, int]) -> None:
+    async def _register_once(self, entry: _Entry, kubelet: tuple[int, int]) -> None:
         assert entry.server is not None
         name = entry.plugin.resource_name
-        entry.attempted_with = kubelet
         try:
-            await self._registrar(self.kubelet_socket, entry.server.socket_path.name, name, entry.plugin.options)
-        except UnavailableError as exc:
+            await asyncio.wait_for(
+                self._registrar(self.kubelet_socket, entry.server.socket_path.name, name, entry.plugin.options),
+                REGISTER_TIMEOUT_S + 1,
+            )
+        except (UnavailableError, TimeoutError) as exc:
             self.metrics.registrations.labels(name, "error").inc()
             entry.next_attempt = time.monotonic() + entry.backoff
             entry.backoff = min(entry.backoff * 2, BACKOFF_MAX_S)
             if not entry.warned:
-                log.warning("%s; retrying with backoff", exc.message)
+                reason = exc.message if isinstance(exc, UnavailableError) else "no answer in time"
+                log.warning("%s: %s; retrying with backoff", name, reason)
                 entry.warned = True
             return
+        finally:
+            entry.task = None
+            self.changed.set()
         self.metrics.registrations.labels(name, "ok").inc()
         entry.registered_with = kubelet
         entry.backoff = BACKOFF_MIN_S
         entry.warned = False
         log.info("%s: registered with the kubelet as %s", name, entry.server.socket_path.name)
 
-    async def tick(self) -> None:
-        """One reconcile pass: restart servers whose socket vanished, (re-)register where needed."""
+    async def _ensure_server(self, entry: _Entry, now: float) -> None:
+        if entry.server is not None and entry.server.socket_intact():
+            return
+        if now < entry.next_start:
+            return
+        try:
+            await self._restart(entry)
+        except Exception as exc:  # e.g. another process took our socket name: keep trying, never exit
+            entry.server = None
+            entry.next_start = now + entry.start_backoff
+            entry.start_backoff = min(entry.start_backoff * 2, BACKOFF_MAX_S)
+            text = exc.message if isinstance(exc, KubeaccelError) else str(exc)
+            if text != entry.start_error and self.socket_dir.is_dir():
+                log.warning("%s: cannot start the server: %s", entry.plugin.resource_name, text[:500])
+            entry.start_error = text
+            return
+        entry.start_backoff, entry.start_error = BACKOFF_MIN_S, None
+
+    async def tick(self) -> float:
+        """One reconcile pass: restart servers whose socket vanished, start registrations where needed.
+
+        Never waits for a registration. Returns the monotonic time of the next backoff that falls
+        due (``inf`` when nothing is pending), so the caller knows when to tick again.
+        """
+        self.changed.clear()
+        now = time.monotonic()
+        for entry in list(self.entries.values()):
+            await self._ensure_server(entry, now)
         kubelet = file_identity(self.kubelet_socket)
-        for entry in self.entries.values():
-            if entry.server is None or not entry.server.socket_intact():
-                try:
-                    await self._restart(entry)
-                except Exception as exc:  # e.g. the directory vanished: keep trying, never exit
-                    log.warning("%s: cannot start the server: %s", entry.plugin.resource_name, exc)
-                    entry.server = None
-                    continue
+        due_at = min((e.next_start for e in self.entries.values() if e.server is None), default=float("inf"))
         if kubelet is None:  # the kubelet is gone: whatever comes next must be registered with anew
             for entry in self.entries.values():
                 entry.registered_with = None
-            self.registered.clear()
-            return
-        now = time.monotonic()
-        due = []
+            self._update_registered(kubelet)
+            return due_at
         for entry in self.entries.values():
             if entry.server is None or entry.registered_with == kubelet:
                 continue
             if entry.attempted_with != kubelet:  # a new kubelet: try at once, forget the backoff
+                self._cancel(entry)
                 entry.next_attempt, entry.backoff = 0.0, BACKOFF_MIN_S
+            if entry.task is not None:
+                continue
             if now >= entry.next_attempt:
-                due.append(self._try_register(entry, kubelet))
-        if due:
-            await asyncio.gather(*due)
-        if all(e.registered_with == kubelet for e in self.entries.values()):
+                entry.attempted_with = kubelet
+                entry.task = asyncio.create_task(self._register_once(entry, kubelet))
+            else:
+                due_at = min(due_at, entry.next_attempt)
+        self._update_registered(kubelet)
+        return due_at
+
+    def _update_registered(self, kubelet: tuple[int, int] | None) -> None:
+        if kubelet is not None and all(e.registered_with == kubelet for e in self.entries.values()):
             self.registered.set()
         else:
             self.registered.clear()
 
+    async def settle(self) -> None:
+        """Wait for the registrations in flight (tests), then reconcile the outcome."""
+        tasks = [e.task for e in self.entries.values() if e.task is not None]
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+        self._update_registered(file_identity(self.kubelet_socket))
+
     async def close(self) -> None:
-        for entry in self.entries.values():
-            if entry.server is not None:
-                await entry.server.stop(0)
-                entry.server = None
-            entry.plugin.close()
-            self.metrics.forget(entry.plugin.resource_name)
+        entries = list(self.entries.values())
         self.entries.clear()
+        for entry in entries:
+            entry.plugin.backend.close()  # wake every watch thread first, so no join waits
+        for entry in entries:
+            await self._stop_entry(entry)
 
 
 ConfigLoader = Callable[[], PluginConfig]
 
 
 class Daemon:
-    """The whole node-side process: config → backends → manager, supervised until ``stop``."""
+    """The whole node-side process: config → backends → manager, supervised until ``stop_requested``."""
 
     def __init__(
         self,
@@ -197,13 +324,15 @@ class Daemon:
         *,
         root: Path = Path("/"),
         metrics_port: int | None = None,
-        metrics_addr: str = "0.0.0.0",
+        metrics_addr: str = "127.0.0.1",
+        cdi_dir: Path = DEFAULT_SPEC_DIR,
         server_factory: ServerFactory = PluginServer,
         registrar: Registrar = _register,
     ) -> None:
         self._load = load
         self.socket_dir = socket_dir
         self.root = root
+        self.cdi_dir = cdi_dir
         self.metrics = Metrics()
         self.metrics_port = metrics_port
         self._metrics_addr = metrics_addr
@@ -211,63 +340,157 @@ class Daemon:
         self.stop_requested = asyncio.Event()
         self.reload_requested = asyncio.Event()
         self.started = threading.Event()  # servers are listening (set from the loop thread)
+        self.reloads = 0  # completed reloads (tests wait on this)
+        self._watch: DirWatch | None = None
+        self._wake = asyncio.Event()
 
-    def _plugins(self, config: PluginConfig) -> list[ResourcePlugin]:
+    # -- building --------------------------------------------------------------------------------
+
+    def _plugins(self, config: PluginConfig, only: list[ResourceConfig] | None = None) -> list[
+        tuple[ResourceConfig, ResourcePlugin]
+    ]:
         """Everything a config needs, built before anything running is touched (closed on failure)."""
-        backends = build_backends(config, root=self.root)
+        for resource in config.resources:
+            check_socket_path(self.socket_dir, resource.name)
+        if any(r.cdi for r in config.resources if only is None or r in only):
+            check_cdi_dir(self.cdi_dir)
+        pairs = build_resources(config, root=self.root, only=only)
+        plugins: list[tuple[ResourceConfig, ResourcePlugin]] = []
         try:
-            return [
-                ResourcePlugin(backend, cdi=resource.cdi, metrics=self.metrics)
-                for resource, backend in zip(config.resources, backends, strict=True)
-            ]
+            for resource, backend in pairs:
+                try:
+                    plugin = ResourcePlugin(backend, cdi=resource.cdi, metrics=self.metrics, cdi_dir=self.cdi_dir)
+                except CdiError as exc:
+                    raise ConfigError(f"{resource.name}: {exc}", hint="check --cdi-dir and the resource name") from None
+                plugins.append((resource, plugin))
         except BaseException:
-            for backend in backends:
+            for _, plugin in plugins:
+                plugin.close()
+            for _, backend in pairs[len(plugins):]:
                 backend.close()
             raise
+        return plugins
 
-    async def _install(self, plugins: list[ResourcePlugin]) -> None:
-        for plugin in plugins:
-            await self.manager.add(plugin)
+    async def _install(self, plugins: list[tuple[ResourceConfig, ResourcePlugin]]) -> None:
+        for i, (resource, plugin) in enumerate(plugins):
+            try:
+                await self.manager.add(plugin, resource)
+            except BaseException:
+                for _, rest in plugins[i + 1:]:
+                    rest.close()
+                raise
 
     async def _reload(self) -> None:
-        # The new config is loaded and its backends built first: if either fails, the running
-        # resources keep serving untouched.
+        """Apply a new config: unchanged resources keep serving (their streams stay open); added,
+        removed and changed ones are started, stopped or restarted. If the new config or any of its
+        new backends fails, the running resources keep serving untouched."""
+        current = {name: e.config for name, e in self.manager.entries.items()}
         try:
             config = self._load()
-            plugins = self._plugins(config)
+            wanted = {r.name: r for r in config.resources}
+            changed = [r for r in config.resources if current.get(r.name) != r]
+            plugins = self._plugins(config, only=changed)
         except KubeaccelError as exc:
-            log.error("config reload failed, keeping the running config: %s", exc)
+            log.error("config reload failed, keeping the running config: %s", exc.message)
             return
-        except Exception:
-            log.exception("config reload failed, keeping the running config")
+        except Exception as exc:
+            log.error("config reload failed, keeping the running config: %s", str(exc)[:500])
             return
-        await self.manager.close()
-        await self._install(plugins)
-        log.info("config reloaded: %s", ", ".join(r.name for r in config.resources))
+        stale = [n for n in current if n not in wanted or current[n] != wanted[n]]
+        for name in stale:
+            await self.manager.remove(name)
+        try:
+            await self._install(plugins)
+        except KubeaccelError as exc:
+            log.error("config reload: %s", exc.message)
+        self.reloads += 1
+        log.info(
+            "config reloaded: %d unchanged, %d started, %d stopped",
+            len(current) - len(stale), len(plugins), len(stale),
+        )
+
+    # -- supervision ----------------------------------------------------------------------------
+
+    def _open_watch(self, loop: asyncio.AbstractEventLoop) -> bool:
+        try:
+            watch = DirWatch(self.socket_dir, None, _DIR_EVENTS)
+        except OSError:
+            return False
+        loop.add_reader(watch.fileno(), self._on_dir_event)
+        self._watch = watch
+        return True
+
+    def _close_watch(self, loop: asyncio.AbstractEventLoop) -> None:
+        if self._watch is not None:
+            with contextlib.suppress(Exception):
+                loop.remove_reader(self._watch.fileno())
+            self._watch.close()
+            self._watch = None
+
+    def _on_dir_event(self) -> None:
+        if self._watch is not None and self._watch.drain():
+            self._wake.set()
+
+    async def _sleep(self, timeout: float) -> None:
+        """Until stop, reload, a directory event, a finished registration or ``timeout``."""
+        if self.stop_requested.is_set() or self.reload_requested.is_set() or self._wake.is_set():
+            return
+        waits = [asyncio.ensure_future(e.wait())
+                 for e in (self.stop_requested, self.reload_requested, self._wake, self.manager.changed)]
+        try:
+            await asyncio.wait(waits, timeout=max(timeout, 0), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for w in waits:
+                w.cancel()
+
+    async def _wait_for_dir(self, loop: asyncio.AbstractEventLoop) -> None:
+        """The socket directory vanished: one log line, backoff until it is back (or stop)."""
+        log.warning("socket directory %s disappeared; waiting for it to come back", self.socket_dir)
+        backoff = BACKOFF_MIN_S
+        while not self.stop_requested.is_set():
+            if self.socket_dir.is_dir() and self._open_watch(loop):
+                log.info("socket directory %s is back; serving again", self.socket_dir)
+                return
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stop_requested.wait(), backoff)
+            backoff = min(backoff * 2, BACKOFF_MAX_S)
 
     async def run(self, *, handle_signals: bool = False) -> None:
-        check_socket_dir(self.socket_dir)
-        config = self._load()
         loop = asyncio.get_running_loop()
-        if handle_signals:
+        if handle_signals:  # before anything that can take time or receive a signal
             loop.add_signal_handler(signal.SIGTERM, self.stop_requested.set)
             loop.add_signal_handler(signal.SIGINT, self.stop_requested.set)
             loop.add_signal_handler(signal.SIGHUP, self.reload_requested.set)
         try:
-            if self.metrics_port is not None:
-                self.metrics_port = self.metrics.serve(self.metrics_port, self._metrics_addr)
-            await self._install(self._plugins(config))
+            check_socket_dir(self.socket_dir)
+            config = self._load()
+            plugins = self._plugins(config)
+            try:
+                if self.metrics_port is not None:
+                    self.metrics_port = await self.metrics.serve(self.metrics_port, self._metrics_addr)
+            except BaseException:
+                for _, plugin in plugins:
+                    plugin.close()
+                raise
+            await self._install(plugins)
+            self._open_watch(loop)
             self.started.set()
+            due = 0.0
             while not self.stop_requested.is_set():
                 if self.reload_requested.is_set():
                     self.reload_requested.clear()
                     await self._reload()
-                await self.manager.tick()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self.stop_requested.wait(), POLL_INTERVAL_S)
+                if self._watch is None or self._watch.gone:
+                    self._close_watch(loop)
+                    await self._wait_for_dir(loop)
+                    continue
+                self._wake.clear()
+                due = await self.manager.tick()
+                await self._sleep(min(due - time.monotonic(), SAFETY_TICK_S))
         finally:
+            self._close_watch(loop)
             await self.manager.close()
-            self.metrics.close()
+            await self.metrics.close()
             if handle_signals:
                 for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                     loop.remove_signal_handler(sig)

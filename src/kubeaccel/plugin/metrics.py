@@ -1,19 +1,31 @@
-"""Prometheus metrics of the device-plugin daemon, in a registry of its own.
+"""Prometheus metrics of the device-plugin daemon, in a registry of its own, served on the event loop.
 
 A registry per daemon (not the process-global one) so tests and benchmarks can run several
 daemons in one process and scrape each separately.
+
+The endpoint is an asyncio server on the daemon's own loop, not prometheus-client's threaded
+HTTP server (a thread per connection, no timeouts): at most ``MAX_CONNECTIONS`` at once (more are
+closed at once), a request must arrive within ``REQUEST_TIMEOUT_S`` and fit in ``MAX_REQUEST_BYTES``,
+and the answer is prometheus-client's own exposition (``generate_latest``). It binds to loopback
+unless told otherwise (the DaemonSet passes ``--metrics-addr 0.0.0.0`` for the pod IP).
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-import threading
+import errno
 from collections.abc import Mapping
-from wsgiref.simple_server import WSGIServer
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from kubeaccel.devices.model import Devices, Health
+from kubeaccel.errors import ConfigError
+
+MAX_CONNECTIONS = 16
+REQUEST_TIMEOUT_S = 5.0
+MAX_REQUEST_BYTES = 8192
+DEFAULT_ADDR = "127.0.0.1"
 
 # Allocate is expected to take well under a millisecond; the buckets resolve that range.
 ALLOCATE_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 1.0)
@@ -47,7 +59,8 @@ class Metrics:
             ["resource", "result"],
             registry=self.registry,
         )
-        self._http: tuple[WSGIServer, threading.Thread] | None = None
+        self._http: asyncio.Server | None = None
+        self._open = 0
 
     def set_devices(self, resource: str, devices: Devices) -> None:
         counts: Mapping[Health, int] = {h: sum(1 for d in devices.values() if d.health is h) for h in Health}
@@ -60,16 +73,56 @@ class Metrics:
             with contextlib.suppress(KeyError):
                 self.devices.remove(resource, health.value)
 
-    def serve(self, port: int, addr: str = "0.0.0.0") -> int:
-        """Serve /metrics over HTTP; returns the bound port (useful with port 0)."""
-        server, thread = start_http_server(port, addr=addr, registry=self.registry)
-        self._http = (server, thread)
-        return int(server.server_port)
+    async def serve(self, port: int, addr: str = DEFAULT_ADDR) -> int:
+        """Serve /metrics over HTTP on the running loop; returns the bound port (useful with port 0)."""
+        try:
+            server = await asyncio.start_server(self._handle, addr, port, limit=MAX_REQUEST_BYTES, backlog=64)
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise ConfigError(
+                    f"metrics port {port} on {addr} is already in use",
+                    hint="pick a free --metrics-port, or stop what listens there",
+                ) from None
+            raise ConfigError(
+                f"cannot serve metrics on {addr[:100]}:{port}: {exc.strerror or exc}",
+                hint="--metrics-addr takes a local IP address such as 127.0.0.1 or 0.0.0.0",
+            ) from None
+        self._http = server
+        return int(server.sockets[0].getsockname()[1])
 
-    def close(self) -> None:
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self._open >= MAX_CONNECTIONS:
+            writer.close()
+            return
+        self._open += 1
+        try:
+            async with asyncio.timeout(REQUEST_TIMEOUT_S):
+                head = await reader.readuntil(b"\r\n\r\n")
+                method, _, rest = head.partition(b" ")
+                path = rest.split(b" ", 1)[0].split(b"?", 1)[0]
+                if method not in (b"GET", b"HEAD"):
+                    status, body, ctype = b"405 Method Not Allowed", b"only GET\n", b"text/plain"
+                elif path not in (b"/metrics", b"/"):
+                    status, body, ctype = b"404 Not Found", b"try /metrics\n", b"text/plain"
+                else:
+                    status, body, ctype = b"200 OK", generate_latest(self.registry), CONTENT_TYPE_LATEST.encode()
+                writer.write(
+                    b"HTTP/1.1 " + status + b"\r\nContent-Type: " + ctype
+                    + b"\r\nContent-Length: " + str(len(body)).encode() + b"\r\nConnection: close\r\n\r\n"
+                    + (b"" if method == b"HEAD" else body)
+                )
+                await writer.drain()
+        except (TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError):
+            pass
+        finally:
+            self._open -= 1
+            writer.close()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(writer.wait_closed(), 1.0)
+
+    async def close(self) -> None:
         if self._http is not None:
-            server, thread = self._http
-            server.shutdown()
-            server.server_close()
-            thread.join(timeout=5)
+            self._http.close()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._http.wait_closed(), 1.0)
             self._http = None

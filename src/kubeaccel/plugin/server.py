@@ -7,13 +7,17 @@ is sent, because the kubelet dials the endpoint as soon as it accepts the regist
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import re
+import socket
+import stat
 from pathlib import Path
+from typing import Any
 
 import grpc
 
-from kubeaccel.errors import UnavailableError
+from kubeaccel.errors import ConfigError, UnavailableError
 from kubeaccel.plugin._generated import api_pb2 as pb
 from kubeaccel.plugin._generated import api_pb2_grpc as pb_grpc
 from kubeaccel.plugin.service import ResourcePlugin
@@ -22,11 +26,86 @@ API_VERSION = "v1beta1"
 KUBELET_SOCKET = "kubelet.sock"
 DEFAULT_SOCKET_DIR = Path("/var/lib/kubelet/device-plugins")
 REGISTER_TIMEOUT_S = 5.0
+# Only the kubelet (root) talks to our socket; set explicitly, whatever the umask.
+SOCKET_MODE = 0o600
+# sockaddr_un.sun_path holds 108 bytes including the terminating NUL.
+MAX_SOCKET_PATH = 107
 
 
 def socket_name(resource_name: str) -> str:
     """``nec.com/ve`` -> ``kubeaccel-nec.com_ve.sock``: one socket per resource, stable across restarts."""
     return "kubeaccel-" + re.sub(r"[^A-Za-z0-9._-]", "_", resource_name) + ".sock"
+
+
+def check_socket_path(socket_dir: Path, resource_name: str) -> Path:
+    """Our socket path for a resource; ``ConfigError`` when it does not fit in a unix socket address."""
+    path = socket_dir / socket_name(resource_name)
+    size = len(os.fsencode(path))
+    if size > MAX_SOCKET_PATH:
+        raise ConfigError(
+            f"socket path {str(path)[:200]} is {size} bytes, over the {MAX_SOCKET_PATH}-byte limit of unix sockets",
+            hint=f"use a shorter --socket-dir or resource name (the name may take at most "
+            f"{MAX_SOCKET_PATH - len(os.fsencode(socket_dir)) - len('/kubeaccel-.sock')} bytes here)",
+        )
+    return path
+
+
+def claim_socket_path(path: Path) -> None:
+    """Make ``path`` free for our server, or explain why it is not ours to take.
+
+    A socket nobody listens on (left by an earlier run) is removed. A socket with a live server
+    behind it (connect-probe) is another process: two daemons with one config would take over each
+    other's socket, so that is an error naming it. Anything else at that name is never deleted.
+    """
+    try:
+        st = path.lstat()
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(st.st_mode):
+        kind = "a directory" if stat.S_ISDIR(st.st_mode) else "not a socket"
+        raise ConfigError(
+            f"cannot serve on {path}: it exists and is {kind}",
+            hint="remove it by hand (it is not ours), or use another --socket-dir",
+        )
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    probe.settimeout(0.5)
+    try:
+        probe.connect(str(path))
+    except OSError as exc:
+        if exc.errno not in (errno.ECONNREFUSED, errno.ENOENT):
+            raise ConfigError(f"cannot probe {path}: {exc.strerror}", hint="check the socket directory") from None
+    else:
+        raise ConfigError(
+            f"another process is serving on {path}",
+            hint="is a second kubeaccel plugin running with the same config? stop it first "
+            "(two daemons would take over each other's socket)",
+        )
+    finally:
+        probe.close()
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()
+
+
+def _serialize(message: object) -> bytes:
+    # ListAndWatch yields pre-serialized bytes (one encoding per snapshot, not per stream).
+    return message if isinstance(message, bytes) else message.SerializeToString()  # type: ignore[attr-defined]
+
+
+def _handlers(plugin: ResourcePlugin) -> grpc.GenericRpcHandler[Any, Any]:
+    """The DevicePlugin service's method table: as generated, except the bytes-aware serializer."""
+    unary, stream = grpc.unary_unary_rpc_method_handler, grpc.unary_stream_rpc_method_handler
+    return grpc.method_handlers_generic_handler(
+        "v1beta1.DevicePlugin",
+        {
+            "GetDevicePluginOptions": unary(plugin.GetDevicePluginOptions, pb.Empty.FromString, _serialize),
+            "ListAndWatch": stream(plugin.ListAndWatch, pb.Empty.FromString, _serialize),
+            "GetPreferredAllocation": unary(
+                plugin.GetPreferredAllocation, pb.PreferredAllocationRequest.FromString, _serialize
+            ),
+            "Allocate": unary(plugin.Allocate, pb.AllocateRequest.FromString, _serialize),
+            "PreStartContainer": unary(plugin.PreStartContainer, pb.PreStartContainerRequest.FromString, _serialize),
+        },
+    )
 
 
 class PluginServer:
@@ -42,13 +121,22 @@ class PluginServer:
         self._identity: tuple[int, int] | None = None
 
     async def start(self) -> None:
-        # A socket left by an earlier run would make bind fail; it is ours by name, so remove it.
-        with contextlib.suppress(FileNotFoundError):
-            self.socket_path.unlink()
+        claim_socket_path(self.socket_path)
         server = grpc.aio.server()
-        pb_grpc.add_DevicePluginServicer_to_server(self.plugin, server)
-        server.add_insecure_port(f"unix://{self.socket_path}")
+        server.add_generic_rpc_handlers((_handlers(self.plugin),))
+        # The socket is created by bind (in add_insecure_port); a tight umask keeps it private from
+        # the start, the chmod makes the mode explicit.
+        old_umask = os.umask(0o177)
+        try:
+            if not server.add_insecure_port(f"unix://{self.socket_path}"):
+                raise ConfigError(f"cannot listen on {self.socket_path}", hint="check the socket directory")
+        except RuntimeError as exc:
+            raise ConfigError(f"cannot listen on {self.socket_path}: {exc}", hint="check the socket directory") \
+                from None
+        finally:
+            os.umask(old_umask)
         await server.start()
+        os.chmod(self.socket_path, SOCKET_MODE)
         self._server = server
         self._identity = file_identity(self.socket_path)
 

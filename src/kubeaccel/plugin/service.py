@@ -13,21 +13,27 @@ import logging
 import threading
 import time
 from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
+from typing import Any
 
 import grpc
 
+from kubeaccel.devices import cdi as cdi_spec
 from kubeaccel.devices.model import Backend, Device, DeviceNode, Devices, Resettable, sort_key
 from kubeaccel.devices.naming import devices_env_var
-from kubeaccel.devices.policy import AllocationError, check_allocation, preferred_allocation
+from kubeaccel.devices.policy import AllocationError, check_allocation, names, preferred_allocation
+from kubeaccel.errors import KubeaccelError
 from kubeaccel.plugin._generated import api_pb2 as pb
 from kubeaccel.plugin._generated import api_pb2_grpc as pb_grpc
 from kubeaccel.plugin.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
-# Backends without a change signal are rescanned this often; those with one wake the watch
-# thread at once.
-RESCAN_INTERVAL_S = 1.0
+# Every backend wakes the watch thread on a change (inotify, NVML events, or its own cheap poll);
+# this rescan is only a safety net, so an idle daemon does almost nothing.
+RESCAN_INTERVAL_S = 30.0
+# After a failed scan, try again this soon.
+RETRY_INTERVAL_S = 1.0
 
 
 def device_message(device: Device) -> pb.Device:
@@ -39,33 +45,83 @@ def list_response(devices: Devices) -> pb.ListAndWatchResponse:
     return pb.ListAndWatchResponse(devices=[device_message(d) for d in devices.values()])
 
 
+def list_bytes(devices: Devices) -> bytes:
+    """The serialized ListAndWatch message: built once per snapshot, sent to every stream as is."""
+    return list_response(devices).SerializeToString()
+
+
 def _unique(items: Sequence[DeviceNode]) -> list[DeviceNode]:
     return list(dict.fromkeys(items))
 
 
+def cdi_env_var(resource_name: str) -> str:
+    """Set by our CDI spec (not by Allocate), so a container shows that the runtime applied it."""
+    return devices_env_var(resource_name).replace("KUBEACCEL_DEVICES_", "KUBEACCEL_CDI_", 1)
+
+
+def cdi_document(resource_name: str, backend: Backend, devices: Devices) -> dict[str, Any]:
+    """The CDI spec of one resource: an entry per real device (replicas share one), named by index.
+
+    Each entry carries what a container needs for that device alone: its nodes and the backend's
+    extra nodes and mounts. What depends on the whole allocation (``KUBEACCEL_DEVICES_*``,
+    ``VE_NODE_NUMBER``) stays in Allocate's envs.
+    """
+    entries: dict[str, cdi_spec.ContainerEdits] = {}
+    for dev in devices.values():
+        name = cdi_spec.device_name(dev.index)
+        if name in entries:
+            continue
+        extra = backend.container_allocation([dev])
+        entries[name] = cdi_spec.ContainerEdits.of(
+            device_nodes=_unique([*dev.nodes, *extra.device_nodes]), mounts=dict.fromkeys(extra.mounts)
+        )
+    kind = cdi_spec.kind_for(resource_name)
+    return cdi_spec.spec(kind, entries, cdi_spec.ContainerEdits.of(env={cdi_env_var(resource_name): kind}))
+
+
 def allocate_container(
-    resource_name: str, backend: Backend, devices: Devices, ids: Sequence[str], *, cdi: bool
+    resource_name: str,
+    backend: Backend,
+    devices: Devices,
+    ids: Sequence[str],
+    *,
+    cdi: bool,
+    cdi_names: frozenset[str] | None = None,
 ) -> pb.ContainerAllocateResponse:
     """The response for one container: validated IDs in sorted order, env, nodes, mounts, CDI.
 
+    With ``cdi_names`` (the device names in the CDI spec this plugin wrote) the devices' nodes and
+    mounts come from that spec and the response names its entries instead of listing DeviceSpecs.
     Depends only on its inputs, so the kubelet's re-call after a restart gets the same answer.
     """
     chosen = list(check_allocation(devices, ids).values())  # natural ID order
     indices = sorted(dict.fromkeys(d.index for d in chosen), key=sort_key)
     extra = backend.container_allocation(chosen)
     envs = {**extra.envs, devices_env_var(resource_name): ",".join(indices)}
+    response = pb.ContainerAllocateResponse(envs=envs, annotations=dict(extra.annotations))
+    if cdi and cdi_names is not None and not extra.cdi_devices:
+        kind = cdi_spec.kind_for(resource_name)
+        wanted = [cdi_spec.device_name(i) for i in indices]
+        missing = [n for n in wanted if n not in cdi_names]
+        if missing:
+            raise AllocationError(
+                f"cannot allocate: no CDI spec entry for device(s) {names(missing)}",
+                hint="the plugin could not write its CDI spec; see its log (--cdi-dir must be writable)",
+            )
+        response.cdi_devices.extend(pb.CDIDevice(name=cdi_spec.qualified(kind, n)) for n in wanted)
+        return response
     nodes = _unique([*(n for d in chosen for n in d.nodes), *extra.device_nodes])
-    response = pb.ContainerAllocateResponse(
-        envs=envs,
-        devices=[pb.DeviceSpec(container_path=n.container_path, host_path=n.host_path, permissions=n.permissions)
-                 for n in nodes],
-        mounts=[pb.Mount(container_path=m.container_path, host_path=m.host_path, read_only=m.read_only)
-                for m in dict.fromkeys(extra.mounts)],
-        annotations=dict(extra.annotations),
+    response.devices.extend(
+        pb.DeviceSpec(container_path=n.container_path, host_path=n.host_path, permissions=n.permissions)
+        for n in nodes
     )
-    if cdi:
-        names = extra.cdi_devices or tuple(f"{resource_name}={i}" for i in indices)
-        response.cdi_devices.extend(pb.CDIDevice(name=n) for n in names)
+    response.mounts.extend(
+        pb.Mount(container_path=m.container_path, host_path=m.host_path, read_only=m.read_only)
+        for m in dict.fromkeys(extra.mounts)
+    )
+    if cdi:  # the backend names its vendor's own spec (NVIDIA's nvidia-ctk)
+        names_ = extra.cdi_devices or tuple(f"{resource_name}={i}" for i in indices)
+        response.cdi_devices.extend(pb.CDIDevice(name=n) for n in names_)
     return response
 
 
@@ -75,9 +131,7 @@ def preferred_container(devices: Devices, request: pb.ContainerPreferredAllocati
     unknown = devices.unknown(available)
     if unknown:
         raise AllocationError(
-            "cannot choose a preferred allocation: available ID(s) "
-            + ", ".join(repr(i) for i in unknown)
-            + " are not devices of this resource",
+            f"cannot choose a preferred allocation: available ID(s) {names(unknown)} are not devices of this resource",
             hint="the kubelet and the plugin disagree about the device list; check ListAndWatch",
         )
     return preferred_allocation(devices.subset(available), list(request.must_include_deviceIDs),
@@ -85,14 +139,31 @@ def preferred_container(devices: Devices, request: pb.ContainerPreferredAllocati
 
 
 class ResourcePlugin(pb_grpc.DevicePluginServicer):
-    """The DevicePlugin service for one resource, over a backend it owns."""
+    """The DevicePlugin service for one resource, over a backend it owns.
 
-    def __init__(self, backend: Backend, *, cdi: bool = False, metrics: Metrics | None = None) -> None:
+    With ``cdi`` and a ``cdi_dir``, the plugin keeps ``<cdi_dir>/kubeaccel-<resource>.json`` in step
+    with its device list (written before a new list is served, removed by ``close``).
+    """
+
+    def __init__(
+        self,
+        backend: Backend,
+        *,
+        cdi: bool = False,
+        metrics: Metrics | None = None,
+        cdi_dir: Path | None = None,
+    ) -> None:
         self.backend = backend
         self.resource_name = backend.resource_name
         self.cdi = cdi
+        self.cdi_dir = cdi_dir if cdi else None
+        self.cdi_file = cdi_spec.spec_file_name(self.resource_name)
+        self.cdi_names: frozenset[str] | None = None  # entries of the spec on disk
+        self._cdi_written: dict[str, Any] | None = None
         self.metrics = metrics or Metrics()
         self.devices = backend.scan()
+        self._list = list_bytes(self.devices)
+        self._sync_cdi(self.devices, initial=True)
         self._changed = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop = threading.Event()
@@ -109,6 +180,29 @@ class ResourcePlugin(pb_grpc.DevicePluginServicer):
             pre_start_required=isinstance(self.backend, Resettable), get_preferred_allocation_available=True
         )
 
+    # -- CDI ------------------------------------------------------------------------------------
+
+    def _sync_cdi(self, devices: Devices, *, initial: bool = False) -> None:
+        """Write the CDI spec for ``devices`` when it differs from the one on disk.
+
+        At start a failure is the user's to fix (``CdiError`` propagates); later it is logged and
+        the old spec stays, and Allocate refuses devices the spec on disk does not name.
+        """
+        if self.cdi_dir is None:
+            return
+        document = cdi_document(self.resource_name, self.backend, devices)
+        if document == self._cdi_written:
+            return
+        try:
+            cdi_spec.write_spec(self.cdi_dir, self.cdi_file, document)
+        except cdi_spec.CdiError as exc:
+            if initial:
+                raise
+            log.error("%s: keeping the previous CDI spec: %s", self.resource_name, exc)
+            return
+        self._cdi_written = document
+        self.cdi_names = frozenset(d["name"] for d in document["devices"])
+
     # -- the snapshot ---------------------------------------------------------------------------
 
     def start_watching(self) -> None:
@@ -121,13 +215,14 @@ class ResourcePlugin(pb_grpc.DevicePluginServicer):
     def _watch(self) -> None:
         while not self._stop.is_set():
             try:
+                # A change or the safety-net timeout: either way, rescan (cheap next to a change).
                 self.backend.wait_for_change(RESCAN_INTERVAL_S)
                 if self._stop.is_set():
                     return
                 snapshot = self.backend.scan()
-            except Exception:  # a flaky backend must not end the watch: log, back off, retry
-                log.exception("%s: device scan failed", self.resource_name)
-                self._stop.wait(RESCAN_INTERVAL_S)
+            except Exception as exc:  # a flaky backend must not end the watch: log, back off, retry
+                log.error("%s: device scan failed: %s", self.resource_name, str(exc)[:500])
+                self._stop.wait(RETRY_INTERVAL_S)
                 continue
             if snapshot != self.devices and self._loop is not None:
                 try:
@@ -139,17 +234,25 @@ class ResourcePlugin(pb_grpc.DevicePluginServicer):
         """Make ``snapshot`` current and wake every ListAndWatch stream (event-loop thread only)."""
         if snapshot == self.devices:
             return
+        self._sync_cdi(snapshot)  # the spec names a device before the kubelet may allocate it
         self.devices = snapshot
+        self._list = list_bytes(snapshot)
         self.metrics.set_devices(self.resource_name, snapshot)
         changed, self._changed = self._changed, asyncio.Event()
         changed.set()
         log.info("%s: %d devices, %d healthy", self.resource_name, len(snapshot), len(snapshot.healthy()))
 
-    def close(self) -> None:
+    def close(self, *, remove_cdi: bool = True) -> None:
         self._stop.set()
         self.backend.close()
         if self._thread is not None:
-            self._thread.join(timeout=5)
+            self._thread.join(timeout=0.5)  # the backend's close wakes it; never hold up shutdown
+        if remove_cdi and self.cdi_dir is not None and self._cdi_written is not None:
+            try:
+                cdi_spec.remove_spec(self.cdi_dir, self.cdi_file)
+            except OSError as exc:
+                log.warning("%s: cannot remove the CDI spec: %s", self.resource_name, exc)
+            self._cdi_written = None
         # Wake any stream still waiting so it can notice its server is gone.
         self._changed.set()
 
@@ -160,14 +263,14 @@ class ResourcePlugin(pb_grpc.DevicePluginServicer):
     ) -> pb.DevicePluginOptions:
         return self.options
 
-    async def ListAndWatch(  # noqa: N802
+    async def ListAndWatch(  # type: ignore[override]  # noqa: N802 - yields pre-serialized bytes (server._handlers)
         self, request: pb.Empty, context: grpc.aio.ServicerContext[pb.Empty, pb.ListAndWatchResponse]
-    ) -> AsyncIterator[pb.ListAndWatchResponse]:
+    ) -> AsyncIterator[bytes]:
         # Take the event before sending, so a change during the send is never missed; several
         # changes during one send collapse into one newer list.
         while not self._stop.is_set():
             changed = self._changed
-            yield list_response(self.devices)
+            yield self._list
             await changed.wait()
 
     async def GetPreferredAllocation(  # noqa: N802
@@ -193,7 +296,8 @@ class ResourcePlugin(pb_grpc.DevicePluginServicer):
             for container in request.container_requests:
                 response.container_responses.append(
                     allocate_container(
-                        self.resource_name, self.backend, self.devices, list(container.devices_ids), cdi=self.cdi
+                        self.resource_name, self.backend, self.devices, container.devices_ids, cdi=self.cdi,
+                        cdi_names=self.cdi_names,
                     )
                 )
         except AllocationError as exc:
@@ -215,11 +319,15 @@ class ResourcePlugin(pb_grpc.DevicePluginServicer):
         ids = list(request.devices_ids)
         unknown = self.devices.unknown(ids)
         if unknown or not ids:
-            what = ", ".join(repr(i) for i in unknown) if unknown else "no device IDs"
+            what = names(unknown) if unknown else "no device IDs"
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"{self.resource_name}: cannot reset {what}")
         try:
             await asyncio.to_thread(backend.reset, list(self.devices.subset(ids).values()))
+        except KubeaccelError as exc:  # a failing resetCommand or a config mistake: one clear line
+            log.error("%s: %s", self.resource_name, exc.message)
+            await context.abort(grpc.StatusCode.INTERNAL, f"{self.resource_name}: {exc.message[:1000]}")
         except Exception as exc:
             log.exception("%s: reset failed", self.resource_name)
-            await context.abort(grpc.StatusCode.INTERNAL, f"{self.resource_name}: device reset failed: {exc}")
+            detail = str(exc)[:500]
+            await context.abort(grpc.StatusCode.INTERNAL, f"{self.resource_name}: device reset failed: {detail}")
         return pb.PreStartContainerResponse()

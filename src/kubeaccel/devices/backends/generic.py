@@ -23,7 +23,7 @@ import threading
 from collections.abc import Sequence
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, field_validator
 
 from kubeaccel.devices.backends._poll import ChangePoller, under_root
 from kubeaccel.devices.model import Backend, ContainerAllocation, Device, DeviceNode, Devices, Health, sort_key
@@ -40,11 +40,11 @@ class Config(BaseModel):
     paths: list[str] = Field(
         min_length=1, description="Absolute globs of device nodes, e.g. /dev/ttyUSB*; several allowed."
     )
-    share_count: int = Field(default=1, ge=1, le=1024, alias="shareCount", description="Containers per node.")
+    share_count: StrictInt = Field(default=1, ge=1, le=1024, alias="shareCount", description="Containers per node.")
     permissions: str = Field(
         default="rw", pattern=r"^(rwm|rw|rm|wm|r|w|m)$", description="cgroup device access, in rwm order."
     )
-    poll_interval_seconds: float = Field(
+    poll_interval_seconds: StrictFloat = Field(
         default=0.1, gt=0, le=60, alias="pollIntervalSeconds", description="How often to re-check the globs."
     )
 

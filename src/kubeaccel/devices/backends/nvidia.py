@@ -30,7 +30,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt
 
 from kubeaccel.devices.backends._nvml import EVENT_DOUBLE_BIT_ECC, EVENT_XID_CRITICAL, Gpu, HealthEvent, Nvml
 from kubeaccel.devices.backends._poll import read_int, under_root
@@ -53,12 +53,12 @@ class Config(BaseModel):
         alias="visibleDevices",
         description="What NVIDIA_VISIBLE_DEVICES and the CDI names list: GPU indices or UUIDs.",
     )
-    ignored_xids: list[int] = Field(
+    ignored_xids: list[StrictInt] = Field(
         default=list(APPLICATION_XIDS),
         alias="ignoredXids",
         description="XID errors that do not make a GPU unhealthy (application errors).",
     )
-    recover_after_seconds: float | None = Field(
+    recover_after_seconds: StrictFloat | None = Field(
         default=60.0,
         gt=0,
         alias="recoverAfterSeconds",

@@ -6,10 +6,13 @@ blocks (like real sockets: the first half on node 0, the second on node 1).
 
 ``stateFile`` (optional) is a JSON object ``{"sim-1": "Unhealthy", "sim-3": "Absent"}``; IDs it
 does not name are healthy, ``Absent`` devices disappear from the list (an unplug) and come back
-when the entry goes. The file is polled every few milliseconds (its inode, size and mtime), so
-``wait_for_change`` returns within a few ms of a write — replacing the file atomically with a
-rename works too. A missing file means all healthy; an unreadable or malformed file keeps the
-last good state and is reported by ``state_error`` rather than crashing the daemon.
+when the entry goes. The file is watched with inotify on its directory (``kubeaccel.devices.watch``):
+``wait_for_change`` returns within a millisecond of the writer closing the file or renaming a new
+one over it, and an idle daemon does no work at all. Replacing the file atomically (write a temp
+file, rename) is the recommended way; an in-place rewrite never flaps either, because a read that
+sees an empty or partial file (a write in progress) keeps the last good state, and the writer's
+close wakes a fresh read. A missing file means all healthy; an unreadable or malformed file keeps
+the last good state and is reported by ``state_error`` rather than crashing the daemon.
 
 ``deviceDir`` (optional): when set, the backend creates one node per device there
 (``<deviceDir>/<id>``) and advertises it as the device node mounted at ``/dev/<id>``, so the
@@ -24,7 +27,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import stat
 import threading
@@ -32,17 +34,17 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
-from kubeaccel.devices.backends._poll import ChangePoller
 from kubeaccel.devices.model import ContainerAllocation, Device, DeviceNode, Devices, Health
+from kubeaccel.devices.watch import FileWatcher
 from kubeaccel.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
-# How often the state file is checked. Small enough for "a few ms" propagation; a stat() costs
-# microseconds, so the idle cost is negligible.
-POLL_INTERVAL_S = 0.002
+# Only while the state file's directory does not exist: then it is checked this often, and
+# inotify takes over as soon as it appears.
+FALLBACK_INTERVAL_S = 1.0
 
 State = Literal["Healthy", "Unhealthy", "Absent"]
 
@@ -71,8 +73,10 @@ class Config(BaseModel):
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
 
-    count: int = Field(ge=0, le=4096, description="How many devices to simulate.")
-    numa_nodes: int = Field(default=1, ge=1, le=64, alias="numaNodes", description="NUMA nodes to spread them over.")
+    count: StrictInt = Field(ge=0, le=4096, description="How many devices to simulate.")
+    numa_nodes: StrictInt = Field(
+        default=1, ge=1, le=64, alias="numaNodes", description="NUMA nodes to spread them over."
+    )
     state_file: Path | None = Field(default=None, alias="stateFile", description="JSON map of device ID to state.")
     id_prefix: str = Field(
         default="sim", alias="idPrefix", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,40}$", description="Device ID prefix."
@@ -120,12 +124,8 @@ class SimulatedBackend:
                 ) from None
         # Made before the first read, so a write in between is signalled rather than missed. Without a
         # state file nothing can change: the wait is then one sleep until the timeout or close().
-        state_file = self._state_file
-        self._poller = (
-            ChangePoller(lambda: _fingerprint(state_file), POLL_INTERVAL_S)
-            if state_file is not None
-            else ChangePoller(lambda: None, math.inf)
-        )
+        self._closed = threading.Event()
+        self._watcher = FileWatcher(self._state_file, FALLBACK_INTERVAL_S) if self._state_file is not None else None
         self._reload()
 
     @property
@@ -148,7 +148,10 @@ class SimulatedBackend:
             states: dict[str, State] = {}
         else:
             try:
-                states = _parse_states(path.read_text())
+                text = path.read_bytes().decode("utf-8")
+                if not text.strip():  # truncated for an in-place rewrite: wait for the writer's close
+                    return
+                states = _parse_states(text)
             except (OSError, ValueError) as exc:
                 self.state_error = f"{path}: {exc}"
                 log.warning("%s: ignoring the state file, keeping the last good state: %s", self._resource_name,
@@ -189,23 +192,28 @@ class SimulatedBackend:
         return ContainerAllocation()
 
     def wait_for_change(self, timeout: float) -> bool:
-        return self._poller.wait(timeout)
+        if self._watcher is None:
+            self._closed.wait(timeout)
+            return False
+        return self._watcher.wait(timeout)
 
     def close(self) -> None:
-        self._poller.close()
+        self._closed.set()
+        if self._watcher is not None:
+            self._watcher.close()
 
 
 def _parse_states(text: str) -> dict[str, State]:
-    """``{"sim-1": "Unhealthy"}`` → states; ``ValueError`` says what is wrong. Empty text = no entries."""
-    if not text.strip():
-        return {}
+    """``{"sim-1": "Unhealthy"}`` → states; ``ValueError`` says what is wrong (bounded)."""
     data = json.loads(text)
     if not isinstance(data, Mapping):
         raise ValueError("the state file must hold a JSON object of device ID to state")
     states: dict[str, State] = {}
     for key, value in data.items():
         if value not in ("Healthy", "Unhealthy", "Absent"):
-            raise ValueError(f"state of {key!r} is {value!r}; expected Healthy, Unhealthy or Absent")
+            raise ValueError(
+                f"state of {str(key)[:64]!r} is {str(value)[:64]!r}; expected Healthy, Unhealthy or Absent"
+            )
         states[str(key)] = value
     return states
 

@@ -29,10 +29,11 @@ import os
 import re
 import stat
 import subprocess
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictFloat, field_validator
 
 from kubeaccel.devices.backends._poll import ChangePoller, read_int, read_text, under_root
 from kubeaccel.devices.model import (
@@ -71,8 +72,8 @@ class Config(BaseModel):
         min_length=1,
         description="argv run per VE before a container starts; {slot} and {device} are substituted.",
     )
-    reset_timeout_seconds: float = Field(default=60.0, gt=0, le=3600, alias="resetTimeoutSeconds")
-    poll_interval_seconds: float = Field(
+    reset_timeout_seconds: StrictFloat = Field(default=60.0, gt=0, le=3600, alias="resetTimeoutSeconds")
+    poll_interval_seconds: StrictFloat = Field(
         default=0.1, gt=0, le=60, alias="pollIntervalSeconds", description="How often sysfs health is re-read."
     )
 
@@ -231,26 +232,42 @@ class ResettableVEBackend(VEBackend):
             attrs = dict(dev.attributes)
             values = {"slot": dev.index, "device": attrs.get("device", "")}
             argv = [part.format_map(values) for part in command]
-            try:
-                done = subprocess.run(
-                    argv,
-                    capture_output=True,
-                    text=True,
-                    timeout=self._config.reset_timeout_seconds,
-                    check=False,
-                )
-            except (OSError, subprocess.TimeoutExpired) as exc:
+            code, output = _run_reset(argv, self._config.reset_timeout_seconds, dev.index)
+            if code != 0:
                 raise KubeaccelError(
-                    f"resetting VE slot {dev.index} failed: {exc}",
-                    hint="check resetCommand in the plugin config (the program must exist and finish "
-                    "within resetTimeoutSeconds)",
-                ) from exc
-            if done.returncode != 0:
-                output = (done.stderr or done.stdout).strip()[-500:]
-                raise KubeaccelError(
-                    f"resetting VE slot {dev.index} failed: {argv[0]} exited with {done.returncode}: {output}",
+                    f"resetting VE slot {dev.index} failed: {argv[0][:200]} exited with {code}: {output}",
                     hint="run the resetCommand by hand on the node to see why it fails",
                 )
+
+
+def _run_reset(argv: list[str], timeout: float, slot: str) -> tuple[int, str]:
+    """Run one reset command; (exit code, the tail of its output decoded leniently).
+
+    Output goes to a temporary file, not a pipe: a background child the command leaves behind
+    (a daemon it restarts) may hold its stdout open, and waiting for the pipe's end would then
+    time out a reset that succeeded. Only the command's own exit is waited for.
+    """
+    with tempfile.TemporaryFile() as out:
+        try:
+            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
+        except OSError as exc:
+            raise KubeaccelError(
+                f"resetting VE slot {slot} failed: cannot run {argv[0][:200]!r}: {exc.strerror or exc}",
+                hint="check resetCommand in the plugin config (the program must exist and be executable)",
+            ) from None
+        try:
+            code = proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            raise KubeaccelError(
+                f"resetting VE slot {slot} failed: {argv[0][:200]} did not finish within {timeout:g} s",
+                hint="raise resetTimeoutSeconds in the plugin config, or check why the reset hangs",
+            ) from None
+        size = out.seek(0, os.SEEK_END)
+        out.seek(max(0, size - 2000))
+        text = out.read().decode("utf-8", errors="replace").strip()[-500:]
+    return code, text
 
 
 def create(resource_name: str, config: Config, *, root: Path = Path("/")) -> Backend:
