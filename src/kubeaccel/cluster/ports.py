@@ -14,6 +14,9 @@ _PICK_RANGE = (20000, 32000)
 
 def is_free(port: int, host: str = "127.0.0.1") -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        # As the Go servers bind: connections of a just-killed server in TIME_WAIT do not block the port,
+        # only a live listener does (a repairing `up` restarts the API server on its port right away).
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
         except OSError as exc:
