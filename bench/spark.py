@@ -5,10 +5,12 @@
 
 Measures, each as a cold CLI process (what a user or a scheduler script pays):
   1. submit latency: `kubeaccel spark submit` vs `spark-submit --deploy-mode cluster` (fire-and-forget);
-  2. status with a glob over N apps: `kubeaccel spark status NS:bench-*` vs `spark-submit --status`;
+  2. status of one app and of a glob over N apps: `kubeaccel spark status` vs `spark-submit --status`,
+     and vs the physical floor a Go client sets: `kubectl get pods -l spark-role=driver` on the same pods;
   3. kill with a glob over N apps: `kubeaccel spark kill NS:bench-*` vs `spark-submit --kill`.
 The N apps are created cheaply (driver pods only, with Spark's labels, straight through the API).
-Goals (issue 4): submit >= 20x faster; status and kill >= 20x faster and under 1 s.
+Goals: submit >= 14x faster than spark-submit; status and kill >= 20x faster and under 1 s;
+status within 2x of kubectl (issue 11).
 """
 
 from __future__ import annotations
@@ -26,9 +28,11 @@ from pathlib import Path
 from kubeaccel.kube.client import Kube
 from kubeaccel.kube.tenancy import create_tenant
 from kubeaccel.spark.builder import Generated, build
-from kubeaccel.spark.conf import SubmitRequest, resolve_conf
+from kubeaccel.spark.conf import SubmitRequest
+from kubeaccel.spark.model import resolve
 
 BIN = Path(sys.executable).parent
+KUBECTL = Path("~/.cache/kubeaccel/k8s/v1.37.2/bin/kubectl").expanduser()
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from fixtures.spark import spark_submit_env  # noqa: E402  (the same environment the reference test gives spark-submit)
 
@@ -51,13 +55,15 @@ def _create_apps(kube: Kube, namespace: str, count: int) -> None:
     retrying 1,000 unschedulable pods takes a whole core of this 2-core VM away from whichever CLI is
     being timed at that moment. Gated pods stay Pending quietly; the API objects are the same size.
     """
-    request = SubmitRequest(
-        "local:///opt/app.py", master=f"k8s://{kube.server}", conf={"spark.kubernetes.container.image": "spark:bench"}
-    )
 
     def one(index: int) -> None:
-        conf = {**resolve_conf(request), "spark.app.name": f"bench-{index}"}
-        manifests = build(request, conf, namespace, Generated.fresh("bench"))
+        request = SubmitRequest(
+            "local:///opt/app.py",
+            master=f"k8s://{kube.server}",
+            name=f"bench-{index}",
+            conf={"spark.kubernetes.container.image": "spark:bench"},
+        )
+        manifests = build(resolve(request).placed(namespace), Generated.fresh("bench"))
         manifests.driver_pod["spec"]["schedulingGates"] = [{"name": "kubeaccel.dev/bench-hold"}]
         kube.create(manifests.driver_pod, namespace=namespace)
 
@@ -73,6 +79,63 @@ def _wait_gone(kube: Kube, namespace: str) -> None:
     deadline = time.monotonic() + 120
     while kube.list(Pod, namespace=namespace) and time.monotonic() < deadline:
         time.sleep(0.5)
+
+
+def _versus_kubectl(
+    args: argparse.Namespace, env: dict[str, str], namespace: str, glob: str, out: list[tuple[str, float, float]]
+) -> None:
+    """kubeaccel status vs `kubectl get pods -l spark-role=driver`, interleaved so load hits both alike."""
+    if not KUBECTL.is_file():
+        print(f"kubectl not found at {KUBECTL}: skipping the kubectl comparison")
+        return
+    from lightkube.resources.core_v1 import Pod
+
+    kube = Kube.connect(kubeconfig=args.kubeconfig)
+    one_app = sorted(p.metadata.name for p in kube.list(Pod, namespace=namespace))[0]
+    kubeconfig = ["--kubeconfig", str(args.kubeconfig)]
+    cases = {
+        "status of one app": (
+            [str(BIN / "kubeaccel"), "spark", "status", f"{namespace}:{one_app}", *kubeconfig],
+            [
+                str(KUBECTL),
+                "get",
+                "pods",
+                "-n",
+                namespace,
+                "-l",
+                "spark-role=driver",
+                "--field-selector",
+                f"metadata.name={one_app}",
+                *kubeconfig,
+            ],
+        ),
+        f"status, glob over {args.apps} apps": (
+            [str(BIN / "kubeaccel"), "spark", "status", glob, *kubeconfig],
+            [str(KUBECTL), "get", "pods", "-n", namespace, "-l", "spark-role=driver", *kubeconfig],
+        ),
+    }
+    runs = max(args.submit_runs, 7)
+    for name, (ours_cmd, floor_cmd) in cases.items():
+        ours, floor = [], []
+        for _ in range(runs):
+            ours.append(_timed(ours_cmd, env))
+            floor.append(_timed(floor_cmd, env))
+        out.append((name, statistics.median(ours), statistics.median(floor)))
+    imports = subprocess.run(
+        [sys.executable, "-X", "importtime", "-c", "import kubeaccel.spark.cli"],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stderr.splitlines()
+    heavy = sorted(
+        (
+            (int(line.split("|")[1]), line.split("|")[2].strip())
+            for line in imports
+            if line.startswith("import time:") and line.split("|")[1].strip().isdigit()
+        ),
+        reverse=True,
+    )[:5]
+    print("heaviest imports of the status path (cumulative us):", ", ".join(f"{n} {t}" for t, n in heavy))
 
 
 def main() -> None:
@@ -97,6 +160,7 @@ def main() -> None:
     )
     common = ["--conf", f"spark.kubernetes.namespace={namespace}", "--conf", "spark.kubernetes.container.image=img"]
     results: list[tuple[str, float, float]] = []
+    results_kubectl: list[tuple[str, float, float]] = []
     try:
         ours = [
             _timed(
@@ -165,6 +229,7 @@ def main() -> None:
             for _ in range(args.spark_runs)
         ]
         results.append((f"status, glob over {args.apps} apps", statistics.median(ours), statistics.median(theirs)))
+        _versus_kubectl(args, env, namespace, glob, results_kubectl)
 
         kill_ours = _timed(
             [
@@ -201,6 +266,10 @@ def main() -> None:
 
         kube.delete(Namespace, namespace, missing_ok=True)
 
+    print(f"\n{'measurement':<40} {'kubeaccel':>10} {'kubectl':>10} {'ratio':>8}  goal: <= 2x kubectl")
+    for name, ours_s, floor_s in results_kubectl:
+        verdict = "met" if ours_s <= 2 * floor_s else "NOT met"
+        print(f"{name:<40} {ours_s * 1000:>8.0f}ms {floor_s * 1000:>8.0f}ms {ours_s / floor_s:>7.1f}x  {verdict}")
     print(f"\n{'measurement':<32} {'kubeaccel':>10} {'spark-submit':>13} {'ratio':>8}  goal")
     for name, ours_s, theirs_s in results:
         goal = ">= 20x" + (" and < 1 s" if not name.startswith("submit") else "")

@@ -159,7 +159,10 @@ def configure_rootfs(rootfs: Path) -> None:
         (rootfs / rel).mkdir(parents=True, exist_ok=True)
     work = rootfs / WORKDIR.lstrip("/")
     work.mkdir(parents=True, exist_ok=True)
-    os.chown(work, SPARK_UID, SPARK_UID)
+    # The Spark user's home: `--packages` makes the driver's Ivy write its cache under ~/.ivy2.5.2 here.
+    # Group root and g+w, so an arbitrary UID (run with GID 0, OpenShift-style) may write it too.
+    os.chown(work, SPARK_UID, 0)
+    os.chmod(work, 0o775)
     subprocess.run(["ldconfig", "-r", str(rootfs)], check=False, capture_output=True)
 
 

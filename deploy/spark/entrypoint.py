@@ -103,6 +103,9 @@ def build_command(argv: Sequence[str], env: Mapping[str, str]) -> list[str]:
     return [mode, *rest]
 
 
+WORK_DIR = "/opt/spark/work-dir"
+
+
 def ensure_passwd_entry(passwd_file: str = "/etc/passwd") -> None:
     """Java and Hadoop need a user name; an arbitrary UID (OpenShift-style) has none, so add one."""
     uid = os.getuid()
@@ -112,7 +115,8 @@ def ensure_passwd_entry(passwd_file: str = "/etc/passwd") -> None:
     except KeyError:
         pass
     if os.access(passwd_file, os.W_OK):
-        home = os.environ.get("SPARK_HOME", "/opt/spark")
+        # a home the user may write: Ivy (`--packages`) keeps its cache in ~/.ivy2.5.2
+        home = WORK_DIR if os.access(WORK_DIR, os.W_OK) else "/tmp"
         user = os.environ.get("SPARK_USER_NAME", "anonymous uid")
         with open(passwd_file, "a", encoding="utf-8") as fh:
             fh.write(f"{uid}:x:{uid}:{os.getgid()}:{user}:{home}:/bin/false\n")

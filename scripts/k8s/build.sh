@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Build kube-apiserver, kube-controller-manager, kube-scheduler, kubelet (k8s.io/kubernetes at
-# KUBE_VERSION) and kwok (KWOK_VERSION) into $KUBEACCEL_K8S_CACHE/<version>/bin.
+# KUBE_VERSION), kubectl, kwok (KWOK_VERSION) and etcd (ETCD_VERSION) into
+# $KUBEACCEL_K8S_CACHE/v<KUBE_VERSION>/bin. The versions are set in one place,
+# src/kubeaccel/cluster/versions.env, which kubeaccel.cluster.versions reads too.
 #
 # `go install k8s.io/kubernetes/cmd/...@vX` is refused because k8s.io/kubernetes points its
 # staging modules (k8s.io/api, client-go, ...) at ./staging with replace directives. A throw-away
@@ -8,18 +10,12 @@
 # v0.<minor>.<patch> tag builds the same code. From v1.27 on, the generated code is committed, so
 # no code generation is needed.
 set -euo pipefail
-# v1.32.5: the newest v1.32 release whose every k8s.io/* staging module the module proxy here serves
-# (from v1.32.6 on, some zips, e.g. k8s.io/endpointslice, answer 403). Keep in sync with
-# kubeaccel.cluster.spec.KUBE_VERSION.
-KUBE_VERSION=${KUBE_VERSION:-1.37.2}
-KWOK_VERSION=${KWOK_VERSION:-0.8.0}
-# etcd 3.5 (not Debian's 3.4.23): the API server enables watch progress requests only for etcd >= 3.5.13,
-# and without them kwok's (client-go 0.33) watches fail and simulated pods react only on relists.
-ETCD_VERSION=${ETCD_VERSION:-3.6.16}
-CACHE=${KUBEACCEL_K8S_CACHE:-$HOME/.cache/kubeaccel/k8s}
+HERE=$(cd "$(dirname "$0")" && pwd)
+# shellcheck source=../../src/kubeaccel/cluster/versions.env
+source "$HERE/../../src/kubeaccel/cluster/versions.env"
+CACHE=${KUBEACCEL_K8S_CACHE:-${KUBEACCEL_CACHE:-$HOME/.cache/kubeaccel}/k8s}
 BIN=$CACHE/v$KUBE_VERSION/bin
 KUBE_BINS=(kube-apiserver kube-controller-manager kube-scheduler kubelet)
-# The tests drive the cluster with kubectl too: build it where the machine has none.
 # kubectl is always built: the tests drive the cluster with it, and a machine's own may be outside the version skew.
 KUBE_BINS+=(kubectl)
 log() { printf '\033[1m[kubernetes]\033[0m %s\n' "$*"; }

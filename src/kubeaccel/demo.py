@@ -1,20 +1,23 @@
 """``kubeaccel demo``: the README's main job on embedded defaults.
 
 Orchestrates both halves from above (it is the only module besides the CLI allowed to): a local
-cluster with a real node, the device plugin on simulated ``nec.com/ve`` devices registered with
-that node's kubelet, the kubeaccel Spark image built and imported without a registry, and the
-example app (``deploy/spark/examples/accel_pi.py``) submitted with executor VE requests, whose
-tasks report the devices they received. Ends with tables of nodes, devices and allocations.
+cluster with a real node; the device plugin deployed as users deploy it, through the Helm chart
+(``deploy/helm/kubeaccel-device-plugin``) as a DaemonSet pod serving simulated ``nec.com/ve``
+devices to that node's kubelet; the plugin and Spark images built and imported without a
+registry; and the example app (``deploy/spark/examples/accel_pi.py``) submitted with executor VE
+requests, whose tasks report the devices they received. Ends with tables of nodes, the plugin
+pod, devices and allocations.
 
 ``run_demo`` is the core (a ``report`` callback for progress, a ``DemoResult`` back); ``demo`` is
 the click command that adds rich output. A cluster that was already running is reused and left
-running; one the demo started is taken down again unless ``--keep``.
+running; one the demo started is taken down again unless ``--keep`` (likewise the Helm release).
 """
 
 from __future__ import annotations
 
 import json
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -27,13 +30,14 @@ from typing import Any
 
 import click
 
-from kubeaccel.cluster import process
-from kubeaccel.cluster.layout import Layout
 from kubeaccel.errors import KubeaccelError, NotFoundError, UnavailableError
 
 RESOURCE = "nec.com/ve"
 SPARK_RESOURCE = "ve"
-PLUGIN = "device-plugin"  # its PID file and log under <state dir>/demo/{run,logs}/
+RELEASE = "kubeaccel"  # the Helm release of the device-plugin chart
+PLUGIN_NAMESPACE = "kube-system"
+CHART = Path("deploy/helm/kubeaccel-device-plugin")  # in the repository
+HELM_VERSION = "4.3.1"  # scripts/bootstrap.d/40-helm.sh builds it into the cache
 TENANT = "kubeaccel-demo"
 REPORT_PREFIX = "kubeaccel-task-resources "
 APP_IN_IMAGE = "local:///opt/kubeaccel/examples/accel_pi.py"
@@ -64,12 +68,24 @@ class NodeRow:
 
 
 @dataclass
+class PluginPod:
+    """The DaemonSet pod serving the real node's devices."""
+
+    name: str
+    node: str
+    ready: bool
+    restarts: int
+    image: str
+
+
+@dataclass
 class DemoResult:
     kubeconfig: Path
     submission_id: str
     phase: str
     pi: float | None
     nodes: list[NodeRow]
+    plugin_pod: PluginPod
     devices: list[tuple[str, str, str, str]]  # id, index, NUMA node, health
     allocations: dict[str, list[str]]  # executor -> VE addresses its tasks held
     tasks: list[dict[str, Any]]
@@ -137,72 +153,91 @@ def _kubeaccel_command() -> list[str]:
     return [str(beside)] if beside.exists() else [sys.executable, "-c", "from kubeaccel.cli import main; main()"]
 
 
-def _image_builder() -> Path:
+def _repo_root() -> Path:
+    """The kubeaccel checkout this package runs from (the image builders and the chart live there)."""
     import kubeaccel
 
-    builder = Path(kubeaccel.__file__).resolve().parents[2] / "deploy" / "spark" / "build_image.py"
-    if not builder.exists():
+    root = Path(kubeaccel.__file__).resolve().parents[2]
+    if not (root / CHART / "Chart.yaml").exists():
         raise NotFoundError(
-            "the Spark image builder (deploy/spark/build_image.py) is not next to this kubeaccel",
+            f"the device-plugin chart ({CHART}) and the image builders are not next to this kubeaccel",
             hint="run the demo from a clone of the kubeaccel repository (pip install -e .)",
         )
-    return builder
+    return root
 
 
-def build_image(report: Report) -> tuple[Path, str]:
-    """Build (or find cached) the kubeaccel Spark image archive; returns (archive, image name)."""
-    report("building the kubeaccel Spark image (cached after the first time)")
+def build_image(report: Report, which: str = "spark") -> tuple[Path, str]:
+    """Build (or find cached) ``deploy/<which>/build_image.py``'s image archive; returns (archive, image name)."""
+    report(f"building the kubeaccel {which} image (cached after the first time)")
+    builder = _repo_root() / "deploy" / which / "build_image.py"
     done = subprocess.run(
-        [sys.executable, str(_image_builder()), "--json"], capture_output=True, text=True, timeout=1800, check=False
+        [sys.executable, str(builder), "--json"], capture_output=True, text=True, timeout=1800, check=False
     )
     if done.returncode != 0:
         raise KubeaccelError(
-            f"building the Spark image failed: {done.stderr.strip()[-1500:]}",
-            hint="it needs root, apt-get and dpkg-deb (a Debian host); see docs/loop.md",
+            f"building the {which} image failed: {done.stderr.strip()[-1500:]}",
+            hint="it needs root, apt-get and dpkg-deb (a Debian host); see docs/deploy.md",
         )
     built = json.loads(done.stdout)
     return Path(built["archive"]), str(built["image"])
 
 
-@dataclass
-class PluginProcess:
-    """The demo's ``kubeaccel plugin run``, supervised like the cluster's own processes (PID + start time)."""
-
-    layout: Layout
-    config: Path
-    started: bool  # False when one left running by a ``--keep`` demo is reused
-
-    @property
-    def log(self) -> Path:
-        return self.layout.log(PLUGIN)
-
-    def running(self) -> bool:
-        record = process.read_record(self.layout, PLUGIN)
-        return record is not None and record.alive()
-
-    def stop(self) -> None:
-        process.stop_all(self.layout, grace=10, names=[PLUGIN])
+def helm_binary() -> str:
+    """The Helm that scripts/bootstrap.d/40-helm.sh built, else one on PATH."""
+    built = Path.home() / ".cache" / "kubeaccel" / "helm" / f"v{HELM_VERSION}" / "bin" / "helm"
+    found = str(built) if built.exists() else shutil.which("helm")
+    if found is None:
+        raise NotFoundError("helm is not installed", hint="run scripts/bootstrap.d/40-helm.sh (builds it from Go)")
+    return found
 
 
-def plugin_config(devices: int, state_file: Path) -> dict[str, Any]:
-    resource = {"name": RESOURCE, "backend": "simulated", "count": devices, "numaNodes": 2}
-    return {"resources": [{**resource, "stateFile": str(state_file)}]}
+def helm(kubeconfig: Path, *args: str, timeout: float = 300, stdin: str | None = None) -> str:
+    """Run ``helm`` against the cluster of ``kubeconfig``; a failure raises with helm's own message."""
+    done = subprocess.run(
+        [helm_binary(), f"--kubeconfig={kubeconfig}", *args],
+        capture_output=True, text=True, input=stdin, timeout=timeout, check=False,
+    )  # fmt: skip
+    if done.returncode != 0:
+        raise KubeaccelError(f"helm {args[0]} failed: {done.stderr.strip()[-1500:]}", hint="see docs/deploy.md")
+    return done.stdout
 
 
-def start_plugin(work: Path, devices: int, report: Report) -> PluginProcess:
-    """``kubeaccel plugin run`` on simulated VEs in the kubelet's device-plugin dir (reused if running)."""
-    import yaml
+def plugin_values(devices: int, image: str, node: str) -> dict[str, Any]:
+    """The chart values of the demo: simulated VEs (plus the chart's optional nvidia), on the real node only."""
+    repository, _, tag = image.rpartition(":")
+    resources = [
+        {"name": RESOURCE, "backend": "simulated", "count": devices, "numaNodes": 2},
+        # As in the chart's default: skipped on a node without the NVIDIA driver (a mixed fleet's config).
+        {"name": "nvidia.com/gpu", "backend": "nvidia", "optional": True},
+    ]
+    return {
+        "image": {"repository": repository, "tag": tag, "pullPolicy": "Never"},  # imported, never pulled
+        "config": {"resources": resources},
+        # The kwok nodes are simulated: no kubelet there to register with.
+        "nodeSelector": {"kubernetes.io/hostname": node},
+    }
 
-    work.mkdir(parents=True, exist_ok=True)
-    layout, config = Layout(work), work / "plugin.yaml"
-    running = process.read_record(layout, PLUGIN)
-    if running is not None and running.alive():
-        report(f"device plugin already running (pid {running.pid})")
-        return PluginProcess(layout, config, started=False)
-    config.write_text(yaml.safe_dump(plugin_config(devices, work / "device-states.json")))
-    report(f"starting the device plugin: {devices} simulated {RESOURCE} devices")
-    process.start(layout, PLUGIN, [*_kubeaccel_command(), "plugin", "run", "--config", str(config)])
-    return PluginProcess(layout, config, started=True)
+
+def plugin_pod_problem(pod: Any, image: str) -> KubeaccelError | None:
+    """Why the plugin pod cannot serve (its image missing on the node, crash looping), or None."""
+    status = pod.status
+    for container in (status.containerStatuses or []) if status else []:
+        waiting = container.state.waiting if container.state else None
+        if waiting is None:
+            continue
+        reason = waiting.reason
+        if reason in {"ErrImageNeverPull", "ErrImagePull", "ImagePullBackOff", "InvalidImageName"}:
+            return UnavailableError(
+                f"the device-plugin image {image} is not on node {pod.spec.nodeName} ({reason})",
+                hint="build it with `python deploy/plugin/build_image.py` (or scripts/bootstrap.d/55-plugin-image.sh) "
+                "and import the archive it prints: `ctr -n k8s.io images import ARCHIVE` on the node",
+            )
+        if reason == "CrashLoopBackOff":
+            return UnavailableError(
+                f"the device-plugin pod {pod.metadata.name} keeps crashing: {waiting.message or ''}".strip(),
+                hint=f"kubectl -n {PLUGIN_NAMESPACE} logs {pod.metadata.name} --previous",
+            )
+    return None
 
 
 def _node_rows(api: Any, real_node: str | None) -> list[NodeRow]:
@@ -219,33 +254,57 @@ def _node_rows(api: Any, real_node: str | None) -> list[NodeRow]:
     return sorted(rows, key=lambda r: (r.kind != "real", r.name))
 
 
-def _wait_for_allocatable(api: Any, node: str, want: int, plugin: PluginProcess, timeout: float = 90) -> None:
+def _plugin_pods(api: Any, node: str, release: str) -> list[Any]:
+    from lightkube.resources.core_v1 import Pod
+
+    pods = api.list(Pod, namespace=PLUGIN_NAMESPACE, labels={"app.kubernetes.io/instance": release},
+                    fields={"spec.nodeName": node})  # fmt: skip
+    return [p for p in pods if not p.metadata.deletionTimestamp]
+
+
+def _pod_row(pod: Any) -> PluginPod:
+    statuses = (pod.status.containerStatuses or []) if pod.status else []
+    return PluginPod(
+        name=pod.metadata.name,
+        node=pod.spec.nodeName or "-",
+        ready=bool(statuses) and all(c.ready for c in statuses),
+        restarts=sum(c.restartCount for c in statuses),
+        image=pod.spec.containers[0].image,
+    )
+
+
+def wait_for_plugin(
+    api: Any, node: str, want: int, image: str, *, release: str = RELEASE, timeout: float = 180
+) -> PluginPod:
+    """Until the node advertises ``want`` devices from a ready pod of ``release`` running ``image``."""
     from lightkube.resources.core_v1 import Node
 
     deadline = time.monotonic() + timeout
     while True:
         found = api.get(Node, node)
         allocatable = (found.status.allocatable or {}).get(RESOURCE, "0") if found.status else "0"
-        if str(allocatable) == str(want):
-            return
-        if not plugin.running():
-            raise UnavailableError(
-                f"the device plugin exited: {plugin.log.read_text()[-1500:]}",
-                hint=f"see {plugin.log}",
-            )
+        pods = [p for p in _plugin_pods(api, node, release) if p.spec.containers[0].image == image]
+        for pod in pods:
+            if (problem := plugin_pod_problem(pod, image)) is not None:
+                raise problem
+        rows = [_pod_row(p) for p in pods]
+        if str(allocatable) == str(want) and any(r.ready for r in rows):
+            return next(r for r in rows if r.ready)
         if time.monotonic() > deadline:
+            state = ", ".join(f"{r.name} ready={r.ready}" for r in rows) or "no plugin pod on the node"
             raise UnavailableError(
-                f"node {node} did not show {RESOURCE}={want} within {timeout:.0f}s (has {allocatable})",
-                hint=f"see the plugin log {plugin.log} and the kubelet log in the cluster state dir",
+                f"node {node} did not show {RESOURCE}={want} within {timeout:.0f}s (has {allocatable}; {state})",
+                hint=f"kubectl -n {PLUGIN_NAMESPACE} describe daemonset -l app.kubernetes.io/instance={release}",
             )
-        time.sleep(1)
+        time.sleep(0.5)
 
 
-def _devices(config: Path) -> list[tuple[str, str, str, str]]:
-    from kubeaccel.devices.config import build_backends, load_config
+def _devices(config: dict[str, Any]) -> list[tuple[str, str, str, str]]:
+    """The devices the plugin pod serves, from the same config (the simulated backend is deterministic)."""
+    from kubeaccel.devices.config import build_backends, parse_config
 
     rows = []
-    for backend in build_backends(load_config(config)):
+    for backend in build_backends(parse_config(config)):
         try:
             for device in backend.scan().values():
                 numa = "-" if device.numa_node is None else str(device.numa_node)
@@ -253,6 +312,17 @@ def _devices(config: Path) -> list[tuple[str, str, str, str]]:
         finally:
             backend.close()
     return rows
+
+
+def install_plugin(kubeconfig: Path, values: dict[str, Any], report: Report) -> bool:
+    """``helm upgrade --install`` the chart; True when the release is new (so the demo removes it again)."""
+    import yaml
+
+    listed = json.loads(helm(kubeconfig, "list", "-n", PLUGIN_NAMESPACE, "-o", "json", "--filter", f"^{RELEASE}$"))
+    report(f"{'upgrading' if listed else 'installing'} the device-plugin chart (Helm release {RELEASE})")
+    helm(kubeconfig, "upgrade", "--install", RELEASE, str(_repo_root() / CHART), "-n", PLUGIN_NAMESPACE,
+         "--values", "-", stdin=yaml.safe_dump(values))  # fmt: skip
+    return not listed
 
 
 @contextmanager
@@ -282,7 +352,8 @@ def run_demo(options: DemoOptions, report: Report) -> DemoResult:
 
     timings: dict[str, float] = {}
     with _timed(timings, "image"):
-        archive, image = build_image(report)
+        archive, image = build_image(report, "spark")
+        plugin_archive, plugin_image = build_image(report, "plugin")
     report("bringing up the local cluster with a real node")
     spec = ClusterSpec(
         state_dir=options.state_dir,
@@ -296,19 +367,22 @@ def run_demo(options: DemoOptions, report: Report) -> DemoResult:
         raise UnavailableError("the cluster came up without its real node", hint="see `kubeaccel cluster status`")
     started_cluster = not info.already_running
     work = options.state_dir / "demo"
-    plugin: PluginProcess | None = None
+    installed = False
     try:
-        report(f"importing {image} into the node's containerd")
+        report(f"importing {plugin_image} and {image} into the node's containerd")
         with _timed(timings, "import"):
-            import_archive(archive, containerd_address(Layout(options.state_dir)))
-        plugin = start_plugin(work, options.devices, report)
+            for path in (plugin_archive, archive):
+                import_archive(path, containerd_address(Layout(options.state_dir)))
+        values = plugin_values(options.devices, plugin_image, info.real_node)
         api = cluster_api.client(info.kubeconfig)
         with _timed(timings, "plugin"):
-            _wait_for_allocatable(api, info.real_node, options.devices, plugin)
-        report(f"node {info.real_node} advertises {RESOURCE}: {options.devices}")
+            installed = install_plugin(info.kubeconfig, values, report)
+            plugin_pod = wait_for_plugin(api, info.real_node, options.devices, plugin_image)
+        report(f"node {info.real_node} advertises {RESOURCE}: {options.devices} (plugin pod {plugin_pod.name})")
 
         kube = Kube.connect(kubeconfig=str(info.kubeconfig))
         create_tenant(kube, TENANT, {RESOURCE: str(options.devices)})
+        work.mkdir(parents=True, exist_ok=True)
         template = work / "driver-template.yaml"
         pod = {"apiVersion": "v1", "kind": "Pod", "spec": {"hostNetwork": True, "dnsPolicy": "ClusterFirstWithHostNet"}}
         template.write_text(yaml.safe_dump(pod))
@@ -339,7 +413,8 @@ def run_demo(options: DemoOptions, report: Report) -> DemoResult:
             phase="Succeeded" if code == 0 else f"Failed (exit {code})",
             pi=pi_value(driver_log),
             nodes=_node_rows(api, info.real_node),
-            devices=_devices(plugin.config),
+            plugin_pod=plugin_pod,
+            devices=_devices(values["config"]),
             allocations=allocations(reports),
             tasks=reports,
             driver_log_tail="\n".join(driver_log.splitlines()[-20:]),
@@ -348,29 +423,31 @@ def run_demo(options: DemoOptions, report: Report) -> DemoResult:
         )
     except BaseException:
         if not options.keep:
-            _cleanup(plugin, down if started_cluster else None, options.state_dir, report)
+            _cleanup(info.kubeconfig if installed else None, down if started_cluster else None, options.state_dir,
+                     report)  # fmt: skip
         raise
     if options.keep:
         result.cleanup_hint = (
-            f"pkill -f 'plugin run --config {work / 'plugin.yaml'}'; "
+            f"helm uninstall {RELEASE} -n {PLUGIN_NAMESPACE} --kubeconfig {info.kubeconfig}; "
             f"kubeaccel cluster down --state-dir {options.state_dir}"
         )
     else:
-        _cleanup(plugin, down if started_cluster else None, options.state_dir, report)
+        _cleanup(info.kubeconfig if installed else None, down if started_cluster else None, options.state_dir, report)
     return result
 
 
-def _cleanup(plugin: PluginProcess | None, down: Callable[[Path], Any] | None, state_dir: Path, report: Report) -> None:
-    if plugin is not None and plugin.started:  # one a kept demo left running stays
-        report("stopping the device plugin")
-        plugin.stop()
+def _cleanup(release_of: Path | None, down: Callable[[Path], Any] | None, state_dir: Path, report: Report) -> None:
+    """Uninstall the release the demo installed (one a kept demo left stays), take down a cluster it started."""
+    if release_of is not None and down is None:  # with the cluster going down, the release goes with it
+        report(f"uninstalling the device-plugin chart (Helm release {RELEASE})")
+        helm(release_of, "uninstall", RELEASE, "-n", PLUGIN_NAMESPACE, "--wait")
     if down is not None:
         report("taking the cluster down")
         down(state_dir)
 
 
 def render(result: DemoResult) -> None:
-    """The closing tables: nodes, devices, allocations, and the app's result."""
+    """The closing tables: nodes, the plugin pod, devices, allocations, and the app's result."""
     from rich.console import Console
     from rich.table import Table
 
@@ -380,6 +457,11 @@ def render(result: DemoResult) -> None:
         nodes.add_column(column)
     for row in result.nodes:
         nodes.add_row(row.name, row.kind, "yes" if row.ready else "no", row.capacity, row.allocatable)
+    pod = result.plugin_pod
+    plugin = Table(title=f"Device plugin: DaemonSet pod in {PLUGIN_NAMESPACE} (Helm release {RELEASE})")
+    for column in ("pod", "node", "ready", "restarts", "image"):
+        plugin.add_column(column)
+    plugin.add_row(pod.name, pod.node, "yes" if pod.ready else "no", str(pod.restarts), pod.image)
     devices = Table(title=f"Devices on the real node ({RESOURCE}, simulated)")
     for column in ("device ID", "index", "NUMA", "health"):
         devices.add_column(column)
@@ -391,7 +473,7 @@ def render(result: DemoResult) -> None:
     for executor, addresses in result.allocations.items():
         count = sum(1 for t in result.tasks if str(t.get("executor")) == executor)
         allocated.add_row(executor, ", ".join(addresses) or "-", str(count))
-    for table in (nodes, devices, allocated):
+    for table in (nodes, plugin, devices, allocated):
         console.print(table)
     pi = f"{result.pi:.5f}" if result.pi is not None else "?"
     console.print(f"[bold]{result.submission_id}[/bold]: {result.phase}; Pi is roughly {pi}")
@@ -401,7 +483,7 @@ def render(result: DemoResult) -> None:
 
 
 @click.command("demo")
-@click.option("--keep", is_flag=True, help="Leave the cluster, plugin and app running afterwards.")
+@click.option("--keep", is_flag=True, help="Leave the cluster, the plugin's Helm release and the app afterwards.")
 @click.option(
     "--state-dir",
     type=click.Path(file_okay=False, path_type=Path),
@@ -413,8 +495,9 @@ def render(result: DemoResult) -> None:
 def demo(keep: bool, state_dir: Path | None, devices: int, executors: int) -> None:
     """Bring everything up on simulated devices and run an example app.
 
-    A local cluster with a real node, the device plugin on simulated nec.com/ve devices,
-    the kubeaccel Spark image, and a Pi app whose tasks report the VEs they were given.
+    A local cluster with a real node, the device plugin installed with its Helm chart (a
+    DaemonSet pod) on simulated nec.com/ve devices, the kubeaccel Spark image, and a Pi app
+    whose tasks report the VEs they were given.
     """
     from rich.console import Console
 

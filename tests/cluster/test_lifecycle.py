@@ -1,5 +1,6 @@
 """`kubeaccel cluster up/status/down` on a cluster of its own: up twice is safe, a crashed cluster is detected
-and replaced, down stops every process and leaves nothing behind."""
+and repaired in place, a first `up` that never finished is cleaned up, down stops every process and leaves
+nothing behind. (Supervision and repair in depth: test_supervision.py.)"""
 
 from __future__ import annotations
 
@@ -33,7 +34,7 @@ def test_up_twice_crash_recovery_and_clean_down(tmp_path: Path) -> None:
     assert first.stdout.strip() == str(state / "kubeconfig")
     before = process.records(layout)
     pids = {r.name: r.pid for r in before}
-    assert set(pids) == {"etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok"}
+    assert set(pids) == {"etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok", "supervisor"}
 
     nodes = subprocess.run([KUBECTL, f"--kubeconfig={state / 'kubeconfig'}", "get", "nodes", "-o", "json"],
                            capture_output=True, text=True, timeout=60, check=True)
@@ -49,25 +50,46 @@ def test_up_twice_crash_recovery_and_clean_down(tmp_path: Path) -> None:
     report = json.loads(status.stdout)
     assert report["healthy"] and [n["name"] for n in report["nodes"]] == ["kwok-node-0"]
 
-    # A crash: the API server dies. status says so (exit 4), up replaces the whole cluster.
-    apiserver = process.read_record(layout, "kube-apiserver")
-    assert apiserver is not None
-    os.kill(apiserver.pid, signal.SIGKILL)
-    wait_for("apiserver gone", lambda: not apiserver.alive(), timeout=10)
+    # A crash: the supervisor and the API server die. status says so (exit 4), up repairs in place.
+    for name in ("supervisor", "kube-apiserver"):
+        record = process.read_record(layout, name)
+        assert record is not None
+        os.kill(record.pid, signal.SIGKILL)
+        wait_for(f"{name} gone", lambda r=record: not r.alive(), timeout=10)  # type: ignore[misc]
     broken = _cli("status", "--state-dir", str(state))
-    assert broken.returncode == 4 and "not healthy" in broken.stderr
+    assert broken.returncode == 4 and "not healthy" in broken.stderr and "kube-apiserver:DEAD" in broken.stdout
     recovered = _cli("up", "--state-dir", str(state), "--nodes", "1")
     assert recovered.returncode == 0, recovered.stderr
-    assert "stale cluster" in recovered.stderr
-    assert not any(r.alive() for r in before), "the crashed cluster's other processes were left running"
+    assert "cluster repaired" in recovered.stderr and "restarted: kube-apiserver" in recovered.stderr
     survivors = process.records(layout)
-    assert all(r.alive() for r in survivors) and len(survivors) == 5
+    assert all(r.alive() for r in survivors) and len(survivors) == 6
+    kept = {r.name: r.pid for r in survivors if r.name not in ("supervisor", "kube-apiserver")}
+    assert kept == {k: v for k, v in pids.items() if k in kept}, "live parts must not be restarted"
+    assert json.loads(_cli("status", "--state-dir", str(state), "--json").stdout)["restarts"]["kube-apiserver"] == 1
 
     down = _cli("down", "--state-dir", str(state))
     assert down.returncode == 0, down.stderr
     assert not any(r.alive() for r in survivors)
     assert not state.exists()
     assert _cli("down", "--state-dir", str(state)).returncode == 0
+
+
+def test_an_unfinished_first_up_is_cleaned_and_an_unreadable_state_is_not_wiped(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    layout = Layout(state)
+    # Killed during its first `up`: a process and etcd data, but no state.json. Nothing to keep.
+    leftover = process.start(layout, "etcd", ["sleep", "600"])
+    layout.etcd_data.mkdir()
+    first = _cli("up", "--state-dir", str(state), "--nodes", "0")
+    assert first.returncode == 0, first.stderr
+    assert "cleaning up an unfinished cluster" in first.stderr and not leftover.alive()
+    # state.json unreadable: an error naming --fresh, and the data stays.
+    layout.state_file.write_text("{not json")
+    refused = _cli("up", "--state-dir", str(state), "--nodes", "0")
+    assert refused.returncode == 2 and "cannot be read" in refused.stderr and "--fresh" in refused.stderr
+    assert layout.etcd_data.is_dir() and all(r.alive() for r in process.records(layout))
+    assert _cli("down", "--state-dir", str(state)).returncode == 0
+    assert not state.exists()
 
 
 def test_port_taken_between_pick_and_bind_is_retried_on_new_ports(

@@ -1,9 +1,13 @@
 """Tier 2, the real node: a kubelet with containerd, runc and the CNI bridge, joined to the session cluster.
 
-Matrix: a busybox pod (locally built image, no registry) runs to completion and its logs come back through
-the API server -> kubelet path; our device plugin daemon (``kubeaccel plugin run``, simulated devices) registers
-with this real kubelet, the node advertises ``example.com/sim``, and a pod asking for it receives the devices
-our Allocate chose, as indices in the ``KUBEACCEL_DEVICES_EXAMPLE_COM_SIM`` env var; a health flip lowers allocatable.
+Matrix: the node runs containerd 2 (built from upstream, config version 3) on the Kubernetes of
+versions.env, with the kubelet's plugin registration dir under its own root dir; a busybox pod (locally
+built image, no registry) runs to completion and its logs come back through the API server -> kubelet
+path; our device plugin daemon (``kubeaccel plugin run``, simulated devices) registers with this real
+kubelet, the node advertises ``example.com/sim``, and a pod asking for it receives the devices our
+Allocate chose, as indices in the ``KUBEACCEL_DEVICES_EXAMPLE_COM_SIM`` env var; a health flip lowers
+allocatable; with ``cdi: true`` the names Allocate returns are resolved by containerd from a spec in the
+node's own CDI dir, and the container gets that spec's env, device node and mount.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from fixtures.cluster import LocalCluster, RealNode, wait_for
 from kubeaccel.cluster.images import BUSYBOX_IMAGE
 from kubeaccel.cluster.realnode import DEVICE_PLUGIN_DIR
 from kubeaccel.cluster.spec import KUBE_VERSION
+from kubeaccel.cluster.versions import CONTAINERD_VERSION
 
 pytestmark = [pytest.mark.real_node, pytest.mark.cluster, pytest.mark.slow]
 KUBEACCEL = str(Path(sys.executable).with_name("kubeaccel"))
@@ -56,10 +61,15 @@ def _allocatable(cluster: LocalCluster, node: str, resource: str) -> str:
 
 def test_node_is_ready_and_real(real_node: RealNode) -> None:
     node = json.loads(real_node.cluster.kubectl("get", "node", real_node.node_name, "-o", "json").stdout)
-    assert node["status"]["nodeInfo"]["containerRuntimeVersion"].startswith("containerd://")
+    assert node["status"]["nodeInfo"]["containerRuntimeVersion"] == f"containerd://{CONTAINERD_VERSION}"
     assert node["status"]["nodeInfo"]["kubeletVersion"] == f"v{KUBE_VERSION}"
     assert next(c for c in node["status"]["conditions"] if c["type"] == "Ready")["status"] == "True"
     assert (DEVICE_PLUGIN_DIR / "kubelet.sock").is_socket()
+    # The kubelet watches its plugin registration dir (DRA drivers register there) under its own root dir.
+    assert real_node.plugins_registry.is_dir() and real_node.kubelet_plugins.is_dir()
+    assert real_node.plugins_registry.parent == real_node.kubelet_plugins.parent
+    config = (Path(real_node.containerd_address).parent / "config.toml").read_text()
+    assert config.startswith("version = 3") and str(real_node.cdi_dir) in config
 
 
 def test_busybox_pod_runs_to_completion_and_logs_come_back(real_node: RealNode) -> None:
@@ -135,6 +145,55 @@ def test_device_plugin_end_to_end_on_the_real_kubelet(real_node: RealNode, sim_p
     # A device turning unhealthy reaches the node's allocatable through ListAndWatch.
     sim_plugin.write_text(json.dumps({"sim-3": "Unhealthy"}))
     wait_for("allocatable 3 after a health flip", lambda: _allocatable(cluster, node, "example.com/sim") == "3")
+
+
+def test_cdi_names_from_allocate_are_resolved_from_the_nodes_cdi_dir(real_node: RealNode, tmp_path: Path) -> None:
+    from kubeaccel.devices import cdi
+    from kubeaccel.devices.model import DeviceNode, Mount
+
+    resource = "example.com/cditest"
+    shared = tmp_path / "cdi-shared"
+    shared.mkdir()
+    (shared / "info").write_text("mounted by CDI\n")
+    edits = {
+        str(i): cdi.ContainerEdits.of(
+            env={"CDI_TEST_INDEX": str(i)},
+            device_nodes=[DeviceNode(host_path="/dev/null", container_path=f"/dev/cditest-{i}")],
+        )
+        for i in range(2)
+    }
+    common = cdi.ContainerEdits.of(mounts=[Mount(host_path=str(shared), container_path="/cdi", read_only=True)])
+    spec_file = cdi.spec_file_name(f"test-{tmp_path.name}")
+    cdi.write_spec(real_node.cdi_dir, spec_file, cdi.spec(cdi.kind_for(resource), edits, common))
+    config = tmp_path / "cdi.yaml"
+    config.write_text(
+        f"version: v1\nresources:\n  - name: {resource}\n    backend: simulated\n    count: 2\n    cdi: true\n"
+        f"    stateFile: {tmp_path / 'state.json'}\n    deviceDir: {tmp_path / 'dev'}\n"
+    )
+    log = open(tmp_path / "plugin.log", "wb")  # noqa: SIM115 - closed below
+    daemon = subprocess.Popen([KUBEACCEL, "plugin", "run", "--config", str(config), "--socket-dir",
+                               str(DEVICE_PLUGIN_DIR)], stdout=log, stderr=subprocess.STDOUT)
+    cluster, node = real_node.cluster, real_node.node_name
+    try:
+        wait_for(f"{resource} allocatable", lambda: _allocatable(cluster, node, resource) == "2")
+        ns = cluster.create_namespace("cdi")
+        cluster.apply(_pod("cdi", node, "echo INDEX=$CDI_TEST_INDEX; ls /dev/ | grep cditest; cat /cdi/info",
+                           {resource: "1"}), ns)
+        wait_for("pod Succeeded", lambda: _phase(cluster, "cdi", ns) in ("Succeeded", "Failed"))
+        out = cluster.kubectl("logs", "cdi", "-n", ns).stdout
+        assert _phase(cluster, "cdi", ns) == "Succeeded", out
+        index = next(line for line in out.splitlines() if line.startswith("INDEX=")).removeprefix("INDEX=")
+        assert index in ("0", "1")
+        assert f"cditest-{index}" in out.split() and "mounted by CDI" in out
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        try:
+            daemon.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            daemon.kill()
+            daemon.wait()
+        log.close()
+        cdi.remove_spec(real_node.cdi_dir, spec_file)
 
 
 def test_own_image_built_from_a_rootfs_runs_and_bad_archive_is_refused(real_node: RealNode, tmp_path: Path) -> None:

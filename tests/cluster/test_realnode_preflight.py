@@ -39,13 +39,31 @@ def test_hostname_not_on_loopback_is_refused(monkeypatch: pytest.MonkeyPatch) ->
 
 def test_kubelet_config_matches_this_machine(tmp_path: Path) -> None:
     from kubeaccel.cluster.layout import Layout
+    from kubeaccel.cluster.nodepaths import node_paths
 
     layout = Layout(tmp_path)
-    config = realnode.kubelet_config(layout, realnode._paths(layout), 12345)
+    config = realnode.kubelet_config(layout, node_paths(layout), 12345)
     assert config["failCgroupV1"] is False and config["cgroupDriver"] == "cgroupfs"
     assert config["containerRuntimeEndpoint"].endswith("containerd.sock") and config["port"] == 12345
-    toml = realnode.containerd_config(realnode._paths(layout))
-    assert "restrict_oom_score_adj = true" in toml and str(tmp_path) in toml
+
+
+def test_containerd_config_is_version_3_with_cdi_and_the_built_runtime(tmp_path: Path) -> None:
+    import tomllib
+
+    from kubeaccel.cluster.binaries import cni_bin_dir, containerd_bin_dir
+    from kubeaccel.cluster.layout import Layout
+    from kubeaccel.cluster.nodepaths import cdi_spec_dir, node_paths
+
+    config = tomllib.loads(realnode.containerd_config(node_paths(Layout(tmp_path)), "/opt/x/runc"))
+    assert config["version"] == 3 and config["root"].startswith(str(tmp_path))
+    runtime = config["plugins"]["io.containerd.cri.v1.runtime"]
+    assert runtime["restrict_oom_score_adj"] is True
+    assert runtime["cdi_spec_dirs"] == ["/etc/cdi", "/var/run/cdi", str(cdi_spec_dir(tmp_path))]
+    runc = runtime["containerd"]["runtimes"]["runc"]
+    assert runc["runtime_path"] == str(containerd_bin_dir() / "containerd-shim-runc-v2")
+    assert runc["options"]["BinaryName"] == "/opt/x/runc"
+    assert runtime["cni"]["bin_dirs"] == [str(cni_bin_dir())]
+    assert "io.containerd.nri.v1.nri" in config["disabled_plugins"]
 
 
 def test_state_dir_too_long_for_unix_sockets(tmp_path: Path) -> None:

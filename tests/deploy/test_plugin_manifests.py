@@ -1,6 +1,7 @@
-"""deploy/plugin: every manifest is valid Kubernetes 1.32 (kubernetes-validate, strict schema), the
-DaemonSet keeps to least privilege, the ConfigMap's config is a valid daemon config, and the
-Dockerfile's entrypoint agrees with the DaemonSet (config path, metrics port).
+"""deploy/plugin/daemonset.yaml, the plain manifest for ``kubectl apply`` users: it is the Helm chart
+rendered with its defaults (and current), every document is valid Kubernetes 1.37 (kubernetes-validate,
+strict), the DaemonSet keeps to least privilege, the ConfigMap's config is a valid daemon config,
+and the image's entrypoint agrees with the DaemonSet (config path, metrics port).
 
 ``least_privilege_problems`` is tested against mutated copies too, so the guard itself can fail.
 """
@@ -8,74 +9,29 @@ Dockerfile's entrypoint agrees with the DaemonSet (config path, metrics port).
 from __future__ import annotations
 
 import copy
-import json
-import re
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import kubernetes_validate
 import pytest
 import yaml
+from deploy.chart import K8S_VERSION, REPO, find, image_builder, least_privilege_problems
 
 from kubeaccel.devices.config import build_backends, parse_config
 
-DEPLOY = Path(__file__).resolve().parents[2] / "deploy" / "plugin"
-K8S_VERSION = "1.32"
-ALLOWED_HOST_PATHS = {"/var/lib/kubelet/device-plugins", "/dev", "/sys"}
-READ_ONLY_HOST_PATHS = {"/dev", "/sys"}
+MANIFEST = REPO / "deploy" / "plugin" / "daemonset.yaml"
 
 
 def documents() -> list[dict[str, Any]]:
-    docs = []
-    for path in sorted(DEPLOY.glob("*.yaml")):
-        docs.extend(d for d in yaml.safe_load_all(path.read_text()) if d)
-    return docs
+    return [d for d in yaml.safe_load_all(MANIFEST.read_text()) if d]
 
 
-def find(kind: str) -> dict[str, Any]:
-    (doc,) = [d for d in documents() if d["kind"] == kind]
-    return doc
-
-
-def least_privilege_problems(daemonset: dict[str, Any]) -> list[str]:
-    """Everything in the DaemonSet that grants more than the plugin needs."""
-    problems = []
-    pod = daemonset["spec"]["template"]["spec"]
-    for key in ("hostNetwork", "hostPID", "hostIPC"):
-        if pod.get(key):
-            problems.append(f"{key} is set")
-    if pod.get("automountServiceAccountToken", True):
-        problems.append("the service account token is mounted (the plugin never calls the API server)")
-    if pod.get("priorityClassName") != "system-node-critical":
-        problems.append("priorityClassName is not system-node-critical")
-    if not pod.get("tolerations"):
-        problems.append("no tolerations: tainted accelerator nodes would get no plugin")
-    host_paths = {v["name"]: v["hostPath"]["path"] for v in pod.get("volumes", []) if "hostPath" in v}
-    for name, path in host_paths.items():
-        if path not in ALLOWED_HOST_PATHS:
-            problems.append(f"volume {name} mounts host path {path}")
-    for container in pod.get("initContainers", []) + pod["containers"]:
-        where = f"container {container['name']}"
-        sc = container.get("securityContext", {})
-        if sc.get("privileged"):
-            problems.append(f"{where} is privileged")
-        if sc.get("allowPrivilegeEscalation", True):
-            problems.append(f"{where} allows privilege escalation")
-        if not sc.get("readOnlyRootFilesystem"):
-            problems.append(f"{where} has a writable root file system")
-        caps = sc.get("capabilities", {})
-        if "ALL" not in caps.get("drop", []):
-            problems.append(f"{where} does not drop all capabilities")
-        if caps.get("add"):
-            problems.append(f"{where} adds capabilities {caps['add']}")
-        resources = container.get("resources", {})
-        for part in ("requests", "limits"):
-            if not {"cpu", "memory"} <= set(resources.get(part, {})):
-                problems.append(f"{where} lacks cpu/memory {part}")
-        for mount in container.get("volumeMounts", []):
-            if host_paths.get(mount["name"]) in READ_ONLY_HOST_PATHS and not mount.get("readOnly"):
-                problems.append(f"{where} mounts {host_paths[mount['name']]} writable")
-    return problems
+def test_manifest_is_the_chart_rendered_with_its_defaults() -> None:
+    done = subprocess.run([sys.executable, str(REPO / "scripts/helm/render_manifest.py"), "--check"],
+                          capture_output=True, text=True, check=False)  # fmt: skip
+    assert done.returncode == 0, done.stderr
 
 
 @pytest.mark.parametrize("doc", documents(), ids=lambda d: f"{d['kind']}/{d['metadata']['name']}")
@@ -84,14 +40,14 @@ def test_manifest_is_valid_kubernetes(doc: dict[str, Any]) -> None:
 
 
 def test_validation_rejects_a_broken_manifest() -> None:
-    broken = copy.deepcopy(find("DaemonSet"))
+    broken = copy.deepcopy(find(documents(), "DaemonSet"))
     broken["spec"]["template"]["spec"]["containers"][0]["securityContext"]["privileged"] = "yes"
     with pytest.raises(kubernetes_validate.ValidationError):
         kubernetes_validate.validate(broken, K8S_VERSION, strict=True)
 
 
 def test_daemonset_keeps_to_least_privilege() -> None:
-    assert least_privilege_problems(find("DaemonSet")) == []
+    assert least_privilege_problems(find(documents(), "DaemonSet")) == []
 
 
 @pytest.mark.parametrize(
@@ -110,7 +66,7 @@ def test_daemonset_keeps_to_least_privilege() -> None:
     ],
 )
 def test_least_privilege_guard_catches_escalations(path: tuple[str | int, ...], value: object, problem: str) -> None:
-    ds = copy.deepcopy(find("DaemonSet"))
+    ds = copy.deepcopy(find(documents(), "DaemonSet"))
     target: Any = ds["spec"]["template"]["spec"]
     for key in path[:-1]:
         target = target[key]
@@ -119,31 +75,27 @@ def test_least_privilege_guard_catches_escalations(path: tuple[str | int, ...], 
 
 
 def test_configmap_holds_a_valid_daemon_config(tmp_path: Path) -> None:
-    config = parse_config(yaml.safe_load(find("ConfigMap")["data"]["plugin.yaml"]))
-    assert [r.name for r in config.resources] == ["nec.com/ve", "example.com/serial"]
-    # On a node without those devices the backends start and advertise nothing.
+    config = parse_config(yaml.safe_load(find(documents(), "ConfigMap")["data"]["plugin.yaml"]))
+    assert [(r.name, r.optional) for r in config.resources] == [("nec.com/ve", False), ("nvidia.com/gpu", True)]
+    # On a node without VEs or the NVIDIA driver: the ve backend starts and advertises nothing, the
+    # optional nvidia resource is skipped.
     backends = build_backends(config, root=tmp_path)
     try:
-        assert [len(b.scan()) for b in backends] == [0, 0]
+        assert [b.resource_name for b in backends] == ["nec.com/ve"]
+        assert [len(b.scan()) for b in backends] == [0]
     finally:
         for b in backends:
             b.close()
 
 
-def dockerfile_instruction(name: str) -> str:
-    text = (DEPLOY / "Dockerfile").read_text()
-    (line,) = [m.group(1) for m in re.finditer(rf"^{name}\s+(.+)$", text, re.MULTILINE)]
-    return line
-
-
-def test_dockerfile_entrypoint_matches_the_daemonset() -> None:
-    entrypoint = json.loads(dockerfile_instruction("ENTRYPOINT"))
-    assert entrypoint[:3] == ["kubeaccel", "plugin", "run"]
-    config_file = Path(entrypoint[entrypoint.index("--config") + 1])
-    container = find("DaemonSet")["spec"]["template"]["spec"]["containers"][0]
+def test_image_entrypoint_matches_the_daemonset() -> None:
+    builder = image_builder()
+    config_file = Path(builder.CONFIG_PATH)
+    assert builder.ENTRYPOINT[-2:] == ("--config", str(config_file))
+    container = find(documents(), "DaemonSet")["spec"]["template"]["spec"]["containers"][0]
     mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
     assert str(config_file.parent) == mounts["config"]
-    assert config_file.name in find("ConfigMap")["data"]
+    assert config_file.name in find(documents(), "ConfigMap")["data"]
     port = container["ports"][0]["containerPort"]
-    assert dockerfile_instruction("EXPOSE") == str(port)
+    assert port == builder.METRICS_PORT
     assert {"name": "KUBEACCEL_METRICS_PORT", "value": str(port)} in container["env"]

@@ -1,18 +1,22 @@
-"""Kube.create and Kube.list_raw against the real apiserver: plain JSON in and out, errors translated.
+"""The door against the real apiserver: create/list_raw as plain JSON, and every refusal typed.
 
-create POSTs the manifest as it is (no lightkube model in between), so these pin that the namespace
-comes from the argument or else the manifest, that the API's own validation errors still arrive as
-a ConfigError naming the object, that a clash is a clear 409 error, and that an unknown kind is
-refused before any request.
+Pins that the namespace comes from the argument or else the manifest, that the API's own validation
+errors arrive as an InvalidError naming the field, that a clash is AlreadyExistsError, that an unknown
+kind is refused before any request, and that a 403 is told apart by who refused it (RBAC, the quota,
+Pod Security admission) with the documented exit codes 5, 6 and 2, and an http:// client on the https
+port gets "unreachable" (4), not a traceback.
 """
 
 from __future__ import annotations
 
 import gc
 import uuid
+from pathlib import Path
 
 import pytest
+import yaml
 
+from kubeaccel import errors
 from kubeaccel.errors import ConfigError, KubeaccelError
 from kubeaccel.kube.client import Kube
 
@@ -69,3 +73,83 @@ def test_list_raw_filters_by_label(kube: Kube, spark_namespace: str) -> None:
     found = kube.list_raw(ConfigMap, spark_namespace, labels={"tag": tag})
     assert sorted(item["metadata"]["name"] for item in found) == ["labelled-0", "labelled-1", "labelled-2"]
     assert gc.isenabled(), "the collector is paused only while a page is decoded"
+
+
+def test_quota_refusal_is_exit_6(kube: Kube, spark_namespace: str) -> None:
+    kube.create(
+        {
+            "apiVersion": "v1",
+            "kind": "ResourceQuota",
+            "metadata": {"name": "two-maps"},
+            "spec": {"hard": {"count/configmaps": "2"}},
+        },
+        namespace=spark_namespace,
+    )
+    # the namespace already holds kube-root-ca.crt; wait until the quota controller has counted it
+    import time
+
+    from lightkube.resources.core_v1 import ResourceQuota
+
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        quota = kube.get(ResourceQuota, "two-maps", namespace=spark_namespace)
+        if quota.status and quota.status.used:
+            break
+        time.sleep(0.2)
+    kube.create(_config_map("first"), namespace=spark_namespace)
+    with pytest.raises(errors.QuotaExceededError) as refused:
+        kube.create(_config_map("over"), namespace=spark_namespace)
+    assert refused.value.exit_code == 6 and refused.value.reason == "Forbidden"
+
+
+def test_admission_refusal_is_not_an_rbac_problem(kube: Kube, spark_namespace: str) -> None:
+    from lightkube.resources.core_v1 import Namespace
+
+    kube.client.patch(
+        Namespace,
+        spark_namespace,
+        {"metadata": {"labels": {"pod-security.kubernetes.io/enforce": "restricted"}}},
+    )
+    privileged = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "privileged"},
+        "spec": {"containers": [{"name": "c", "image": "i", "securityContext": {"privileged": True}}]},
+    }
+    with pytest.raises(errors.AdmissionRefusedError) as refused:
+        kube.create(privileged, namespace=spark_namespace)
+    assert refused.value.exit_code == 2
+    assert "RBAC" not in (refused.value.hint or "")
+
+
+def test_rbac_refusal_is_exit_5(kube: Kube, kubeconfig: Path, spark_namespace: str, tmp_path: Path) -> None:
+    from lightkube.models.authentication_v1 import TokenRequestSpec
+    from lightkube.models.meta_v1 import ObjectMeta
+    from lightkube.resources.core_v1 import ServiceAccount
+
+    # a ServiceAccount with no RBAC permissions at all, with a real bearer token
+    kube.apply(
+        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "nobody", "namespace": spark_namespace}},
+        namespace=spark_namespace,
+    )
+    request = ServiceAccount.Token(
+        metadata=ObjectMeta(name="nobody", namespace=spark_namespace), spec=TokenRequestSpec(audiences=[])
+    )
+    token = kube.client.create(request, "nobody", namespace=spark_namespace).status.token
+    config = yaml.safe_load(kubeconfig.read_text())
+    for user in config["users"]:
+        user["user"] = {"token": token}
+    (tmp_path / "nobody").write_text(yaml.safe_dump(config))
+    nobody = Kube.connect(kubeconfig=tmp_path / "nobody")
+    with pytest.raises(errors.ForbiddenError) as refused:
+        nobody.create(_config_map("nope"), namespace=spark_namespace)
+    assert refused.value.exit_code == 5 and "RBAC" in (refused.value.hint or "")
+
+
+def test_http_on_the_https_port_is_unreachable_not_a_traceback(kubeconfig: Path, kube: Kube) -> None:
+    from lightkube.resources.core_v1 import Pod
+
+    plain = Kube.connect(kubeconfig=kubeconfig, server=kube.server.replace("https://", "http://"))
+    with pytest.raises(errors.UnavailableError) as unreachable:
+        plain.list(Pod, namespace="default")
+    assert unreachable.value.exit_code == 4 and unreachable.value.retryable

@@ -68,10 +68,41 @@ def test_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         load_config(kubeconfig=tmp_path / "nope")
     broken = tmp_path / "broken"
     broken.write_text("clusters: [")
-    with pytest.raises(ConfigError, match="cannot be read"):
+    with pytest.raises(ConfigError, match="is not valid YAML"):
         load_config(kubeconfig=broken)
     monkeypatch.delenv("KUBECONFIG", raising=False)
     monkeypatch.setenv("HOME", str(tmp_path))
     with pytest.raises(ConfigError, match="no kubeconfig found"):
         load_config()
     assert load_config(server="https://1.2.3.4:6443").cluster.server == "https://1.2.3.4:6443"
+
+
+@pytest.mark.parametrize(
+    ("change", "words"),
+    [
+        ({"clusters": [{"name": "c1", "cluster": {"server": "https://h:abc"}}]}, "is not a valid URL"),
+        ({"clusters": [{"name": "c1", "cluster": {"server": "ftp://h:1"}}]}, "is not an http"),
+        (
+            {"clusters": [{"name": "c1", "cluster": {"server": "https://h", "certificate-authority-data": "!!"}}]},
+            "base64",
+        ),
+        ({"users": [{"name": "u", "user": {"client-key-data": "not base64"}}]}, "client-key-data is not valid base64"),
+        ({"users": [{"name": "u", "user": {"client-certificate": "/nonexistent.crt"}}]}, "does not exist"),
+        ({"clusters": []}, "which is not in clusters"),
+        ({"contexts": [{"name": "dev", "context": {"cluster": "c1", "namespace": "Bad_NS"}}]}, "not a DNS label"),
+        ({"contexts": "x"}, "not a list of named entries"),
+    ],
+)
+def test_kubeconfig_content_is_checked_at_the_edge(tmp_path: Path, change: dict[str, object], words: str) -> None:
+    path = _kubeconfig(tmp_path)
+    document = yaml.safe_load(path.read_text())
+    document.update(change)
+    path.write_text(yaml.safe_dump(document))
+    with pytest.raises(ConfigError, match=words):
+        load_config(kubeconfig=path)
+
+
+@pytest.mark.parametrize("master", ["https://h:abc", "https://h:99999", "https://", "https://h\x1b:1", "ws://h:1"])
+def test_bad_master_urls(tmp_path: Path, master: str) -> None:
+    with pytest.raises(ConfigError):
+        load_config(kubeconfig=_kubeconfig(tmp_path), server=master)

@@ -7,11 +7,15 @@ bad confs. Field-for-field agreement with the real spark-submit is test_referenc
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from kubeaccel.errors import ConfigError
+from kubeaccel.spark import builder
 from kubeaccel.spark.builder import Generated, app_name_label, build
-from kubeaccel.spark.conf import SubmitRequest, parse_properties, resolve_conf
+from kubeaccel.spark.conf import SubmitRequest, parse_properties
+from kubeaccel.spark.model import ResolvedApp, resolve
 
 MASTER = "k8s://https://127.0.0.1:6443"
 GEN = Generated(
@@ -25,8 +29,13 @@ GEN = Generated(
 )
 
 
-def _build(request: SubmitRequest, **kwargs: object):  # type: ignore[no-untyped-def]
-    return build(request, resolve_conf(request), "team-a", GEN, **kwargs)  # type: ignore[arg-type]
+def _app(request: SubmitRequest, **fields: object) -> ResolvedApp:
+    app = resolve(request).placed("team-a")
+    return dataclasses.replace(app, **fields)  # type: ignore[arg-type]
+
+
+def _build(request: SubmitRequest, **fields: object) -> builder.AppManifests:
+    return build(_app(request, **fields), GEN)
 
 
 def _jvm(**conf: str) -> SubmitRequest:
@@ -190,7 +199,11 @@ def test_app_name_label(name: str, label: str) -> None:
     [
         ({"spark.kubernetes.container.image": ""}, "no container image"),
         ({"spark.kubernetes.container.image.pullPolicy": "Sometimes"}, "pullPolicy"),
-        ({"spark.driver.port": "http"}, "not a port number"),
+        ({"spark.driver.port": "http"}, "not a whole number from 1 to 65535"),
+        ({"spark.ui.port": "70000"}, "not a whole number from 1 to 65535"),
+        ({"spark.kubernetes.namespace": "../namespaces/other"}, "not a DNS label"),
+        ({"spark.kubernetes.driver.pod.name": "Bad_Name"}, "not a DNS subdomain"),
+        ({"spark.kubernetes.local.dirs.tmpfs": "yes"}, "not true or false"),
         ({"spark.executor.resource.gpu.amount": "1"}, "vendor was not specified"),
     ],
 )
@@ -199,3 +212,51 @@ def test_bad_confs(conf: dict[str, str], words: str) -> None:
     request = SubmitRequest(request.app_resource, master=MASTER, main_class="a.B", conf={**request.conf, **conf})
     with pytest.raises(ConfigError, match=words):
         _build(request)
+
+
+# ---- each object alone: one function per object ----
+
+
+def test_each_object_is_built_alone_and_equals_what_build_assembles() -> None:
+    app = _app(_jvm(), executor_template_text="kind: Pod\n")
+    whole = build(app, GEN)
+    assert builder.driver_pod(app, GEN) == whole.driver_pod
+    assert builder.conf_config_map(app, GEN) == whole.config_map
+    assert builder.service(app, GEN) == whole.service
+    assert builder.network_policy(app, GEN) == whole.network_policy
+    assert [builder.executor_template_config_map(app, GEN)] == whole.extra_config_maps
+    assert builder.driver_conf(app, GEN) == whole.driver_conf
+
+
+def test_network_policy_admits_only_the_apps_own_pods() -> None:
+    policy = builder.network_policy(_app(_jvm()), GEN)
+    assert policy["metadata"]["name"] == "my-app-abc123def-policy"
+    own = {"spark-app-selector": "spark-0123"}
+    assert policy["spec"]["podSelector"]["matchLabels"] == {"spark-role": "executor", **own}
+    assert policy["spec"]["ingress"] == [{"from": [{"podSelector": {"matchLabels": own}}]}]
+
+
+def test_service_ports_follow_the_port_confs() -> None:
+    service = builder.service(_app(_jvm(spark__driver__port="9000", spark__ui__port="9001")), GEN)
+    assert [(p["name"], p["port"]) for p in service["spec"]["ports"]] == [
+        ("driver-rpc-port", 9000),
+        ("blockmanager", 7079),
+        ("spark-ui", 9001),
+        ("spark-connect", 15002),
+    ]
+
+
+def test_conf_config_map_carries_the_namespace_and_is_immutable() -> None:
+    config_map = builder.conf_config_map(_app(_jvm()), GEN)
+    assert config_map["immutable"] is True
+    assert config_map["data"]["spark.kubernetes.namespace"] == "team-a"
+    assert config_map["data"]["spark.properties"].startswith("#Java properties built from Kubernetes config map")
+
+
+def test_no_executor_template_no_template_config_map() -> None:
+    assert builder.executor_template_config_map(_app(_jvm()), GEN) is None
+
+
+def test_an_unplaced_app_cannot_be_built() -> None:
+    with pytest.raises(ValueError, match="placed"):
+        build(resolve(_jvm()), GEN)

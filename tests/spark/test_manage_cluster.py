@@ -184,31 +184,31 @@ def test_status_list_kill_with_globs(
 
     code, output, _ = run_cli(["spark", "status", str(ids[0]), "-o", "json", *base])
     assert code == 0
-    [app] = json.loads(output)
+    [app] = json.loads(output)["apps"]
     assert (app["id"], app["app_name"], app["namespace"]) == (str(ids[0]), "etl-a", spark_namespace)
     assert app["phase"] in ("Pending", "Running")
 
     code, output, _ = run_cli(["spark", "list", "-n", spark_namespace, "-o", "json", *base])
-    assert sorted(a["id"] for a in json.loads(output)) == sorted(map(str, ids))
+    assert sorted(a["id"] for a in json.loads(output)["apps"]) == sorted(map(str, ids))
     # no namespace given: the context's namespace, else all namespaces, as spark-submit
     for context_namespace, expected in ((spark_namespace, True), (None, True), ("kube-system", False)):
         variant = _with_context_namespace(kubeconfig, context_namespace, tmp_path)
         code, output, _ = run_cli(["spark", "list", "-o", "json", "--kubeconfig", str(variant)])
         assert code == 0
-        assert ({str(i) for i in ids} <= {a["id"] for a in json.loads(output)}) is expected, context_namespace
+        assert ({str(i) for i in ids} <= {a["id"] for a in json.loads(output)["apps"]}) is expected, context_namespace
     code, output, _ = run_cli(["spark", "status", "*:etl-?-*", "-o", "json", *base])
-    assert sorted(a["id"] for a in json.loads(output) if a["namespace"] == spark_namespace) == sorted(map(str, ids[:2]))
+    assert sorted(a["id"] for a in json.loads(output)["apps"] if a["namespace"] == spark_namespace) == sorted(map(str, ids[:2]))
     code, output, _ = run_cli(["spark", "list", "-n", spark_namespace, "--name", "etl-?-*", *base])
     assert code == 0 and "etl-a" in output and "report" not in output
 
     code, _, error = run_cli(["spark", "logs", f"{spark_namespace}:*", *base])
-    assert code == 3
+    assert code == 2  # ambiguous: bad input, not "not found"
     assert isinstance(error, KubeaccelError)
     assert "matches 3 apps" in error.message and "give its full ID" in (error.hint or "")
 
     code, output, _ = run_cli(["spark", "kill", f"{spark_namespace}:etl-*", "--grace-period", "0", "-o", "json", *base])
     assert code == 0
-    assert sorted(json.loads(output)) == sorted(str(i) for i in ids[:2])
+    assert json.loads(output) == {"killed": sorted(str(i) for i in ids[:2]), "failed": []}
     assert [a.id for a in manage.list_apps(kube, namespace=spark_namespace)] == [str(ids[2])]
     code, _, error = run_cli(["spark", "status", f"{spark_namespace}:etl-*", *base])
     assert code == 3
@@ -275,5 +275,6 @@ def test_logs_of_one_app_reach_the_api(
     sid = submit(_request(kube, spark_namespace, "logged"), kube=kube, check_quota=False)
     code, _, error = run_cli(["spark", "logs", str(sid), "--kubeconfig", str(kubeconfig)])
     assert isinstance(error, KubeaccelError), error
-    assert code == 2
+    # the apiserver answers 500 (a kwok node has no address to fetch logs from): the door types that unavailable
+    assert code == 4, (type(error), error)
     assert f"cannot get logs of pod {sid.pod} in namespace {spark_namespace!r}" in error.message

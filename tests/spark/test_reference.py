@@ -8,7 +8,9 @@ generated per submission (app ID, name suffixes, UUIDs, timestamps) and compare 
 Cases: a Scala jar with local:// and a --properties-file; a PySpark file with accelerators, node
 selector, service account, labels, annotations, driver env, pull policy, resource flags against
 --conf, and local:// py-files/files/archives/jars; driver and executor pod templates with a named
-container, a fixed pod name, cpu request/limit and explicit memory overhead.
+container, a fixed pod name, cpu request/limit and explicit memory overhead; --packages, --repositories
+(a file:// Maven repository made here), --exclude-packages, spark.jars.ivy, --driver-java-options and
+--driver-class-path.
 """
 
 from __future__ import annotations
@@ -19,7 +21,16 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
-from fixtures.spark import SPARK_USER, explain, json_diff, normalise, read_back, start_spark_submit, submission_id
+from fixtures.spark import (
+    SPARK_USER,
+    explain,
+    json_diff,
+    maven_repo,
+    normalise,
+    read_back,
+    start_spark_submit,
+    submission_id,
+)
 
 from kubeaccel.cli import cli
 from kubeaccel.kube.client import Kube
@@ -56,7 +67,7 @@ spec:
 """
 
 
-def _cases(namespace: str, template: Path, properties: Path) -> dict[str, list[str]]:
+def _cases(namespace: str, template: Path, properties: Path, repo: str, ivy: Path) -> dict[str, list[str]]:
     common = [
         "--conf",
         f"spark.kubernetes.namespace={namespace}",
@@ -150,6 +161,26 @@ def _cases(namespace: str, template: Path, properties: Path) -> dict[str, list[s
             "spark.driver.memoryOverhead=512m",
             "local:///opt/app.jar",
         ],
+        # spark-submit resolves the packages on the client (from this file:// repository), then hands the
+        # coordinates to the driver's Ivy through the conf: the same confs must reach our driver
+        "packages": [
+            *common,
+            "--name",
+            "with-packages",
+            "--packages",
+            "dev.kubeaccel.test:hello:1.0",
+            "--repositories",
+            repo,
+            "--exclude-packages",
+            "org.slf4j:slf4j-api",
+            "--conf",
+            f"spark.jars.ivy={ivy}",
+            "--driver-java-options",
+            "-Dkubeaccel.test=1",
+            "--driver-class-path",
+            "/opt/extra/*",
+            "local:///opt/app/job.py",
+        ],
     }
 
 
@@ -161,7 +192,7 @@ def test_kubeaccel_builds_what_spark_submit_builds(
     master = f"k8s://{kube.server}"
     properties = tmp_path / "app.conf"
     properties.write_text(PROPERTIES)
-    cases = _cases(spark_namespace, template, properties)
+    cases = _cases(spark_namespace, template, properties, maven_repo(tmp_path / "maven"), tmp_path / "ivy")
     # the JVM starts dominate: run Spark's three submissions side by side
     running = {name: start_spark_submit(kubeconfig, ["--master", master, *args]) for name, args in cases.items()}
     theirs: dict[str, Any] = {}

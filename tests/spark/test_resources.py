@@ -7,7 +7,35 @@ from decimal import Decimal
 import pytest
 
 from kubeaccel.errors import ConfigError
-from kubeaccel.spark.resources import accelerators, app_requests, cpu_request, pod_memory_mib
+from kubeaccel.spark.conf import SubmitRequest
+from kubeaccel.spark.model import resolve
+from kubeaccel.spark.resources import (
+    JVM_OVERHEAD_FACTOR,
+    NON_JVM_OVERHEAD_FACTOR,
+    accelerators,
+    overhead_factor,
+    pod_resources,
+)
+
+
+def pod_memory_mib(conf: dict[str, str], role: str) -> int:
+    non_jvm = conf.get("spark.kubernetes.resource.type") in ("python", "r")
+    return pod_resources(conf, role, overhead_factor(conf, non_jvm)).memory_mib
+
+
+def cpu_request(conf: dict[str, str], role: str) -> str:
+    return pod_resources(conf, role, JVM_OVERHEAD_FACTOR).cpu_request
+
+
+def app_requests(conf: dict[str, str], app_resource: str = "local:///app.jar"):  # type: ignore[no-untyped-def]
+    request = SubmitRequest(
+        app_resource,
+        master="k8s://https://127.0.0.1:6443",
+        main_class="a.B",
+        conf={"spark.kubernetes.container.image": "img", **conf},
+    )
+    return resolve(request).app_requests()
+
 
 VE = {
     "spark.executor.resource.ve.amount": "2",
@@ -19,7 +47,7 @@ VE = {
 def test_accelerators_parsed() -> None:
     [accel] = accelerators(VE, "executor")
     assert (accel.resource_name, accel.amount, accel.discovery_script) == ("nec.com/ve", 2, "/opt/kubeaccel-discover")
-    assert accelerators(VE, "driver") == []
+    assert accelerators(VE, "driver") == ()
 
 
 @pytest.mark.parametrize(
@@ -102,3 +130,46 @@ def test_app_requests_adds_driver_and_all_executors() -> None:
     assert totals["requests.memory"] == Decimal((1408 + 3 * (4096 + 409)) * 2**20)
     assert totals["limits.cpu"] == 6
     assert totals["requests.nec.com/ve"] == 6
+
+
+def test_pyspark_preflight_counts_the_non_jvm_overhead() -> None:
+    """The bug this model fixes: PySpark executors need 0.4 overhead, not 0.1, in the quota's arithmetic."""
+    conf = {"spark.executor.instances": "3", "spark.executor.memory": "4g"}
+    python = app_requests(conf, "local:///job.py")
+    jvm = app_requests(conf)
+    executor_python = 4096 + int(NON_JVM_OVERHEAD_FACTOR * 4096)
+    executor_jvm = 4096 + int(JVM_OVERHEAD_FACTOR * 4096)
+    assert python["requests.memory"] == Decimal((1024 + 409 + 3 * executor_python) * 2**20)
+    assert jvm["requests.memory"] == Decimal((1024 + 384 + 3 * executor_jvm) * 2**20)
+    assert python["requests.memory"] > 18 * 2**30  # 3 x 4g PySpark executors do not fit in 16Gi
+
+
+def test_driver_factor_is_propagated_to_executors() -> None:
+    """Spark writes the driver's overheadFactor as spark.kubernetes.memoryOverheadFactor for executors."""
+    conf = {"spark.driver.memoryOverheadFactor": "0.5", "spark.executor.memory": "10g", "spark.executor.instances": "1"}
+    totals = app_requests(conf)
+    assert totals["requests.memory"] == Decimal(((1024 + 512) + (10240 + 5120)) * 2**20)
+
+
+def test_off_heap_size_without_unit_is_bytes() -> None:
+    conf = {"spark.memory.offHeap.enabled": "true", "spark.memory.offHeap.size": str(512 * 2**20)}
+    assert pod_memory_mib(conf, "executor") == 1024 + 384 + 512
+
+
+@pytest.mark.parametrize(
+    ("conf", "words"),
+    [
+        ({"spark.executor.memory": "0"}, "must be at least 1m"),
+        ({"spark.kubernetes.memoryOverheadFactor": "nan"}, "must be a number above 0"),
+        ({"spark.kubernetes.memoryOverheadFactor": "inf"}, "must be a number above 0"),
+        ({"spark.executor.memoryOverheadFactor": "-1"}, "must be a number above 0"),
+        ({"spark.executor.instances": "-1"}, "not a whole number"),
+        ({"spark.executor.memory": "99999999999t"}, "more than 1 PiB"),
+        ({"spark.executor.cores": "0"}, "not a whole number from 1"),
+        ({"spark.kubernetes.executor.request.cores": "-1"}, "must be above 0"),
+        ({"spark.memory.offHeap.enabled": "yes"}, "not true or false"),
+    ],
+)
+def test_bad_numbers_are_refused(conf: dict[str, str], words: str) -> None:
+    with pytest.raises(ConfigError, match=words):
+        app_requests(conf)

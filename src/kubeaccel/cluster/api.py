@@ -1,7 +1,12 @@
-"""The few API calls ``up`` and ``status`` make: readiness, simulated nodes, and what must exist before pods run."""
+"""The few API calls ``up`` and ``status`` make: readiness, simulated nodes, and what must exist before pods run.
+
+They go through the one door to the Kubernetes API (``kubeaccel.kube.client.Kube``), so failures arrive
+as kubeaccel's typed API errors; ``/readyz`` is a plain HTTPS probe that needs no client at all.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import ssl
 import time
@@ -9,12 +14,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from lightkube import ApiError, Client, KubeConfig, codecs
 from lightkube.resources.coordination_v1 import Lease
 from lightkube.resources.core_v1 import Node, ServiceAccount
 
 from kubeaccel.cluster.layout import Layout
-from kubeaccel.errors import UnavailableError
+from kubeaccel.errors import AlreadyExistsError, KubeaccelError, UnavailableError
+from kubeaccel.kube.client import Kube
 
 
 def ssl_context(layout: Layout) -> ssl.SSLContext:
@@ -35,26 +40,19 @@ def readyz(layout: Layout, port: int, context: ssl.SSLContext | None = None) -> 
         conn.close()
 
 
-def client(kubeconfig: Path) -> Client:
-    # lightkube's default timeouts (10 s) suit a loopback API server.
-    return Client(config=KubeConfig.from_file(kubeconfig), field_manager="kubeaccel-cluster")
+def client(kubeconfig: Path) -> Kube:
+    # the door's default timeouts (10 s) suit a loopback API server.
+    return Kube.connect(kubeconfig=kubeconfig)
 
 
-def ensure_nodes(api: Client, manifests: list[dict[str, Any]]) -> None:
+def ensure_nodes(api: Kube, manifests: list[dict[str, Any]]) -> None:
     for manifest in manifests:
-        try:
-            api.create(codecs.from_dict(manifest))
-        except ApiError as exc:
-            if exc.status.code != 409:
-                raise
+        with contextlib.suppress(AlreadyExistsError):
+            api.create(manifest)
 
 
-def delete_node(api: Client, name: str) -> None:
-    try:
-        api.delete(Node, name)
-    except ApiError as exc:
-        if exc.status.code != 404:
-            raise
+def delete_node(api: Kube, name: str) -> None:
+    api.delete(Node, name, missing_ok=True)
 
 
 def node_ready(node: Node) -> bool:
@@ -72,8 +70,8 @@ def wait_until(
         try:
             if check():
                 return
-        except (ApiError, OSError, http.client.HTTPException):
-            pass
+        except (KubeaccelError, OSError, http.client.HTTPException):
+            pass  # not there yet (NotFound) or not answering yet (Unavailable): ask again
         if time.monotonic() > deadline:
             raise UnavailableError(
                 f"timed out after {timeout:.0f} s waiting for {what}",
@@ -82,7 +80,7 @@ def wait_until(
         time.sleep(interval)
 
 
-def cluster_usable(api: Client, nodes: list[str]) -> Callable[[], bool]:
+def cluster_usable(api: Kube, nodes: list[str]) -> Callable[[], bool]:
     """Pods can be created (default ServiceAccount), scheduled (scheduler leader) and run (nodes Ready)."""
 
     def check() -> bool:
@@ -94,7 +92,7 @@ def cluster_usable(api: Client, nodes: list[str]) -> Callable[[], bool]:
     return check
 
 
-def node_summary(api: Client) -> list[tuple[str, bool, dict[str, str]]]:
+def node_summary(api: Kube) -> list[tuple[str, bool, dict[str, str]]]:
     result = []
     for node in api.list(Node):
         name = node.metadata.name if node.metadata and node.metadata.name else "?"

@@ -35,11 +35,17 @@ def cluster() -> None:
 @click.option("--real-node", is_flag=True, help="Also run a real kubelet with containerd (root, cgroups).")
 @click.option("--apiserver-port", type=int, default=0, help="API server port on 127.0.0.1 (default: a free one).")
 @click.option("--etcd-port", type=int, default=0, help="Client port for etcd on 127.0.0.1 (default: a free one).")
+@click.option("--fresh", is_flag=True,
+              help="Replace the cluster already in the state dir with a new one: its data is lost.")
 def up_command(
     *, state_dir: Path | None, nodes: int, node_resources: tuple[str, ...], real_node: bool,
-    apiserver_port: int, etcd_port: int,
+    apiserver_port: int, etcd_port: int, fresh: bool,
 ) -> None:
-    """Start the cluster (or reuse the one already running in the state dir) and print its kubeconfig."""
+    """Start the cluster and print its kubeconfig.
+
+    A cluster already in the state dir is reused if healthy, or repaired in place if parts of it died
+    (same ports, certificates and data). Only --fresh (or `cluster down`) removes its data.
+    """
     from kubeaccel.cluster.lifecycle import up
     from kubeaccel.cluster.spec import ClusterSpec
     from kubeaccel.cluster.spec import node_resources as parse_resources
@@ -48,7 +54,7 @@ def up_command(
     try:
         spec = ClusterSpec(
             state_dir=_state_dir(state_dir), nodes=nodes, node_resources=resources, real_node=real_node,
-            apiserver_port=apiserver_port, etcd_port=etcd_port,
+            apiserver_port=apiserver_port, etcd_port=etcd_port, fresh=fresh,
         )
     except ValidationError as exc:
         problem = exc.errors()[0]
@@ -56,8 +62,10 @@ def up_command(
         option = "--" + field.replace("_", "-")
         raise ConfigError(f"{option}: {problem['msg']}", hint="see `kubeaccel cluster up --help`") from None
     info = up(spec, progress=lambda line: click.echo(f"• {line}", err=True))
-    verb = "already running" if info.already_running else "up"
+    verb = "already running" if info.already_running else "repaired" if info.repaired else "up"
     click.echo(f"cluster {verb}: {info.server} (Kubernetes v{info.version})", err=True)
+    if info.repaired:
+        click.echo(f"restarted: {', '.join(info.repaired)} (data, certificates and ports kept)", err=True)
     if info.nodes:
         click.echo(f"simulated nodes: {', '.join(info.nodes)}", err=True)
     if info.real_node:
@@ -91,6 +99,7 @@ def status_command(state_dir: Path | None, as_json: bool) -> None:
         click.echo(json.dumps({
             "server": info.server, "kubeconfig": str(info.kubeconfig), "state_dir": str(info.state_dir),
             "version": info.version, "ready": ready, "healthy": healthy, "components": info.components,
+            "restarts": info.restarts,
             "nodes": [{"name": n, "ready": r, "allocatable": a} for n, r, a in nodes],
         }, indent=2))
     else:
@@ -101,7 +110,11 @@ def status_command(state_dir: Path | None, as_json: bool) -> None:
         console.print(f"server      {info.server}  ({'ready' if ready else 'NOT READY'})")
         console.print(f"kubeconfig  {info.kubeconfig}")
         console.print(f"state dir   {info.state_dir}")
-        procs = "  ".join(f"{name}:{'up' if alive else 'DEAD'}" for name, alive in sorted(info.components.items()))
+        def shown(name: str, alive: bool) -> str:
+            restarts = info.restarts.get(name, 0)
+            return f"{name}:{'up' if alive else 'DEAD'}" + (f" (restarted {restarts}x)" if restarts else "")
+
+        procs = "  ".join(shown(name, alive) for name, alive in sorted(info.components.items()))
         console.print(f"processes   {procs}")
         if nodes:
             table = Table("node", "ready", "allocatable")
@@ -112,5 +125,5 @@ def status_command(state_dir: Path | None, as_json: bool) -> None:
     if not healthy:
         raise UnavailableError(
             "the cluster is not healthy",
-            hint="`kubeaccel cluster up` restarts it (a crashed cluster is cleaned up first)",
+            hint="`kubeaccel cluster up` repairs it in place (restarts what died; data, certificates and ports kept)",
         )

@@ -164,10 +164,17 @@ def _write_archive(layer_path: Path, name: str, out: Path, config: ImageConfig) 
         tar.add(str(layer_path), arcname=f"blobs/sha256/{layer_digest.split(':')[1]}", recursive=False)
 
 
-def import_archive(archive: Path, containerd_address: str, ctr: str = "ctr") -> None:
-    """``ctr -n k8s.io images import``: the image becomes usable by pods on the node behind ``containerd_address``."""
-    if shutil.which(ctr) is None and not Path(ctr).exists():
-        raise NotFoundError("ctr (containerd's client) is not installed", hint="apt-get install containerd")
+def import_archive(archive: Path, containerd_address: str, ctr: str | None = None) -> None:
+    """``ctr -n k8s.io images import``: the image becomes usable by pods on the node behind ``containerd_address``.
+
+    ``ctr`` defaults to the one built with the node's containerd (scripts/containerd/build.sh).
+    """
+    if ctr is None:
+        from kubeaccel.cluster.binaries import locate
+
+        ctr = locate(("ctr",))["ctr"]
+    elif shutil.which(ctr) is None and not Path(ctr).exists():
+        raise NotFoundError(f"ctr (containerd's client) not found at {ctr}", hint="run scripts/bootstrap.sh")
     proc = subprocess.run(
         [ctr, f"--address={containerd_address}", f"--namespace={NAMESPACE}", "images", "import", str(archive)],
         capture_output=True, text=True, check=False, timeout=600,

@@ -1,7 +1,11 @@
 """``up``, ``down`` and ``status`` of a local cluster: start the processes in order, wait until usable, tear down.
 
-A failed ``up`` stops whatever it started (never half-started processes left running) and keeps the
-logs for the error message; a state dir left by a crashed run is detected and cleaned before starting.
+Data is wiped only by ``down`` or ``up --fresh``. ``up`` on a cluster with dead parts repairs it in place:
+it restarts exactly the dead processes with the recorded ports, certificates and etcd data (and the real
+node, if it had one). A failed first ``up`` stops whatever it started (never half-started processes left
+running) and keeps the logs for the error message; a state dir whose first ``up`` never completed (no
+state.json) holds no data and is cleaned before starting. A supervisor process (supervisor.py) restarts
+control-plane processes that die while the cluster runs.
 """
 
 from __future__ import annotations
@@ -13,14 +17,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from kubeaccel.cluster import api, commands, kwok, process
-from kubeaccel.cluster.binaries import CONTROL_PLANE, locate
+from kubeaccel.cluster import api, commands, kwok, process, supervisor
+from kubeaccel.cluster.binaries import CONTROL_PLANE, Binaries, locate
 from kubeaccel.cluster.commands import Ports
 from kubeaccel.cluster.layout import Layout
-from kubeaccel.cluster.ports import pick_free, require_free
+from kubeaccel.cluster.ports import is_free, pick_free, require_free
 from kubeaccel.cluster.spec import KUBE_VERSION, ClusterSpec
 from kubeaccel.cluster.state import ClusterState, locked, remove_created, write_control_plane_files
-from kubeaccel.errors import NotFoundError, UnavailableError
+from kubeaccel.errors import ConfigError, KubeaccelError, NotFoundError, UnavailableError
 
 Progress = Callable[[str], None]
 
@@ -39,9 +43,15 @@ class ClusterInfo:
     version: str
     already_running: bool = False
     components: dict[str, bool] = field(default_factory=dict)
+    restarts: dict[str, int] = field(default_factory=dict)
+    # What a repairing `up` restarted (empty for a fresh or a healthy cluster).
+    repaired: list[str] = field(default_factory=list)
 
 
-def _info(layout: Layout, state: ClusterState, already_running: bool = False) -> ClusterInfo:
+def _info(
+    layout: Layout, state: ClusterState, already_running: bool = False, repaired: list[str] | None = None
+) -> ClusterInfo:
+    recorded = process.records(layout)
     return ClusterInfo(
         state_dir=layout.root,
         kubeconfig=layout.kubeconfig,
@@ -50,7 +60,9 @@ def _info(layout: Layout, state: ClusterState, already_running: bool = False) ->
         real_node=state.real_node,
         version=state.version,
         already_running=already_running,
-        components={r.name: r.alive() for r in process.records(layout)},
+        components={r.name: r.alive() for r in recorded},
+        restarts={r.name: r.restarts for r in recorded},
+        repaired=list(repaired or []),
     )
 
 
@@ -94,19 +106,34 @@ def _fail_if_dead(layout: Layout, names: tuple[str, ...]) -> Callable[[], None]:
 
 
 def up(spec: ClusterSpec, progress: Progress = _quiet) -> ClusterInfo:
-    """Bring the cluster described by ``spec`` up in ``spec.state_dir``; a running healthy one is reused."""
+    """Bring the cluster described by ``spec`` up in ``spec.state_dir``.
+
+    A healthy one is reused, one with dead parts is repaired in place (data, certificates and ports kept);
+    only ``spec.fresh`` replaces an existing cluster.
+    """
     layout = Layout(spec.state_dir)
     with locked(layout):
-        existing = ClusterState.load(layout)
-        if existing is not None and _healthy(layout, existing):
-            _add_missing_nodes(layout, spec, existing)
-            if spec.real_node and not existing.real_node:
-                _start_real_node(layout, spec, existing, progress)
-            existing.save(layout)
-            return _info(layout, existing, already_running=True)
-        if existing is not None or process.records(layout):
-            progress(f"cleaning up a stale cluster in {layout.root} (left by a crashed or killed run)")
+        existing = ClusterState.load(layout, strict=not spec.fresh)
+        if existing is not None and spec.fresh:
+            progress(f"--fresh: removing the cluster in {layout.root} and its data")
+            supervisor.stop(layout)
             _teardown(layout, existing)
+            existing = None
+        if existing is not None:
+            _check_same_ports(spec, existing)
+            if _healthy(layout, existing):
+                _add_missing_nodes(layout, spec, existing)
+                if spec.real_node and not existing.real_node:
+                    _start_real_node(layout, spec, existing, progress)
+                existing.save(layout)
+                _ensure_supervisor(layout)
+                return _info(layout, existing, already_running=True)
+            return _repair(layout, spec, existing, progress)
+        if process.records(layout) or layout.etcd_data.exists():
+            # No state.json: the first `up` never completed, so there is no cluster and no data to keep.
+            progress(f"cleaning up an unfinished cluster in {layout.root} (its first `up` was interrupted)")
+            supervisor.stop(layout)
+            _teardown(layout, None)
         try:
             return _fresh_up(layout, spec, progress)
         except UnavailableError as exc:
@@ -117,6 +144,115 @@ def up(spec: ClusterSpec, progress: Progress = _quiet) -> ClusterInfo:
                 raise
             progress("a picked port was taken meanwhile; retrying on new ports")
             return _fresh_up(layout, spec, progress)
+
+
+def _check_same_ports(spec: ClusterSpec, state: ClusterState) -> None:
+    for option, asked, key in (("--apiserver-port", spec.apiserver_port, "apiserver"),
+                               ("--etcd-port", spec.etcd_port, "etcd")):
+        if asked and asked != state.ports[key]:
+            raise ConfigError(
+                f"the cluster in {spec.state_dir} uses {option.removeprefix('--')} {state.ports[key]}, not {asked}",
+                hint=f"leave out {option} to keep the cluster and its data, or add --fresh to recreate it "
+                f"on port {asked} (its data is lost)",
+            )
+
+
+def _ensure_supervisor(layout: Layout) -> None:
+    record = process.read_record(layout, supervisor.NAME)
+    if record is None or not record.alive():
+        supervisor.start(layout)
+
+
+def _control_plane_argv(bins: Binaries, layout: Layout, ports: Ports) -> dict[str, list[str]]:
+    return {
+        "etcd": commands.etcd(bins, layout, ports),
+        "kube-apiserver": commands.apiserver(bins, layout, ports),
+        "kube-controller-manager": commands.controller_manager(bins, layout),
+        "kube-scheduler": commands.scheduler(bins, layout),
+        "kwok": commands.kwok(bins, layout),
+    }
+
+
+def _repair(layout: Layout, spec: ClusterSpec, state: ClusterState, progress: Progress) -> ClusterInfo:
+    """Restart the dead parts of an existing cluster with its recorded ports, certificates and etcd data."""
+    keep = "`kubeaccel cluster up --fresh` recreates the cluster (its data is lost)"
+    if state.version != KUBE_VERSION:
+        raise KubeaccelError(
+            f"the cluster in {layout.root} runs Kubernetes v{state.version}, this kubeaccel v{KUBE_VERSION}",
+            hint=f"{keep}; or `kubeaccel cluster down` first",
+        )
+    missing = [p for p in (layout.cert("ca"), layout.key("ca"), layout.kubeconfig, layout.etcd_data) if not p.exists()]
+    if missing:
+        raise KubeaccelError(
+            f"the cluster in {layout.root} cannot be repaired: {', '.join(map(str, missing))} missing",
+            hint=keep,
+        )
+    supervisor.stop(layout)
+    ports = Ports(state.ports["etcd"], state.ports["etcd-peer"], state.ports["apiserver"])
+    wanted = _control_plane_argv(locate((*CONTROL_PLANE, "etcd")), layout, ports)
+    dead = [name for name in CONTROL_PLANE_COMPONENTS if not _alive(layout, name)]
+    listens = {"etcd": (ports.etcd_client, ports.etcd_peer), "kube-apiserver": (ports.apiserver,)}
+    taken = [port for name in dead for port in listens.get(name, ()) if not is_free(port)]
+    if taken:
+        raise UnavailableError(
+            f"cannot restart {', '.join(dead)} of the cluster in {layout.root}: port(s) "
+            f"{', '.join(map(str, taken))} on 127.0.0.1 are taken by another process",
+            hint=f"stop what listens there (ss -ltnp 'sport = :{taken[0]}') and run `kubeaccel cluster up` "
+            f"again (the data is kept), or {keep}",
+        )
+    if dead:
+        progress(f"repairing the cluster in {layout.root}: restarting {', '.join(dead)} "
+                 f"(same ports, certificates and data)")
+    hint = f"look at the logs above, then `kubeaccel cluster up` again (the data is kept), or {keep}"
+    try:
+        for name in dead:
+            record = process.read_record(layout, name)
+            process.start(layout, name, wanted[name], restarts=record.restarts + 1 if record else 1)
+            if name == "kube-apiserver":
+                _wait_apiserver(layout, ports)
+        _wait_apiserver(layout, ports)
+        _add_missing_nodes(layout, spec, state)
+        api.wait_until(
+            "the controllers, the scheduler and the simulated nodes",
+            api.cluster_usable(api.client(layout.kubeconfig), state.nodes),
+            USABLE_TIMEOUT,
+            _fail_if_dead(layout, CONTROL_PLANE_COMPONENTS),
+        )
+    except KubeaccelError as exc:
+        exc.hint = hint
+        raise
+    repaired = list(dead)
+    if state.real_node and not all(_alive(layout, n) for n in ("containerd", "kubelet")):
+        progress("repairing the real node: restarting containerd and the kubelet")
+        _stop_real_node_processes(layout)
+        _start_real_node(layout, spec, state, progress)
+        repaired += ["containerd", "kubelet"]
+    elif spec.real_node and not state.real_node:
+        _start_real_node(layout, spec, state, progress)
+    state.save(layout)
+    supervisor.start(layout)
+    return _info(layout, state, repaired=repaired)
+
+
+def _alive(layout: Layout, name: str) -> bool:
+    record = process.read_record(layout, name)
+    return record is not None and record.alive()
+
+
+def _stop_real_node_processes(layout: Layout) -> None:
+    from kubeaccel.cluster import realnode
+
+    realnode.down(layout)
+
+
+def _wait_apiserver(layout: Layout, ports: Ports) -> None:
+    context = api.ssl_context(layout)
+    api.wait_until(
+        "kube-apiserver to become ready",
+        lambda: api.readyz(layout, ports.apiserver, context),
+        APISERVER_TIMEOUT,
+        _fail_if_dead(layout, ("etcd", "kube-apiserver")),
+    )
 
 
 def _fresh_up(layout: Layout, spec: ClusterSpec, progress: Progress) -> ClusterInfo:
@@ -140,20 +276,14 @@ def _fresh_up(layout: Layout, spec: ClusterSpec, progress: Progress) -> ClusterI
         version=KUBE_VERSION,
     )
     try:
+        argv = _control_plane_argv(bins, layout, ports)
         progress(f"starting etcd and kube-apiserver v{KUBE_VERSION} on {ports.server}")
-        process.start(layout, "etcd", commands.etcd(bins, layout, ports))
-        process.start(layout, "kube-apiserver", commands.apiserver(bins, layout, ports))
-        context = api.ssl_context(layout)
-        api.wait_until(
-            "kube-apiserver to become ready",
-            lambda: api.readyz(layout, ports.apiserver, context),
-            APISERVER_TIMEOUT,
-            _fail_if_dead(layout, ("etcd", "kube-apiserver")),
-        )
+        process.start(layout, "etcd", argv["etcd"])
+        process.start(layout, "kube-apiserver", argv["kube-apiserver"])
+        _wait_apiserver(layout, ports)
         progress("starting kube-controller-manager, kube-scheduler and kwok")
-        process.start(layout, "kube-controller-manager", commands.controller_manager(bins, layout))
-        process.start(layout, "kube-scheduler", commands.scheduler(bins, layout))
-        process.start(layout, "kwok", commands.kwok(bins, layout))
+        for name in ("kube-controller-manager", "kube-scheduler", "kwok"):
+            process.start(layout, name, argv[name])
         state.save(layout)
         _add_missing_nodes(layout, spec, state)
         progress(f"waiting for {len(state.nodes)} simulated node(s) and the controllers")
@@ -166,7 +296,9 @@ def _fresh_up(layout: Layout, spec: ClusterSpec, progress: Progress) -> ClusterI
         if spec.real_node:
             _start_real_node(layout, spec, state, progress)
         state.save(layout)
+        supervisor.start(layout)
     except BaseException:
+        supervisor.stop(layout)
         _teardown(layout, state, keep_logs=True)
         raise
     return _info(layout, state)
@@ -194,6 +326,8 @@ def _start_real_node(layout: Layout, spec: ClusterSpec, state: ClusterState, pro
 
 
 def _teardown(layout: Layout, state: ClusterState | None, keep_logs: bool = False) -> list[str]:
+    # The supervisor first: it would restart what is being stopped.
+    supervisor.stop(layout)
     real_node = state is not None and state.real_node is not None
     if real_node or (layout.node.exists()):
         from kubeaccel.cluster import realnode
@@ -212,7 +346,7 @@ def down(state_dir: Path) -> list[str]:
     if not layout.root.exists():
         return []
     with locked(layout):
-        stopped = _teardown(layout, ClusterState.load(layout))
+        stopped = _teardown(layout, ClusterState.load(layout, strict=False))
     layout.lock_file.unlink(missing_ok=True)
     # The user's own files remain in a --state-dir they chose, and so does that dir.
     with contextlib.suppress(OSError):

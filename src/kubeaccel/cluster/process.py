@@ -1,7 +1,8 @@
 """Start, find and stop the cluster's processes by PID; each one's output goes to a log in the state dir.
 
 A PID file records the PID *and* the process start time (from /proc), so a PID reused by an
-unrelated process after a crash or reboot is never signalled.
+unrelated process after a crash or reboot is never signalled. It also counts how often the process
+was restarted (by the supervisor or a repairing ``up``), which ``cluster status`` shows.
 """
 
 from __future__ import annotations
@@ -39,15 +40,31 @@ class ProcessRecord:
     pid: int
     start_ticks: int
     argv: tuple[str, ...]
+    restarts: int = 0
 
     def alive(self) -> bool:
         return _start_ticks(self.pid) == self.start_ticks
+
+    def pidfd(self) -> int | None:
+        """A pidfd that becomes readable when this very process exits, or None if it is gone already.
+
+        Opened before the start time is checked, so a PID reused in between is never mistaken for ours.
+        """
+        try:
+            fd = os.pidfd_open(self.pid)
+        except OSError:
+            return None
+        if not self.alive():
+            os.close(fd)
+            return None
+        return fd
 
 
 def read_record(layout: Layout, name: str) -> ProcessRecord | None:
     try:
         data = json.loads(layout.pid_file(name).read_text())
-        return ProcessRecord(name, int(data["pid"]), int(data["start_ticks"]), tuple(data["argv"]))
+        return ProcessRecord(name, int(data["pid"]), int(data["start_ticks"]), tuple(data["argv"]),
+                             int(data.get("restarts", 0)))
     except (OSError, ValueError, KeyError, TypeError):
         return None
 
@@ -60,7 +77,8 @@ def records(layout: Layout) -> list[ProcessRecord]:
 
 
 def start(
-    layout: Layout, name: str, argv: Sequence[str], *, env: Mapping[str, str] | None = None, cwd: Path | None = None
+    layout: Layout, name: str, argv: Sequence[str], *, env: Mapping[str, str] | None = None, cwd: Path | None = None,
+    restarts: int = 0,
 ) -> ProcessRecord:
     """Start ``argv`` detached (own session, so a Ctrl-C of ``up`` does not kill it) with output to its log."""
     layout.logs.mkdir(parents=True, exist_ok=True)
@@ -80,14 +98,16 @@ def start(
                 hint="run scripts/bootstrap.sh to build or install the missing binaries",
             ) from exc
     ticks = _start_ticks(proc.pid)
-    record = ProcessRecord(name, proc.pid, ticks if ticks is not None else -1, tuple(argv))
-    layout.pid_file(name).write_text(
-        json.dumps({"pid": record.pid, "start_ticks": record.start_ticks, "argv": list(record.argv)})
-    )
+    record = ProcessRecord(name, proc.pid, ticks if ticks is not None else -1, tuple(argv), restarts)
+    data = {"pid": record.pid, "start_ticks": record.start_ticks, "argv": list(record.argv), "restarts": restarts}
+    # Written whole then renamed: the supervisor and `status` read these files while they change.
+    tmp = layout.pid_file(name).with_suffix(".tmp")
+    tmp.write_text(json.dumps(data))
+    tmp.replace(layout.pid_file(name))
     return record
 
 
-def _reap(pid: int) -> None:
+def reap(pid: int) -> None:
     # Our own children (started in this Python process) would stay zombies, and look alive, until waited for.
     with contextlib.suppress(ChildProcessError, OSError):
         os.waitpid(pid, os.WNOHANG)
@@ -107,7 +127,7 @@ def stop_all(layout: Layout, grace: float = 3.0, names: Sequence[str] | None = N
     deadline = time.monotonic() + grace
     while time.monotonic() < deadline:
         for r in running:
-            _reap(r.pid)
+            reap(r.pid)
         if not any(r.alive() for r in running):
             break
         time.sleep(0.05)
@@ -117,7 +137,7 @@ def stop_all(layout: Layout, grace: float = 3.0, names: Sequence[str] | None = N
                 os.kill(r.pid, signal.SIGKILL)
     for r in running:
         for _ in range(100):
-            _reap(r.pid)
+            reap(r.pid)
             if not r.alive():
                 break
             time.sleep(0.02)

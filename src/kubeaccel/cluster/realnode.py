@@ -1,4 +1,8 @@
-"""Tier 2: a real kubelet with containerd, runc and a CNI bridge, joined to the local control plane.
+"""Tier 2: a real kubelet with containerd 2, runc and a CNI bridge, joined to the local control plane.
+
+containerd, its runc shim, ctr, runc and the CNI plugins are built from their upstream Go modules by
+scripts/containerd/build.sh (versions in versions.env); containerd reads CDI specs from /etc/cdi,
+/var/run/cdi and the node's own dir (``nodepaths.cdi_spec_dir``).
 
 Facts this relies on (seen on the project's VMs): containerd's CRI needs ``restrict_oom_score_adj`` where
 root lacks CAP_SYS_RESOURCE; the kubelet refuses a loopback ``--node-ip``, so the node keeps its hostname
@@ -22,18 +26,19 @@ from typing import Any
 import yaml
 
 from kubeaccel.cluster import api, hostclean, images, process
-from kubeaccel.cluster.binaries import locate
+from kubeaccel.cluster.binaries import REAL_NODE, cni_bin_dir, containerd_bin_dir, locate, missing_cni_plugins
 from kubeaccel.cluster.kubeconfig import build_kubeconfig, dump
 from kubeaccel.cluster.layout import Layout
+from kubeaccel.cluster.nodepaths import DEVICE_PLUGIN_DIR, NodePaths, containerd_address, node_paths
 from kubeaccel.cluster.pki import CertificateAuthority
 from kubeaccel.cluster.ports import pick_free
 from kubeaccel.errors import ConfigError, KubeaccelError, UnavailableError
 
-DEVICE_PLUGIN_DIR = Path("/var/lib/kubelet/device-plugins")
+__all__ = ["DEVICE_PLUGIN_DIR", "check_host", "check_state_dir", "check_unclaimed", "containerd_address", "down",
+           "node_name", "up"]
+
 KUBELET_DEFAULT_ROOT = Path("/var/lib/kubelet")
 CLAIM_FILE = Path("/run/kubeaccel/real-node.json")
-CNI_BIN_DIR = Path("/usr/lib/cni")
-CNI_PLUGINS = ("bridge", "host-local", "loopback", "portmap")
 BRIDGE = "kubeaccel0"
 POD_SUBNET = "10.244.0.0/24"
 CGROUP_NAME = "kubeaccel"
@@ -47,7 +52,7 @@ def node_name() -> str:
 
 
 def check_host() -> None:
-    """Root, cgroups, the Debian packages and a hostname on 127.0.0.1, or a clear error saying what to fix."""
+    """Root, cgroups, the built runtime, busybox and a hostname on 127.0.0.1, or a clear error saying what to fix."""
     if os.geteuid() != 0:
         raise KubeaccelError(
             "the real node (tier 2) needs root: it runs containerd and a kubelet",
@@ -58,12 +63,12 @@ def check_host() -> None:
             "no cgroup hierarchy is mounted under /sys/fs/cgroup",
             hint="the real node needs cgroups (v1 or v2); run on a host or VM with them, or leave out --real-node",
         )
-    locate(("kubelet", "containerd", "ctr", "runc", "iptables"))
-    missing = [p for p in CNI_PLUGINS if not (CNI_BIN_DIR / p).exists()]
+    locate(REAL_NODE)
+    missing = missing_cni_plugins()
     if missing:
         raise KubeaccelError(
-            f"CNI plugins {', '.join(missing)} are missing from {CNI_BIN_DIR}",
-            hint="apt-get install containernetworking-plugins",
+            f"CNI plugins {', '.join(missing)} are not built in {cni_bin_dir()}",
+            hint="run scripts/bootstrap.sh (scripts/containerd/build.sh builds them from upstream with Go, once)",
         )
     if not images.BUSYBOX_BINARY.exists():
         raise KubeaccelError(f"{images.BUSYBOX_BINARY} is missing", hint="apt-get install busybox-static")
@@ -101,68 +106,63 @@ def _claim(layout: Layout) -> None:
     CLAIM_FILE.write_text(json.dumps({"state_dir": str(layout.root)}))
 
 
-def _paths(layout: Layout) -> dict[str, Path]:
-    n = layout.node
-    return {
-        "containerd": n / "containerd",
-        "containerd_config": n / "containerd" / "config.toml",
-        "containerd_sock": n / "containerd" / "containerd.sock",
-        "cni_conf": n / "cni" / "net.d",
-        "cni_ipam": n / "cni" / "ipam",
-        "kubelet_root": n / "kubelet",
-        "kubelet_config": n / "kubelet-config.yaml",
-        "images": n / "images",
-        "host_snapshot": n / "host-before.json",
-    }
-
-
-def containerd_address(layout: Layout) -> str:
-    """The real node's containerd socket (for ``ctr --address`` and ``images.import_archive``)."""
-    return str(_paths(layout)["containerd_sock"])
-
-
-def containerd_config(paths: dict[str, Path]) -> str:
-    root = paths["containerd"]
-    cri = 'plugins."io.containerd.grpc.v1.cri"'
-    return f"""version = 2
-root = "{root / 'root'}"
-state = "{root / 'state'}"
+def containerd_config(paths: NodePaths, runc: str) -> str:
+    """containerd 2 configuration, version 3 (read natively by 2.0-2.3, migrated in memory by 2.4)."""
+    root = paths.containerd
+    images_plugin, runtime_plugin = "plugins.'io.containerd.cri.v1.images'", "plugins.'io.containerd.cri.v1.runtime'"
+    cdi_dirs = ", ".join(f"'{d}'" for d in paths.cdi_spec_dirs())
+    return f"""version = 3
+root = '{root / 'root'}'
+state = '{root / 'state'}'
 oom_score = 0
-disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.zfs",
-                    "io.containerd.snapshotter.v1.devmapper", "io.containerd.snapshotter.v1.aufs"]
+# Not needed here, and NRI would listen on the machine-wide /var/run/nri/nri.sock.
+disabled_plugins = ['io.containerd.snapshotter.v1.btrfs', 'io.containerd.snapshotter.v1.zfs',
+                    'io.containerd.snapshotter.v1.devmapper', 'io.containerd.snapshotter.v1.aufs',
+                    'io.containerd.nri.v1.nri']
 
 [grpc]
-  address = "{paths['containerd_sock']}"
+  address = '{paths.containerd_sock}'
 
-[plugins."io.containerd.internal.v1.opt"]
-  path = "{root / 'opt'}"
+[plugins.'io.containerd.internal.v1.opt']
+  path = '{root / 'opt'}'
 
-[{cri}]
-  sandbox_image = "{images.PAUSE_IMAGE}"
+[{images_plugin}]
+  snapshotter = 'overlayfs'
+
+[{images_plugin}.pinned_images]
+  sandbox = '{images.PAUSE_IMAGE}'
+
+[{runtime_plugin}]
   # root here lacks CAP_SYS_RESOURCE: without this runc fails with "can't get final child's PID from pipe".
   restrict_oom_score_adj = true
   disable_apparmor = true
-  stream_server_address = "127.0.0.1"
-  stream_server_port = "0"
+  # CDI is always on in containerd 2; these are where it looks, the node's own dir last (highest priority).
+  cdi_spec_dirs = [{cdi_dirs}]
 
-[{cri}.containerd]
-  snapshotter = "overlayfs"
-  default_runtime_name = "runc"
+[{runtime_plugin}.containerd]
+  default_runtime_name = 'runc'
 
-[{cri}.containerd.runtimes.runc]
-  runtime_type = "io.containerd.runc.v2"
+[{runtime_plugin}.containerd.runtimes.runc]
+  runtime_type = 'io.containerd.runc.v2'
+  # The built shim by path: a shim found on PATH (e.g. a distribution's older one) must never be used.
+  runtime_path = '{containerd_bin_dir() / 'containerd-shim-runc-v2'}'
 
-[{cri}.containerd.runtimes.runc.options]
+[{runtime_plugin}.containerd.runtimes.runc.options]
+  BinaryName = '{runc}'
   SystemdCgroup = false
-  Root = "{root / 'runc'}"
+  Root = '{root / 'runc'}'
 
-[{cri}.cni]
-  bin_dir = "{CNI_BIN_DIR}"
-  conf_dir = "{paths['cni_conf']}"
+[{runtime_plugin}.cni]
+  bin_dirs = ['{cni_bin_dir()}']
+  conf_dir = '{paths.cni_conf}'
+
+[plugins.'io.containerd.grpc.v1.cri']
+  stream_server_address = '127.0.0.1'
+  stream_server_port = '0'
 """
 
 
-def cni_config(paths: dict[str, Path]) -> dict[str, Any]:
+def cni_config(paths: NodePaths) -> dict[str, Any]:
     return {
         "cniVersion": "0.4.0",
         "name": "kubeaccel",
@@ -177,7 +177,7 @@ def cni_config(paths: dict[str, Path]) -> dict[str, Any]:
                     "type": "host-local",
                     "ranges": [[{"subnet": POD_SUBNET}]],
                     "routes": [{"dst": "0.0.0.0/0"}],
-                    "dataDir": str(paths["cni_ipam"]),
+                    "dataDir": str(paths.cni_ipam),
                 },
             },
             {"type": "portmap", "capabilities": {"portMappings": True}},
@@ -185,7 +185,7 @@ def cni_config(paths: dict[str, Path]) -> dict[str, Any]:
     }
 
 
-def kubelet_config(layout: Layout, paths: dict[str, Path], port: int) -> dict[str, Any]:
+def kubelet_config(layout: Layout, paths: NodePaths, port: int) -> dict[str, Any]:
     return {
         "apiVersion": "kubelet.config.k8s.io/v1beta1",
         "kind": "KubeletConfiguration",
@@ -199,8 +199,8 @@ def kubelet_config(layout: Layout, paths: dict[str, Path], port: int) -> dict[st
             "x509": {"clientCAFile": str(layout.cert("ca"))},
         },
         "authorization": {"mode": "Webhook"},
-        "containerRuntimeEndpoint": f"unix://{paths['containerd_sock']}",
-        "imageServiceEndpoint": f"unix://{paths['containerd_sock']}",
+        "containerRuntimeEndpoint": f"unix://{paths.containerd_sock}",
+        "imageServiceEndpoint": f"unix://{paths.containerd_sock}",
         "cgroupDriver": "cgroupfs",
         # Pods go below a cgroup of our own, so `down` can find and remove everything they leave.
         "cgroupRoot": f"/{CGROUP_NAME}",
@@ -220,13 +220,14 @@ def kubelet_config(layout: Layout, paths: dict[str, Path], port: int) -> dict[st
     }
 
 
-def _write_node_files(layout: Layout, server: str, kubelet_port: int) -> dict[str, Path]:
-    paths = _paths(layout)
-    for key in ("containerd", "cni_conf", "cni_ipam", "kubelet_root", "images"):
-        paths[key].mkdir(parents=True, exist_ok=True)
-    paths["containerd_config"].write_text(containerd_config(paths))
-    (paths["cni_conf"] / "10-kubeaccel.conflist").write_text(json.dumps(cni_config(paths), indent=2))
-    paths["kubelet_config"].write_text(yaml.safe_dump(kubelet_config(layout, paths, kubelet_port), sort_keys=False))
+def _write_node_files(layout: Layout, server: str, kubelet_port: int, runc: str) -> NodePaths:
+    paths = node_paths(layout)
+    for path in (paths.containerd, paths.cni_conf, paths.cni_ipam, paths.kubelet_root, paths.images, paths.cdi,
+                 paths.plugins_registry, paths.kubelet_plugins):
+        path.mkdir(parents=True, exist_ok=True)
+    paths.containerd_config.write_text(containerd_config(paths, runc))
+    (paths.cni_conf / "10-kubeaccel.conflist").write_text(json.dumps(cni_config(paths), indent=2))
+    paths.kubelet_config.write_text(yaml.safe_dump(kubelet_config(layout, paths, kubelet_port), sort_keys=False))
     ca = CertificateAuthority.load(layout.cert("ca").read_bytes(), layout.key("ca").read_bytes())
     # The Node authorizer and NodeRestriction admission key on exactly this identity.
     pair = ca.issue(f"system:node:{node_name()}", organization="system:nodes", client=True)
@@ -236,13 +237,13 @@ def _write_node_files(layout: Layout, server: str, kubelet_port: int) -> dict[st
     return paths
 
 
-def _snapshot_host(paths: dict[str, Path]) -> None:
+def _snapshot_host(paths: NodePaths) -> None:
     snapshot = {
         "iptables": hostclean.snapshot_iptables(),
         "netns": hostclean.netns_names(),
         "kubelet_root_existed": KUBELET_DEFAULT_ROOT.exists(),
     }
-    paths["host_snapshot"].write_text(json.dumps(snapshot))
+    paths.host_snapshot.write_text(json.dumps(snapshot))
 
 
 def _ctr_ok(binary: str, sock: Path) -> bool:
@@ -268,9 +269,9 @@ def up(layout: Layout, server: str, progress: Progress) -> str:
     check_host()
     check_state_dir(layout)
     _claim(layout)
-    bins = locate(("kubelet", "containerd", "ctr"))
+    bins = locate(REAL_NODE)
     (kubelet_port,) = pick_free(1)
-    paths = _write_node_files(layout, server, kubelet_port)
+    paths = _write_node_files(layout, server, kubelet_port, bins["runc"])
     _snapshot_host(paths)
     for cgroup in hostclean.cgroup_dirs(CGROUP_NAME):
         # The kubelet requires its cgroup root to exist in every hierarchy.
@@ -278,19 +279,19 @@ def up(layout: Layout, server: str, progress: Progress) -> str:
             cgroup.mkdir(exist_ok=True)
     DEVICE_PLUGIN_DIR.mkdir(parents=True, exist_ok=True)
     progress("starting containerd (CRI, runc, CNI bridge)")
-    process.start(layout, "containerd", [bins["containerd"], f"--config={paths['containerd_config']}"])
+    process.start(layout, "containerd", [bins["containerd"], f"--config={paths.containerd_config}"])
     alive = _dead_check(layout, ("containerd",))
-    api.wait_until("containerd", lambda: _ctr_ok(bins["ctr"], paths["containerd_sock"]), 30, alive)
+    api.wait_until("containerd", lambda: _ctr_ok(bins["ctr"], paths.containerd_sock), 30, alive)
     progress("importing the locally built pause and busybox images")
-    for archive in images.build_base_images(paths["images"]).values():
-        images.import_archive(archive, str(paths["containerd_sock"]), bins["ctr"])
+    for archive in images.build_base_images(paths.images).values():
+        images.import_archive(archive, str(paths.containerd_sock), bins["ctr"])
     name = node_name()
     progress(f"starting the kubelet (node {name})")
     process.start(layout, "kubelet", [
         bins["kubelet"],
-        f"--config={paths['kubelet_config']}",
+        f"--config={paths.kubelet_config}",
         f"--kubeconfig={layout.component_kubeconfig('kubelet')}",
-        f"--root-dir={paths['kubelet_root']}",
+        f"--root-dir={paths.kubelet_root}",
         f"--hostname-override={name}",
         "--v=1",
     ])
@@ -321,16 +322,16 @@ def _dead_check(layout: Layout, names: tuple[str, ...]) -> Callable[[], None]:
 
 def down(layout: Layout) -> list[str]:
     """Stop the kubelet, the containers and containerd; remove mounts, cgroups, chains, netns and the bridge."""
-    paths = _paths(layout)
+    paths = node_paths(layout)
     stopped = process.stop_all(layout, grace=2.0, names=("kubelet",))
     # Containers first (they live in our cgroups), then their shims, then containerd itself.
     hostclean.remove_cgroups(hostclean.cgroup_dirs(CGROUP_NAME))
-    for pid in hostclean.pids_with_argument(str(paths["containerd_sock"]), "containerd-shim"):
+    for pid in hostclean.pids_with_argument(str(paths.containerd_sock), "containerd-shim"):
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, 9)
     stopped += process.stop_all(layout, grace=2.0, names=("containerd",))
     try:
-        snapshot = json.loads(paths["host_snapshot"].read_text())
+        snapshot = json.loads(paths.host_snapshot.read_text())
     except (OSError, ValueError):
         snapshot = {"iptables": {}, "netns": [], "kubelet_root_existed": True}
     new_netns = [n for n in hostclean.netns_names() if n not in set(snapshot.get("netns", []))]

@@ -7,11 +7,13 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from kubeaccel.cluster.versions import KUBE_VERSION, KWOK_VERSION
 from kubeaccel.devices.naming import is_valid_resource_name
 from kubeaccel.errors import ConfigError
 
-KUBE_VERSION = "1.37.2"
-KWOK_VERSION = "0.8.0"
+# The versions are re-exported: callers have always read them here; versions.env is where they are set.
+__all__ = ["DEFAULT_NODE_RESOURCES", "KUBE_VERSION", "KWOK_VERSION", "ClusterSpec", "default_state_dir",
+           "node_resources", "parse_node_resource"]
 
 DEFAULT_NODE_RESOURCES: dict[str, str] = {"cpu": "32", "memory": "128Gi", "pods": "110"}
 
@@ -66,6 +68,8 @@ class ClusterSpec(BaseModel):
     node_resources: dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_NODE_RESOURCES))
     node_prefix: str = "kwok-node"
     real_node: bool = False
+    # Replace an existing cluster in state_dir (its etcd data is lost) instead of reusing or repairing it.
+    fresh: bool = False
     # 0 = pick a free port
     apiserver_port: int = Field(default=0, ge=0, le=65535)
     etcd_port: int = Field(default=0, ge=0, le=65535)

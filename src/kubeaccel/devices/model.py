@@ -158,28 +158,6 @@ class Devices(Mapping[str, Device]):
             return []
         return sorted(wanted - self._by_id.keys(), key=sort_key)
 
-    def difference(self, ids: Iterable[str]) -> Devices:
-        drop = set(ids)
-        return Devices._ordered({k: d for k, d in self._by_id.items() if k not in drop})
-
-
-@dataclass(frozen=True)
-class DeviceDiff:
-    added: tuple[Device, ...] = ()
-    removed: tuple[Device, ...] = ()
-    updated: tuple[Device, ...] = ()
-
-    def __bool__(self) -> bool:
-        return bool(self.added or self.removed or self.updated)
-
-
-def diff(old: Devices, new: Devices) -> DeviceDiff:
-    """What changed between two snapshots (pure: the plugin pushes a new list only when non-empty)."""
-    added = tuple(new[i] for i in new if i not in old)
-    removed = tuple(old[i] for i in old if i not in new)
-    updated = tuple(new[i] for i in new if i in old and old[i] != new[i])
-    return DeviceDiff(added, removed, updated)
-
 
 @dataclass(frozen=True)
 class ContainerAllocation:

@@ -8,10 +8,18 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from kubeaccel.cliopts import connection_options, echo_json, output_option
 from kubeaccel.kube.client import Kube
-from kubeaccel.kube.options import connection_options, echo_json, output_option
 from kubeaccel.kube.quantity import format_quantity, parse_quantity
-from kubeaccel.kube.tenancy import check_namespace_name, create_tenant, parse_quota, tenant_usage
+from kubeaccel.kube.tenancy import (
+    DEFAULT_POD_SECURITY,
+    POD_SECURITY_LEVELS,
+    check_namespace_name,
+    create_tenant,
+    parse_quota,
+    tenant_manifests,
+    tenant_usage,
+)
 
 
 @click.group()
@@ -22,9 +30,22 @@ def tenant() -> None:
 @tenant.command("create")
 @click.argument("name")
 @click.option("--quota", default="", help="Comma-separated NAME=AMOUNT, e.g. cpu=16,memory=64Gi,nec.com/ve=8.")
+@click.option(
+    "--pod-security",
+    type=click.Choice(POD_SECURITY_LEVELS),
+    default=DEFAULT_POD_SECURITY,
+    show_default=True,
+    help="Pod Security Admission level enforced in the namespace (VE pods need IPC_LOCK: privileged).",
+)
+@click.option("--force", is_flag=True, help="Allow the 'default' namespace as a tenant.")
 @connection_options
-def create(name: str, quota: str, kubeconfig: str | None, context: str | None) -> None:
+def create(
+    *, name: str, quota: str, pod_security: str, force: bool, kubeconfig: str | None, context: str | None
+) -> None:
     """Create (or update) tenant NAME: namespace, quota, ServiceAccount `spark`, Role and RoleBinding.
+
+    All or nothing: every input is checked before the first write, and a failing step undoes the ones
+    before it. kube-system, kube-public and kube-node-lease are refused, and default unless --force.
 
     \b
     Example:
@@ -32,10 +53,10 @@ def create(name: str, quota: str, kubeconfig: str | None, context: str | None) -
     Submit into it with --conf spark.kubernetes.namespace=team-a
     and --conf spark.kubernetes.authenticate.driver.serviceAccountName=spark.
     """
-    check_namespace_name(name)
     hard = parse_quota(quota)
+    tenant_manifests(name, hard, pod_security=pod_security, force=force)  # every check before connecting
     kube = Kube.connect(kubeconfig=kubeconfig, context=context)
-    for applied in create_tenant(kube, name, hard):
+    for applied in create_tenant(kube, name, hard, pod_security=pod_security, force=force):
         click.echo(f"applied {applied}")
 
 

@@ -1,25 +1,26 @@
 """The objects Spark's Kubernetes submission client creates for a cluster-mode app, as plain data.
 
-Pure: resolved conf + generated identifiers in, Kubernetes manifests (dicts) out. The field-for-field
-facts (labels, ports, env, volume names, the conf ConfigMap, the headless Service, the NetworkPolicy)
-are Spark 4.3's; the reference test compares this output against the real spark-submit's.
+Pure: a `ResolvedApp` + the identifiers generated per submission in, Kubernetes manifests (dicts) out,
+one function per object: `driver_pod`, `conf_config_map`, `executor_template_config_map`, `service`,
+`network_policy`, and `driver_conf` (what the conf ConfigMap carries). The field-for-field facts (labels,
+ports, env, volume names) are Spark 4.3's; the reference test compares the output with the real
+spark-submit's.
 """
 
 from __future__ import annotations
 
 import copy
 import re
-import secrets
 import time
-import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from kubeaccel.errors import ConfigError
-from kubeaccel.spark.conf import PYTHON_RUNNER, R_RUNNER, SubmitRequest, format_properties
-from kubeaccel.spark.resources import accelerators, cpu_request, default_overhead_factor, pod_memory_mib
+from kubeaccel.spark.conf import format_properties, split_list
+from kubeaccel.spark.resources import FACTOR_KEY, PodResources
+
+if TYPE_CHECKING:
+    from kubeaccel.spark.model import ResolvedApp
 
 SPARK_VERSION = "4.3.0"
 CONF_DIR = "/opt/spark/conf"
@@ -50,6 +51,8 @@ class Generated:
 
     @classmethod
     def fresh(cls, spark_user: str) -> Generated:
+        import uuid  # here, not at the top: status/list/kill import the labels but never make IDs
+
         return cls(
             app_id="spark-" + uuid.uuid4().hex,
             name_id=unique_id(),
@@ -63,6 +66,8 @@ class Generated:
 
 def unique_id() -> str:
     """Spark's short unique ID: 3 random bytes then the low 40 bits of the clock in ms, in hex."""
+    import secrets
+
     return secrets.token_hex(3) + format(int(time.time() * 1000) & 0xFFFFFFFFFF, "x")
 
 
@@ -72,6 +77,11 @@ def _sanitize(text: str) -> str:
 
 def app_name_label(app_name: str) -> str:
     return _sanitize(app_name)[:63].strip("-")
+
+
+def name_prefix_base(app_name: str) -> str:
+    """What of the app name survives in object names; empty when nothing does."""
+    return _sanitize(app_name).strip("-")
 
 
 @dataclass
@@ -105,227 +115,245 @@ def _prefixed(conf: Mapping[str, str], prefix: str) -> dict[str, str]:
     return {k[len(prefix) :]: v for k, v in conf.items() if k.startswith(prefix) and len(k) > len(prefix)}
 
 
-def _int_conf(conf: Mapping[str, str], key: str, default: int) -> int:
-    raw = conf.get(key)
-    if raw is None:
-        return default
-    if not re.fullmatch(r"[0-9]+", raw.strip()):
-        raise ConfigError(f"{key}={raw!r} is not a port number", hint=f"e.g. {key}={default}")
-    return int(raw)
+@dataclass(frozen=True)
+class Names:
+    """The names of one submission's objects, as Spark derives them."""
+
+    prefix: str
+    pod: str
+    service: str
+    config_map: str
+    template_map: str
+    policy: str
+    local_dir: str
 
 
-def build(
-    request: SubmitRequest,
-    conf: Mapping[str, str],
-    namespace: str,
-    generated: Generated,
-    *,
-    driver_template: Manifest | None = None,
-    executor_template_text: str | None = None,
-) -> AppManifests:
-    """Spark's cluster-mode objects for `request` with the already resolved `conf`."""
-    conf = dict(conf)
-    if request.is_python:
-        conf["spark.kubernetes.resource.type"] = "python"
-    elif request.is_r:
-        conf["spark.kubernetes.resource.type"] = "r"
-    else:
-        conf["spark.kubernetes.resource.type"] = "java"
-    image = conf.get("spark.kubernetes.driver.container.image") or conf.get("spark.kubernetes.container.image")
-    if not image:
-        raise ConfigError(
-            "no container image for the driver",
-            hint="set spark.kubernetes.container.image (or spark.kubernetes.driver.container.image)",
-        )
-    pull_policy = conf.get("spark.kubernetes.container.image.pullPolicy", "IfNotPresent")
-    if pull_policy not in ("Always", "IfNotPresent", "Never"):
-        raise ConfigError(
-            f"spark.kubernetes.container.image.pullPolicy={pull_policy!r} is not a pull policy",
-            hint="use Always, IfNotPresent or Never",
-        )
-    app_name = conf["spark.app.name"]
-    prefix = _sanitize(f"{app_name}-{generated.name_id}").lstrip("-")
-    pod_name = conf.get("spark.kubernetes.driver.pod.name") or f"{prefix}-driver"
-    service_name = f"{prefix}-driver-svc"
-    if len(service_name) > 63:
-        service_name = f"spark-{generated.service_id}-driver-svc"
-    config_map_name = f"spark-drv-{generated.config_map_id}-conf-map"
-    driver_port = _int_conf(conf, "spark.driver.port", 7078)
-    block_manager_port = _int_conf(
-        conf, "spark.driver.blockManager.port", _int_conf(conf, "spark.blockManager.port", 7079)
+def names(app: ResolvedApp, generated: Generated) -> Names:
+    prefix = _sanitize(f"{app.app_name}-{generated.name_id}").lstrip("-")
+    service = f"{prefix}-driver-svc"
+    if len(service) > 63:
+        service = f"spark-{generated.service_id}-driver-svc"
+    return Names(
+        prefix=prefix,
+        pod=app.driver_pod_name or f"{prefix}-driver",
+        service=service,
+        config_map=f"spark-drv-{generated.config_map_id}-conf-map",
+        template_map=f"{prefix}-driver-podspec-conf-map",
+        policy=f"{prefix}-policy",
+        local_dir=f"/var/data/spark-{generated.local_dir_id}",
     )
-    ui_port = _int_conf(conf, "spark.ui.port", 4040)
-    connect_port = _int_conf(conf, "spark.connect.grpc.binding.port", 15002)
 
-    labels = {
+
+def driver_labels(app: ResolvedApp, generated: Generated) -> dict[str, str]:
+    return {
         LABEL_VERSION: SPARK_VERSION,
         LABEL_APP_ID: generated.app_id,
-        LABEL_APP_NAME: app_name_label(app_name),
+        LABEL_APP_NAME: app_name_label(app.app_name),
         LABEL_ROLE: "driver",
-        **_prefixed(conf, "spark.kubernetes.driver.label."),
-    }
-    annotations = {
-        k: v.replace("{{APP_ID}}", generated.app_id).replace("{{EXECUTOR_ID}}", "")
-        for k, v in _prefixed(conf, "spark.kubernetes.driver.annotation.").items()
+        **_prefixed(app.conf, "spark.kubernetes.driver.label."),
     }
 
-    pod, container, sidecars = _from_template(driver_template, conf)
-    metadata = pod.setdefault("metadata", {})
-    metadata.pop("namespace", None)
-    metadata["name"] = pod_name
-    metadata["labels"] = {**metadata.get("labels", {}), **labels}
-    if annotations or metadata.get("annotations"):
-        metadata["annotations"] = {**metadata.get("annotations", {}), **annotations}
 
-    memory = f"{pod_memory_mib(conf, 'driver')}Mi"
-    resources = container.setdefault("resources", {})
+def _namespace(app: ResolvedApp) -> str:
+    if app.namespace is None:
+        raise ValueError("the app has no namespace yet: call ResolvedApp.placed() first")
+    return app.namespace
+
+
+def driver_conf(app: ResolvedApp, generated: Generated) -> dict[str, str]:
+    """The conf the driver reads from its ConfigMap: the app's plus what Spark adds per submission."""
+    n = names(app, generated)
+    namespace = _namespace(app)
+    conf = dict(app.conf)
+    conf.update(
+        {
+            "spark.app.id": generated.app_id,
+            "spark.app.submitTime": str(generated.submit_time_ms),
+            "spark.kubernetes.namespace": namespace,
+            "spark.kubernetes.driver.pod.name": n.pod,
+            "spark.kubernetes.submitInDriver": "true",
+            FACTOR_KEY: repr(app.overhead_factor),
+            "spark.driver.host": f"{n.service}.{namespace}.svc",
+            "spark.driver.port": str(app.ports.driver),
+            "spark.driver.blockManager.port": str(app.ports.block_manager),
+        }
+    )
+    if app.executor_template_text is not None:
+        conf["spark.kubernetes.executor.podTemplateFile"] = f"{POD_TEMPLATE_DIR}/{POD_TEMPLATE_FILE}"
+    return conf
+
+
+def _resources(pod: PodResources, container: Manifest) -> Manifest:
+    resources = copy.deepcopy(container.get("resources") or {})
     requests = resources.setdefault("requests", {})
     limits = resources.setdefault("limits", {})
-    requests["cpu"] = cpu_request(conf, "driver")
-    limit_cores = conf.get("spark.kubernetes.driver.limit.cores")
-    if limit_cores:
-        limits["cpu"] = limit_cores
+    memory = f"{pod.memory_mib}Mi"
+    requests["cpu"] = pod.cpu_request
+    if pod.cpu_limit:
+        limits["cpu"] = pod.cpu_limit
     requests["memory"] = memory
     limits["memory"] = memory
-    for accel in accelerators(conf, "driver"):
+    for accel in pod.accelerators:
         limits[accel.resource_name] = str(accel.amount)
-    accelerators(conf, "executor")  # validated here so a bad executor conf fails the submit, not the driver
+    return resources
 
-    local_dir = f"/var/data/spark-{generated.local_dir_id}"
-    container["name"] = container.get("name") or DRIVER_CONTAINER
-    container["image"] = image
-    container["imagePullPolicy"] = pull_policy
-    container["ports"] = [
-        *container.get("ports", []),
-        {"containerPort": driver_port, "name": "driver-rpc-port", "protocol": "TCP"},
-        {"containerPort": block_manager_port, "name": "blockmanager", "protocol": "TCP"},
-        {"containerPort": ui_port, "name": "spark-ui", "protocol": "TCP"},
-        {"containerPort": connect_port, "name": "spark-connect", "protocol": "TCP"},
-    ]
-    container["env"] = [
-        *container.get("env", []),
+
+def _driver_env(app: ResolvedApp, generated: Generated, n: Names) -> list[Manifest]:
+    return [
         {"name": "SPARK_USER", "value": generated.spark_user},
         {"name": "SPARK_APPLICATION_ID", "value": generated.app_id},
-        *({"name": k, "value": v} for k, v in _prefixed(conf, "spark.kubernetes.driverEnv.").items()),
-        *_python_env(request, conf),
+        *({"name": k, "value": v} for k, v in _prefixed(app.conf, "spark.kubernetes.driverEnv.").items()),
+        *_python_env(app),
         {
             "name": "SPARK_DRIVER_BIND_ADDRESS",
             "valueFrom": {"fieldRef": {"apiVersion": "v1", "fieldPath": "status.podIP"}},
         },
-        {"name": "SPARK_LOCAL_DIRS", "value": local_dir},
+        {"name": "SPARK_LOCAL_DIRS", "value": n.local_dir},
         {"name": "SPARK_CONF_DIR", "value": CONF_DIR},
     ]
+
+
+def _driver_container(app: ResolvedApp, generated: Generated, n: Names, container: Manifest) -> Manifest:
+    ports = app.ports
+    container["name"] = container.get("name") or DRIVER_CONTAINER
+    container["image"] = app.image
+    container["imagePullPolicy"] = app.pull_policy
+    container["resources"] = _resources(app.driver, container)
+    container["ports"] = [
+        *container.get("ports", []),
+        {"containerPort": ports.driver, "name": "driver-rpc-port", "protocol": "TCP"},
+        {"containerPort": ports.block_manager, "name": "blockmanager", "protocol": "TCP"},
+        {"containerPort": ports.ui, "name": "spark-ui", "protocol": "TCP"},
+        {"containerPort": ports.connect, "name": "spark-connect", "protocol": "TCP"},
+    ]
+    container["env"] = [*container.get("env", []), *_driver_env(app, generated, n)]
     container.setdefault("securityContext", {}).setdefault("allowPrivilegeEscalation", False)
-    main_class = request.main_class
-    if request.is_python:
-        main_class = PYTHON_RUNNER
-    elif request.is_r:
-        main_class = R_RUNNER
     container["args"] = [
         "driver",
         "--properties-file",
         f"{CONF_DIR}/{PROPERTIES_FILE}",
         "--class",
-        str(main_class),
-        request.app_resource,
-        *request.app_args,
+        app.main_class,
+        app.app_resource,
+        *app.app_args,
     ]
-
-    spec = pod.setdefault("spec", {})
     mounts: list[Manifest] = []
-    volumes: list[Manifest] = []
-    extra_config_maps: list[Manifest] = []
-    if executor_template_text is not None:
-        template_map = f"{prefix}-driver-podspec-conf-map"
+    if app.executor_template_text is not None:
         mounts.append({"mountPath": POD_TEMPLATE_DIR, "name": "pod-template-volume"})
+    mounts += [
+        {"mountPath": n.local_dir, "name": "spark-local-dir-1"},
+        {"mountPath": CONF_DIR, "name": "spark-conf-volume-driver"},
+    ]
+    container["volumeMounts"] = [*container.get("volumeMounts", []), *mounts]
+    return container
+
+
+def _driver_volumes(app: ResolvedApp, n: Names) -> list[Manifest]:
+    volumes: list[Manifest] = []
+    if app.executor_template_text is not None:
         volumes.append(
             {
-                "configMap": {"items": [{"key": POD_TEMPLATE_KEY, "path": POD_TEMPLATE_FILE}], "name": template_map},
+                "configMap": {"items": [{"key": POD_TEMPLATE_KEY, "path": POD_TEMPLATE_FILE}], "name": n.template_map},
                 "name": "pod-template-volume",
             }
         )
-        extra_config_maps.append(
-            {
-                "apiVersion": "v1",
-                "kind": "ConfigMap",
-                "metadata": {"name": template_map},
-                "data": {POD_TEMPLATE_KEY: executor_template_text},
-                "immutable": True,
-            }
-        )
     local_volume: Manifest = {"emptyDir": {}, "name": "spark-local-dir-1"}
-    if conf.get("spark.kubernetes.local.dirs.tmpfs", "false").lower() == "true":
+    if app.local_dirs_tmpfs:
         local_volume["emptyDir"] = {"medium": "Memory"}
-    mounts += [
-        {"mountPath": local_dir, "name": "spark-local-dir-1"},
-        {"mountPath": CONF_DIR, "name": "spark-conf-volume-driver"},
-    ]
     volumes += [
         local_volume,
         {
             "configMap": {
                 "items": [{"key": PROPERTIES_FILE, "mode": 420, "path": PROPERTIES_FILE}],
-                "name": config_map_name,
+                "name": n.config_map,
             },
             "name": "spark-conf-volume-driver",
         },
     ]
-    container["volumeMounts"] = [*container.get("volumeMounts", []), *mounts]
-    spec["containers"] = [*sidecars, container]
+    return volumes
+
+
+def driver_pod(app: ResolvedApp, generated: Generated) -> Manifest:
+    """The driver pod: the template (if any) with Spark's container, labels, volumes and scheduling added."""
+    n = names(app, generated)
+    conf = app.conf
+    pod, container, sidecars = _from_template(app.driver_template, conf)
+    metadata = pod.setdefault("metadata", {})
+    metadata.pop("namespace", None)
+    metadata["name"] = n.pod
+    metadata["labels"] = {**metadata.get("labels", {}), **driver_labels(app, generated)}
+    annotations = {
+        k: v.replace("{{APP_ID}}", generated.app_id).replace("{{EXECUTOR_ID}}", "")
+        for k, v in _prefixed(conf, "spark.kubernetes.driver.annotation.").items()
+    }
+    if annotations or metadata.get("annotations"):
+        metadata["annotations"] = {**metadata.get("annotations", {}), **annotations}
+
+    spec = pod.setdefault("spec", {})
+    spec["containers"] = [*sidecars, _driver_container(app, generated, n, container)]
     spec["restartPolicy"] = "Never"
-    spec["volumes"] = [*spec.get("volumes", []), *volumes]
+    spec["volumes"] = [*spec.get("volumes", []), *_driver_volumes(app, n)]
     node_selector = {
         **_prefixed(conf, "spark.kubernetes.node.selector."),
         **_prefixed(conf, "spark.kubernetes.driver.node.selector."),
     }
     if node_selector:
         spec["nodeSelector"] = {**spec.get("nodeSelector", {}), **node_selector}
-    service_account = conf.get("spark.kubernetes.authenticate.driver.serviceAccountName")
-    if service_account:
-        spec["serviceAccount"] = service_account
-        spec["serviceAccountName"] = service_account
-    pull_secrets = [
-        s.strip() for s in conf.get("spark.kubernetes.container.image.pullSecrets", "").split(",") if s.strip()
-    ]
+    if app.service_account:
+        spec["serviceAccount"] = app.service_account
+        spec["serviceAccountName"] = app.service_account
+    pull_secrets = split_list(conf.get("spark.kubernetes.container.image.pullSecrets", ""))
     if pull_secrets:
         spec["imagePullSecrets"] = [*spec.get("imagePullSecrets", []), *({"name": s} for s in pull_secrets)]
     scheduler = conf.get("spark.kubernetes.driver.scheduler.name") or conf.get("spark.kubernetes.scheduler.name")
     if scheduler:
         spec["schedulerName"] = scheduler
+    return {"apiVersion": "v1", "kind": "Pod", **pod}
 
-    driver_conf = dict(conf)
-    driver_conf.update(
-        {
-            "spark.app.id": generated.app_id,
-            "spark.app.submitTime": str(generated.submit_time_ms),
-            "spark.kubernetes.namespace": namespace,
-            "spark.kubernetes.driver.pod.name": pod_name,
-            "spark.kubernetes.submitInDriver": "true",
-            "spark.kubernetes.memoryOverheadFactor": repr(default_overhead_factor(conf)),
-            "spark.driver.host": f"{service_name}.{namespace}.svc",
-            "spark.driver.port": str(driver_port),
-            "spark.driver.blockManager.port": str(block_manager_port),
-        }
-    )
-    if executor_template_text is not None:
-        driver_conf["spark.kubernetes.executor.podTemplateFile"] = f"{POD_TEMPLATE_DIR}/{POD_TEMPLATE_FILE}"
+
+def conf_config_map(app: ResolvedApp, generated: Generated) -> Manifest:
+    """The driver's conf as Spark writes it: a properties file, plus the namespace."""
+    from datetime import UTC, datetime
+
+    n = names(app, generated)
     stamp = datetime.fromtimestamp(generated.submit_time_ms / 1000, UTC).strftime("%a %b %d %H:%M:%S UTC %Y")
     properties = format_properties(
-        driver_conf, header=[f"Java properties built from Kubernetes config map with name: {config_map_name}", stamp]
+        driver_conf(app, generated),
+        header=[f"Java properties built from Kubernetes config map with name: {n.config_map}", stamp],
     )
-    config_map: Manifest = {
+    return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
-        "metadata": {"name": config_map_name},
-        "data": {PROPERTIES_FILE: properties, "spark.kubernetes.namespace": namespace},
+        "metadata": {"name": n.config_map},
+        "data": {PROPERTIES_FILE: properties, "spark.kubernetes.namespace": _namespace(app)},
         "immutable": True,
     }
+
+
+def executor_template_config_map(app: ResolvedApp, generated: Generated) -> Manifest | None:
+    """The executor pod template, handed to the driver through a ConfigMap (None without one)."""
+    if app.executor_template_text is None:
+        return None
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": names(app, generated).template_map},
+        "data": {POD_TEMPLATE_KEY: app.executor_template_text},
+        "immutable": True,
+    }
+
+
+def service(app: ResolvedApp, generated: Generated) -> Manifest:
+    """The headless Service executors reach the driver through."""
+    n = names(app, generated)
+    conf = app.conf
+    ports = app.ports
     ip_families = conf.get("spark.kubernetes.driver.service.ipFamilies", "IPv4")
-    service: Manifest = {
+    manifest: Manifest = {
         "apiVersion": "v1",
         "kind": "Service",
         "metadata": {
-            "name": service_name,
+            "name": n.service,
             "labels": {LABEL_APP_ID: generated.app_id, **_prefixed(conf, "spark.kubernetes.driver.service.label.")},
         },
         "spec": {
@@ -333,58 +361,75 @@ def build(
             "ipFamilies": [f.strip() for f in ip_families.split(",")],
             "ipFamilyPolicy": conf.get("spark.kubernetes.driver.service.ipFamilyPolicy", "SingleStack"),
             "ports": [
-                {"name": "driver-rpc-port", "port": driver_port, "targetPort": driver_port},
-                {"name": "blockmanager", "port": block_manager_port, "targetPort": block_manager_port},
-                {"name": "spark-ui", "port": ui_port, "targetPort": ui_port},
-                {"appProtocol": "grpc", "name": "spark-connect", "port": connect_port, "targetPort": connect_port},
+                {"name": "driver-rpc-port", "port": ports.driver, "targetPort": ports.driver},
+                {"name": "blockmanager", "port": ports.block_manager, "targetPort": ports.block_manager},
+                {"name": "spark-ui", "port": ports.ui, "targetPort": ports.ui},
+                {"appProtocol": "grpc", "name": "spark-connect", "port": ports.connect, "targetPort": ports.connect},
             ],
             "publishNotReadyAddresses": False,
-            "selector": dict(labels),
+            "selector": driver_labels(app, generated),
         },
     }
-    service_annotations = _prefixed(conf, "spark.kubernetes.driver.service.annotation.")
-    if service_annotations:
-        service["metadata"]["annotations"] = service_annotations
-    network_policy: Manifest = {
+    annotations = _prefixed(conf, "spark.kubernetes.driver.service.annotation.")
+    if annotations:
+        manifest["metadata"]["annotations"] = annotations
+    return manifest
+
+
+def network_policy(app: ResolvedApp, generated: Generated) -> Manifest:
+    """Only the app's own pods may reach its executors."""
+    app_id = generated.app_id
+    return {
         "apiVersion": "networking.k8s.io/v1",
         "kind": "NetworkPolicy",
-        "metadata": {"name": f"{prefix}-policy", "labels": {LABEL_APP_ID: generated.app_id}},
+        "metadata": {"name": names(app, generated).policy, "labels": {LABEL_APP_ID: app_id}},
         "spec": {
-            "ingress": [{"from": [{"podSelector": {"matchLabels": {LABEL_APP_ID: generated.app_id}}}]}],
-            "podSelector": {"matchLabels": {LABEL_ROLE: "executor", LABEL_APP_ID: generated.app_id}},
+            "ingress": [{"from": [{"podSelector": {"matchLabels": {LABEL_APP_ID: app_id}}}]}],
+            "podSelector": {"matchLabels": {LABEL_ROLE: "executor", LABEL_APP_ID: app_id}},
         },
     }
+
+
+def build(app: ResolvedApp, generated: Generated) -> AppManifests:
+    """Every object of one submission of `app` (which must be placed in a namespace)."""
+    template_map = executor_template_config_map(app, generated)
     return AppManifests(
-        namespace,
-        {"apiVersion": "v1", "kind": "Pod", **pod},
-        service,
-        config_map,
-        network_policy,
-        extra_config_maps,
-        driver_conf,
+        _namespace(app),
+        driver_pod(app, generated),
+        service(app, generated),
+        conf_config_map(app, generated),
+        network_policy(app, generated),
+        [template_map] if template_map is not None else [],
+        driver_conf(app, generated),
     )
 
 
-def _python_env(request: SubmitRequest, conf: Mapping[str, str]) -> list[Manifest]:
+def _python_env(app: ResolvedApp) -> list[Manifest]:
     """The interpreters Spark's Python driver step passes on. Spark also copies the submitter's own
     PYSPARK_PYTHON environment variable, a path on the submitting machine; we take only the confs."""
-    if not request.is_python:
+    from kubeaccel.spark.model import AppKind
+
+    if app.kind is not AppKind.PYTHON:
         return []
-    python = conf.get("spark.pyspark.python")
-    driver_python = conf.get("spark.pyspark.driver.python") or python
+    python = app.conf.get("spark.pyspark.python")
+    driver_python = app.conf.get("spark.pyspark.driver.python") or python
     pairs = [("PYSPARK_PYTHON", python), ("PYSPARK_DRIVER_PYTHON", driver_python)]
     return [{"name": name, "value": value} for name, value in pairs if value]
 
 
-def _from_template(template: Manifest | None, conf: Mapping[str, str]) -> tuple[Manifest, Manifest, list[Manifest]]:
+def _from_template(
+    template: Mapping[str, Any] | None, conf: Mapping[str, str]
+) -> tuple[Manifest, Manifest, list[Manifest]]:
     """Split a pod template into (pod, the Spark container, the other containers), as Spark selects it."""
     if template is None:
         return {"metadata": {}, "spec": {}}, {}, []
-    pod = copy.deepcopy(template)
+    pod = copy.deepcopy(dict(template))
     pod.pop("apiVersion", None)
     pod.pop("kind", None)
     pod.pop("status", None)
-    containers = list(pod.get("spec", {}).pop("containers", None) or [])
+    pod["metadata"] = pod.get("metadata") or {}
+    pod["spec"] = pod.get("spec") or {}
+    containers = list(pod["spec"].pop("containers", None) or [])
     wanted = conf.get("spark.kubernetes.driver.podTemplateContainerName")
     index = next((i for i, c in enumerate(containers) if wanted and c.get("name") == wanted), 0 if containers else None)
     if index is None:

@@ -2,7 +2,9 @@
 
 Exit codes (scriptable): 0 ok; 1 the app failed (`submit --wait`: the driver's own exit code);
 2 bad input; 3 no app matches / not found; 4 API server unreachable; 5 forbidden by RBAC;
-6 the app does not fit in the namespace's quota; 124 `--wait-timeout` passed.
+6 the app does not fit in the namespace's quota; 7 status/list/kill over many apps: some succeeded,
+some failed (both listed); 124 `--wait-timeout` passed; 129 / 130 / 143 submit interrupted by
+SIGHUP / SIGINT / SIGTERM (everything rolled back).
 """
 
 from __future__ import annotations
@@ -14,11 +16,32 @@ from typing import Any, TypeVar
 
 import click
 
+from kubeaccel.cliopts import BoundedFloat, connection_options, echo_json, output_option
+from kubeaccel.errors import ConfigError
 from kubeaccel.kube.client import Kube
-from kubeaccel.kube.options import connection_options, echo_json, output_option
 from kubeaccel.spark import manage
-from kubeaccel.spark.conf import RESOURCE_FLAGS, SubmitRequest, parse_conf_pairs, resolve_conf, split_list
+from kubeaccel.spark.conf import FLAG_CONFS, SubmitRequest, parse_conf_pairs, split_list
 from kubeaccel.spark.ids import SubmissionId, parse_target
+
+# spark-submit flags that do not apply to Kubernetes cluster mode, and why (refused, never ignored)
+REFUSED_FLAGS = {
+    "proxy_user": (
+        "--proxy-user",
+        "impersonating a Hadoop proxy user needs Kerberos delegation tokens, which kubeaccel does not obtain; "
+        "submit as that user, or use spark-submit",
+    ),
+    "supervise": (
+        "--supervise",
+        "restarting a failed driver is a standalone-cluster feature; use a Job or an operator",
+    ),
+    "total_executor_cores": ("--total-executor-cores", "standalone only; use --num-executors and --executor-cores"),
+    "queue": ("--queue", "YARN only; on Kubernetes use spark.kubernetes.scheduler.name and its queue confs"),
+    "principal": ("--principal", "Kerberos login is not supported; use spark-submit for kerberized clusters"),
+    "keytab": ("--keytab", "Kerberos login is not supported; use spark-submit for kerberized clusters"),
+    "kill": ("--kill", "use `kubeaccel spark kill NAMESPACE:DRIVER-POD`"),
+    "status": ("--status", "use `kubeaccel spark status NAMESPACE:DRIVER-POD`"),
+}
+KILL_GRACE_MAX_SECONDS = 24 * 3600
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -52,9 +75,24 @@ def _csv(value: str | None) -> tuple[str, ...]:
 @click.option("--executor-memory", help="spark.executor.memory, e.g. 8g.")
 @click.option("--executor-cores", help="spark.executor.cores.")
 @click.option("--num-executors", help="spark.executor.instances.")
+@click.option("--packages", help="Comma-separated Maven coordinates group:artifact:version (spark.jars.packages).")
+@click.option("--repositories", help="Comma-separated Maven repositories for --packages (spark.jars.repositories).")
+@click.option("--exclude-packages", help="Comma-separated group:artifact to leave out (spark.jars.excludes).")
+@click.option("--driver-class-path", help="spark.driver.extraClassPath.")
+@click.option("--driver-java-options", help="spark.driver.extraJavaOptions.")
+@click.option("--driver-library-path", help="spark.driver.extraLibraryPath.")
+@click.option("--verbose", "-v", is_flag=True, help="Print the resolved conf to stderr before submitting.")
+@click.option("--proxy-user", hidden=True)
+@click.option("--supervise", is_flag=True, default=None, hidden=True)
+@click.option("--total-executor-cores", hidden=True)
+@click.option("--queue", hidden=True)
+@click.option("--principal", hidden=True)
+@click.option("--keytab", hidden=True)
+@click.option("--kill", hidden=True)
+@click.option("--status", hidden=True)
 @click.option("--wait/--no-wait", default=False, help="Follow the app to its end; exit with the driver's code.")
 @click.option(
-    "--wait-timeout", type=click.FloatRange(min=0), default=None, help="With --wait: give up after SECONDS (exit 124)."
+    "--wait-timeout", type=BoundedFloat(), default=None, help="With --wait: give up after SECONDS (exit 124)."
 )
 @click.option("--no-preflight", is_flag=True, help="Skip the namespace quota check.")
 @connection_options
@@ -73,11 +111,7 @@ def submit_command(
     files: str | None,
     py_files: str | None,
     archives: str | None,
-    driver_memory: str | None,
-    driver_cores: str | None,
-    executor_memory: str | None,
-    executor_cores: str | None,
-    num_executors: str | None,
+    verbose: bool,
     wait: bool,
     wait_timeout: float | None,
     no_preflight: bool,
@@ -86,6 +120,7 @@ def submit_command(
     output: str,
     app_resource: str,
     app_args: tuple[str, ...],
+    **flags: str | None,
 ) -> None:
     """Submit APP_RESOURCE [APP_ARGS]... in cluster mode; prints the submission ID NAMESPACE:DRIVER-POD.
 
@@ -98,13 +133,9 @@ def submit_command(
         --conf spark.executor.resource.ve.discoveryScript=/usr/local/bin/kubeaccel-discover \\
         local:///opt/spark/examples/src/main/python/pi.py 100
     """
-    resource_flags = {
-        "driver_memory": driver_memory,
-        "driver_cores": driver_cores,
-        "executor_memory": executor_memory,
-        "executor_cores": executor_cores,
-        "num_executors": num_executors,
-    }
+    for flag, (option, reason) in REFUSED_FLAGS.items():
+        if flags.get(flag) is not None:
+            raise ConfigError(f"{option} does not apply to Kubernetes cluster mode", hint=reason)
     request = SubmitRequest(
         app_resource=app_resource,
         master=master,
@@ -118,28 +149,76 @@ def submit_command(
         py_files=_csv(py_files),
         archives=_csv(archives),
         deploy_mode=deploy_mode,
-        flag_conf={RESOURCE_FLAGS[flag]: value for flag, value in resource_flags.items() if value is not None},
+        flag_conf={key: value for flag, key in FLAG_CONFS.items() if (value := flags.get(flag)) is not None},
     )
     # imported here, not at the top: status/kill/list need neither the submit path nor fsspec's
+    from kubeaccel.spark.model import resolve
+    from kubeaccel.spark.rollback import RollbackIncompleteError
     from kubeaccel.spark.submit import connect_for, submit
 
+    app = resolve(request)
+    if verbose:
+        for key, value in sorted(app.conf.items()):
+            click.echo(f"(spark.properties) {key}={value}", err=True)
+
+    def announce(sid: SubmissionId) -> None:  # called before submit returns: see its guarantees
+        if output == "json":
+            echo_json({"id": str(sid), "namespace": sid.namespace, "driver_pod": sid.pod})
+        else:
+            click.echo(str(sid))
+
     progress = _progress if output == "table" and sys.stderr.isatty() else None
-    sid = submit(request, context=context, kubeconfig=kubeconfig, check_quota=not no_preflight, progress=progress)
-    if output == "json":
-        echo_json({"id": str(sid), "namespace": sid.namespace, "driver_pod": sid.pod})
-    else:
-        click.echo(str(sid))
+    try:
+        sid = submit(
+            app,
+            context=context,
+            kubeconfig=kubeconfig,
+            check_quota=not no_preflight,
+            progress=progress,
+            on_submitted=announce,
+        )
+    except RollbackIncompleteError as exc:
+        if output == "json":
+            echo_json(exc.as_dict())
+        raise
     if wait:
-        kube = connect_for(resolve_conf(request), context=context, kubeconfig=kubeconfig)
-        sys.exit(wait_for(kube, sid, wait_timeout))
+        kube = connect_for(app, context=context, kubeconfig=kubeconfig)
+        try:
+            code = wait_for(kube, sid, wait_timeout)
+        except KeyboardInterrupt:  # Ctrl-C stops the waiting, not the app
+            click.echo(f"stopped waiting; {sid} keeps running (kubeaccel spark kill {sid} stops it)", err=True)
+            code = 130
+        sys.exit(code)
 
 
 def wait_for(kube: Kube, sid: SubmissionId, timeout: float | None = None) -> int:
     from kubeaccel.spark.submit import wait
 
-    code = wait(kube, sid, on_change=lambda phase: click.echo(f"{sid}: {phase}", err=True), timeout=timeout)
+    def retrying(error: Exception, pause: float) -> None:
+        click.echo(f"{sid}: {error} (retrying in {pause:.1f}s)", err=True)
+
+    code = wait(
+        kube,
+        sid,
+        on_change=lambda phase: click.echo(f"{sid}: {phase}", err=True),
+        timeout=timeout,
+        on_retry=retrying,
+    )
     click.echo(f"{sid}: driver exited with code {code}", err=True)
     return code
+
+
+def _grace_seconds(raw: str) -> int:
+    """spark.kubernetes.appKillPodDeletionGracePeriod: whole seconds, `30` or `30s`, at most a day."""
+    import re
+
+    key = "spark.kubernetes.appKillPodDeletionGracePeriod"
+    match = re.fullmatch(r"\s*([0-9]{1,6})\s*s?\s*", raw)
+    if not match or int(match.group(1)) > KILL_GRACE_MAX_SECONDS:
+        raise ConfigError(
+            f"{key}={raw[:50]!r} is not whole seconds from 0 to {KILL_GRACE_MAX_SECONDS}", hint=f"e.g. {key}=30s"
+        )
+    return int(match.group(1))
 
 
 def _progress(name: str, sent: int, total: int) -> None:
@@ -179,11 +258,12 @@ def status_command(target: str, kubeconfig: str | None, context: str | None, out
     Without a namespace: the context's namespace, else all namespaces. Exit code 3 when nothing matches.
     """
     parsed = parse_target(target)  # bad IDs fail before any connection is made
-    apps = manage.status(_connect(kubeconfig, context), parsed)
+    outcome = manage.status_report(_connect(kubeconfig, context), parsed)
     if output == "json":
-        echo_json([app.as_dict() for app in apps])
+        echo_json(_report_json("apps", [app.as_dict() for app in outcome.done], outcome))
     else:
-        _table(apps)
+        _table(outcome.done)
+    _exit_for_failures(outcome, "read")
 
 
 @spark.command("list")
@@ -203,20 +283,23 @@ def list_command(
 ) -> None:
     """List Spark applications (their driver pods)."""
     target = parse_target(f"{namespace}:{name_glob}" if namespace else name_glob)
-    apps = manage.list_apps(_connect(kubeconfig, context), namespace=target.namespace, phase=phase, name=target.pattern)
+    outcome = manage.list_report(
+        _connect(kubeconfig, context), namespace=target.namespace, phase=phase, name=target.pattern
+    )
     if output == "json":
-        echo_json([app.as_dict() for app in apps])
-    elif apps:
-        _table(apps)
-    else:
+        echo_json(_report_json("apps", [app.as_dict() for app in outcome.done], outcome))
+    elif outcome.done:
+        _table(outcome.done)
+    elif not outcome.failed:
         click.echo("no Spark applications found", err=True)
+    _exit_for_failures(outcome, "read")
 
 
 @spark.command("kill")
 @click.argument("target")
 @click.option(
     "--grace-period",
-    type=click.IntRange(min=0),
+    type=click.IntRange(min=0, max=KILL_GRACE_MAX_SECONDS),
     default=None,
     help="Seconds before the driver is killed (default: spark.kubernetes.appKillPodDeletionGracePeriod, else 30).",
 )
@@ -235,26 +318,43 @@ def kill_command(
     """Kill the app(s) TARGET (ID or glob); executors, Service and ConfigMaps follow their driver."""
     conf = parse_conf_pairs(confs)
     if grace_period is None and "spark.kubernetes.appKillPodDeletionGracePeriod" in conf:
-        raw = conf["spark.kubernetes.appKillPodDeletionGracePeriod"].strip().rstrip("s")
-        if not raw.isdigit():
-            raise click.BadParameter(
-                "must be whole seconds", param_hint="spark.kubernetes.appKillPodDeletionGracePeriod"
-            )
-        grace_period = int(raw)
+        grace_period = _grace_seconds(conf["spark.kubernetes.appKillPodDeletionGracePeriod"])
     parsed = parse_target(target)
     kube = _connect(kubeconfig, context or conf.get("spark.kubernetes.context"))
-    killed = manage.kill(kube, parsed, grace_period=grace_period)
+    outcome = manage.kill(kube, parsed, grace_period=grace_period)
     if output == "json":
-        echo_json([str(sid) for sid in killed])
+        echo_json(_report_json("killed", [str(sid) for sid in outcome.done], outcome))
     else:
-        for sid in killed:
+        for sid in outcome.done:
             click.echo(f"killed {sid}")
+    _exit_for_failures(outcome, "kill")
+
+
+def _report_json(key: str, done: list[Any], outcome: manage.Outcome[Any]) -> dict[str, Any]:
+    return {key: done, "failed": [failure.as_dict() for failure in outcome.failed]}
+
+
+def _exit_for_failures(outcome: manage.Outcome[Any], verb: str) -> None:
+    """Every failure on stderr, one line each, then the documented exit code (7 when some succeeded)."""
+    if not outcome.failed:
+        return
+    for failure in outcome.failed:
+        click.secho(f"error: could not {verb} {failure.id}: {failure.error}", fg="red", err=True)
+    done = len(outcome.done)
+    click.echo(
+        f"  {done} succeeded, {len(outcome.failed)} failed"
+        + ("; exit code 7 = partial failure" if outcome.exit_code == manage.PARTIAL_EXIT_CODE else ""),
+        err=True,
+    )
+    sys.exit(outcome.exit_code)
 
 
 @spark.command("logs")
 @click.argument("target")
 @click.option("--follow", "-f", is_flag=True, help="Keep streaming until the driver ends.")
-@click.option("--tail", "tail_lines", type=int, default=None, help="Only the last N lines.")
+@click.option(
+    "--tail", "tail_lines", type=click.IntRange(min=0, max=10**7), default=None, help="Only the last N lines."
+)
 @connection_options
 def logs_command(
     target: str, follow: bool, tail_lines: int | None, kubeconfig: str | None, context: str | None

@@ -8,6 +8,7 @@ properties file is the only I/O.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -48,14 +49,22 @@ class SubmitRequest:
         return self.app_resource.lower().endswith(".r")
 
 
-# spark-submit's resource flags and the confs they set
-RESOURCE_FLAGS = {
+# spark-submit's flags that set one conf each (Kubernetes cluster mode), as its OptionAssigners do;
+# a flag beats `--conf` of the same key (except spark.driver.memory, below)
+FLAG_CONFS = {
     "driver_memory": "spark.driver.memory",
     "driver_cores": "spark.driver.cores",
     "executor_memory": "spark.executor.memory",
     "executor_cores": "spark.executor.cores",
     "num_executors": "spark.executor.instances",
+    "driver_class_path": "spark.driver.extraClassPath",
+    "driver_java_options": "spark.driver.extraJavaOptions",
+    "driver_library_path": "spark.driver.extraLibraryPath",
+    "packages": "spark.jars.packages",
+    "repositories": "spark.jars.repositories",
+    "exclude_packages": "spark.jars.excludes",
 }
+RESOURCE_FLAGS = FLAG_CONFS  # the older name
 
 
 # spark-submit's one exception in cluster mode (checked against Spark 4.3 by the reference test):
@@ -121,9 +130,11 @@ def parse_conf_pairs(pairs: Sequence[str]) -> dict[str, str]:
 
 def master_url(master: str) -> str:
     """`k8s://https://host:6443` -> `https://host:6443`; `k8s://host:6443` -> `https://host:6443`."""
+    from kubeaccel.kube.kubeconfig import check_server_url
+
     if not master.startswith("k8s://"):
         raise ConfigError(
-            f"master {master!r} is not a Kubernetes master URL",
+            f"master {master[:200]!r} is not a Kubernetes master URL",
             hint="use --master k8s://https://HOST:PORT (or k8s://HOST:PORT, https assumed)",
         )
     rest = master[len("k8s://") :]
@@ -131,10 +142,7 @@ def master_url(master: str) -> str:
         raise ConfigError("master 'k8s://' names no API server", hint="use --master k8s://https://HOST:PORT")
     if "://" not in rest:
         rest = "https://" + rest
-    parsed = urlparse(rest)
-    if parsed.scheme not in ("http", "https") or not parsed.hostname:
-        raise ConfigError(f"master {master!r} is not a valid URL", hint="use --master k8s://https://HOST:PORT")
-    return rest
+    return check_server_url(rest, "master")
 
 
 def resolve_conf(request: SubmitRequest) -> dict[str, str]:
@@ -202,13 +210,59 @@ _SIZE_UNITS = {
     "p": 2**50,
     "pb": 2**50,
 }
+# the largest memory a conf may name: 1 PiB, far above any node, far below what breaks arithmetic
+MAX_MEMORY_MIB = 2**30
+MAX_COUNT = 1_000_000
 
 
-def size_to_mib(value: str, key: str) -> int:
-    """Spark's memory strings ("2g", "512m", "1024" = MiB) to whole MiB, as Spark's byteStringAsMb."""
-    match = re.fullmatch(r"\s*([0-9]+)\s*([a-zA-Z]*)\s*", value)
-    unit = match.group(2).lower() if match else ""
-    if not match or (unit and unit not in _SIZE_UNITS):
-        raise ConfigError(f"{key}={value!r} is not a size", hint=f"use e.g. {key}=2g or {key}=512m")
-    number = int(match.group(1))
-    return number if not unit else number * _SIZE_UNITS[unit] // 2**20
+def size_to_mib(value: str, key: str, *, default_unit: str = "m") -> int:
+    """Spark's memory strings ("2g", "512m", "1024") to whole MiB, as Spark's byteStringAsMb.
+
+    A bare number is in `default_unit` (MiB for most memory confs, bytes for spark.memory.offHeap.size).
+    """
+    match = re.fullmatch(r"\s*([0-9]{1,20})\s*([a-zA-Z]*)\s*", value)
+    unit = (match.group(2).lower() if match else "") or default_unit
+    if not match or unit not in _SIZE_UNITS:
+        raise ConfigError(f"{key}={value[:100]!r} is not a size", hint=f"use e.g. {key}=2g or {key}=512m")
+    mib = int(match.group(1)) * _SIZE_UNITS[unit] // 2**20
+    if mib > MAX_MEMORY_MIB:
+        raise ConfigError(f"{key}={value[:100]!r} is more than 1 PiB", hint=f"use e.g. {key}=8g")
+    return mib
+
+
+def conf_int(conf: Mapping[str, str], key: str, default: int, *, minimum: int = 0, maximum: int = MAX_COUNT) -> int:
+    """A whole-number conf within [minimum, maximum]."""
+    raw = conf.get(key)
+    if raw is None:
+        return default
+    text = raw.strip()
+    if not re.fullmatch(r"[0-9]{1,12}", text) or not minimum <= int(text) <= maximum:
+        raise ConfigError(
+            f"{key}={raw[:100]!r} is not a whole number from {minimum} to {maximum}", hint=f"e.g. {key}={default}"
+        )
+    return int(text)
+
+
+def conf_float(conf: Mapping[str, str], key: str, *, maximum: float = 1000.0) -> float:
+    """A finite, positive number conf (factors): `nan`, `inf`, 0 and negatives are refused."""
+    raw = conf[key]
+    try:
+        value = float(raw)
+    except ValueError as exc:
+        raise ConfigError(f"{key}={raw[:100]!r} is not a number", hint=f"e.g. {key}=0.1") from exc
+    if not math.isfinite(value) or not 0 < value <= maximum:
+        raise ConfigError(
+            f"{key}={raw[:100]!r} must be a number above 0 and at most {maximum:g}", hint=f"e.g. {key}=0.1"
+        )
+    return value
+
+
+def conf_bool(conf: Mapping[str, str], key: str, default: bool = False) -> bool:
+    """Spark's boolean confs: true or false, any case."""
+    raw = conf.get(key)
+    if raw is None:
+        return default
+    text = raw.strip().lower()
+    if text not in ("true", "false"):
+        raise ConfigError(f"{key}={raw[:100]!r} is not true or false", hint=f"e.g. {key}=true")
+    return text == "true"

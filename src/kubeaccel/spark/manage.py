@@ -3,22 +3,30 @@
 One list call per command (driver pods by label, filtered by fnmatch here; executors likewise,
 counted per app), and kill deletes the matched drivers concurrently: a glob over a thousand apps
 costs one list and parallel DELETEs instead of a JVM start and a sequential loop.
+
+Over many apps, one failure does not hide the rest: `status` and `kill` return an `Outcome` with what
+succeeded and what failed (and why). Where listing every namespace is forbidden, the namespaces the
+user can see are searched one by one and the ones that cannot be read are reported as failures.
+Exit codes: 0 all done; the failures' own code when nothing succeeded; `PARTIAL_EXIT_CODE` (7) for some of each.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from collections import Counter
-from collections.abc import Iterator
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
 
-from kubeaccel.errors import NotFoundError
+from kubeaccel.errors import ConfigError, ForbiddenError, KubeaccelError, NotFoundError
 from kubeaccel.kube.client import ALL_NAMESPACES, Kube
 from kubeaccel.spark.builder import LABEL_APP_ID, LABEL_APP_NAME, LABEL_ROLE
 from kubeaccel.spark.ids import SubmissionId, Target, parse_target
 
 DEFAULT_KILL_GRACE_SECONDS = 30
+PARTIAL_EXIT_CODE = 7
+_DELETE_WORKERS = 16  # concurrent DELETEs, as kube.client.Kube.delete_many
+T = TypeVar("T")
 _WAITING_PROBLEMS = {
     "ErrImagePull",
     "ImagePullBackOff",
@@ -51,6 +59,35 @@ class AppStatus:
     def as_dict(self) -> dict[str, Any]:
         # every field is a scalar: a shallow copy is what dataclasses.asdict's deep walk produces, 5x cheaper
         return {field.name: getattr(self, field.name) for field in dataclasses.fields(self)}
+
+
+@dataclass(frozen=True)
+class Failure:
+    """One app (or a whole namespace, as `namespace:pattern`) a command could not act on, and why."""
+
+    id: str
+    error: str
+    exit_code: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "error": self.error, "exit_code": self.exit_code}
+
+
+@dataclass(frozen=True)
+class Outcome(Generic[T]):
+    """What a command over many apps did: `done` and `failed`, both complete."""
+
+    done: list[T] = field(default_factory=list)
+    failed: list[Failure] = field(default_factory=list)
+
+    @property
+    def exit_code(self) -> int:
+        if not self.failed:
+            return 0
+        codes = {failure.exit_code for failure in self.failed}
+        if not self.done and len(codes) == 1:
+            return codes.pop()
+        return PARTIAL_EXIT_CODE
 
 
 def scope(kube: Kube, target: Target) -> str:
@@ -88,20 +125,66 @@ def _id(pod: Pod) -> SubmissionId:
 
 
 def find_drivers(kube: Kube, target: Target) -> list[Pod]:
-    """Driver pods whose name matches the target, sorted by namespace and name."""
+    """Driver pods whose name matches the target, sorted by namespace and name (any failure raises)."""
+    found = search_drivers(kube, target)
+    if found.failed:
+        first = found.failed[0]
+        raise KubeaccelError(first.error, exit_code=first.exit_code)
+    return found.done
+
+
+def search_drivers(kube: Kube, target: Target) -> Outcome[Pod]:
+    """Like `find_drivers`; where listing every namespace is forbidden, each visible namespace is
+    listed on its own and those that cannot be read become failures."""
     from lightkube.resources.core_v1 import Pod as PodResource
 
     namespace = scope(kube, target)
     if not target.is_glob and namespace != ALL_NAMESPACES:
         fields = {"metadata.name": target.pattern}
         pods = kube.list_raw(PodResource, namespace, labels={LABEL_ROLE: "driver"}, fields=fields)
-    else:
+        return Outcome(_sorted(pods))
+    try:
         drivers = kube.list_raw(PodResource, namespace, labels={LABEL_ROLE: "driver"})
-        pods = [p for p in drivers if target.matches(_name(p))]
+        return Outcome(_sorted([p for p in drivers if target.matches(_name(p))]))
+    except KubeaccelError as exc:
+        if namespace != ALL_NAMESPACES or not isinstance(exc, ForbiddenError):
+            raise
+        visible = _visible_namespaces(kube)
+        if visible is None:
+            raise
+    pods, failed = [], []
+    for name in visible:
+        try:
+            pods += [
+                p for p in kube.list_raw(PodResource, name, labels={LABEL_ROLE: "driver"}) if target.matches(_name(p))
+            ]
+        except KubeaccelError as exc:
+            failed.append(Failure(f"{name}:{target.pattern}", exc.message, exc.exit_code))
+    return Outcome(_sorted(pods), failed)
+
+
+def _sorted(pods: list[Pod]) -> list[Pod]:
     return sorted(pods, key=lambda p: (_namespace(p), _name(p)))
 
 
-def _require(pods: list[Pod], target: Target, kube: Kube) -> list[Pod]:
+def _visible_namespaces(kube: Kube) -> list[str] | None:
+    """Every namespace's name, or None when even that is forbidden."""
+    from lightkube.resources.core_v1 import Namespace
+
+    try:
+        return sorted(str(n["metadata"]["name"]) for n in kube.list_raw(Namespace))
+    except KubeaccelError:
+        return None
+
+
+def _require(pods: list[Pod], target: Target, kube: Kube, failed: list[Failure] | None = None) -> list[Pod]:
+    if not pods and failed:
+        raise KubeaccelError(
+            "; ".join(f"{f.id}: {f.error}" for f in failed[:3])
+            + (f" (and {len(failed) - 3} more)" if len(failed) > 3 else ""),
+            hint="no namespace that could be searched has a matching app",
+            exit_code=Outcome([], failed).exit_code,
+        )
     if not pods:
         where = scope(kube, target)
         place = "any namespace" if where == ALL_NAMESPACES else f"namespace {where!r}"
@@ -163,36 +246,100 @@ def _executor_counts(kube: Kube, namespace: str) -> tuple[Counter[str], Counter[
 
 
 def status(kube: Kube, target: str | Target, *, phase: str | None = None) -> list[AppStatus]:
-    """Status of every app matching the target (NotFoundError when none)."""
+    """Status of every app matching the target (NotFoundError when none; any failure raises)."""
+    outcome = status_report(kube, target, phase=phase)
+    if outcome.failed:
+        first = outcome.failed[0]
+        raise KubeaccelError(first.error, exit_code=first.exit_code)
+    return outcome.done
+
+
+def status_report(kube: Kube, target: str | Target, *, phase: str | None = None) -> Outcome[AppStatus]:
+    """Status of every matching app, plus the namespaces or apps that could not be read."""
     target = parse_target(target) if isinstance(target, str) else target
-    pods = find_drivers(kube, target)
+    found = search_drivers(kube, target)
+    pods = found.done
     if phase:
         pods = [p for p in pods if _phase(p).lower() == phase.lower()]
-    pods = _require(pods, target, kube)
-    namespaces = {_namespace(p) for p in pods}
-    total, running = _executor_counts(kube, namespaces.pop() if len(namespaces) == 1 else ALL_NAMESPACES)
-    return [describe(p, total[_app_id(p)], running[_app_id(p)]) for p in pods]
+    pods = _require(pods, target, kube, found.failed)
+    by_namespace: dict[str, list[Pod]] = {}
+    for pod in pods:
+        by_namespace.setdefault(_namespace(pod), []).append(pod)
+    apps, failed = [], list(found.failed)
+    try:
+        counted = {"": _executor_counts(kube, next(iter(by_namespace)) if len(by_namespace) == 1 else ALL_NAMESPACES)}
+        groups = [("", pods)]
+    except KubeaccelError:
+        # one namespace's refusal must not hide the others: count them one by one
+        counted, groups = {}, list(by_namespace.items())
+        for name, members in by_namespace.items():
+            try:
+                counted[name] = _executor_counts(kube, name)
+            except KubeaccelError as exc:
+                failed += [
+                    Failure(str(_id(p)), f"cannot count executors: {exc.message}", exc.exit_code) for p in members
+                ]
+    for key, group in groups:
+        if key not in counted:
+            continue
+        total, running = counted[key]
+        apps += [describe(p, total[_app_id(p)], running[_app_id(p)]) for p in group]
+    return Outcome(sorted(apps, key=lambda a: (a.namespace, a.driver_pod)), failed)
 
 
 def list_apps(
     kube: Kube, *, namespace: str | None = None, phase: str | None = None, name: str = "*"
 ) -> list[AppStatus]:
     """Every app in the namespace (None: the context's, else all), optionally filtered; empty is fine."""
+    return list_report(kube, namespace=namespace, phase=phase, name=name).done
+
+
+def list_report(
+    kube: Kube, *, namespace: str | None = None, phase: str | None = None, name: str = "*"
+) -> Outcome[AppStatus]:
+    """`list_apps` plus what could not be read."""
     try:
-        return status(kube, Target(namespace, name), phase=phase)
+        return status_report(kube, Target(namespace, name), phase=phase)
     except NotFoundError:
-        return []
+        return Outcome()
 
 
-def kill(kube: Kube, target: str | Target, *, grace_period: int | None = None) -> list[SubmissionId]:
-    """Delete every matching driver pod (its executors, Service and ConfigMaps go with it by ownership)."""
+def kill(kube: Kube, target: str | Target, *, grace_period: int | None = None) -> Outcome[SubmissionId]:
+    """Delete every matching driver pod (its executors, Service and ConfigMaps go with it by ownership).
+
+    Every deletion is tried; the outcome lists the apps killed and those that were not, with the reason.
+    """
+    target = parse_target(target) if isinstance(target, str) else target
+    found = search_drivers(kube, target)
+    pods = _require(found.done, target, kube, found.failed)
+    grace = DEFAULT_KILL_GRACE_SECONDS if grace_period is None else grace_period
+    results = _concurrently(lambda pod: _delete_driver(kube, pod, grace), pods)
+    killed = [_id(pod) for pod, problem in zip(pods, results, strict=True) if problem is None]
+    failed = [problem for problem in results if problem is not None]
+    return Outcome(killed, [*found.failed, *failed])
+
+
+def _delete_driver(kube: Kube, pod: Pod, grace: int) -> Failure | None:
     from lightkube.resources.core_v1 import Pod as PodResource
 
-    target = parse_target(target) if isinstance(target, str) else target
-    pods = _require(find_drivers(kube, target), target, kube)
-    grace = DEFAULT_KILL_GRACE_SECONDS if grace_period is None else grace_period
-    kube.delete_many(PodResource, [(_namespace(p), _name(p)) for p in pods], grace_period=grace)
-    return [_id(p) for p in pods]
+    try:
+        kube.delete(PodResource, _name(pod), namespace=_namespace(pod), grace_period=grace, missing_ok=True)
+    except KubeaccelError as exc:
+        return Failure(str(_id(pod)), exc.message, exc.exit_code)
+    return None
+
+
+def _concurrently(work: Callable[[Pod], Failure | None], pods: list[Pod]) -> list[Failure | None]:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from lightkube.models.meta_v1 import Status
+
+    # msgspec builds a type's decoder on first use, and that is not thread-safe: build the error Status's now
+    Status.from_dict({"apiVersion": "v1", "kind": "Status"})
+    if len(pods) <= 1:
+        return [work(pod) for pod in pods]
+    with ThreadPoolExecutor(max_workers=min(_DELETE_WORKERS, len(pods))) as pool:
+        return list(pool.map(work, pods))
 
 
 def logs(kube: Kube, target: str | Target, *, follow: bool = False, tail_lines: int | None = None) -> Iterator[str]:
@@ -201,7 +348,7 @@ def logs(kube: Kube, target: str | Target, *, follow: bool = False, tail_lines: 
     pods = _require(find_drivers(kube, target), target, kube)
     if len(pods) > 1:
         matched = ", ".join(str(_id(p)) for p in pods[:5])
-        raise NotFoundError(
+        raise ConfigError(  # the target is ambiguous (bad input, exit 2), not missing
             f"{target.pattern!r} matches {len(pods)} apps ({matched}, ...)",
             hint="logs follows one app: give its full ID NAMESPACE:DRIVER-POD",
         )

@@ -13,42 +13,68 @@ the uploaded files are deleted before the error is raised.
 
 from __future__ import annotations
 
-import contextlib
+import dataclasses
 import getpass
 import os
+import signal
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kubeaccel.errors import ConfigError, KubeaccelError, NotFoundError
+from kubeaccel.errors import AlreadyExistsError, KubeaccelError, UnavailableError
 from kubeaccel.kube.client import Kube
 from kubeaccel.spark import uploads
 from kubeaccel.spark.builder import AppManifests, Generated, build, owner_reference
-from kubeaccel.spark.conf import SubmitRequest, master_url, resolve_conf
+from kubeaccel.spark.conf import SubmitRequest
 from kubeaccel.spark.ids import SubmissionId
+from kubeaccel.spark.model import CONTEXT_KEY, ResolvedApp, resolve
 from kubeaccel.spark.preflight import preflight
-from kubeaccel.spark.resources import app_requests
+from kubeaccel.spark.reservation import QuotaLock
+from kubeaccel.spark.rollback import (
+    Ledger,
+    exit_code_for,
+    failure_after_rollback,
+    guarded_signals,
+    pending_signal,
+    raise_if_signalled,
+    signals_held,
+)
 
-CONTEXT_KEY = "spark.kubernetes.context"
+__all__ = ["CONTEXT_KEY", "Prepared", "connect_for", "create", "prepare", "submit", "wait"]
 
 
 @dataclass
 class Prepared:
     """Everything decided before the first API write."""
 
-    request: SubmitRequest
-    conf: dict[str, str]
-    namespace: str
-    plan: uploads.UploadPlan
+    app: ResolvedApp
     manifests: AppManifests
 
+    @property
+    def namespace(self) -> str:
+        return self.manifests.namespace
 
-def connect_for(conf: Mapping[str, str], *, context: str | None = None, kubeconfig: str | Path | None = None) -> Kube:
+    @property
+    def plan(self) -> uploads.UploadPlan:
+        return self.app.uploads
+
+    @property
+    def conf(self) -> Mapping[str, str]:
+        return self.app.conf
+
+
+def connect_for(
+    app: ResolvedApp | Mapping[str, str], *, context: str | None = None, kubeconfig: str | Path | None = None
+) -> Kube:
     """The client spark-submit would use: the master URL's server with the kubeconfig's credentials."""
+    if isinstance(app, ResolvedApp):
+        return Kube.connect(kubeconfig=kubeconfig, context=context or app.context, server=app.master)
+    from kubeaccel.spark.conf import master_url
+
     return Kube.connect(
-        kubeconfig=kubeconfig, context=context or conf.get(CONTEXT_KEY), server=master_url(conf["spark.master"])
+        kubeconfig=kubeconfig, context=context or app.get(CONTEXT_KEY), server=master_url(app["spark.master"])
     )
 
 
@@ -56,94 +82,66 @@ def spark_user() -> str:
     return os.environ.get("SPARK_USER") or getpass.getuser()
 
 
-def _read(uri: str) -> str:
-    if uploads.is_local(uri):
-        path = Path(uri.removeprefix("file://")).expanduser()
-        if not path.is_file():
-            raise NotFoundError(f"pod template {uri!r} does not exist", hint="check the pod template path")
-        return path.read_text()
-    import fsspec
-
-    with fsspec.open(uri, "r") as handle:
-        text: str = handle.read()
-        return text
-
-
-def load_driver_template(uri: str) -> dict[str, Any]:
-    import yaml
-
-    try:
-        template = yaml.safe_load(_read(uri))
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"pod template {uri!r} is not valid YAML: {exc}", hint="fix the template file") from exc
-    if not isinstance(template, dict) or template.get("kind", "Pod") != "Pod":
-        raise ConfigError(f"pod template {uri!r} is not a Pod", hint="a pod template is a `kind: Pod` manifest")
-    return template
+def _resolved(request: SubmitRequest | ResolvedApp, upload_id: str | None = None) -> ResolvedApp:
+    return request if isinstance(request, ResolvedApp) else resolve(request, upload_id=upload_id)
 
 
 def prepare(
-    request: SubmitRequest,
+    request: SubmitRequest | ResolvedApp,
     *,
     context_namespace: str | None = None,
     generated: Generated | None = None,
     upload_id: str | None = None,
 ) -> Prepared:
     """Pure apart from reading local files: validate everything and build the manifests."""
-    conf = resolve_conf(request)
-    namespace = conf.get("spark.kubernetes.namespace") or context_namespace or "default"
-    plan = uploads.plan_uploads(request, conf, upload_id)
-    assert plan.request is not None
-    conf = plan.conf
-    app_requests(conf)  # validates cores, memory and accelerator confs of executors too
-    driver_template = executor_template = None
-    if conf.get("spark.kubernetes.driver.podTemplateFile"):
-        driver_template = load_driver_template(conf["spark.kubernetes.driver.podTemplateFile"])
-    if conf.get("spark.kubernetes.executor.podTemplateFile"):
-        executor_template = _read(conf["spark.kubernetes.executor.podTemplateFile"])
-    manifests = build(
-        plan.request,
-        conf,
-        namespace,
-        generated or Generated.fresh(spark_user()),
-        driver_template=driver_template,
-        executor_template_text=executor_template,
-    )
-    return Prepared(plan.request, conf, namespace, plan, manifests)
+    app = _resolved(request, upload_id).placed(context_namespace)
+    return Prepared(app, build(app, generated or Generated.fresh(spark_user())))
 
 
-def create(kube: Kube, manifests: AppManifests) -> SubmissionId:
-    """Create the driver pod, then its owned objects; on failure delete everything created."""
+def create(
+    kube: Kube, manifests: AppManifests, ledger: Ledger | None = None, lock: QuotaLock | None = None
+) -> SubmissionId:
+    """Create the driver pod, then its owned objects; on failure delete everything created.
+
+    With a `ledger` the caller rolls back (it also owns the uploads); each write is recorded in it first.
+    """
     namespace = manifests.namespace
-    created_pod = kube.create(manifests.driver_pod, namespace=namespace)
+    own_ledger = ledger is None
+    ledger = ledger or Ledger(namespace)
     pod_name = manifests.driver_pod_name
-    created: list[tuple[str, str]] = []
     try:
+        if lock is not None:
+            lock.renew()  # still ours right before the first create: see kubeaccel.spark.reservation
+        created_pod = _create_recorded(kube, ledger, manifests.driver_pod, namespace)
         reference = owner_reference(pod_name, created_pod["metadata"]["uid"])
         for manifest in manifests.owned:
             manifest["metadata"]["ownerReferences"] = [reference]
-            kube.create(manifest, namespace=namespace)
-            created.append((manifest["kind"], manifest["metadata"]["name"]))
-    except BaseException:
-        _rollback(kube, namespace, pod_name, created)
-        raise
+            _create_recorded(kube, ledger, manifest, namespace)
+    except BaseException as exc:
+        if not own_ledger:
+            raise
+        with signals_held():
+            left = ledger.roll_back(kube)
+            error = failure_after_rollback(exc, ledger, left, str(SubmissionId(namespace, pod_name)))
+        raise error from exc
     return SubmissionId(namespace, pod_name)
 
 
-def _rollback(kube: Kube, namespace: str, pod_name: str, created: list[tuple[str, str]]) -> None:
-    from lightkube.resources.core_v1 import ConfigMap, Pod, Service
-    from lightkube.resources.networking_v1 import NetworkPolicy
-
-    kinds: dict[str, Any] = {"Service": Service, "ConfigMap": ConfigMap, "NetworkPolicy": NetworkPolicy}
-    # best effort: if a delete fails, the owner reference lets the garbage collector finish the job
-    for kind, name in reversed(created):
-        with contextlib.suppress(KubeaccelError):
-            kube.delete(kinds[kind], name, namespace=namespace, missing_ok=True)
-    with contextlib.suppress(KubeaccelError):
-        kube.delete(Pod, pod_name, namespace=namespace, grace_period=0, missing_ok=True)
+def _create_recorded(kube: Kube, ledger: Ledger, manifest: dict[str, Any], namespace: str) -> dict[str, Any]:
+    """One create, recorded before it is sent (a cut-short request may still have created it)."""
+    kind, name = manifest["kind"], manifest["metadata"]["name"]
+    ledger.wrote(kind, name)
+    try:
+        created = kube.create(manifest, namespace=namespace)
+    except AlreadyExistsError:
+        ledger.forget(kind, name)  # someone else's object of that name: a rollback must not delete it
+        raise
+    ledger.step_done()
+    return created
 
 
 def submit(
-    request: SubmitRequest,
+    request: SubmitRequest | ResolvedApp,
     *,
     kube: Kube | None = None,
     context: str | None = None,
@@ -151,23 +149,83 @@ def submit(
     check_quota: bool = True,
     progress: uploads.Progress | None = None,
     generated: Generated | None = None,
+    on_submitted: Callable[[SubmissionId], None] | None = None,
 ) -> SubmissionId:
     """Submit `request` in cluster mode and return its ID (`namespace:driver-pod`).
 
-    Everything that can be checked locally is checked before the first connection is made.
+    Everything that can be checked locally is checked before the first connection is made. From the
+    first write until `on_submitted(id)` returns (the CLI prints the ID there), SIGINT, SIGTERM and
+    SIGHUP roll everything back and raise `SubmitInterruptedError` (exit code 128 + signal); a rollback that
+    cannot finish raises `RollbackIncompleteError`, which names every leftover and the command removing it.
     """
-    prepared = prepare(request, generated=generated)
-    kube = kube or connect_for(prepared.conf, context=context, kubeconfig=kubeconfig)
-    if "spark.kubernetes.namespace" not in prepared.conf and kube.context_namespace:
-        prepared = prepare(request, context_namespace=kube.context_namespace, generated=generated)
-    if check_quota:
-        preflight(kube, prepared.namespace, prepared.conf)
-    uploads.execute(prepared.plan, prepared.conf, progress)
+    from kubeaccel.spark.packages import check_resolvable
+
+    app = _resolved(request)
+    check_resolvable(app.packages)  # as spark-submit does: an unresolvable coordinate fails before any write
+    kube = kube or connect_for(app, context=context, kubeconfig=kubeconfig)
+    prepared = prepare(app, context_namespace=kube.context_namespace, generated=generated)
+    # a quick check without the lock: an app that cannot fit fails before anything is uploaded
+    quota_limited = preflight(kube, prepared.app) if check_quota else False
+    with guarded_signals():
+        sid = _create_all_or_nothing(kube, prepared, quota_limited, progress)
+        with signals_held():  # a signal now must not hide the ID of an app that exists
+            if on_submitted is not None:
+                on_submitted(sid)
+            signum = pending_signal()
+        if signum is not None:
+            raise KubeaccelError(
+                f"interrupted by {signal.Signals(signum).name} after submitting {sid}; the app keeps running",
+                hint=f"kubeaccel spark kill {sid} stops it",
+                exit_code=exit_code_for(signum),
+            )
+    return sid
+
+
+def _create_all_or_nothing(
+    kube: Kube, prepared: Prepared, quota_limited: bool, progress: uploads.Progress | None
+) -> SubmissionId:
+    """Upload, lock the quota, re-check it, create, unlock; any failure or signal rolls all of it back."""
+    ledger = Ledger(prepared.namespace)
+    lock: QuotaLock | None = None
     try:
-        return create(kube, prepared.manifests)
-    except BaseException:
-        uploads.remove(prepared.plan, prepared.conf)
-        raise
+        raise_if_signalled()
+        _upload(prepared, ledger, progress)
+        if quota_limited:
+            lock = QuotaLock.acquire(kube, prepared.namespace)
+            ledger.step_done()
+            preflight(kube, prepared.app)  # again, now that no one else can create
+        sid = create(kube, prepared.manifests, ledger, lock)
+        if lock is not None:
+            with signals_held():
+                lock.release()
+            lock = None
+            ledger.step_done()
+        raise_if_signalled()
+        return sid
+    except BaseException as exc:
+        with signals_held():  # a second Ctrl-C must not cut the rollback or its report short
+            left = ledger.roll_back(kube)
+            if lock is not None:
+                lock.release()  # after the rollback: the next submitter must not see our driver
+            pod_id = str(SubmissionId(prepared.namespace, prepared.manifests.driver_pod_name))
+            error = failure_after_rollback(exc, ledger, left, pod_id)
+        raise error from exc
+
+
+def _upload(prepared: Prepared, ledger: Ledger, progress: uploads.Progress | None) -> None:
+    """One file at a time, each a recorded write; the whole directory is removed on rollback."""
+    plan = prepared.plan
+    if not plan.uploads:
+        return
+    ledger.uploading(plan.base_url, prepared.conf)
+    for upload in plan.uploads:
+        uploads.execute(dataclasses.replace(plan, uploads=[upload]), prepared.conf, progress)
+        ledger.step_done()
+
+
+WAIT_OUTAGE_SECONDS = 120.0  # how long `wait` rides out an unreachable API server before giving up
+_RETRY_FIRST, _RETRY_MAX = 0.5, 8.0
+_RETRYABLE_HTTP = {429, 500, 502, 503, 504}
 
 
 def wait(
@@ -177,14 +235,40 @@ def wait(
     on_change: Callable[[str], None] | None = None,
     poll_seconds: float = 1.0,
     timeout: float | None = None,
+    outage_seconds: float = WAIT_OUTAGE_SECONDS,
+    on_retry: Callable[[KubeaccelError, float], None] | None = None,
 ) -> int:
-    """Follow the driver until it ends; returns its exit code (0 = Succeeded)."""
-    from lightkube.resources.core_v1 import Pod
+    """Follow the driver until it ends; returns its exit code (0 = Succeeded).
 
+    A transient API failure (unreachable, timed out, 429/5xx) is retried with exponential backoff
+    (0.5 s doubling to 8 s) for up to `outage_seconds` in a row; then the last error is raised (exit 4)
+    naming the app, which may well still be running. `timeout` holds throughout: exit 124 when it passes.
+    """
     deadline = None if timeout is None else time.monotonic() + timeout
     last = ""
+    outage_since: float | None = None
+    backoff = _RETRY_FIRST
     while True:
-        pod = kube.get(Pod, sid.pod, namespace=sid.namespace)
+        try:
+            pod = _read_driver(kube, sid)
+        except KubeaccelError as exc:
+            if not _transient(exc):
+                raise
+            now = time.monotonic()
+            outage_since = now if outage_since is None else outage_since
+            if now - outage_since >= outage_seconds:
+                raise UnavailableError(
+                    f"gave up waiting for {sid} after {now - outage_since:.0f}s without the API server: {exc.message}",
+                    hint=f"the app may still be running; check it with kubeaccel spark status {sid}",
+                ) from exc
+            _check_deadline(deadline, sid, last or "unknown", timeout)
+            pause = backoff if deadline is None else max(0.0, min(backoff, deadline - now))
+            if on_retry:
+                on_retry(exc, pause)
+            time.sleep(pause)
+            backoff = min(backoff * 2, _RETRY_MAX)
+            continue
+        outage_since, backoff = None, _RETRY_FIRST
         phase = (pod.status.phase if pod.status else None) or "Unknown"
         if phase != last and on_change:
             on_change(phase)
@@ -192,13 +276,28 @@ def wait(
         if phase in ("Succeeded", "Failed"):
             code = driver_exit_code(pod)
             return code if code is not None else (0 if phase == "Succeeded" else 1)
-        if deadline is not None and time.monotonic() > deadline:
-            raise KubeaccelError(
-                f"{sid} is still {phase} after {timeout:.0f}s",
-                hint="check it with kubeaccel spark status",
-                exit_code=124,
-            )
+        _check_deadline(deadline, sid, phase, timeout)
         time.sleep(poll_seconds)
+
+
+def _read_driver(kube: Kube, sid: SubmissionId) -> Any:
+    from lightkube.resources.core_v1 import Pod
+
+    return kube.get(Pod, sid.pod, namespace=sid.namespace)
+
+
+def _transient(exc: KubeaccelError) -> bool:
+    """Worth retrying: the door typed it retryable (unreachable, timed out, 429 / 5xx, conflict)."""
+    return bool(getattr(exc, "retryable", False)) or isinstance(exc, UnavailableError)
+
+
+def _check_deadline(deadline: float | None, sid: SubmissionId, phase: str, timeout: float | None) -> None:
+    if deadline is not None and time.monotonic() > deadline:
+        raise KubeaccelError(
+            f"{sid} is still {phase} after {timeout:.0f}s",
+            hint="check it with kubeaccel spark status",
+            exit_code=124,
+        )
 
 
 def driver_exit_code(pod: Any) -> int | None:

@@ -1,0 +1,142 @@
+"""A Debian root filesystem from packages, without a registry or a Docker engine.
+
+What ``FROM debian:<release>-slim`` + ``apt-get install --no-install-recommends PKGS`` gives an
+image, done with the host's apt (which must be the same Debian release): resolve the package
+closure against an *empty* dpkg status (what a fresh Debian would install), download the missing
+``.deb`` files into a cache, unpack them (no maintainer scripts run: distroless-style), and write
+the few files those scripts and ``base-passwd`` would have. Stdlib only, so the image builders in
+``deploy/`` can use it from any interpreter.
+
+Shared by the image builders under ``deploy/`` (the device-plugin image uses it; the Spark builder
+has its own copy of the same steps and can switch to this module).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+
+# Not needed at run time and large.
+PRUNE = ("usr/share/doc", "usr/share/man", "usr/share/info", "usr/share/locale", "usr/share/lintian")
+
+
+class BuildError(SystemExit):
+    """A build step failed; the message says which and how to fix it (exit status 1)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+
+
+def read_list(path: Path) -> list[str]:
+    """A package list: one name a line, ``#`` comments and blank lines ignored."""
+    lines = (line.split("#", 1)[0].strip() for line in path.read_text().splitlines())
+    return [line for line in lines if line]
+
+
+def host_release() -> str:
+    """The host's Debian codename (``bookworm``): the release the packages come from."""
+    for line in Path("/etc/os-release").read_text().splitlines():
+        key, _, value = line.partition("=")
+        if key == "VERSION_CODENAME":
+            return value.strip().strip('"')
+    raise BuildError("/etc/os-release has no VERSION_CODENAME: the local image build needs a Debian host")
+
+
+def resolve_closure(packages: Iterable[str]) -> list[str]:
+    """Every package a fresh Debian would install for ``packages`` (no recommends), sorted."""
+    packages = list(packages)
+    with tempfile.NamedTemporaryFile("w", prefix="empty-dpkg-status-") as status:
+        done = subprocess.run(
+            ["apt-get", "-s", "-o", f"Dir::State::status={status.name}", "-o", "Debug::NoLocking=1",
+             "install", "--no-install-recommends", *packages],
+            capture_output=True, text=True, check=False,
+        )  # fmt: skip
+    if done.returncode != 0:
+        raise BuildError(f"apt cannot resolve {' '.join(packages)}:\n{done.stderr.strip()}\nhint: run apt-get update")
+    names = sorted({line.split()[1] for line in done.stdout.splitlines() if line.startswith("Inst ")})
+    if not names:
+        raise BuildError("apt resolved no packages; is this a Debian machine with apt sources?")
+    return names
+
+
+def download_debs(names: list[str], debs: Path) -> list[Path]:
+    """The ``.deb`` of each package (candidate version) in ``debs``, downloading only the missing ones."""
+    debs.mkdir(parents=True, exist_ok=True)
+    uris = subprocess.run(["apt-get", "download", "--print-uris", *names], capture_output=True, text=True, check=False)
+    if uris.returncode != 0:
+        raise BuildError(f"apt-get download --print-uris failed:\n{uris.stderr.strip()}")
+    files = [debs / line.split()[1] for line in uris.stdout.splitlines() if line.startswith("'")]
+    missing = [f.name.split("_", 1)[0] for f in files if not f.exists()]
+    if missing:
+        fetched = subprocess.run(
+            ["apt-get", "download", *missing], cwd=debs, capture_output=True, text=True, check=False
+        )
+        if fetched.returncode != 0:
+            raise BuildError(f"apt-get download failed:\n{fetched.stderr.strip()}\nhint: check the apt mirror")
+    absent = [f.name for f in files if not f.exists()]
+    if absent:
+        raise BuildError(f"apt-get download did not produce {', '.join(absent)}")
+    return files
+
+
+def fetch_debs(packages: list[str], debs: Path) -> list[Path]:
+    """Resolve and download; on a machine with no (or stale) package lists, ``apt-get update`` once and retry."""
+    try:
+        return download_debs(resolve_closure(packages), debs)
+    except BuildError:
+        print("[debroot] apt failed; running apt-get update and retrying", file=sys.stderr, flush=True)
+        subprocess.run(["apt-get", "update", "-qq"], check=False)
+        return download_debs(resolve_closure(packages), debs)
+
+
+def unpack(debs: Iterable[Path], rootfs: Path) -> None:
+    """Unpack the packages' files into ``rootfs`` (merged /usr, as Debian 12 has it)."""
+    for top in ("bin", "sbin", "lib", "lib64"):
+        (rootfs / "usr" / top).mkdir(parents=True, exist_ok=True)
+        if not (rootfs / top).is_symlink():
+            (rootfs / top).symlink_to(f"usr/{top}")
+    for deb in debs:
+        data = subprocess.Popen(["dpkg-deb", "--fsys-tarfile", str(deb)], stdout=subprocess.PIPE)
+        subprocess.run(["tar", "-x", "-C", str(rootfs), "--keep-directory-symlink"], stdin=data.stdout, check=True)
+        if data.wait() != 0:
+            raise BuildError(f"dpkg-deb could not read {deb}")
+
+
+def configure(rootfs: Path, hostname: str, links: dict[str, str] | None = None) -> None:
+    """What maintainer scripts and base-passwd would have done: users, hosts, tmp dirs, ldconfig."""
+    for rel in PRUNE:
+        shutil.rmtree(rootfs / rel, ignore_errors=True)
+    for rel, target in {"bin/sh": "dash", **(links or {})}.items():
+        path = rootfs / rel
+        if not path.exists() and not path.is_symlink():
+            path.symlink_to(target)
+    etc = rootfs / "etc"
+    etc.mkdir(exist_ok=True)
+    (etc / "passwd").write_text(
+        "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n"
+    )
+    (etc / "group").write_text("root:x:0:\nnogroup:x:65534:\n")
+    (etc / "hostname").write_text(f"{hostname}\n")
+    # Kubernetes mounts its own /etc/hosts; this one serves plain runc/chroot runs of the image.
+    (etc / "hosts").write_text("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n")
+    (etc / "nsswitch.conf").write_text("passwd: files\ngroup: files\nhosts: files dns\n")
+    for rel in ("tmp", "var/tmp"):
+        (rootfs / rel).mkdir(parents=True, exist_ok=True)
+        os.chmod(rootfs / rel, 0o1777)
+    for rel in ("proc", "sys", "dev", "root", "run"):
+        (rootfs / rel).mkdir(parents=True, exist_ok=True)
+    subprocess.run(["ldconfig", "-r", str(rootfs)], check=False, capture_output=True)
+
+
+def check_host() -> None:
+    """Root and the Debian tools, or a message that says what is missing."""
+    if os.geteuid() != 0:
+        raise BuildError("building the image needs root (file ownership inside the image); run it with sudo")
+    for tool in ("apt-get", "dpkg-deb", "tar", "ldconfig"):
+        if shutil.which(tool) is None:
+            raise BuildError(f"{tool} not found: the local image build needs a Debian host (or use the Dockerfile)")

@@ -1,0 +1,84 @@
+"""CLI pieces shared by the command groups: --kubeconfig/--context/--output, JSON output, checked
+number options, and the log setup (source locations only at --log-level debug)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import click
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def connection_options(func: F) -> F:
+    func = click.option("--context", default=None, help="kubeconfig context (default: its current context).")(func)
+    func = click.option(
+        "--kubeconfig",
+        default=None,
+        type=click.Path(dir_okay=False),
+        help="kubeconfig file (default: $KUBECONFIG, else ~/.kube/config).",
+    )(func)
+    return func
+
+
+def output_option(func: F) -> F:
+    return click.option(
+        "--output",
+        "-o",
+        "output",
+        type=click.Choice(["table", "json"]),
+        default="table",
+        show_default=True,
+        help="table for people, json for scripts.",
+    )(func)
+
+
+def echo_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, sort_keys=True, default=str))
+
+
+class BoundedFloat(click.ParamType):  # type: ignore[type-arg]
+    """A finite number of seconds in [minimum, maximum]: `nan`, `inf` and out-of-range values are refused."""
+
+    name = "seconds"
+
+    def __init__(self, minimum: float = 0.0, maximum: float = 7 * 24 * 3600.0) -> None:
+        self.minimum = minimum
+        self.maximum = maximum
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> float:
+        if isinstance(value, float):
+            number = value
+        else:
+            try:
+                number = float(str(value))
+            except ValueError:
+                self.fail(f"{str(value)[:50]!r} is not a number", param, ctx)
+        if not math.isfinite(number) or not self.minimum <= number <= self.maximum:
+            self.fail(f"{str(value)[:50]!r} is not a number from {self.minimum:g} to {self.maximum:g}", param, ctx)
+        return number
+
+
+LOG_LEVELS = ("debug", "info", "warning", "error")
+_state = {"debug": False}
+
+
+def setup_logging(level: str) -> None:
+    """User-facing log lines carry no source locations; --log-level debug adds them for developers."""
+    debug = level == "debug"
+    _state["debug"] = debug
+    fmt = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+    if debug:
+        fmt = "%(asctime)s %(levelname)s %(name)s %(filename)s:%(lineno)d: %(message)s"
+    logging.basicConfig(level=level.upper(), format=fmt, force=True)
+
+
+def console(*, stderr: bool = False, width: int | None = None) -> Any:
+    """A rich Console whose `log()` shows `file.py:line` only at --log-level debug."""
+    from rich.console import Console
+
+    return Console(stderr=stderr, width=width, log_path=_state["debug"])

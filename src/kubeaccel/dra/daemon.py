@@ -1,0 +1,319 @@
+"""The DRA daemon: config → backends → inventory; the registration and DRA sockets; the slice publisher.
+
+Start order follows the kubelet's contract: the checkpoint is loaded and the CDI specs restored, the
+DRA endpoint listens, and only then the registration socket appears (the kubelet dials the endpoint
+as soon as it has read ``GetInfo``). A supervisor pass every ``POLL_INTERVAL_S`` re-creates either
+socket when it was deleted or replaced (a kubelet restart that cleared the directory, an operator),
+so the kubelet's watcher finds it again and re-registers. The API server may be down at start or
+later: the publisher retries with backoff and prepared claims keep being served from the checkpoint.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import threading
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from kubeaccel.devices.cdi import DEFAULT_SPEC_DIR
+from kubeaccel.devices.config import PluginConfig, build_backends
+from kubeaccel.dra._generated import dra_v1_pb2_grpc, dra_v1beta1_pb2_grpc, health_v1_pb2_grpc
+from kubeaccel.dra._generated import pluginregistration_pb2_grpc as reg_grpc
+from kubeaccel.dra.checkpoint import Checkpoint
+from kubeaccel.dra.inventory import Inventory
+from kubeaccel.dra.model import DEFAULT_DRIVER, check_driver_name, device_class
+from kubeaccel.dra.publisher import Publisher, SliceApi
+from kubeaccel.dra.registration import (
+    DEFAULT_PLUGINS_DIR,
+    DEFAULT_REGISTRY_DIR,
+    RegistrationService,
+    registration_socket_name,
+)
+from kubeaccel.dra.service import DRAServiceV1, DRAServiceV1beta1, Driver, HealthService
+from kubeaccel.errors import ConfigError, KubeaccelError, UnavailableError
+
+log = logging.getLogger(__name__)
+
+POLL_INTERVAL_S = 0.05
+DEFAULT_STATE_DIR = Path("/var/lib/kubeaccel/dra")
+
+
+@dataclass(frozen=True)
+class Options:
+    node: str
+    driver: str = DEFAULT_DRIVER
+    registry_dir: Path = DEFAULT_REGISTRY_DIR
+    plugins_dir: Path = DEFAULT_PLUGINS_DIR
+    state_dir: Path = DEFAULT_STATE_DIR
+    cdi_dir: Path = DEFAULT_SPEC_DIR
+    root: Path = Path("/")
+    publish: bool = True  # ResourceSlices (off: a checker-only run without an API server)
+    device_classes: bool = False  # apply a DeviceClass per resource (cluster-scoped: usually the installer's job)
+    withdraw: bool = False  # delete our slices on a clean stop (the node leaves DRA for good)
+
+    @property
+    def endpoint(self) -> Path:
+        return self.plugins_dir / self.driver / "dra.sock"
+
+    @property
+    def registration_socket(self) -> Path:
+        return self.registry_dir / registration_socket_name(self.driver)
+
+
+def file_identity(path: Path) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_ino, st.st_ctime_ns)
+
+
+class SocketServer:
+    """One gRPC server on one unix socket; ``intact`` is False once the socket file was deleted or replaced."""
+
+    def __init__(self, path: Path, install: Callable[[grpc.aio.Server], None]) -> None:
+        self.path = path
+        self._install = install
+        self._server: grpc.aio.Server | None = None
+        self._identity: tuple[int, int] | None = None
+
+    async def start(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()  # ours by name: a previous run's socket
+        server = grpc.aio.server()
+        self._install(server)
+        server.add_insecure_port(f"unix://{self.path}")
+        await server.start()
+        self._server = server
+        self._identity = file_identity(self.path)
+
+    def intact(self) -> bool:
+        return self._identity is not None and file_identity(self.path) == self._identity
+
+    async def stop(self, grace: float | None = 0) -> None:
+        if self._server is not None:
+            await self._server.stop(grace)
+            self._server = None
+        if self._identity is not None and file_identity(self.path) == self._identity:
+            with contextlib.suppress(FileNotFoundError):
+                self.path.unlink()
+        self._identity = None
+
+
+ClaimReaderFactory = Callable[[], Callable[[str, str], Awaitable[Mapping[str, Any]]]]
+
+
+class KubeAccess:
+    """The API server through ``kube.dra``, connected on first use (a daemon starts without one)."""
+
+    def __init__(self, kubeconfig: Path | None = None) -> None:
+        self._kubeconfig = kubeconfig
+        self._kube: Any = None
+        self._lock = threading.Lock()
+
+    def kube(self) -> Any:
+        with self._lock:
+            if self._kube is None:
+                from kubeaccel.kube.dra import connect
+
+                self._kube = connect(self._kubeconfig)
+            return self._kube
+
+    async def read_claim(self, namespace: str, name: str) -> Mapping[str, Any]:
+        from kubeaccel.kube.dra import get_claim
+
+        return await asyncio.to_thread(lambda: get_claim(self.kube(), namespace, name))
+
+    def slice_api(self, driver: str, node: str) -> SliceApi:
+        from kubeaccel.kube import dra as kdra
+
+        return SliceApi(
+            lambda: kdra.list_slices(self.kube(), driver=driver, node=node),
+            lambda manifest: kdra.apply_slice(self.kube(), manifest),
+            lambda name: kdra.delete_slice(self.kube(), name),
+        )
+
+    def apply_device_class(self, manifest: Mapping[str, Any]) -> None:
+        from kubeaccel.kube.dra import apply_device_class
+
+        apply_device_class(self.kube(), manifest)
+
+    def close(self) -> None:
+        """Close the client; a later use (a daemon started again with this access) connects anew."""
+        with self._lock:
+            if self._kube is not None:
+                self._kube.close()
+                self._kube = None
+
+
+def check_dirs(options: Options) -> None:
+    """A clear error up front for a kubelet directory we cannot use."""
+    for what, option, path, default in (
+        ("plugin registry", "--registry-dir", options.registry_dir, DEFAULT_REGISTRY_DIR),
+        ("plugins", "--plugins-dir", options.plugins_dir, DEFAULT_PLUGINS_DIR),
+    ):
+        if not path.is_dir():
+            raise ConfigError(f"the kubelet's {what} directory {path} does not exist",
+                              hint=f"pass {option} with the kubelet's directory (default {default}), or create it")
+        if not os.access(path, os.W_OK | os.X_OK):
+            raise ConfigError(f"the {what} directory {path} is not writable",
+                              hint="run the daemon as root (the DaemonSet does)")
+
+
+@dataclass
+class DraDaemon:
+    """The whole DRA node process, supervised until ``stop_requested``."""
+
+    load: Callable[[], PluginConfig]
+    options: Options
+    access: KubeAccess = field(default_factory=KubeAccess)
+    stop_requested: asyncio.Event = field(default_factory=asyncio.Event)
+    started: threading.Event = field(default_factory=threading.Event)
+    inventory: Inventory | None = None
+    driver: Driver | None = None
+    registration: RegistrationService | None = None
+    publisher: Publisher | None = None
+    servers: list[SocketServer] = field(default_factory=list)
+    restarts: int = 0
+
+    async def run(self, *, handle_signals: bool = False) -> None:
+        options = self.options
+        check_driver_name(options.driver)
+        check_dirs(options)
+        config = self.load()
+        checkpoint = Checkpoint.load(options.state_dir)
+        backends = build_backends(config, root=options.root)
+        loop = asyncio.get_running_loop()
+        if handle_signals:
+            loop.add_signal_handler(signal.SIGTERM, self.stop_requested.set)
+            loop.add_signal_handler(signal.SIGINT, self.stop_requested.set)
+        inventory = self.inventory = Inventory(options.node, backends)
+        publish_task: asyncio.Task[None] | None = None
+        try:
+            inventory.start()
+            driver = self.driver = Driver(options.driver, inventory, checkpoint, options.cdi_dir,
+                                          self.access.read_claim)
+            driver.restore()
+            self.registration = RegistrationService(options.driver, options.endpoint)
+
+            def install_dra(server: grpc.aio.Server) -> None:
+                dra_v1_pb2_grpc.add_DRAPluginServicer_to_server(DRAServiceV1(driver), server)
+                dra_v1beta1_pb2_grpc.add_DRAPluginServicer_to_server(DRAServiceV1beta1(driver), server)
+                health_v1_pb2_grpc.add_DRAResourceHealthServicer_to_server(HealthService(inventory), server)
+
+            registration = self.registration
+
+            def install_registration(server: grpc.aio.Server) -> None:
+                reg_grpc.add_RegistrationServicer_to_server(registration, server)
+
+            self.servers = [SocketServer(options.endpoint, install_dra),
+                            SocketServer(options.registration_socket, install_registration)]
+            for server in self.servers:  # the endpoint first: the kubelet dials it right after GetInfo
+                await server.start()
+            if options.publish:
+                if options.device_classes:
+                    await self._apply_device_classes(config)
+                self.publisher = Publisher(options.driver, inventory, self.access.slice_api(options.driver,
+                                                                                             options.node))
+                publish_task = asyncio.create_task(self.publisher.run(self.stop_requested))
+            self.started.set()
+            log.info("DRA driver %s serving %s on node %s (endpoint %s)", options.driver,
+                     ", ".join(r.name for r in config.resources), options.node, options.endpoint)
+            while not self.stop_requested.is_set():
+                await self._supervise()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.stop_requested.wait(), POLL_INTERVAL_S)
+        finally:
+            self.stop_requested.set()
+            for server in reversed(self.servers):
+                await server.stop(0)
+            if publish_task is not None:
+                await publish_task
+            if options.publish and options.withdraw and self.publisher is not None:
+                try:
+                    await asyncio.to_thread(self.publisher.withdraw)
+                except KubeaccelError as exc:
+                    log.warning("could not delete the ResourceSlices: %s", exc.message)
+            inventory.close()
+            self.access.close()
+            if handle_signals:
+                for sig in (signal.SIGTERM, signal.SIGINT):
+                    loop.remove_signal_handler(sig)
+
+    async def _apply_device_classes(self, config: PluginConfig) -> None:
+        for resource in config.resources:
+            manifest = device_class(self.options.driver, resource.name)
+            try:
+                await asyncio.to_thread(self.access.apply_device_class, manifest)
+            except KubeaccelError as exc:
+                log.warning("cannot apply DeviceClass %s: %s", manifest["metadata"]["name"], exc.message)
+
+    async def _supervise(self) -> None:
+        for server in self.servers:
+            if not server.intact():
+                log.info("socket %s was removed: serving it again", server.path)
+                try:
+                    await server.stop(0)
+                    await server.start()
+                    self.restarts += 1
+                except Exception as exc:  # the directory vanished: keep trying, never exit
+                    log.warning("cannot re-create %s: %s", server.path, exc)
+
+
+class BackgroundDraDaemon:
+    """Runs a ``DraDaemon`` on its own loop in a thread (tests, benchmarks, the demo); errors re-raise on stop."""
+
+    def __init__(self, daemon: DraDaemon) -> None:
+        self.daemon = daemon
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._main, name="kubeaccel-dra", daemon=True)
+
+    def _main(self) -> None:
+        loop = asyncio.new_event_loop()
+        self.loop = loop
+        try:
+            loop.run_until_complete(self._run())
+        except BaseException as exc:
+            self._error = exc
+        finally:
+            self.daemon.started.set()
+            loop.close()
+
+    async def _run(self) -> None:
+        self.daemon.stop_requested = asyncio.Event()  # bound to this loop
+        await self.daemon.run()
+
+    def start(self, timeout: float = 15.0) -> BackgroundDraDaemon:
+        self._thread.start()
+        if not self.daemon.started.wait(timeout):
+            raise UnavailableError("the DRA daemon did not start in time")
+        if self._error is not None:
+            self._thread.join()
+            raise self._error
+        return self
+
+    def stop(self, timeout: float = 15.0) -> None:
+        if self.loop is not None and self._thread.is_alive():
+            with contextlib.suppress(RuntimeError):
+                self.loop.call_soon_threadsafe(self.daemon.stop_requested.set)
+        self._thread.join(timeout)
+        if self._thread.is_alive():
+            raise UnavailableError("the DRA daemon did not stop in time")
+        if self._error is not None:
+            raise self._error
+
+    def __enter__(self) -> BackgroundDraDaemon:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -1,0 +1,179 @@
+"""The pure core: names the API server accepts, slices, device classes, claims → devices → CDI.
+
+Hypothesis drives the inputs a user or the API server controls: device IDs of any shape, and
+ResourceClaim JSON of any shape (a malformed allocation must be a ``ClaimError``, never a crash).
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from typing import Any
+
+import pytest
+from dra.node import DRIVER, NODE, POOL, SIM, claim_json
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from kubeaccel.devices import cdi
+from kubeaccel.devices.backends.simulated import Config, create
+from kubeaccel.devices.model import Device, Devices, Health
+from kubeaccel.dra.claims import ClaimError, allocated, claim_spec
+from kubeaccel.dra.model import (
+    HEALTH_TAINT_KEY,
+    Pool,
+    check_driver_name,
+    device_attributes,
+    device_class,
+    device_class_name,
+    device_names,
+    dns_label,
+    pool_name,
+    resource_slice,
+    resource_slices,
+    slice_name,
+)
+from kubeaccel.errors import ConfigError
+
+DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
+DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+C_IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,31}")
+
+
+@given(st.text(max_size=300))
+def test_dns_label_is_always_valid(raw: str) -> None:
+    assert DNS_LABEL.fullmatch(dns_label(raw))
+
+
+@given(st.lists(st.text(min_size=1, max_size=80), min_size=1, max_size=30, unique=True))
+def test_device_names_are_unique_labels(ids: list[str]) -> None:
+    devices = Devices(Device(id=i, index=str(n)) for n, i in enumerate(ids))
+    names = device_names(devices)
+    assert len(names) == len(ids)
+    assert all(DNS_LABEL.fullmatch(n) for n in names)
+    assert device_names(devices) == names  # stable
+
+
+def test_names_for_real_resources() -> None:
+    assert pool_name("worker-1", "nec.com/ve") == "worker-1/nec.com/ve"
+    assert device_class_name("nec.com/ve") == "ve.nec.com"
+    assert DNS_SUBDOMAIN.fullmatch(slice_name("worker-1", DRIVER, "nec.com/ve"))
+    long = slice_name("n" * 60, DRIVER, "nec.com/ve")
+    assert len(long) <= 63 and DNS_LABEL.fullmatch(long)
+    assert check_driver_name("dra.example.com") == "dra.example.com"
+    for bad in ("", "UPPER.example.com", "a_b.example.com", "x" * 64):
+        with pytest.raises(ConfigError, match="not a valid DRA driver name"):
+            check_driver_name(bad)
+
+
+def _sim(count: int = 4, numa: int = 2):
+    return create(SIM, Config(count=count, numaNodes=numa))
+
+
+def test_resource_slice_taints_unhealthy_devices_or_leaves_them_out() -> None:
+    devices = Devices([Device("sim-0", "0", numa_node=0), Device("sim-1", "1", Health.UNHEALTHY, numa_node=1,
+                                                                   attributes=(("model", "VE3"), ("bad key", "x")))])
+    pool = Pool.of(NODE, SIM, devices)
+    doc = resource_slice(NODE, DRIVER, pool, 7)
+    spec = doc["spec"]
+    assert spec["pool"] == {"name": POOL, "generation": 7, "resourceSliceCount": 1}
+    assert spec["nodeName"] == NODE and spec["driver"] == DRIVER
+    by_name = {d["name"]: d for d in spec["devices"]}
+    assert "taints" not in by_name["sim-0"]
+    assert by_name["sim-1"]["taints"] == [{"key": HEALTH_TAINT_KEY, "value": "Unhealthy", "effect": "NoSchedule"}]
+    assert by_name["sim-1"]["attributes"] == {
+        "id": {"string": "sim-1"}, "index": {"int": 1}, "model": {"string": "VE3"}, "numaNode": {"int": 1},
+        "resource": {"string": SIM}}
+    untainted = resource_slice(NODE, DRIVER, pool, 8, taints=False)
+    assert [d["name"] for d in untainted["spec"]["devices"]] == ["sim-0"]
+
+
+@given(st.lists(st.tuples(st.text(max_size=40), st.text(max_size=100)), max_size=20))
+def test_attributes_are_always_valid(attrs: list[tuple[str, str]]) -> None:
+    device = Device("x", "3", attributes=tuple(attrs))
+    out = device_attributes(SIM, device)
+    for key, value in out.items():
+        assert C_IDENT.fullmatch(key)
+        (kind, v), = value.items()
+        assert kind in ("int", "bool", "string")
+        if kind == "string":
+            assert len(v) <= 64
+
+
+def test_device_class_selects_one_resource_and_names_the_extended_resource() -> None:
+    doc = device_class(DRIVER, "nec.com/ve")
+    assert doc["metadata"]["name"] == "ve.nec.com"
+    assert doc["spec"]["extendedResourceName"] == "nec.com/ve"
+    assert doc["spec"]["selectors"] == [{"cel": {"expression":
+        f'device.driver == "{DRIVER}" && device.attributes["{DRIVER}"].resource == "nec.com/ve"'}}]
+    assert "extendedResourceName" not in device_class(DRIVER, "nec.com/ve", extended_resource=False)["spec"]
+
+
+def _pools():
+    backend = _sim()
+    return {POOL: Pool.of(NODE, SIM, backend.scan())}, {SIM: backend}
+
+
+def test_claim_spec_groups_variables_per_request() -> None:
+    pools, backends = _pools()
+    uid = str(uuid.uuid4())
+    claim = claim_json("c", ["sim-2", "sim-0"], uid=uid)
+    claim["status"]["allocation"]["devices"]["results"].append(
+        {"request": "other", "driver": DRIVER, "pool": POOL, "device": "sim-3"})
+    claim["status"]["allocation"]["devices"]["results"].append(
+        {"request": "gpu", "driver": "gpu.example.com", "pool": "p", "device": "g"})  # not ours: ignored
+    devices = allocated(claim, uid, DRIVER, pools)
+    assert [(d.request, d.name) for d in devices] == [("req", "sim-2"), ("req", "sim-0"), ("other", "sim-3")]
+    document, ids = claim_spec(DRIVER, uid, devices, backends)
+    env = {d["name"]: d["containerEdits"].get("env") for d in document["devices"]}
+    assert env[f"{uid}-sim-0"] == env[f"{uid}-sim-2"] == ["KUBEACCEL_DEVICES_EXAMPLE_COM_SIM=0,2"]
+    assert env[f"{uid}-sim-3"] == ["KUBEACCEL_DEVICES_EXAMPLE_COM_SIM=3"]
+    assert ids[(POOL, "sim-3")] == f"{DRIVER}/claim={uid}-sim-3"
+    assert document["kind"] == cdi.kind_for(f"{DRIVER}/claim")
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=20),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4),
+    max_leaves=20,
+)
+
+
+def _mutations() -> st.SearchStrategy[Any]:
+    result = st.fixed_dictionaries({}, optional={
+        "request": json_values | st.just("req"), "driver": json_values | st.just(DRIVER),
+        "pool": json_values | st.just(POOL), "device": json_values | st.sampled_from(["sim-0", "sim-1", "sim-9"]),
+    })
+    return st.one_of(
+        json_values,
+        st.fixed_dictionaries({"metadata": st.just({"name": "c", "uid": "u"}),
+                               "status": st.one_of(json_values, st.fixed_dictionaries({"allocation": st.one_of(
+                                   json_values, st.fixed_dictionaries({"devices": st.one_of(
+                                       json_values, st.fixed_dictionaries({"results": st.one_of(
+                                           json_values,
+                                           st.lists(st.one_of(result, json_values), max_size=5))}))}))}))}),
+    )
+
+
+@settings(max_examples=300, deadline=None)
+@given(_mutations())
+def test_any_claim_json_is_devices_or_a_claim_error(claim: Any) -> None:
+    pools, backends = _pools()
+    try:
+        devices = allocated(claim, "u", DRIVER, pools)
+    except ClaimError as exc:
+        assert str(exc)
+        return
+    assert devices
+    assert all(d.pool == POOL and d.name in pools[POOL].devices for d in devices)
+    document, ids = claim_spec(DRIVER, "u", devices, backends)
+    assert len(ids) == len(document["devices"]) == len({(d.pool, d.name) for d in devices})
+
+
+def test_a_big_pool_is_split_over_slices_of_one_generation() -> None:
+    pool = Pool.of(NODE, SIM, create(SIM, Config(count=300)).scan())
+    slices = resource_slices(NODE, DRIVER, pool, 3)
+    assert [len(s["spec"]["devices"]) for s in slices] == [128, 128, 44]
+    assert {s["spec"]["pool"]["resourceSliceCount"] for s in slices} == {3}
+    assert len({s["metadata"]["name"] for s in slices}) == 3
+    assert resource_slices(NODE, DRIVER, Pool.of(NODE, SIM, Devices()), 1)[0]["spec"]["devices"] == []

@@ -1,0 +1,87 @@
+"""spark/dra.py: confs → the claim template and pod fragments (pure), and the API server accepts them.
+
+Hypothesis drives the conf space: any mapping of DRA keys gives requests or a ConfigError naming
+a key, never another exception.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from kubeaccel.errors import ConfigError
+from kubeaccel.spark import dra
+
+BASE = {"spark.executor.resource.ve.amount": "2", "spark.executor.resource.ve.vendor": "nec.com"}
+
+
+def test_disabled_by_default() -> None:
+    assert dra.requests(BASE, "executor") == []
+    with pytest.raises(ConfigError, match="is not true"):
+        dra.requests({**BASE, "spark.kubeaccel.dra.executor.ve.numaNode": "1"}, "executor")
+
+
+def test_requests_with_selectors() -> None:
+    conf = {**BASE, dra.ENABLED: "true", "spark.kubeaccel.dra.executor.ve.numaNode": "1",
+            "spark.kubeaccel.dra.executor.ve.model": 'VE "3"', "spark.kubeaccel.dra.executor.ve.selector":
+            'device.attributes["dra.kubeaccel.io"].index < 4'}
+    (req,) = dra.requests(conf, "executor")
+    assert (req.name, req.device_class, req.count) == ("ve", "ve.nec.com", 2)
+    assert req.selectors == (
+        'device.attributes["dra.kubeaccel.io"].numaNode == 1',
+        'device.attributes["dra.kubeaccel.io"].model == "VE \\"3\\""',
+        'device.attributes["dra.kubeaccel.io"].index < 4',
+    )
+    assert dra.requests(conf, "driver") == []
+    template = dra.claim_template("app-1", "ns", "executor", [req],
+                                  owner={"metadata": {"name": "app-1-driver", "uid": "u-1"}})
+    request = template["spec"]["spec"]["devices"]["requests"][0]
+    assert request["exactly"]["deviceClassName"] == "ve.nec.com" and request["exactly"]["count"] == 2
+    assert len(request["exactly"]["selectors"]) == 3
+    assert template["metadata"]["ownerReferences"][0]["uid"] == "u-1"
+    fragment = dra.pod_fragment("app-1", "executor")
+    assert fragment["spec"]["resourceClaims"] == [
+        {"name": "accelerators", "resourceClaimTemplateName": "app-1-executor-accel"}]
+    assert dra.quota([req], pods=3) == {"ve.nec.com.deviceclass.resource.k8s.io/devices": 6}
+
+
+@pytest.mark.parametrize(
+    ("extra", "key"),
+    [
+        ({"spark.kubeaccel.dra.executor.ve.numaNode": "one"}, "numaNode"),
+        ({"spark.kubeaccel.dra.executor.ve.colour": "red"}, "unknown DRA setting"),
+        ({"spark.kubeaccel.dra.executor.gpu.numaNode": "0"}, "names no Spark resource"),
+        ({"spark.kubeaccel.dra.executor.ve.deviceClass": "Bad_Class"}, "deviceClass"),
+        ({"spark.kubeaccel.dra.executor.ve.selector": " "}, "selector"),
+        ({dra.DRIVER_NAME: "NOPE"}, "driverName"),
+        ({"spark.executor.resource.ve.amount": "0"}, "amount"),
+        ({dra.ENABLED: "yes"}, "is not true or false"),
+    ],
+)
+def test_bad_confs_name_the_key(extra: dict[str, str], key: str) -> None:
+    with pytest.raises(ConfigError, match=key):
+        dra.requests({**BASE, dra.ENABLED: "true", **extra}, "executor")
+
+
+keys = st.sampled_from([
+    "spark.kubeaccel.dra.executor.ve.numaNode", "spark.kubeaccel.dra.executor.ve.model",
+    "spark.kubeaccel.dra.executor.ve.selector", "spark.kubeaccel.dra.executor.ve.deviceClass",
+    "spark.kubeaccel.dra.executor.x.numaNode", "spark.kubeaccel.dra.driver.ve.model", dra.ENABLED, dra.DRIVER_NAME,
+    "spark.executor.resource.ve.amount", "spark.executor.resource.ve.vendor", "spark.kubeaccel.dra.what",
+])
+
+
+@given(st.dictionaries(keys, st.text(max_size=30), max_size=8))
+def test_any_conf_is_requests_or_a_config_error(conf: dict[str, str]) -> None:
+    for role in ("driver", "executor"):
+        try:
+            found = dra.requests(conf, role)
+        except ConfigError as exc:
+            assert exc.message and exc.hint
+            continue
+        for req in found:
+            json.dumps(dra.claim_template("a", "ns", role, [req]))
+            assert 0 < req.count <= dra.MAX_COUNT
