@@ -152,7 +152,7 @@ def test_generic_backend_wakes_on_inotify_not_on_its_poll_interval(tmp_path: Pat
         b.scan()
         (dev / "unrelated").write_text("x")  # /dev churn that matches no glob: no wake-up
         assert b.wait_for_change(0.3) is False
-        _later(0.05, lambda: (dev / "ttyUSB0").unlink())
+        _later(0.05, (dev / "ttyUSB0").unlink)
         start = time.perf_counter()
         assert b.wait_for_change(10) is True
         assert time.perf_counter() - start < 1.0

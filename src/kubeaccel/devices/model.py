@@ -101,6 +101,9 @@ class Devices(Mapping[str, Device]):
     def __getitem__(self, device_id: str) -> Device:
         return self._by_id[device_id]
 
+    def get(self, device_id: str, default: Device | None = None) -> Device | None:  # type: ignore[override]
+        return self._by_id.get(device_id, default)
+
     def __iter__(self) -> Iterator[str]:
         return iter(self._by_id)
 
@@ -137,6 +140,9 @@ class Devices(Mapping[str, Device]):
     def subset(self, ids: Iterable[str]) -> Devices:
         """The devices with these IDs; ``KeyError`` names the first unknown one."""
         wanted = ids if isinstance(ids, set | frozenset) else set(ids)
+        if len(wanted) == 1:
+            (only,) = wanted
+            return Devices._ordered({only: self._by_id[only]})
         if not wanted <= self._by_id.keys():
             raise KeyError(min(wanted - self._by_id.keys(), key=sort_key))
         if len(wanted) == len(self._by_id):  # all of them: the snapshot itself (its caches too)

@@ -98,7 +98,9 @@ def allocate_container(
     indices = sorted(dict.fromkeys(d.index for d in chosen), key=sort_key)
     extra = backend.container_allocation(chosen)
     envs = {**extra.envs, devices_env_var(resource_name): ",".join(indices)}
-    response = pb.ContainerAllocateResponse(envs=envs, annotations=dict(extra.annotations))
+    response = pb.ContainerAllocateResponse(envs=envs)
+    if extra.annotations:
+        response.annotations.update(extra.annotations)
     if cdi and cdi_names is not None and not extra.cdi_devices:
         kind = cdi_spec.kind_for(resource_name)
         wanted = [cdi_spec.device_name(i) for i in indices]
@@ -111,14 +113,16 @@ def allocate_container(
         response.cdi_devices.extend(pb.CDIDevice(name=cdi_spec.qualified(kind, n)) for n in wanted)
         return response
     nodes = _unique([*(n for d in chosen for n in d.nodes), *extra.device_nodes])
-    response.devices.extend(
-        pb.DeviceSpec(container_path=n.container_path, host_path=n.host_path, permissions=n.permissions)
-        for n in nodes
-    )
-    response.mounts.extend(
-        pb.Mount(container_path=m.container_path, host_path=m.host_path, read_only=m.read_only)
-        for m in dict.fromkeys(extra.mounts)
-    )
+    if nodes:
+        response.devices.extend(
+            pb.DeviceSpec(container_path=n.container_path, host_path=n.host_path, permissions=n.permissions)
+            for n in nodes
+        )
+    if extra.mounts:
+        response.mounts.extend(
+            pb.Mount(container_path=m.container_path, host_path=m.host_path, read_only=m.read_only)
+            for m in dict.fromkeys(extra.mounts)
+        )
     if cdi:  # the backend names its vendor's own spec (NVIDIA's nvidia-ctk)
         names_ = extra.cdi_devices or tuple(f"{resource_name}={i}" for i in indices)
         response.cdi_devices.extend(pb.CDIDevice(name=n) for n in names_)
