@@ -381,7 +381,8 @@ def run_demo(options: DemoOptions, report: Report) -> DemoResult:
         report(f"node {info.real_node} advertises {RESOURCE}: {options.devices} (plugin pod {plugin_pod.name})")
 
         kube = Kube.connect(kubeconfig=str(info.kubeconfig))
-        create_tenant(kube, TENANT, {RESOURCE: str(options.devices)})
+        # Privileged Pod Security: the driver runs on the host network (see app_confs), which baseline forbids.
+        create_tenant(kube, TENANT, {RESOURCE: str(options.devices)}, pod_security="privileged")
         work.mkdir(parents=True, exist_ok=True)
         template = work / "driver-template.yaml"
         pod = {"apiVersion": "v1", "kind": "Pod", "spec": {"hostNetwork": True, "dnsPolicy": "ClusterFirstWithHostNet"}}

@@ -70,6 +70,8 @@ def values(image: str, node: str, count: int, **resource: Any) -> dict[str, Any]
 
 
 def helm_on(real_node: RealNode, *args: str, vals: dict[str, Any] | None = None) -> str:
+    """helm against the session cluster. Installs and upgrades do not --wait: ``wait_for_plugin`` waits,
+    watching the node's allocatable too, and shows the pods and their logs when it times out."""
     extra = ["--values", "-"] if vals is not None else []
     return helm(f"--kubeconfig={real_node.kubeconfig}", *args, *extra,
                 stdin=yaml.safe_dump(vals) if vals is not None else None).stdout  # fmt: skip
@@ -159,7 +161,7 @@ def test_install_upgrade_uninstall_with_least_privilege(
     real_node: RealNode, plugin_image: str, sim_dev: Path, release: None
 ) -> None:
     cluster, node = real_node.cluster, real_node.node_name
-    helm_on(real_node, "install", RELEASE, str(CHART), "-n", NAMESPACE, "--wait", "--timeout", "180s",
+    helm_on(real_node, "install", RELEASE, str(CHART), "-n", NAMESPACE,
             vals=values(plugin_image, node, count=2))  # fmt: skip
     first = wait_for_plugin(cluster, node, "2")
     assert first["spec"]["containers"][0]["image"] == plugin_image
@@ -190,7 +192,7 @@ def test_install_upgrade_uninstall_with_least_privilege(
     assert [x for x in log if x.startswith("NODE=")] == [f"NODE=/dev/sim-{devices}"]
 
     # A changed config rolls the pod (a new pod, the old one gone) and allocatable follows.
-    helm_on(real_node, "upgrade", RELEASE, str(CHART), "-n", NAMESPACE, "--wait", "--timeout", "180s",
+    helm_on(real_node, "upgrade", RELEASE, str(CHART), "-n", NAMESPACE,
             vals=values(plugin_image, node, count=3))  # fmt: skip
     second = wait_for_plugin(cluster, node, "3")
     assert second["metadata"]["uid"] != first["metadata"]["uid"]
@@ -207,7 +209,7 @@ def test_cdi_devices_come_from_the_plugins_spec(
     real_node: RealNode, plugin_image: str, sim_dev: Path, release: None
 ) -> None:
     cluster, node = real_node.cluster, real_node.node_name
-    helm_on(real_node, "install", RELEASE, str(CHART), "-n", NAMESPACE, "--wait", "--timeout", "180s",
+    helm_on(real_node, "install", RELEASE, str(CHART), "-n", NAMESPACE,
             vals=values(plugin_image, node, count=2, cdi=True))  # fmt: skip
     wait_for_plugin(cluster, node, "2")
     spec_files = [p for p in CDI_DIR.glob("kubeaccel-*") if "nec.com" in p.read_text()]
