@@ -26,6 +26,7 @@ from kubeaccel.dra._generated import health_v1_pb2_grpc as hpb_grpc
 from kubeaccel.dra.checkpoint import Checkpoint, PreparedClaim, PreparedDevice
 from kubeaccel.dra.claims import ClaimError, allocated, claim_spec, spec_file
 from kubeaccel.dra.inventory import Inventory
+from kubeaccel.dra.metrics import Metrics
 from kubeaccel.errors import KubeaccelError, NotFoundError, UnavailableError
 
 log = logging.getLogger(__name__)
@@ -67,9 +68,11 @@ class Driver:
     """Prepare/unprepare rules over the inventory, the checkpoint and the CDI directory."""
 
     def __init__(
-        self, driver: str, inventory: Inventory, checkpoint: Checkpoint, cdi_dir: Path, read_claim: ClaimReader
+        self, driver: str, inventory: Inventory, checkpoint: Checkpoint, cdi_dir: Path, read_claim: ClaimReader, *,
+        metrics: Metrics | None = None,
     ) -> None:
         self.driver = driver
+        self.metrics = metrics or Metrics()
         self.inventory = inventory
         self.checkpoint = checkpoint
         self.cdi_dir = cdi_dir
@@ -98,6 +101,14 @@ class Driver:
             cdi.write_spec(self.cdi_dir, spec_file(known.uid), known.spec)
 
     async def prepare(self, refs: Sequence[ClaimRef]) -> dict[str, Outcome]:
+        with self.metrics.call_seconds.labels("prepare").time():
+            out = await self._prepare(refs)
+        for outcome in out.values():
+            self.metrics.claims.labels("prepare", "error" if outcome.error else "ok").inc()
+        self.metrics.prepared.set(len(self.checkpoint.claims))
+        return out
+
+    async def _prepare(self, refs: Sequence[ClaimRef]) -> dict[str, Outcome]:
         if len(refs) > MAX_CLAIMS_PER_CALL:
             error = f"too many claims in one call ({len(refs)} > {MAX_CLAIMS_PER_CALL})"
             return {r.uid: Outcome(error=error) for r in refs[:MAX_CLAIMS_PER_CALL]}
@@ -160,9 +171,13 @@ class Driver:
 
     async def unprepare(self, refs: Sequence[ClaimRef]) -> dict[str, str]:
         out: dict[str, str] = {}
-        async with self._lock:
-            for ref in refs[:MAX_CLAIMS_PER_CALL]:
-                out[ref.uid] = self._unprepare_one(ref)
+        with self.metrics.call_seconds.labels("unprepare").time():
+            async with self._lock:
+                for ref in refs[:MAX_CLAIMS_PER_CALL]:
+                    out[ref.uid] = self._unprepare_one(ref)
+        for error in out.values():
+            self.metrics.claims.labels("unprepare", "error" if error else "ok").inc()
+        self.metrics.prepared.set(len(self.checkpoint.claims))
         return out
 
     def _unprepare_one(self, ref: ClaimRef) -> str:
