@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -57,11 +58,23 @@ def _bounded(text: str) -> str:
     return text if len(text) <= MAX_ERROR_CHARS else text[: MAX_ERROR_CHARS - 1] + "…"
 
 
+# A Kubernetes UID is a UUID; anything else could not name a claim, and must not name a file.
+_UID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,252}")
+
+
+def _uid_problem(uid: str) -> str:
+    if not _UID.fullmatch(uid):
+        return f"{uid[:64]!r} is not a claim UID (letters, digits, '-', '_', '.'; at most 253)"
+    return ""
+
+
 def _check_ref(ref: ClaimRef) -> None:
     if not ref.uid or not ref.name or not ref.namespace:
         raise ClaimError("the claim reference needs namespace, name and uid")
     if max(len(ref.uid), len(ref.name), len(ref.namespace)) > MAX_FIELD_CHARS:
         raise ClaimError("the claim reference has a field longer than 253 characters")
+    if problem := _uid_problem(ref.uid):
+        raise ClaimError(problem)
 
 
 class Driver:
@@ -78,7 +91,6 @@ class Driver:
         self.cdi_dir = cdi_dir
         self._read_claim = read_claim
         self._lock = asyncio.Lock()  # one writer of the checkpoint and the spec files at a time
-        self._specs: dict[str, dict[str, Any]] = {}
 
     def restore(self) -> None:
         """At start: drop our spec files no checkpointed claim owns (a crash between the two writes), and
@@ -181,8 +193,8 @@ class Driver:
         return out
 
     def _unprepare_one(self, ref: ClaimRef) -> str:
-        if not ref.uid or len(ref.uid) > MAX_FIELD_CHARS:
-            return "the claim reference needs a uid of at most 253 characters"
+        if problem := _uid_problem(ref.uid):
+            return problem
         try:
             cdi.remove_spec(self.cdi_dir, spec_file(ref.uid))
         except OSError as exc:
