@@ -19,6 +19,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from kubeaccel.dra.inventory import Inventory
+from kubeaccel.dra.metrics import Metrics
 from kubeaccel.dra.model import resource_slices
 from kubeaccel.errors import KubeaccelError
 
@@ -61,8 +62,9 @@ def _has_dropped_taints(sent: Mapping[str, Any], stored: Mapping[str, Any]) -> b
 
 
 class Publisher:
-    def __init__(self, driver: str, inventory: Inventory, api: SliceApi) -> None:
+    def __init__(self, driver: str, inventory: Inventory, api: SliceApi, metrics: Metrics | None = None) -> None:
         self.driver = driver
+        self.metrics = metrics or Metrics()
         self.inventory = inventory
         self.api = api
         self.generation = 0
@@ -119,6 +121,7 @@ class Publisher:
                 await asyncio.to_thread(self._sync, first)
             except KubeaccelError as exc:
                 self.errors += 1
+                self.metrics.publishes.labels("error").inc()
                 self.published.clear()
                 if not warned:
                     log.warning("cannot publish ResourceSlices: %s; retrying with backoff", exc.message)
@@ -126,6 +129,7 @@ class Publisher:
                 await _sleep_or_stop(stop, backoff)
                 backoff = min(backoff * 2, BACKOFF_MAX_S)
                 continue
+            self.metrics.publishes.labels("ok").inc()
             if warned:
                 log.info("ResourceSlices published again")
             first, warned, backoff = False, False, BACKOFF_MIN_S
