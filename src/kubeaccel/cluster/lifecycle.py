@@ -21,7 +21,7 @@ from kubeaccel.cluster import api, commands, kwok, process, supervisor
 from kubeaccel.cluster.binaries import CONTROL_PLANE, Binaries, locate
 from kubeaccel.cluster.commands import Ports
 from kubeaccel.cluster.layout import Layout
-from kubeaccel.cluster.ports import is_free, pick_free, require_free
+from kubeaccel.cluster.ports import free_soon, pick_free, require_free
 from kubeaccel.cluster.spec import KUBE_VERSION, ClusterSpec
 from kubeaccel.cluster.state import ClusterState, locked, remove_created, write_control_plane_files
 from kubeaccel.errors import ConfigError, KubeaccelError, NotFoundError, UnavailableError
@@ -193,7 +193,7 @@ def _repair(layout: Layout, spec: ClusterSpec, state: ClusterState, progress: Pr
     wanted = _control_plane_argv(locate((*CONTROL_PLANE, "etcd")), layout, ports)
     dead = [name for name in CONTROL_PLANE_COMPONENTS if not _alive(layout, name)]
     listens = {"etcd": (ports.etcd_client, ports.etcd_peer), "kube-apiserver": (ports.apiserver,)}
-    taken = [port for name in dead for port in listens.get(name, ()) if not is_free(port)]
+    taken = [port for name in dead for port in listens.get(name, ()) if not free_soon(port)]
     if taken:
         raise UnavailableError(
             f"cannot restart {', '.join(dead)} of the cluster in {layout.root}: port(s) "

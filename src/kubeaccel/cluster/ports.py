@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import random
 import socket
+import time
 
 from kubeaccel.errors import ConfigError
 
@@ -23,6 +24,17 @@ def is_free(port: int, host: str = "127.0.0.1") -> bool:
             if exc.errno in (errno.EADDRINUSE, errno.EACCES):
                 return False
             raise
+    return True
+
+
+def free_soon(port: int, timeout: float = 5.0) -> bool:
+    """Whether ``port`` is free now or within ``timeout`` s: a killed multi-threaded server looks dead (its
+    main thread is a zombie) a moment before its last thread exits and the kernel closes its listener."""
+    deadline = time.monotonic() + timeout
+    while not is_free(port):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
     return True
 
 
