@@ -82,8 +82,8 @@ class Devices(Mapping[str, Device]):
         self._groups: dict[int | None, list[str]] | None = None
 
     @classmethod
-    def _ordered(cls, by_id: dict[str, Device]) -> Devices:
-        """From a dict already in natural order (a filtered snapshot): no re-sort, O(n)."""
+    def ordered(cls, by_id: dict[str, Device]) -> Devices:
+        """From a dict already in natural ID order (the caller guarantees it): no re-sort, O(n)."""
         out = cls.__new__(cls)
         out._by_id = by_id
         out._groups = None
@@ -135,21 +135,21 @@ class Devices(Mapping[str, Device]):
         return f"Devices({list(self._by_id.values())!r})"
 
     def healthy(self) -> Devices:
-        return Devices._ordered({k: d for k, d in self._by_id.items() if d.healthy})
+        return Devices.ordered({k: d for k, d in self._by_id.items() if d.healthy})
 
     def subset(self, ids: Iterable[str]) -> Devices:
         """The devices with these IDs; ``KeyError`` names the first unknown one."""
         wanted = ids if isinstance(ids, set | frozenset) else set(ids)
         if len(wanted) == 1:
             (only,) = wanted
-            return Devices._ordered({only: self._by_id[only]})
+            return Devices.ordered({only: self._by_id[only]})
         if not wanted <= self._by_id.keys():
             raise KeyError(min(wanted - self._by_id.keys(), key=sort_key))
         if len(wanted) == len(self._by_id):  # all of them: the snapshot itself (its caches too)
             return self
         if len(wanted) * 8 < len(self._by_id):  # a few IDs of many: sorting them is cheaper
-            return Devices._ordered({i: self._by_id[i] for i in sorted(wanted, key=sort_key)})
-        return Devices._ordered({k: d for k, d in self._by_id.items() if k in wanted})
+            return Devices.ordered({i: self._by_id[i] for i in sorted(wanted, key=sort_key)})
+        return Devices.ordered({k: d for k, d in self._by_id.items() if k in wanted})
 
     def unknown(self, ids: Iterable[str]) -> list[str]:
         """IDs not in this snapshot, in sorted order."""
