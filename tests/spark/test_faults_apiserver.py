@@ -1,10 +1,10 @@
 """The API server stalls or dies under a submit or a `--wait` (a private cluster: these tests stop its apiserver).
 
-Matrix: apiserver paused (SIGSTOP) for 15 s while `submit --wait` follows the driver -> it retries with
-backoff, then reports the driver's own exit code; apiserver stalled right after the driver pod was created
--> exit 4, the ID of the pod that may run and every leftover named, and the printed command removes them
-once the server is back; apiserver killed during `wait` -> gives up after its bounded outage with exit 4,
-naming the app.
+Matrix: apiserver paused (SIGSTOP) for 15 s, or killed and restarted by the cluster's supervisor, while
+`submit --wait` follows the driver -> it retries with backoff, then reports the driver's own exit code;
+apiserver stalled right after the driver pod was created -> exit 4, the ID of the pod that may run and
+every leftover named, and the printed command removes them once the server is back; apiserver killed
+during `wait` with its supervisor stopped -> gives up after its bounded outage with exit 4, naming the app.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -112,39 +112,77 @@ def _finish(kube: Kube, namespace: str, pod: str, exit_code: int) -> None:
     kube.client.patch(Pod.Status, pod, status, namespace=namespace, patch_type=PatchType.MERGE)
 
 
-def test_wait_rides_out_a_paused_apiserver(private: PrivateCluster, namespace: str) -> None:
+def _submit_wait_through(private: PrivateCluster, namespace: str, fault: Callable[[], None]) -> tuple[int, str, Any]:
+    """`submit --wait` (the real CLI, in-process); once the driver exists and `--wait` has seen it, `fault()`
+    runs in a helper thread, then the driver is finished with exit code 3."""
     kube = Kube.connect(kubeconfig=private.kubeconfig)
     seen: dict[str, Any] = {}
 
-    def stall_then_finish() -> None:
+    def fault_then_finish() -> None:
         from lightkube.resources.core_v1 import Pod
 
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and not seen.get("pod"):
             pods = kube.list(Pod, namespace=namespace, labels={"spark-role": "driver"})
-            seen["pod"] = pods[0].metadata.name if pods else None
+            seen["pod"] = pods[0].metadata.name if pods and pods[0].metadata else None
             time.sleep(0.2)
         time.sleep(1.5)  # `--wait` has seen the pod
-        private.pause()
-        try:
-            time.sleep(PAUSE_SECONDS)
-        finally:
-            private.resume()
+        fault()
+        _until_answering(kube)
         _finish(kube, namespace, seen["pod"], 3)
 
-    helper = threading.Thread(target=stall_then_finish, daemon=True)
+    helper = threading.Thread(target=fault_then_finish, daemon=True)
     helper.start()
-    started = time.monotonic()
-    code, output, error = run_cli(
+    result = run_cli(
         ["spark", "submit", "--wait", "--kubeconfig", str(private.kubeconfig), "--master",
          f"k8s://{kube.server}", "--conf", f"spark.kubernetes.namespace={namespace}",
          "--conf", "spark.kubernetes.container.image=img", *ON_KWOK_ARGS, "local:///opt/app.py"]
     )  # fmt: skip
     helper.join(timeout=120)
+    return result
+
+
+def _until_answering(kube: Kube, timeout: float = 90) -> None:
+    from lightkube.resources.core_v1 import Namespace
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            kube.list(Namespace)
+            return
+        except UnavailableError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
+
+
+def test_wait_rides_out_a_paused_apiserver(private: PrivateCluster, namespace: str) -> None:
+    def pause() -> None:
+        private.pause()
+        try:
+            time.sleep(PAUSE_SECONDS)
+        finally:
+            private.resume()
+
+    started = time.monotonic()
+    code, output, error = _submit_wait_through(private, namespace, pause)
     assert code == 3, (output, error)
     assert "retrying in" in output  # it noticed the outage and rode it out
     assert "driver exited with code 3" in output
     assert time.monotonic() - started >= PAUSE_SECONDS
+
+
+def test_wait_rides_out_a_killed_and_restarted_apiserver(private: PrivateCluster, namespace: str) -> None:
+    """The cluster's supervisor starts the killed apiserver again (same port, same data)."""
+    before = private.apiserver_pid()
+
+    def kill() -> None:
+        os.kill(before, signal.SIGKILL)
+
+    code, output, error = _submit_wait_through(private, namespace, kill)
+    assert code == 3, (output, error)
+    assert "retrying in" in output and "cannot reach" in output
+    assert private.apiserver_pid() != before
 
 
 def test_stall_right_after_the_pod_create_reports_the_running_pod(
@@ -192,7 +230,10 @@ def test_stall_right_after_the_pod_create_reports_the_running_pod(
 
 
 def test_wait_gives_up_on_a_dead_apiserver_with_exit_4(private: PrivateCluster, namespace: str) -> None:
-    """Last in the module: the private cluster's apiserver does not come back."""
+    """Last in the module: with its supervisor stopped, the private cluster's apiserver does not come back."""
+    from kubeaccel.cluster import supervisor
+    from kubeaccel.cluster.layout import Layout
+
     kube = Kube.connect(kubeconfig=private.kubeconfig)
     request = SubmitRequest(
         "local:///opt/app.py",
@@ -200,6 +241,7 @@ def test_wait_gives_up_on_a_dead_apiserver_with_exit_4(private: PrivateCluster, 
         conf={"spark.kubernetes.namespace": namespace, "spark.kubernetes.container.image": "i", **ON_KWOK},
     )
     sid = submit(request, kube=kube, check_quota=False)
+    supervisor.stop(Layout(private.state_dir))
     os.kill(private.apiserver_pid(), signal.SIGKILL)
     retries: list[float] = []
     started = time.monotonic()

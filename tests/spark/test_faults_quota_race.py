@@ -2,7 +2,8 @@
 
 Matrix: 8 submits released at once by a barrier, each needing all 4 VEs of the tenant -> exactly 1 admitted,
 7 refused with exit code 6; 4 submits with room for 2 -> exactly 2; the admitted app's reservation (its
-executors not created yet) is released when the app ends; a lock left by a dead submitter expires and is
+executors not created yet) is released when the app ends, and becomes usage (not counted twice) when the
+executors exist; a lock left by a dead submitter expires and is
 taken over; a live holder makes a waiter give up with a clear, retryable error naming the holder.
 """
 
@@ -135,6 +136,38 @@ def test_reservation_is_released_when_the_app_ends(
         patch_type=PatchType.MERGE,
     )
     second = submit(request, kube=kube)  # the ended app no longer holds its executors' VEs
+    assert second != first
+
+
+def test_reservation_turns_into_usage_when_the_executors_exist(
+    kube: Kube, spark_namespace: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Counted once: before, as the admitted app's reservation; after, as the quota's usage (never both)."""
+    monkeypatch.setenv("SPARK_USER", SPARK_USER)
+    create_tenant(kube, spark_namespace, {"requests.nec.com/ve": "8"})
+    request = _request(kube, spark_namespace, executors=2, ves=2)  # 4 of the 8 VEs
+    first = submit(request, kube=kube)
+    [app] = manage.status(kube, str(first))
+    for n in range(2):  # the executors, as the app's driver creates them
+        kube.create(
+            {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": {
+                    "name": f"{first.pod}-exec-{n}",
+                    "labels": {"spark-app-selector": app.app_id, "spark-role": "executor"},
+                },
+                "spec": {
+                    "nodeSelector": {"type": ON_KWOK["spark.kubernetes.node.selector.type"]},
+                    "containers": [{"name": "e", "image": "spark:test", "resources": {"limits": {"nec.com/ve": "2"}}}],
+                },
+            },
+            namespace=spark_namespace,
+        )
+    second = submit(request, kube=kube)  # 4 used by the executors + 4 for this app: fits exactly
+    with pytest.raises(KubeaccelError) as refused:
+        submit(request, kube=kube)  # the second app's executors are still to come: nothing left
+    assert refused.value.exit_code == QUOTA_EXIT_CODE
     assert second != first
 
 

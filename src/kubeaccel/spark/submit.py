@@ -225,7 +225,6 @@ def _upload(prepared: Prepared, ledger: Ledger, progress: uploads.Progress | Non
 
 WAIT_OUTAGE_SECONDS = 120.0  # how long `wait` rides out an unreachable API server before giving up
 _RETRY_FIRST, _RETRY_MAX = 0.5, 8.0
-_RETRYABLE_HTTP = {429, 500, 502, 503, 504}
 
 
 def wait(
