@@ -3,8 +3,8 @@
 The peer, measured in the same run on the same machine: the floor that any local cluster pays, i.e.
 etcd plus a bare kube-apiserver started by hand until /readyz answers 200 (no controllers, no nodes).
 `up` is reported against that floor; each figure is the median of --runs fresh state dirs.
-"up repair" is `up` on the tier-1 cluster after its supervisor and controller-manager were killed
-(the in-place repair: same ports and data, only the dead parts restarted).
+"up repair (X dead)" is `up` on the tier-1 cluster after its supervisor and X were killed (the in-place
+repair: same ports and data, only the dead parts restarted, until the cluster is usable again).
 
     .venv/bin/python bench/cluster.py [--runs 3] [--real-node]
 """
@@ -12,12 +12,15 @@ etcd plus a bare kube-apiserver started by hand until /readyz answers 200 (no co
 from __future__ import annotations
 
 import argparse
+import contextlib
+import fcntl
 import os
 import shutil
 import signal
 import statistics
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from kubeaccel.cluster import api, commands, process, supervisor
@@ -28,7 +31,10 @@ from kubeaccel.cluster.ports import pick_free
 from kubeaccel.cluster.spec import ClusterSpec, node_resources
 from kubeaccel.cluster.state import write_control_plane_files
 
-GOALS = {"up tier 1": 10.0, "up tier 2": 20.0, "up repair": 10.0, "down": 10.0}
+# The real-node test fixture's machine-wide lock: one real node per machine, so wait for the tests' turn.
+REAL_NODE_LOCK = Path("/run/lock/kubeaccel-real-node.lock")
+REPAIRS = {"up repair (CM dead)": "kube-controller-manager", "up repair (apiserver dead)": "kube-apiserver"}
+GOALS = {"up tier 1": 10.0, "up tier 2": 20.0, **{name: 10.0 for name in REPAIRS}, "down": 10.0}
 
 
 def _bare_apiserver(state_dir: Path) -> float:
@@ -48,9 +54,36 @@ def _bare_apiserver(state_dir: Path) -> float:
         process.stop_all(layout, grace=1.0)
 
 
-def _repair(spec: ClusterSpec) -> float:
+@contextlib.contextmanager
+def _real_node_turn(wanted: bool) -> Iterator[None]:
+    if not wanted:
+        yield
+        return
+    REAL_NODE_LOCK.parent.mkdir(parents=True, exist_ok=True)
+    with open(REAL_NODE_LOCK, "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
+def _wait_unclaimed(layout: Layout, timeout: float = 900.0) -> None:
+    """Another cluster's real node (a test session, a demo) may hold the machine's one real node: wait."""
+    from kubeaccel.cluster.realnode import check_unclaimed
+    from kubeaccel.errors import KubeaccelError
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            check_unclaimed(layout)
+            return
+        except KubeaccelError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(2)
+
+
+def _repair(spec: ClusterSpec, dead: str) -> float:
     layout = Layout(spec.state_dir)
-    for name in (supervisor.NAME, "kube-controller-manager"):
+    for name in (supervisor.NAME, dead):
         record = process.read_record(layout, name)
         assert record is not None
         os.kill(record.pid, signal.SIGKILL)
@@ -59,7 +92,7 @@ def _repair(spec: ClusterSpec) -> float:
             time.sleep(0.01)
     start = time.perf_counter()
     info = up(spec)
-    assert info.repaired == ["kube-controller-manager"], info.repaired
+    assert dead in info.repaired, info.repaired
     return time.perf_counter() - start
 
 
@@ -68,37 +101,50 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--real-node", action="store_true", help="also time tier 2 (root only)")
     args = parser.parse_args()
-    samples: dict[str, list[float]] = {"bare apiserver (floor)": [], "up tier 1": [], "up repair": [], "down": []}
+    samples: dict[str, list[float]] = {"bare apiserver (floor)": [], "up tier 1": [], **{n: [] for n in REPAIRS},
+                                       "down": []}
     if args.real_node:
         samples["up tier 2"] = []
+    with _real_node_turn(args.real_node):
+        _measure(args.runs, args.real_node, samples)
+    _report(samples)
+
+
+def _measure(runs: int, real_node: bool, samples: dict[str, list[float]]) -> None:
     resources = node_resources(["nec.com/ve=8"])
-    for _ in range(args.runs):
+    for _ in range(runs):
         tmp = Path(tempfile.mkdtemp(prefix="kubeaccel-bench-"))
         try:
             samples["bare apiserver (floor)"].append(_bare_apiserver(tmp / "bare"))
-            for tier in ["up tier 1", *(["up tier 2"] if args.real_node else [])]:
+            for tier in ["up tier 1", *(["up tier 2"] if real_node else [])]:
                 state = tmp / tier.replace(" ", "-")
                 spec = ClusterSpec(state_dir=state, nodes=2, node_resources=resources,
                                    real_node=tier == "up tier 2")
+                if spec.real_node:
+                    _wait_unclaimed(Layout(state))
                 start = time.perf_counter()
                 up(spec)
                 samples[tier].append(time.perf_counter() - start)
                 if tier == "up tier 1":
-                    samples["up repair"].append(_repair(spec))
+                    for name, component in REPAIRS.items():
+                        samples[name].append(_repair(spec, component))
                 start = time.perf_counter()
                 down(state)
                 samples["down"].append(time.perf_counter() - start)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _report(samples: dict[str, list[float]]) -> None:
     floor = statistics.median(samples["bare apiserver (floor)"])
-    print(f"{'measure':<26}{'median s':>10}{'min s':>8}{'vs floor':>10}{'goal s':>8}  verdict")
+    print(f"{'measure':<30}{'median s':>10}{'min s':>8}{'vs floor':>10}{'goal s':>8}  verdict")
     for name, values in samples.items():
         median = statistics.median(values)
         goal = GOALS.get(name)
-        verdict = "" if goal is None else ("ok" if median < goal else "MISSED")
+        verdict = "" if goal is None else ("ok" if median <= goal else "MISSED")
         ratio = f"{median / floor:.2f}x" if name.startswith("up") else ""
         goal_text = f"{goal:.0f}" if goal else ""
-        print(f"{name:<26}{median:>10.2f}{min(values):>8.2f}{ratio:>10}{goal_text:>8}  {verdict}")
+        print(f"{name:<30}{median:>10.2f}{min(values):>8.2f}{ratio:>10}{goal_text:>8}  {verdict}")
 
 
 if __name__ == "__main__":

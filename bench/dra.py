@@ -157,6 +157,22 @@ def prepare_latency(kubeconfig: Path, ns: str, node: str, calls: int) -> dict[st
         f"{k} p99_ms": percentile(v, 99) * 1000 for k, v in timings.items()}
 
 
+def add_nodes(kube: Kube, count: int, resources: dict[str, str]) -> list[str]:
+    """kwok nodes created Ready: the scheduler only needs them to exist (kwok runs the pods bound to them)."""
+    from kubeaccel.cluster.kwok import node_manifest
+
+    names = [f"kwok-node-{i}" for i in range(count)]
+
+    def one(name: str) -> None:
+        manifest = node_manifest(name, resources)
+        manifest["status"]["conditions"] = [{"type": "Ready", "status": "True", "reason": "KubeletReady"}]
+        kube.create(manifest)
+
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        list(pool.map(one, names))
+    return names
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--nodes", type=int, default=100)
@@ -167,16 +183,17 @@ def main() -> None:
     state = Path(tempfile.mkdtemp(prefix="kubeaccel-bench-dra-"))
     resources = {"cpu": "64", "memory": "256Gi", "pods": "110", DP: str(args.devices)}
     t0 = time.monotonic()
-    info = up(ClusterSpec(state_dir=state, nodes=args.nodes, node_resources=resources))
-    print(f"cluster: {args.nodes} kwok nodes up in {time.monotonic() - t0:.1f} s")
+    info = up(ClusterSpec(state_dir=state, nodes=0, node_resources=resources))
     kube = Kube(kube_config(kubeconfig=info.kubeconfig))
     try:
+        nodes = add_nodes(kube, args.nodes, resources)
+        print(f"cluster: {args.nodes} kwok nodes up in {time.monotonic() - t0:.1f} s")
         kdra.apply_device_class(kube, device_class(DEFAULT_DRIVER, SIM, extended_resource=False))
         devices = create(SIM, Config(count=args.devices, numaNodes=2)).scan()
         t0 = time.monotonic()
         with ThreadPoolExecutor(max_workers=16) as pool:
             list(pool.map(lambda n: kdra.apply_slice(kube, resource_slice(n, DEFAULT_DRIVER, Pool.of(n, SIM, devices),
-                                                                           1)), info.nodes))
+                                                                           1)), nodes))
         print(f"published {args.nodes} ResourceSlices x {args.devices} devices in {time.monotonic() - t0:.1f} s")
         ns = f"bench-{uuid.uuid4().hex[:6]}"
         kube.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})
@@ -191,7 +208,7 @@ def main() -> None:
                   f"p50 {r['p50_ms']:7.1f} ms  p99 {r['p99_ms']:7.1f} ms")
         print(f"DRA / device plugin: throughput x{results['dra']['pods_per_s'] / results['dp']['pods_per_s']:.2f}, "
               f"p99 x{results['dra']['p99_ms'] / results['dp']['p99_ms']:.2f}")
-        latency = prepare_latency(info.kubeconfig, ns, info.nodes[0], args.calls)
+        latency = prepare_latency(info.kubeconfig, ns, nodes[0], args.calls)
         for key, value in latency.items():
             print(f"{key:28s} {value:7.2f} ms")
         print(json.dumps({"scheduling": results, "prepare": latency}))

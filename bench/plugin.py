@@ -19,7 +19,7 @@ all alike. Measured for each:
 * idle CPU: user + system time over ``--idle`` seconds with nothing happening, as % of a core;
 * RSS and PSS of the plugin process at the end.
 
-Then, for scale, kubeaccel and the Go peer serve 131,072 devices (4,096 × 32 replicas): the size of
+Then, for scale, kubeaccel and the Go peer serve 131,072 devices (4,096 x 32 replicas): the size of
 the first ListAndWatch message and the time to answer GetPreferredAllocation over all of them.
 
 Goals (issue 12): idle CPU <= 2x Go + 0.2 % of a core, RSS <= 30 MiB, Allocate p99 <= 1.2x Go,

@@ -13,6 +13,7 @@ from typing import Any
 import click
 
 from kubeaccel import __version__
+from kubeaccel.cliopts import LOG_LEVELS, setup_logging
 from kubeaccel.errors import KubeaccelError
 
 # name -> (module, attribute, one-line help shown by `kubeaccel --help` without importing it)
@@ -52,8 +53,16 @@ class _LazyGroup(click.Group):
 
 @click.group(cls=_LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="kubeaccel")
-def cli() -> None:
+@click.option(
+    "--log-level",
+    type=click.Choice(LOG_LEVELS),
+    default=None,
+    help="Log verbosity (default: each command's own); `debug` also shows each line's source location.",
+)
+def cli(log_level: str | None) -> None:
     """kubeaccel: accelerators as first-class citizens for Spark on Kubernetes."""
+    if log_level:
+        setup_logging(log_level)
 
 
 def main(argv: list[str] | None = None) -> Any:

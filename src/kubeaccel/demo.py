@@ -254,10 +254,10 @@ def _node_rows(api: Any, real_node: str | None) -> list[NodeRow]:
     return sorted(rows, key=lambda r: (r.kind != "real", r.name))
 
 
-def _plugin_pods(api: Any, node: str) -> list[Any]:
+def _plugin_pods(api: Any, node: str, release: str) -> list[Any]:
     from lightkube.resources.core_v1 import Pod
 
-    pods = api.list(Pod, namespace=PLUGIN_NAMESPACE, labels={"app.kubernetes.io/instance": RELEASE},
+    pods = api.list(Pod, namespace=PLUGIN_NAMESPACE, labels={"app.kubernetes.io/instance": release},
                     fields={"spec.nodeName": node})  # fmt: skip
     return [p for p in pods if not p.metadata.deletionTimestamp]
 
@@ -273,15 +273,17 @@ def _pod_row(pod: Any) -> PluginPod:
     )
 
 
-def wait_for_plugin(api: Any, node: str, want: int, image: str, timeout: float = 180) -> PluginPod:
-    """Until the node advertises ``want`` devices from a ready plugin pod running ``image``."""
+def wait_for_plugin(
+    api: Any, node: str, want: int, image: str, *, release: str = RELEASE, timeout: float = 180
+) -> PluginPod:
+    """Until the node advertises ``want`` devices from a ready pod of ``release`` running ``image``."""
     from lightkube.resources.core_v1 import Node
 
     deadline = time.monotonic() + timeout
     while True:
         found = api.get(Node, node)
         allocatable = (found.status.allocatable or {}).get(RESOURCE, "0") if found.status else "0"
-        pods = [p for p in _plugin_pods(api, node) if p.spec.containers[0].image == image]
+        pods = [p for p in _plugin_pods(api, node, release) if p.spec.containers[0].image == image]
         for pod in pods:
             if (problem := plugin_pod_problem(pod, image)) is not None:
                 raise problem
@@ -292,7 +294,7 @@ def wait_for_plugin(api: Any, node: str, want: int, image: str, timeout: float =
             state = ", ".join(f"{r.name} ready={r.ready}" for r in rows) or "no plugin pod on the node"
             raise UnavailableError(
                 f"node {node} did not show {RESOURCE}={want} within {timeout:.0f}s (has {allocatable}; {state})",
-                hint=f"kubectl -n {PLUGIN_NAMESPACE} describe daemonset -l app.kubernetes.io/instance={RELEASE}",
+                hint=f"kubectl -n {PLUGIN_NAMESPACE} describe daemonset -l app.kubernetes.io/instance={release}",
             )
         time.sleep(0.5)
 
@@ -379,7 +381,8 @@ def run_demo(options: DemoOptions, report: Report) -> DemoResult:
         report(f"node {info.real_node} advertises {RESOURCE}: {options.devices} (plugin pod {plugin_pod.name})")
 
         kube = Kube.connect(kubeconfig=str(info.kubeconfig))
-        create_tenant(kube, TENANT, {RESOURCE: str(options.devices)})
+        # Privileged Pod Security: the driver runs on the host network (see app_confs), which baseline forbids.
+        create_tenant(kube, TENANT, {RESOURCE: str(options.devices)}, pod_security="privileged")
         work.mkdir(parents=True, exist_ok=True)
         template = work / "driver-template.yaml"
         pod = {"apiVersion": "v1", "kind": "Pod", "spec": {"hostNetwork": True, "dnsPolicy": "ClusterFirstWithHostNet"}}

@@ -63,8 +63,9 @@ def test_up_twice_crash_recovery_and_clean_down(tmp_path: Path) -> None:
     assert "cluster repaired" in recovered.stderr and "restarted: kube-apiserver" in recovered.stderr
     survivors = process.records(layout)
     assert all(r.alive() for r in survivors) and len(survivors) == 6
-    kept = {r.name: r.pid for r in survivors if r.name not in ("supervisor", "kube-apiserver")}
-    assert kept == {k: v for k, v in pids.items() if k in kept}, "live parts must not be restarted"
+    # Live parts keep running (the controller-manager and scheduler may have exited on their own meanwhile:
+    # their leader leases lapse while the API server is gone; the repair restarts them then).
+    assert {r.name: r.pid for r in survivors if r.name in ("etcd", "kwok")} == {n: pids[n] for n in ("etcd", "kwok")}
     assert json.loads(_cli("status", "--state-dir", str(state), "--json").stdout)["restarts"]["kube-apiserver"] == 1
 
     down = _cli("down", "--state-dir", str(state))

@@ -13,6 +13,7 @@ node's own CDI dir, and the container gets that spec's env, device node and moun
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -61,7 +62,7 @@ def _allocatable(cluster: LocalCluster, node: str, resource: str) -> str:
 
 def test_node_is_ready_and_real(real_node: RealNode) -> None:
     node = json.loads(real_node.cluster.kubectl("get", "node", real_node.node_name, "-o", "json").stdout)
-    assert node["status"]["nodeInfo"]["containerRuntimeVersion"] == f"containerd://v{CONTAINERD_VERSION}"
+    assert node["status"]["nodeInfo"]["containerRuntimeVersion"] == f"containerd://{CONTAINERD_VERSION}"
     assert node["status"]["nodeInfo"]["kubeletVersion"] == f"v{KUBE_VERSION}"
     assert next(c for c in node["status"]["conditions"] if c["type"] == "Ready")["status"] == "True"
     assert (DEVICE_PLUGIN_DIR / "kubelet.sock").is_socket()
@@ -223,3 +224,27 @@ def test_own_image_built_from_a_rootfs_runs_and_bad_archive_is_refused(real_node
     with pytest.raises(KubeaccelError, match=r"importing .* failed") as err:
         real_node.import_image(tmp_path / "junk.tar")
     assert err.value.hint
+
+
+def test_dead_kubelet_is_repaired_by_up_on_the_same_node(real_node: RealNode) -> None:
+    """Last in this module on purpose: the session's real node is restarted (and is usable afterwards)."""
+    from kubeaccel.cluster import process
+    from kubeaccel.cluster.layout import Layout
+    from kubeaccel.cluster.lifecycle import up
+    from kubeaccel.cluster.spec import ClusterSpec
+
+    cluster = real_node.cluster
+    layout = Layout(cluster.state_dir)
+    kubelet = process.read_record(layout, "kubelet")
+    assert kubelet is not None
+    apiserver = process.read_record(layout, "kube-apiserver")
+    os.kill(kubelet.pid, signal.SIGKILL)
+    wait_for("kubelet gone", lambda: not kubelet.alive(), timeout=10)
+    info = up(ClusterSpec(state_dir=cluster.state_dir, nodes=len(cluster.nodes), real_node=True))
+    assert info.repaired == ["containerd", "kubelet"] and info.real_node == real_node.node_name
+    assert info.server == cluster.server
+    assert process.read_record(layout, "kube-apiserver") == apiserver, "the control plane was left alone"
+    ns = cluster.create_namespace("again")
+    cluster.apply(_pod("again", real_node.node_name, "echo back"), ns)
+    wait_for("pod Succeeded", lambda: _phase(cluster, "again", ns) in ("Succeeded", "Failed"))
+    assert cluster.kubectl("logs", "again", "-n", ns).stdout.strip() == "back"

@@ -62,7 +62,11 @@ def test_node_manifest_carries_resources_and_kwok_annotation() -> None:
 
 
 def test_kwok_config_has_pod_lifecycle_stages_keyed_on_the_finish_annotation() -> None:
-    stages = list(yaml.safe_load_all(kwok.kwok_config()))
+    everything = list(yaml.safe_load_all(kwok.kwok_config()))
+    # kwok >= 0.7 has no built-in stages: without node stages the nodes never become Ready.
+    nodes = [s for s in everything if s["spec"]["resourceRef"]["kind"] == "Node"]
+    assert [s["metadata"]["name"] for s in nodes] == ["kubeaccel-node-initialize", "kubeaccel-node-heartbeat"]
+    stages = [s for s in everything if s not in nodes]
     names = [s["metadata"]["name"] for s in stages]
     assert names[0] == "kubeaccel-pod-running" and "kubeaccel-pod-delete" in names
     finish = {s["metadata"]["name"]: s for s in stages}

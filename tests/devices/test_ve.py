@@ -175,7 +175,7 @@ def test_without_reset_command_the_backend_is_not_resettable(tree: FakeVETree) -
     [
         (["sh", "-c", "echo broken >&2; exit 3"], "exited with 3: broken"),
         (["/nonexistent/vecmd"], "No such file"),
-        (["sleep", "5"], "timed out"),
+        (["sleep", "5"], "did not finish within 0.2 s"),
     ],
 )
 def test_failed_reset_is_a_clear_error(tree: FakeVETree, command: list[str], fragment: str) -> None:

@@ -136,3 +136,29 @@ def test_simulated_change_is_signalled_at_once_and_idle_waits_sleep(tmp_path: Pa
         assert backend.scan()["sim-0"].health is Health.UNHEALTHY
     finally:
         backend.close()
+
+
+def test_generic_backend_wakes_on_inotify_not_on_its_poll_interval(tmp_path: Path) -> None:
+    from kubeaccel.devices.backends import generic
+
+    dev = tmp_path / "dev"
+    dev.mkdir()
+    (dev / "ttyUSB0").write_text("")
+    # A poll interval of a minute: only an inotify event can wake it within the test.
+    b = generic.GenericBackend("example.com/tty", generic.Config(paths=["/dev/ttyUSB*"], pollIntervalSeconds=60),
+                               root=tmp_path)
+    try:
+        assert b.event_driven
+        b.scan()
+        (dev / "unrelated").write_text("x")  # /dev churn that matches no glob: no wake-up
+        assert b.wait_for_change(0.3) is False
+        _later(0.05, (dev / "ttyUSB0").unlink)
+        start = time.perf_counter()
+        assert b.wait_for_change(10) is True
+        assert time.perf_counter() - start < 1.0
+        assert b.scan()["ttyUSB0"].health is Health.UNHEALTHY
+    finally:
+        b.close()
+    missing = generic.GenericBackend("example.com/x", generic.Config(paths=["/nowhere/x*"]), root=tmp_path)
+    assert not missing.event_driven  # its directory does not exist: polling
+    missing.close()

@@ -74,7 +74,10 @@ class _Access(KubeAccess):
         return await super().read_claim(namespace, name)
 
 
-def test_slices_follow_health_and_are_withdrawn(cluster: LocalCluster) -> None:
+def test_slices_follow_health_and_are_withdrawn(cluster: LocalCluster, monkeypatch: pytest.MonkeyPatch) -> None:
+    from kubeaccel.dra import publisher
+
+    monkeypatch.setattr(publisher, "RESYNC_S", 0.5)
     node_name = cluster.nodes[0]
     kube = kdra.connect(cluster.kubeconfig)
     stale = {"apiVersion": "resource.k8s.io/v1", "kind": "ResourceSlice",
@@ -100,6 +103,8 @@ def test_slices_follow_health_and_are_withdrawn(cluster: LocalCluster) -> None:
         assert tainted["spec"]["devices"][1]["taints"][0]["key"] == HEALTH_TAINT_KEY
         node.set_states({})
         wait_for("the recovery", lambda: not _devices(cluster, node_name)["sim-1"].get("taints"), timeout=30)
+        cluster.kubectl("delete", "resourceslice", first["metadata"]["name"])  # someone deletes ours
+        wait_for("the slice to be back", lambda: len(_devices(cluster, node_name)) == 4, timeout=30)
     finally:
         node.stop()
         kube.close()
@@ -283,3 +288,34 @@ def test_spark_claim_templates_are_accepted_and_bad_cel_is_a_clear_error(cluster
             kube.create(broken, ns)
     finally:
         kube.close()
+
+
+def test_rbac_lets_the_daemon_write_only_its_own_nodes_slices(cluster: LocalCluster) -> None:
+    cluster.kubectl("apply", "-f", str(DEPLOY / "rbac.yaml"))
+    sa = "system:serviceaccount:kube-system:kubeaccel-dra"
+    as_daemon = [f"--as={sa}", "--as-group=system:serviceaccounts",
+                 f"--as-user-extra=authentication.kubernetes.io/node-name={cluster.nodes[0]}"]
+
+    def can(verb: str, resource: str) -> bool:
+        out = cluster.kubectl("auth", "can-i", verb, resource, *as_daemon, check=False).stdout.strip()
+        return out == "yes"
+
+    assert can("create", "resourceslices.resource.k8s.io")
+    assert can("get", "resourceclaims.resource.k8s.io")
+    assert not can("update", "resourceclaims.resource.k8s.io")
+    assert not can("create", "deviceclasses.resource.k8s.io")
+    assert not can("get", "secrets")
+
+    def slice_for(node: str) -> str:
+        return json.dumps({"apiVersion": "resource.k8s.io/v1", "kind": "ResourceSlice",
+                           "metadata": {"name": f"rbac-{node}-{uuid.uuid4().hex[:6]}"},
+                           "spec": {"driver": DRIVER, "nodeName": node,
+                                    "pool": {"name": f"{node}/rbac", "generation": 1, "resourceSliceCount": 1},
+                                    "devices": []}})
+
+    wait_for("the admission policy to be active", lambda: "may only manage ResourceSlices of its own node" in
+             cluster.kubectl("create", "--dry-run=server", "-f", "-", *as_daemon, input=slice_for(cluster.nodes[1]),
+                             check=False).stderr, timeout=30)
+    mine = cluster.kubectl("create", "--dry-run=server", "-f", "-", *as_daemon, input=slice_for(cluster.nodes[0]),
+                           check=False)
+    assert mine.returncode == 0, mine.stderr

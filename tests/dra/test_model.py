@@ -40,11 +40,13 @@ DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*
 C_IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,31}")
 
 
+@settings(deadline=None)  # a loaded CI machine must not turn slowness into failures
 @given(st.text(max_size=300))
 def test_dns_label_is_always_valid(raw: str) -> None:
     assert DNS_LABEL.fullmatch(dns_label(raw))
 
 
+@settings(deadline=None)  # a loaded CI machine must not turn slowness into failures
 @given(st.lists(st.text(min_size=1, max_size=80), min_size=1, max_size=30, unique=True))
 def test_device_names_are_unique_labels(ids: list[str]) -> None:
     devices = Devices(Device(id=i, index=str(n)) for n, i in enumerate(ids))
@@ -88,6 +90,7 @@ def test_resource_slice_taints_unhealthy_devices_or_leaves_them_out() -> None:
     assert [d["name"] for d in untainted["spec"]["devices"]] == ["sim-0"]
 
 
+@settings(deadline=None)  # a loaded CI machine must not turn slowness into failures
 @given(st.lists(st.tuples(st.text(max_size=40), st.text(max_size=100)), max_size=20))
 def test_attributes_are_always_valid(attrs: list[tuple[str, str]]) -> None:
     device = Device("x", "3", attributes=tuple(attrs))

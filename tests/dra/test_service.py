@@ -248,3 +248,26 @@ def test_fuzzed_references_always_get_a_per_claim_answer() -> None:
     finally:
         node.stop()
         shutil.rmtree(node.base, ignore_errors=True)
+
+
+def test_metrics_count_claims_and_devices() -> None:
+    import urllib.request
+
+    node = make_node(metrics_port=0).start()
+    try:
+        claim = node.add_claim(claim_json("m", ["sim-0"]))
+        node.prepare(claim)
+        gone = dra_v1_pb2.Claim(namespace="ns", name="gone", uid=str(uuid.uuid4()))
+        node.prepare(gone)
+        node.set_states({"sim-3": "Unhealthy"})
+        time.sleep(0.3)
+        port = node.daemon.metrics_port
+        _wait(lambda: 'kubeaccel_dra_devices{health="Unhealthy",resource="example.com/sim"} 1.0' in
+              urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode())
+        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+        assert 'kubeaccel_dra_claims_total{call="prepare",result="ok"} 1.0' in text
+        assert 'kubeaccel_dra_claims_total{call="prepare",result="error"} 1.0' in text
+        assert "kubeaccel_dra_prepared_claims 1.0" in text
+    finally:
+        node.stop()
+        shutil.rmtree(node.base, ignore_errors=True)

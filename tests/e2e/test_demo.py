@@ -1,36 +1,58 @@
-"""``kubeaccel demo``: its pure parts (report parsing, confs, plugin config) and one real run.
+"""``kubeaccel demo``: its pure parts (report parsing, confs, chart values) and real runs.
 
 The real run reuses the session's cluster and real node (so the demo takes nothing down that it
-did not start) and checks what a user would look at: the app succeeded, every task held one VE,
-the tables have the real node and the simulated devices.
+did not start) and checks what a user would look at: the plugin is a ready DaemonSet pod of the
+Helm release, the app succeeded, every task held one VE, the tables have the real node, the plugin
+pod and the simulated devices; ``--keep`` leaves the release running. A plugin image missing on
+the node is reported by name with how to build it.
 """
 
 from __future__ import annotations
 
 import json
+import shlex
+import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from click.testing import CliRunner
+from deploy.chart import CHART, find, rendered
+from lightkube.models.core_v1 import (
+    ContainerState,
+    ContainerStateWaiting,
+    ContainerStatus,
+    PodSpec,
+    PodStatus,
+)
+from lightkube.models.meta_v1 import ObjectMeta
+from lightkube.resources.core_v1 import Pod
 
 from kubeaccel.cli import cli
 from kubeaccel.demo import (
+    PLUGIN_NAMESPACE,
+    RELEASE,
     DemoOptions,
     allocations,
     app_confs,
+    helm,
+    helm_binary,
     pi_value,
-    plugin_config,
+    plugin_pod_problem,
+    plugin_values,
     render,
     run_demo,
     task_reports,
+    wait_for_plugin,
 )
 from kubeaccel.devices.config import parse_config
+from kubeaccel.errors import UnavailableError
 from kubeaccel.spark.conf import SubmitRequest
 from kubeaccel.spark.submit import prepare
 
 REPORT = [{"executor": "a:1", "partition": 0, "resources": {"ve": ["2"]}, "env": {}}]
-LOG = f"INFO something\nPi is roughly 3.141280\nkubeaccel-task-resources {json.dumps(REPORT)}\n{{\"not\": 1}}\n"
+LOG = f'INFO something\nPi is roughly 3.141280\nkubeaccel-task-resources {json.dumps(REPORT)}\n{{"not": 1}}\n'
 
 
 def test_reports_and_pi_from_a_driver_log() -> None:
@@ -49,10 +71,40 @@ def test_allocations_group_addresses_by_executor() -> None:
     assert allocations(reports) == {"a:1": ["1"], "b:2": ["3"], "c:3": []}
 
 
-def test_plugin_config_is_valid_for_the_daemon(tmp_path: Path) -> None:
-    config = parse_config(plugin_config(4, tmp_path / "state.json"))
-    (resource,) = config.resources
-    assert resource.name == "nec.com/ve"
+def test_plugin_values_pass_the_chart_and_the_daemon() -> None:
+    values = plugin_values(4, "docker.io/kubeaccel/device-plugin:0.1.0-abcd1234", "vm")
+    docs = rendered(values)
+    container = find(docs, "DaemonSet")["spec"]["template"]["spec"]["containers"][0]
+    assert container["image"] == "docker.io/kubeaccel/device-plugin:0.1.0-abcd1234"
+    assert container["imagePullPolicy"] == "Never"
+    assert find(docs, "DaemonSet")["spec"]["template"]["spec"]["nodeSelector"] == {"kubernetes.io/hostname": "vm"}
+    config = parse_config(yaml.safe_load(find(docs, "ConfigMap")["data"]["plugin.yaml"]))
+    assert [(r.name, r.optional) for r in config.resources] == [("nec.com/ve", False), ("nvidia.com/gpu", True)]
+
+
+def _pod(reason: str | None, message: str | None = None) -> Pod:
+    waiting = ContainerState(waiting=ContainerStateWaiting(reason=reason, message=message)) if reason else None
+    status = ContainerStatus(name="device-plugin", image="i", imageID="", ready=False, restartCount=2,
+                             state=waiting or ContainerState())  # fmt: skip
+    return Pod(metadata=ObjectMeta(name="kubeaccel-device-plugin-x"), spec=PodSpec(containers=[], nodeName="vm"),
+               status=PodStatus(containerStatuses=[status]))  # fmt: skip
+
+
+@pytest.mark.parametrize("reason", ["ErrImageNeverPull", "ErrImagePull", "ImagePullBackOff", "InvalidImageName"])
+def test_a_missing_plugin_image_is_named_with_how_to_build_it(reason: str) -> None:
+    problem = plugin_pod_problem(_pod(reason), "docker.io/kubeaccel/device-plugin:0.1.0-abcd1234")
+    assert isinstance(problem, UnavailableError)
+    assert "docker.io/kubeaccel/device-plugin:0.1.0-abcd1234 is not on node vm" in problem.message
+    assert "deploy/plugin/build_image.py" in (problem.hint or "") and "ctr -n k8s.io images import" in (
+        problem.hint or ""
+    )
+
+
+def test_a_crash_looping_plugin_points_at_its_logs() -> None:
+    problem = plugin_pod_problem(_pod("CrashLoopBackOff", "back-off 10s"), "img")
+    assert problem is not None and "keeps crashing" in problem.message and "--previous" in (problem.hint or "")
+    assert plugin_pod_problem(_pod(None), "img") is None
+    assert plugin_pod_problem(_pod("ContainerCreating"), "img") is None
 
 
 def test_app_confs_pass_the_submit_validation(tmp_path: Path) -> None:
@@ -81,11 +133,31 @@ def test_cli_rejects_more_executors_than_devices() -> None:
 
 
 @pytest.mark.real_node
+@pytest.mark.cluster
+@pytest.mark.slow
+def test_an_image_missing_on_the_node_is_named(real_node: Any) -> None:
+    from kubeaccel.cluster.api import client
+
+    image = "docker.io/kubeaccel/device-plugin:0.0.0-notbuilt"
+    values = plugin_values(1, image, real_node.node_name)
+    helm(real_node.kubeconfig, "install", "kubeaccel-missing", str(CHART), "-n", PLUGIN_NAMESPACE, "--values", "-",
+         stdin=yaml.safe_dump(values))  # fmt: skip
+    try:
+        with pytest.raises(UnavailableError) as caught:
+            api = client(real_node.kubeconfig)
+            wait_for_plugin(api, real_node.node_name, 1, image, release="kubeaccel-missing", timeout=120)
+        assert f"the device-plugin image {image} is not on node {real_node.node_name}" in caught.value.message
+        assert "deploy/plugin/build_image.py" in (caught.value.hint or "")
+    finally:
+        helm(real_node.kubeconfig, "uninstall", "kubeaccel-missing", "-n", PLUGIN_NAMESPACE, "--wait")
+
+
+@pytest.mark.real_node
 @pytest.mark.spark
 @pytest.mark.slow
-def test_demo_runs_on_the_session_cluster(real_node: Any, capsys: pytest.CaptureFixture[str]) -> None:
+def test_demo_keep_runs_on_the_session_cluster(real_node: Any, capsys: pytest.CaptureFixture[str]) -> None:
     messages: list[str] = []
-    options = DemoOptions(state_dir=real_node.cluster.state_dir, devices=4, executors=2, partitions=6)
+    options = DemoOptions(state_dir=real_node.cluster.state_dir, keep=True, devices=4, executors=2, partitions=6)
     result = run_demo(options, messages.append)
     assert result.phase == "Succeeded", result.driver_log_tail
     assert result.pi is not None and abs(result.pi - 3.14159) < 0.05
@@ -94,9 +166,23 @@ def test_demo_runs_on_the_session_cluster(real_node: Any, capsys: pytest.Capture
     assert len(result.allocations) == 2
     assert {row.kind for row in result.nodes} >= {"real"}
     assert [d[0] for d in result.devices] == [f"sim-{i}" for i in range(4)]
-    assert any("device plugin" in m for m in messages)
-    # Without --keep the demo stops the plugin it started, but the cluster was the session's: it stays.
-    assert not (real_node.cluster.state_dir / "demo" / "run" / "device-plugin.pid").exists()
-    real_node.cluster.kubectl("get", "nodes")
+    # The plugin is the Helm release's DaemonSet pod on the real node, running the locally built image.
+    pod = result.plugin_pod
+    assert pod.ready and pod.node == real_node.node_name and pod.image.startswith("docker.io/kubeaccel/device-plugin:")
+    assert any("device-plugin chart" in m for m in messages)
+    # --keep: the release stays, its pod still serves the node's devices.
+    listed = json.loads(helm(result.kubeconfig, "list", "-n", PLUGIN_NAMESPACE, "-o", "json"))
+    assert [(r["name"], r["status"]) for r in listed] == [(RELEASE, "deployed")]
+    ds = real_node.cluster.kubectl("get", "daemonset", "-n", PLUGIN_NAMESPACE, "-l",
+                                   f"app.kubernetes.io/instance={RELEASE}", "-o", "json").stdout  # fmt: skip
+    (daemonset,) = json.loads(ds)["items"]
+    assert daemonset["status"]["numberReady"] == 1
     render(result)
-    assert "Allocations seen by Spark tasks" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "Allocations seen by Spark tasks" in out and "Device plugin: DaemonSet pod in kube-system" in out
+    # The printed way to stop it works (its helm half: the cluster is the session's and stays).
+    helm_part = result.cleanup_hint.split(";")[0]
+    assert helm_part.startswith(f"helm uninstall {RELEASE}")
+    subprocess.run([helm_binary(), *shlex.split(helm_part)[1:], "--wait"], check=True, capture_output=True)
+    assert json.loads(helm(result.kubeconfig, "list", "-n", PLUGIN_NAMESPACE, "-o", "json")) == []
+    real_node.cluster.kubectl("get", "nodes")

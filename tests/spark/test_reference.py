@@ -73,6 +73,11 @@ def _cases(namespace: str, template: Path, properties: Path, repo: str, ivy: Pat
         f"spark.kubernetes.namespace={namespace}",
         "--conf",
         "spark.kubernetes.container.image=spark:ref",
+        # four JVMs side by side on a loaded 2-core machine: fabric8's 10 s request timeout is too short
+        "--conf",
+        "spark.kubernetes.submission.requestTimeout=120000",
+        "--conf",
+        "spark.kubernetes.submission.connectionTimeout=120000",
     ]
     return {
         "scala-jar": [

@@ -89,17 +89,66 @@ phase: {phase}
 """
 
 
-def _stage(name: str, expressions: list[dict[str, Any]], next_: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "apiVersion": "kwok.x-k8s.io/v1alpha1",
-        "kind": "Stage",
-        "metadata": {"name": name},
-        "spec": {
-            "resourceRef": {"apiGroup": "v1", "kind": "Pod"},
-            "selector": {"matchExpressions": expressions},
-            "next": next_,
-        },
+def _stage(
+    name: str, expressions: list[dict[str, Any]], next_: dict[str, Any], kind: str = "Pod",
+    delay_ms: tuple[int, int] | None = None,
+) -> dict[str, Any]:
+    spec: dict[str, Any] = {
+        "resourceRef": {"apiGroup": "v1", "kind": kind},
+        "selector": {"matchExpressions": expressions},
+        "next": next_,
     }
+    if delay_ms is not None:
+        spec["delay"] = {"durationMilliseconds": delay_ms[0], "jitterDurationMilliseconds": delay_ms[1]}
+    return {"apiVersion": "kwok.x-k8s.io/v1alpha1", "kind": "Stage", "metadata": {"name": name}, "spec": spec}
+
+
+# kwok's template functions NodeConditions, NodeIP, NodeName and NodePort give a healthy node's conditions,
+# its simulated address and kubelet port. Capacity and allocatable stay what node_manifest wrote.
+_NODE_STATUS = """\
+{{ $now := Now }}
+conditions:
+{{ range NodeConditions }}
+- lastHeartbeatTime: {{ $now | Quote }}
+  lastTransitionTime: {{ $now | Quote }}
+  message: {{ .message | Quote }}
+  reason: {{ .reason | Quote }}
+  status: {{ .status | Quote }}
+  type: {{ .type | Quote }}
+{{ end }}
+addresses:
+{{ with NodeIP }}
+- {address: {{ . | Quote }}, type: InternalIP}
+{{ end }}
+- {address: {{ NodeName | Quote }}, type: Hostname}
+{{ with NodePort }}
+daemonEndpoints:
+  kubeletEndpoint:
+    Port: {{ . }}
+{{ end }}
+nodeInfo:
+  architecture: amd64
+  operatingSystem: linux
+  kubeletVersion: {{ printf "kwok-%s" Version | Quote }}
+  containerRuntimeVersion: {{ printf "kwok-%s" Version | Quote }}
+  kernelVersion: {{ printf "kwok-%s" Version | Quote }}
+phase: Running
+"""
+_READY = '.status.conditions.[] | select( .type == "Ready" ) | .status'
+
+
+def node_stages() -> list[dict[str, Any]]:
+    """Simulated nodes become Ready at once and refresh their status every 5-10 min.
+
+    kwok (from v0.7 on) has no built-in stages: kwokctl passes them, and so must we. Liveness between
+    status refreshes comes from the node Leases kwok renews itself (``--node-lease-duration-seconds``).
+    """
+    return [
+        _stage("kubeaccel-node-initialize", [{"key": _READY, "operator": "NotIn", "values": ["True"]}],
+               {"statusTemplate": _NODE_STATUS}, kind="Node"),
+        _stage("kubeaccel-node-heartbeat", [{"key": _READY, "operator": "In", "values": ["True"]}],
+               {"statusTemplate": _NODE_STATUS}, kind="Node", delay_ms=(300_000, 600_000)),
+    ]
 
 
 _NOT_DELETING = {"key": ".metadata.deletionTimestamp", "operator": "DoesNotExist"}
@@ -107,7 +156,7 @@ _RUNNING = {"key": ".status.phase", "operator": "In", "values": ["Running"]}
 
 
 def pod_stages() -> list[dict[str, Any]]:
-    """Pod lifecycle on kwok nodes. Node stages are kwok's defaults (initialise + lease heartbeat)."""
+    """Pod lifecycle on kwok nodes."""
     finish_stages = [
         _stage(
             f"kubeaccel-pod-{phase.lower()}",
@@ -139,4 +188,4 @@ def pod_stages() -> list[dict[str, Any]]:
 
 
 def kwok_config() -> str:
-    return yaml.safe_dump_all(pod_stages(), sort_keys=False)
+    return yaml.safe_dump_all([*node_stages(), *pod_stages()], sort_keys=False)

@@ -21,7 +21,7 @@ from kubeaccel.cluster import api, commands, kwok, process, supervisor
 from kubeaccel.cluster.binaries import CONTROL_PLANE, Binaries, locate
 from kubeaccel.cluster.commands import Ports
 from kubeaccel.cluster.layout import Layout
-from kubeaccel.cluster.ports import is_free, pick_free, require_free
+from kubeaccel.cluster.ports import free_soon, pick_free, require_free
 from kubeaccel.cluster.spec import KUBE_VERSION, ClusterSpec
 from kubeaccel.cluster.state import ClusterState, locked, remove_created, write_control_plane_files
 from kubeaccel.errors import ConfigError, KubeaccelError, NotFoundError, UnavailableError
@@ -31,6 +31,7 @@ Progress = Callable[[str], None]
 CONTROL_PLANE_COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
 APISERVER_TIMEOUT = 90.0
 USABLE_TIMEOUT = 90.0
+REPAIR_ATTEMPTS = 3
 
 
 @dataclass
@@ -192,7 +193,7 @@ def _repair(layout: Layout, spec: ClusterSpec, state: ClusterState, progress: Pr
     wanted = _control_plane_argv(locate((*CONTROL_PLANE, "etcd")), layout, ports)
     dead = [name for name in CONTROL_PLANE_COMPONENTS if not _alive(layout, name)]
     listens = {"etcd": (ports.etcd_client, ports.etcd_peer), "kube-apiserver": (ports.apiserver,)}
-    taken = [port for name in dead for port in listens.get(name, ()) if not is_free(port)]
+    taken = [port for name in dead for port in listens.get(name, ()) if not free_soon(port)]
     if taken:
         raise UnavailableError(
             f"cannot restart {', '.join(dead)} of the cluster in {layout.root}: port(s) "
@@ -203,34 +204,46 @@ def _repair(layout: Layout, spec: ClusterSpec, state: ClusterState, progress: Pr
     if dead:
         progress(f"repairing the cluster in {layout.root}: restarting {', '.join(dead)} "
                  f"(same ports, certificates and data)")
-    hint = f"look at the logs above, then `kubeaccel cluster up` again (the data is kept), or {keep}"
-    try:
-        for name in dead:
+    # While the API server was gone the controller-manager and scheduler may lose their leases and exit
+    # (now or during the wait): the repair keeps restarting what dies, a bounded number of times.
+    restarted: dict[str, int] = {}
+
+    def restart_dead() -> None:
+        for name in CONTROL_PLANE_COMPONENTS:
             record = process.read_record(layout, name)
+            if record is not None and record.alive():
+                continue
+            if restarted.get(name, 0) >= REPAIR_ATTEMPTS:
+                raise UnavailableError(
+                    f"{name} keeps exiting during the repair; last lines of {layout.log(name)}:\n"
+                    f"{process.log_tail(layout, name)}",
+                    hint=f"fix the cause shown above, then `kubeaccel cluster up` again (the data is kept), or {keep}",
+                )
+            if restarted.get(name):
+                progress(f"{name} exited while the cluster came back; restarting it")
             process.start(layout, name, wanted[name], restarts=record.restarts + 1 if record else 1)
-            if name == "kube-apiserver":
-                _wait_apiserver(layout, ports)
-        _wait_apiserver(layout, ports)
+            restarted[name] = restarted.get(name, 0) + 1
+
+    try:
+        restart_dead()
+        context = api.ssl_context(layout)
+        api.wait_until("kube-apiserver to become ready", lambda: api.readyz(layout, ports.apiserver, context),
+                       APISERVER_TIMEOUT, restart_dead)
         _add_missing_nodes(layout, spec, state)
-        api.wait_until(
-            "the controllers, the scheduler and the simulated nodes",
-            api.cluster_usable(api.client(layout.kubeconfig), state.nodes),
-            USABLE_TIMEOUT,
-            _fail_if_dead(layout, CONTROL_PLANE_COMPONENTS),
-        )
-    except KubeaccelError as exc:
-        exc.hint = hint
-        raise
-    repaired = list(dead)
-    if state.real_node and not all(_alive(layout, n) for n in ("containerd", "kubelet")):
-        progress("repairing the real node: restarting containerd and the kubelet")
-        _stop_real_node_processes(layout)
-        _start_real_node(layout, spec, state, progress)
-        repaired += ["containerd", "kubelet"]
-    elif spec.real_node and not state.real_node:
-        _start_real_node(layout, spec, state, progress)
-    state.save(layout)
-    supervisor.start(layout)
+        api.wait_until("the controllers, the scheduler and the simulated nodes",
+                       api.cluster_usable(api.client(layout.kubeconfig), state.nodes), USABLE_TIMEOUT, restart_dead)
+        repaired = [name for name in CONTROL_PLANE_COMPONENTS if name in restarted]
+        if state.real_node and not all(_alive(layout, n) for n in ("containerd", "kubelet")):
+            progress("repairing the real node: restarting containerd and the kubelet")
+            _stop_real_node_processes(layout)
+            _start_real_node(layout, spec, state, progress)
+            repaired += ["containerd", "kubelet"]
+        elif spec.real_node and not state.real_node:
+            _start_real_node(layout, spec, state, progress)
+        state.save(layout)
+    finally:
+        # Even a failed repair leaves the cluster supervised: what it could start keeps running.
+        supervisor.start(layout)
     return _info(layout, state, repaired=repaired)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import random
 import socket
+import time
 
 from kubeaccel.errors import ConfigError
 
@@ -14,12 +15,26 @@ _PICK_RANGE = (20000, 32000)
 
 def is_free(port: int, host: str = "127.0.0.1") -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        # As the Go servers bind: connections of a just-killed server in TIME_WAIT do not block the port,
+        # only a live listener does (a repairing `up` restarts the API server on its port right away).
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
         except OSError as exc:
             if exc.errno in (errno.EADDRINUSE, errno.EACCES):
                 return False
             raise
+    return True
+
+
+def free_soon(port: int, timeout: float = 5.0) -> bool:
+    """Whether ``port`` is free now or within ``timeout`` s: a killed multi-threaded server looks dead (its
+    main thread is a zombie) a moment before its last thread exits and the kernel closes its listener."""
+    deadline = time.monotonic() + timeout
+    while not is_free(port):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
     return True
 
 

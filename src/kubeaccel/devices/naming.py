@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 
 ENV_PREFIX = "KUBEACCEL_DEVICES_"
@@ -24,6 +25,7 @@ def is_valid_resource_name(name: str) -> bool:
     return not (domain == "kubernetes.io" or domain.endswith(".kubernetes.io"))
 
 
+@functools.lru_cache(maxsize=256)
 def devices_env_var(resource_name: str) -> str:
     """``nec.com/ve`` -> ``KUBEACCEL_DEVICES_NEC_COM_VE``."""
     return ENV_PREFIX + re.sub(r"[^A-Z0-9]", "_", resource_name.upper())

@@ -63,6 +63,8 @@ class SharedBackend:
             )
         self._backend = backend
         self.replicas = replicas
+        self._order: list[tuple[str, str]] = []
+        self._order_key: tuple[str, ...] | None = None
 
     @property
     def inner(self) -> Backend:
@@ -73,8 +75,20 @@ class SharedBackend:
         return self._backend.resource_name
 
     def scan(self) -> Devices:
-        real = self._backend.scan().values()
-        return Devices(replace(dev, id=replica_id(dev.id, n)) for dev in real for n in range(self.replicas))
+        real = self._backend.scan()
+        # The natural order of the replica IDs depends only on the real IDs: sorted once, reused
+        # while the device set stays the same (a health change rescans 131,072 replicas in
+        # a fraction of the time).
+        key = tuple(real.keys())
+        if key != self._order_key:
+            pairs = [(replica_id(i, n), i) for i in key for n in range(self.replicas)]
+            pairs.sort(key=lambda p: sort_key(p[0]))
+            self._order, self._order_key = pairs, key
+        out: dict[str, Device] = {}
+        for rid, base in self._order:
+            d = real[base]
+            out[rid] = Device(rid, d.index, d.health, d.numa_node, d.nodes, d.attributes)
+        return Devices.ordered(out)
 
     def container_allocation(self, devices: Sequence[Device]) -> ContainerAllocation:
         return self._backend.container_allocation(_real_devices(devices))

@@ -22,7 +22,7 @@ import os
 import select
 import threading
 import time
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from pathlib import Path
 
 from inotify_simple import INotify, flags  # type: ignore[import-untyped]
@@ -36,19 +36,23 @@ _GONE = flags.DELETE_SELF | flags.MOVE_SELF | flags.IGNORED | flags.UNMOUNT
 
 
 class DirWatch:
-    """inotify on one directory, reporting events for ``names`` (every entry when None).
+    """inotify on one directory (or several), reporting events for ``names`` (every entry when None).
 
     ``wait(timeout)`` blocks until a relevant event, ``close()`` or the timeout; ``drain()`` is the
     non-blocking variant for an event loop reader. ``OSError`` from the constructor when the
     directory does not exist or inotify is unavailable (the caller falls back to polling).
     """
 
-    def __init__(self, directory: Path, names: Collection[str] | None = None, mask: int = FILE_EVENTS) -> None:
-        self.directory = directory
+    def __init__(
+        self, directory: Path | Sequence[Path], names: Collection[str] | None = None, mask: int = FILE_EVENTS
+    ) -> None:
+        directories = [directory] if isinstance(directory, Path) else list(directory)
+        self.directory = directories[0]
         self._names = None if names is None else frozenset(names)
         self._inotify = INotify(nonblocking=True)
         try:
-            self._inotify.add_watch(str(directory), int(mask | _GONE) | flags.ONLYDIR)
+            for d in directories:
+                self._inotify.add_watch(str(d), int(mask | _GONE) | flags.ONLYDIR)
             self._wake = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
         except BaseException:
             self._inotify.close()

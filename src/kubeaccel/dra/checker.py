@@ -342,6 +342,7 @@ async def _kubelet_restart(s: _Session) -> str:
     for channel in s.channels:  # the kubelet's connections die with it
         await channel.close(None)
     s.channels.clear()
+    s.connect()  # the new kubelet dials the endpoint again (later steps use this connection)
     start = time.monotonic()
     s.socket.unlink(missing_ok=True)  # and a restart may clear the registry directory
     while not s.socket.exists():
@@ -431,6 +432,8 @@ async def run_checks(
                 result, detail = Result.FAIL, _describe(exc)
             except KubeaccelError as exc:
                 result, detail = Result.FAIL, exc.message
+            except Exception as exc:  # a driver's garbage must not crash the checker
+                result, detail = Result.FAIL, f"unexpected: {exc!r}"
             report.steps.append(Step(name, result, time.perf_counter() - start, detail[:400]))
     finally:
         await session.close()

@@ -60,22 +60,29 @@ def dra() -> None:
               help="Delete this node's ResourceSlices on a clean stop.")
 @click.option("--publish/--no-publish", default=True, show_default=True,
               help="Publish ResourceSlices (off: serve the kubelet only, e.g. for protocol checks).")
+@click.option("--metrics-port", type=click.IntRange(0, 65535), default=None, envvar="KUBEACCEL_METRICS_PORT",
+              show_envvar=True, help="Serve Prometheus /metrics here.")
+@click.option("--metrics-addr", default="0.0.0.0", show_default=True, help="Address for the metrics endpoint.")
 @_root_option
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info",
               show_default=True)
 def run(  # noqa: PLR0917 - one parameter per click option
     config_path: Path, driver: str, node_name: str | None, registry_dir: Path, plugins_dir: Path, state_dir: Path,
-    cdi_dir: Path, kubeconfig: Path | None, device_classes: bool, withdraw: bool, publish: bool, root: Path,
-    log_level: str,
+    cdi_dir: Path, kubeconfig: Path | None, device_classes: bool, withdraw: bool, publish: bool,
+    metrics_port: int | None, metrics_addr: str, root: Path, log_level: str,
 ) -> None:
     """Serve every configured resource to the kubelet through DRA until SIGTERM."""
     from kubeaccel.dra.daemon import DraDaemon, KubeAccess, Options, check_dirs
 
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if log_level != "debug":  # one line per API request is noise at info
+        for name in ("httpx", "httpx2", "httpcore"):
+            logging.getLogger(name).setLevel(logging.WARNING)
     check_driver_name(driver)
     options = Options(node=node_name or _default_node(), driver=driver, registry_dir=registry_dir,
                       plugins_dir=plugins_dir, state_dir=state_dir, cdi_dir=cdi_dir, root=root,
-                      device_classes=device_classes, withdraw=withdraw, publish=publish)
+                      device_classes=device_classes, withdraw=withdraw, publish=publish,
+                      metrics_port=metrics_port, metrics_addr=metrics_addr)
     check_dirs(options)
     load_config(config_path)  # fail before anything starts when the file is wrong
     access = KubeAccess(kubeconfig)

@@ -29,6 +29,7 @@ from kubeaccel.dra._generated import dra_v1_pb2_grpc, dra_v1beta1_pb2_grpc, heal
 from kubeaccel.dra._generated import pluginregistration_pb2_grpc as reg_grpc
 from kubeaccel.dra.checkpoint import Checkpoint
 from kubeaccel.dra.inventory import Inventory
+from kubeaccel.dra.metrics import Metrics
 from kubeaccel.dra.model import DEFAULT_DRIVER, check_driver_name, device_class
 from kubeaccel.dra.publisher import Publisher, SliceApi
 from kubeaccel.dra.registration import (
@@ -58,6 +59,8 @@ class Options:
     publish: bool = True  # ResourceSlices (off: a checker-only run without an API server)
     device_classes: bool = False  # apply a DeviceClass per resource (cluster-scoped: usually the installer's job)
     withdraw: bool = False  # delete our slices on a clean stop (the node leaves DRA for good)
+    metrics_port: int | None = None
+    metrics_addr: str = "0.0.0.0"
 
     @property
     def endpoint(self) -> Path:
@@ -148,8 +151,11 @@ class KubeAccess:
         apply_device_class(self.kube(), manifest)
 
     def close(self) -> None:
-        if self._kube is not None:
-            self._kube.close()
+        """Close the client; a later use (a daemon started again with this access) connects anew."""
+        with self._lock:
+            if self._kube is not None:
+                self._kube.close()
+                self._kube = None
 
 
 def check_dirs(options: Options) -> None:
@@ -181,6 +187,9 @@ class DraDaemon:
     publisher: Publisher | None = None
     servers: list[SocketServer] = field(default_factory=list)
     restarts: int = 0
+    metrics: Metrics = field(default_factory=Metrics)
+    metrics_port: int | None = None  # the bound port once serving
+    _seen_version: int = 0
 
     async def run(self, *, handle_signals: bool = False) -> None:
         options = self.options
@@ -197,8 +206,10 @@ class DraDaemon:
         publish_task: asyncio.Task[None] | None = None
         try:
             inventory.start()
+            if options.metrics_port is not None:
+                self.metrics_port = self.metrics.serve(options.metrics_port, options.metrics_addr)
             driver = self.driver = Driver(options.driver, inventory, checkpoint, options.cdi_dir,
-                                          self.access.read_claim)
+                                          self.access.read_claim, metrics=self.metrics)
             driver.restore()
             self.registration = RegistrationService(options.driver, options.endpoint)
 
@@ -219,8 +230,8 @@ class DraDaemon:
             if options.publish:
                 if options.device_classes:
                     await self._apply_device_classes(config)
-                self.publisher = Publisher(options.driver, inventory, self.access.slice_api(options.driver,
-                                                                                             options.node))
+                self.publisher = Publisher(options.driver, inventory,
+                                           self.access.slice_api(options.driver, options.node), self.metrics)
                 publish_task = asyncio.create_task(self.publisher.run(self.stop_requested))
             self.started.set()
             log.info("DRA driver %s serving %s on node %s (endpoint %s)", options.driver,
@@ -242,6 +253,7 @@ class DraDaemon:
                     log.warning("could not delete the ResourceSlices: %s", exc.message)
             inventory.close()
             self.access.close()
+            self.metrics.close()
             if handle_signals:
                 for sig in (signal.SIGTERM, signal.SIGINT):
                     loop.remove_signal_handler(sig)
@@ -255,6 +267,9 @@ class DraDaemon:
                 log.warning("cannot apply DeviceClass %s: %s", manifest["metadata"]["name"], exc.message)
 
     async def _supervise(self) -> None:
+        if self.inventory is not None and self.inventory.version != self._seen_version:
+            self._seen_version = self.inventory.version
+            self.metrics.set_pools(self.inventory.pools)
         for server in self.servers:
             if not server.intact():
                 log.info("socket %s was removed: serving it again", server.path)

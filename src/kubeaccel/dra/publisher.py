@@ -3,9 +3,11 @@
 On start: every slice of this driver on this node that is not one we publish now is deleted (a
 resource removed from the config, a previous run's naming), and pool generations continue above
 the highest one found. Then, on every inventory change, each pool is re-applied with the
-generation bumped. Taints mark unhealthy devices; if the API server drops them (``DRADeviceTaints``
-off), unhealthy devices are left out instead. An unreachable API server is retried with backoff
-while the DRA service keeps answering from the checkpoint. ``withdraw`` deletes our slices.
+generation bumped; after ``RESYNC_S`` of quiet the API server's copies are compared with ours and
+republished if someone deleted or edited them. Taints mark unhealthy devices; if the API server
+drops them (``DRADeviceTaints`` off), unhealthy devices are left out instead. An unreachable API
+server is retried with backoff while the DRA service keeps answering from the checkpoint.
+``withdraw`` deletes our slices.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from kubeaccel.dra.inventory import Inventory
+from kubeaccel.dra.metrics import Metrics
 from kubeaccel.dra.model import resource_slices
 from kubeaccel.errors import KubeaccelError
 
@@ -24,6 +27,7 @@ log = logging.getLogger(__name__)
 
 BACKOFF_MIN_S = 0.2
 BACKOFF_MAX_S = 10.0
+RESYNC_S = 60.0  # how often the slices are compared with the API server's (someone deleted or edited one)
 
 
 class SliceApi:
@@ -40,6 +44,17 @@ class SliceApi:
         self.delete = delete_slice
 
 
+def _summary(spec: Mapping[str, Any]) -> tuple[Any, ...]:
+    """What must match between our slice and the stored one (the API server may add defaulted fields)."""
+    devices = spec.get("devices") or []
+    return (
+        (spec.get("pool") or {}).get("name"),
+        (spec.get("pool") or {}).get("generation"),
+        tuple(d.get("name") for d in devices),
+        tuple(bool(d.get("taints")) for d in devices),
+    )
+
+
 def _has_dropped_taints(sent: Mapping[str, Any], stored: Mapping[str, Any]) -> bool:
     wanted = any(d.get("taints") for d in sent["spec"]["devices"])
     kept = any(d.get("taints") for d in ((stored.get("spec") or {}).get("devices") or []))
@@ -47,8 +62,9 @@ def _has_dropped_taints(sent: Mapping[str, Any], stored: Mapping[str, Any]) -> b
 
 
 class Publisher:
-    def __init__(self, driver: str, inventory: Inventory, api: SliceApi) -> None:
+    def __init__(self, driver: str, inventory: Inventory, api: SliceApi, metrics: Metrics | None = None) -> None:
         self.driver = driver
+        self.metrics = metrics or Metrics()
         self.inventory = inventory
         self.api = api
         self.generation = 0
@@ -56,6 +72,7 @@ class Publisher:
         self.published_version = 0  # the inventory version now in the API server
         self.published = asyncio.Event()  # set while the API server has the current version
         self.errors = 0
+        self.resync_s = RESYNC_S
 
     def _desired(self) -> dict[str, dict[str, Any]]:
         return {
@@ -63,6 +80,12 @@ class Publisher:
             for pool in self.inventory.pools.values()
             for m in resource_slices(self.inventory.node, self.driver, pool, self.generation, taints=self.taints)
         }
+
+    def _drifted(self) -> bool:
+        """True when the API server's slices differ from ours (a slice deleted, edited or added)."""
+        stored = {s["metadata"]["name"]: _summary(s["spec"]) for s in self.api.list()}
+        desired = {name: _summary(m["spec"]) for name, m in self._desired().items()}
+        return stored != desired
 
     def _sync(self, first: bool) -> None:
         """One blocking pass (run in a thread): clean up on the first, then apply every pool."""
@@ -98,6 +121,7 @@ class Publisher:
                 await asyncio.to_thread(self._sync, first)
             except KubeaccelError as exc:
                 self.errors += 1
+                self.metrics.publishes.labels("error").inc()
                 self.published.clear()
                 if not warned:
                     log.warning("cannot publish ResourceSlices: %s; retrying with backoff", exc.message)
@@ -105,16 +129,27 @@ class Publisher:
                 await _sleep_or_stop(stop, backoff)
                 backoff = min(backoff * 2, BACKOFF_MAX_S)
                 continue
+            self.metrics.publishes.labels("ok").inc()
             if warned:
                 log.info("ResourceSlices published again")
             first, warned, backoff = False, False, BACKOFF_MIN_S
             self.published_version = version
             self.published.set()
-            waiter = asyncio.ensure_future(self.inventory.changed(version))
-            stopper = asyncio.ensure_future(stop.wait())
-            await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
-            waiter.cancel()
-            stopper.cancel()
+            while not stop.is_set():
+                waiter = asyncio.ensure_future(self.inventory.changed(version, self.resync_s))
+                stopper = asyncio.ensure_future(stop.wait())
+                await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
+                waiter.cancel()
+                stopper.cancel()
+                if self.inventory.version != version or stop.is_set():
+                    break
+                try:  # a quiet period: compare with the API server, republish only on drift
+                    if await asyncio.to_thread(self._drifted):
+                        log.info("ResourceSlices differ from the API server's: publishing again")
+                        first = True  # clean up whatever was added, as at start
+                        break
+                except KubeaccelError:
+                    break  # the next sync reports it and backs off
             self.published.clear()
 
     def withdraw(self) -> None:

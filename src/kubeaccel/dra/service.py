@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ from kubeaccel.dra._generated import health_v1_pb2_grpc as hpb_grpc
 from kubeaccel.dra.checkpoint import Checkpoint, PreparedClaim, PreparedDevice
 from kubeaccel.dra.claims import ClaimError, allocated, claim_spec, spec_file
 from kubeaccel.dra.inventory import Inventory
+from kubeaccel.dra.metrics import Metrics
 from kubeaccel.errors import KubeaccelError, NotFoundError, UnavailableError
 
 log = logging.getLogger(__name__)
@@ -56,26 +58,39 @@ def _bounded(text: str) -> str:
     return text if len(text) <= MAX_ERROR_CHARS else text[: MAX_ERROR_CHARS - 1] + "…"
 
 
+# A Kubernetes UID is a UUID; anything else could not name a claim, and must not name a file.
+_UID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,252}")
+
+
+def _uid_problem(uid: str) -> str:
+    if not _UID.fullmatch(uid):
+        return f"{uid[:64]!r} is not a claim UID (letters, digits, '-', '_', '.'; at most 253)"
+    return ""
+
+
 def _check_ref(ref: ClaimRef) -> None:
     if not ref.uid or not ref.name or not ref.namespace:
         raise ClaimError("the claim reference needs namespace, name and uid")
     if max(len(ref.uid), len(ref.name), len(ref.namespace)) > MAX_FIELD_CHARS:
         raise ClaimError("the claim reference has a field longer than 253 characters")
+    if problem := _uid_problem(ref.uid):
+        raise ClaimError(problem)
 
 
 class Driver:
     """Prepare/unprepare rules over the inventory, the checkpoint and the CDI directory."""
 
     def __init__(
-        self, driver: str, inventory: Inventory, checkpoint: Checkpoint, cdi_dir: Path, read_claim: ClaimReader
+        self, driver: str, inventory: Inventory, checkpoint: Checkpoint, cdi_dir: Path, read_claim: ClaimReader, *,
+        metrics: Metrics | None = None,
     ) -> None:
         self.driver = driver
+        self.metrics = metrics or Metrics()
         self.inventory = inventory
         self.checkpoint = checkpoint
         self.cdi_dir = cdi_dir
         self._read_claim = read_claim
         self._lock = asyncio.Lock()  # one writer of the checkpoint and the spec files at a time
-        self._specs: dict[str, dict[str, Any]] = {}
 
     def restore(self) -> None:
         """At start: drop our spec files no checkpointed claim owns (a crash between the two writes), and
@@ -98,6 +113,14 @@ class Driver:
             cdi.write_spec(self.cdi_dir, spec_file(known.uid), known.spec)
 
     async def prepare(self, refs: Sequence[ClaimRef]) -> dict[str, Outcome]:
+        with self.metrics.call_seconds.labels("prepare").time():
+            out = await self._prepare(refs)
+        for outcome in out.values():
+            self.metrics.claims.labels("prepare", "error" if outcome.error else "ok").inc()
+        self.metrics.prepared.set(len(self.checkpoint.claims))
+        return out
+
+    async def _prepare(self, refs: Sequence[ClaimRef]) -> dict[str, Outcome]:
         if len(refs) > MAX_CLAIMS_PER_CALL:
             error = f"too many claims in one call ({len(refs)} > {MAX_CLAIMS_PER_CALL})"
             return {r.uid: Outcome(error=error) for r in refs[:MAX_CLAIMS_PER_CALL]}
@@ -160,14 +183,18 @@ class Driver:
 
     async def unprepare(self, refs: Sequence[ClaimRef]) -> dict[str, str]:
         out: dict[str, str] = {}
-        async with self._lock:
-            for ref in refs[:MAX_CLAIMS_PER_CALL]:
-                out[ref.uid] = self._unprepare_one(ref)
+        with self.metrics.call_seconds.labels("unprepare").time():
+            async with self._lock:
+                for ref in refs[:MAX_CLAIMS_PER_CALL]:
+                    out[ref.uid] = self._unprepare_one(ref)
+        for error in out.values():
+            self.metrics.claims.labels("unprepare", "error" if error else "ok").inc()
+        self.metrics.prepared.set(len(self.checkpoint.claims))
         return out
 
     def _unprepare_one(self, ref: ClaimRef) -> str:
-        if not ref.uid or len(ref.uid) > MAX_FIELD_CHARS:
-            return "the claim reference needs a uid of at most 253 characters"
+        if problem := _uid_problem(ref.uid):
+            return problem
         try:
             cdi.remove_spec(self.cdi_dir, spec_file(ref.uid))
         except OSError as exc:

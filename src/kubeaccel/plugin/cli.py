@@ -5,14 +5,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import click
 
-from kubeaccel.devices.config import build_resources, load_config
 from kubeaccel.errors import KubeaccelError
-from kubeaccel.plugin.server import DEFAULT_SOCKET_DIR
+from kubeaccel.plugin.paths import DEFAULT_SOCKET_DIR
 
 _config_option = click.option(
     "--config",
@@ -64,6 +64,12 @@ def run(  # noqa: PLR0917 - one parameter per click option
     # First of all: a SIGHUP (reload) while starting must not kill the process, and SIGTERM must
     # end it at once. The daemon's loop takes the signals over once it runs.
     hup = _early_signals()
+    if metrics_port is None:
+        # The daemon never speaks TLS, and without the metrics endpoint nothing it loads needs the
+        # ssl module; asyncio imports it only to offer TLS (libssl, libcrypto: about 6 MiB of RSS).
+        # A None entry makes that optional import fail the way asyncio expects (ssl = None).
+        sys.modules.setdefault("ssl", None)  # type: ignore[arg-type]
+    from kubeaccel.devices.config import load_config
     from kubeaccel.plugin.daemon import Daemon, check_socket_dir
 
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -98,6 +104,8 @@ def devices(config_path: Path, root: Path) -> None:
     """Show the devices each resource would advertise, without starting anything."""
     from rich.console import Console  # imported here: the long-running `plugin run` never pays for rich
     from rich.table import Table
+
+    from kubeaccel.devices.config import build_resources, load_config
 
     config = load_config(config_path)
     pairs = build_resources(config, root=root)  # skipped optional entries are left out as pairs

@@ -161,7 +161,7 @@ class Manager:
     ) -> None:
         self.socket_dir = socket_dir
         self.kubelet_socket = socket_dir / KUBELET_SOCKET
-        self.metrics = metrics or Metrics()
+        self.metrics = metrics or Metrics(enabled=False)
         self._factory = server_factory
         self._registrar = registrar
         self.entries: dict[str, _Entry] = {}
@@ -333,7 +333,7 @@ class Daemon:
         self.socket_dir = socket_dir
         self.root = root
         self.cdi_dir = cdi_dir
-        self.metrics = Metrics()
+        self.metrics = Metrics(enabled=metrics_port is not None)
         self.metrics_port = metrics_port
         self._metrics_addr = metrics_addr
         self.manager = Manager(socket_dir, server_factory=server_factory, registrar=registrar, metrics=self.metrics)

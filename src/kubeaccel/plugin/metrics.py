@@ -16,8 +16,7 @@ import asyncio
 import contextlib
 import errno
 from collections.abc import Mapping
-
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from typing import Any
 
 from kubeaccel.devices.model import Devices, Health
 from kubeaccel.errors import ConfigError
@@ -31,8 +30,43 @@ DEFAULT_ADDR = "127.0.0.1"
 ALLOCATE_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 1.0)
 
 
+class _Null:
+    """Stands in for a metric family and its children when metrics are off: every call is a no-op."""
+
+    def labels(self, *values: str) -> _Null:
+        return self
+
+    def inc(self, amount: float = 1) -> None:
+        pass
+
+    def observe(self, amount: float) -> None:
+        pass
+
+    def set(self, value: float) -> None:
+        pass
+
+    def remove(self, *values: str) -> None:
+        pass
+
+
 class Metrics:
-    def __init__(self) -> None:
+    """The daemon's metrics. ``enabled=False`` (no ``--metrics-port``) keeps prometheus-client out of
+    the process entirely (about 4 MiB and its ssl import) and makes every update a no-op."""
+
+    devices: Any
+    allocations: Any
+    allocate_seconds: Any
+    registrations: Any
+
+    def __init__(self, *, enabled: bool = True) -> None:
+        self.enabled = enabled
+        self._http: asyncio.Server | None = None
+        self._open = 0
+        if not enabled:
+            self.devices = self.allocations = self.allocate_seconds = self.registrations = _Null()
+            return
+        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
         self.registry = CollectorRegistry()
         self.devices = Gauge(
             "kubeaccel_plugin_devices",
@@ -59,10 +93,10 @@ class Metrics:
             ["resource", "result"],
             registry=self.registry,
         )
-        self._http: asyncio.Server | None = None
-        self._open = 0
 
     def set_devices(self, resource: str, devices: Devices) -> None:
+        if not self.enabled:
+            return
         counts: Mapping[Health, int] = {h: sum(1 for d in devices.values() if d.health is h) for h in Health}
         for health, n in counts.items():
             self.devices.labels(resource, health.value).set(n)
@@ -75,6 +109,7 @@ class Metrics:
 
     async def serve(self, port: int, addr: str = DEFAULT_ADDR) -> int:
         """Serve /metrics over HTTP on the running loop; returns the bound port (useful with port 0)."""
+        assert self.enabled, "serve() needs Metrics(enabled=True)"
         try:
             server = await asyncio.start_server(self._handle, addr, port, limit=MAX_REQUEST_BYTES, backlog=64)
         except OSError as exc:
@@ -105,6 +140,8 @@ class Metrics:
                 elif path not in (b"/metrics", b"/"):
                     status, body, ctype = b"404 Not Found", b"try /metrics\n", b"text/plain"
                 else:
+                    from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
                     status, body, ctype = b"200 OK", generate_latest(self.registry), CONTENT_TYPE_LATEST.encode()
                 writer.write(
                     b"HTTP/1.1 " + status + b"\r\nContent-Type: " + ctype

@@ -12,7 +12,7 @@ import asyncio
 import logging
 import threading
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -98,7 +98,9 @@ def allocate_container(
     indices = sorted(dict.fromkeys(d.index for d in chosen), key=sort_key)
     extra = backend.container_allocation(chosen)
     envs = {**extra.envs, devices_env_var(resource_name): ",".join(indices)}
-    response = pb.ContainerAllocateResponse(envs=envs, annotations=dict(extra.annotations))
+    response = pb.ContainerAllocateResponse(envs=envs)
+    if extra.annotations:
+        response.annotations.update(extra.annotations)
     if cdi and cdi_names is not None and not extra.cdi_devices:
         kind = cdi_spec.kind_for(resource_name)
         wanted = [cdi_spec.device_name(i) for i in indices]
@@ -111,14 +113,16 @@ def allocate_container(
         response.cdi_devices.extend(pb.CDIDevice(name=cdi_spec.qualified(kind, n)) for n in wanted)
         return response
     nodes = _unique([*(n for d in chosen for n in d.nodes), *extra.device_nodes])
-    response.devices.extend(
-        pb.DeviceSpec(container_path=n.container_path, host_path=n.host_path, permissions=n.permissions)
-        for n in nodes
-    )
-    response.mounts.extend(
-        pb.Mount(container_path=m.container_path, host_path=m.host_path, read_only=m.read_only)
-        for m in dict.fromkeys(extra.mounts)
-    )
+    if nodes:
+        response.devices.extend(
+            pb.DeviceSpec(container_path=n.container_path, host_path=n.host_path, permissions=n.permissions)
+            for n in nodes
+        )
+    if extra.mounts:
+        response.mounts.extend(
+            pb.Mount(container_path=m.container_path, host_path=m.host_path, read_only=m.read_only)
+            for m in dict.fromkeys(extra.mounts)
+        )
     if cdi:  # the backend names its vendor's own spec (NVIDIA's nvidia-ctk)
         names_ = extra.cdi_devices or tuple(f"{resource_name}={i}" for i in indices)
         response.cdi_devices.extend(pb.CDIDevice(name=n) for n in names_)
@@ -127,7 +131,7 @@ def allocate_container(
 
 def preferred_container(devices: Devices, request: pb.ContainerPreferredAllocationRequest) -> list[str]:
     """The preferred IDs for one container request; ``AllocationError`` when it cannot be met."""
-    available = list(request.available_deviceIDs)
+    available = set(request.available_deviceIDs)  # converted from protobuf once: 131,072 IDs cost
     unknown = devices.unknown(available)
     if unknown:
         raise AllocationError(
@@ -160,11 +164,13 @@ class ResourcePlugin(pb_grpc.DevicePluginServicer):
         self.cdi_file = cdi_spec.spec_file_name(self.resource_name)
         self.cdi_names: frozenset[str] | None = None  # entries of the spec on disk
         self._cdi_written: dict[str, Any] | None = None
-        self.metrics = metrics or Metrics()
+        self.metrics = metrics or Metrics(enabled=False)
         self.devices = backend.scan()
         self._list = list_bytes(self.devices)
         self._sync_cdi(self.devices, initial=True)
-        self._changed = asyncio.Event()
+        # Streams wait on this for a new snapshot (``_version`` counts them).
+        self._cond = threading.Condition()
+        self._version = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -235,11 +241,13 @@ class ResourcePlugin(pb_grpc.DevicePluginServicer):
         if snapshot == self.devices:
             return
         self._sync_cdi(snapshot)  # the spec names a device before the kubelet may allocate it
-        self.devices = snapshot
-        self._list = list_bytes(snapshot)
+        encoded = list_bytes(snapshot)
+        with self._cond:
+            self.devices = snapshot
+            self._list = encoded
+            self._version += 1
+            self._cond.notify_all()
         self.metrics.set_devices(self.resource_name, snapshot)
-        changed, self._changed = self._changed, asyncio.Event()
-        changed.set()
         log.info("%s: %d devices, %d healthy", self.resource_name, len(snapshot), len(snapshot.healthy()))
 
     def close(self, *, remove_cdi: bool = True) -> None:
@@ -253,30 +261,42 @@ class ResourcePlugin(pb_grpc.DevicePluginServicer):
             except OSError as exc:
                 log.warning("%s: cannot remove the CDI spec: %s", self.resource_name, exc)
             self._cdi_written = None
-        # Wake any stream still waiting so it can notice its server is gone.
-        self._changed.set()
+        self._wake_streams()  # any stream still waiting notices the end
+
+    def _wake_streams(self) -> None:
+        with self._cond:
+            self._cond.notify_all()
 
     # -- the DevicePlugin service --------------------------------------------------------------
+    #
+    # Served by grpc's synchronous server (a thread pool; see server.py): per call it is about a
+    # third faster than grpc.aio here, and Allocate is on every pod's start path. The handlers
+    # only read the current snapshot (one reference, replaced whole) and the CDI names.
 
-    async def GetDevicePluginOptions(  # noqa: N802 - gRPC method names are fixed by the API
-        self, request: pb.Empty, context: grpc.aio.ServicerContext[pb.Empty, pb.DevicePluginOptions]
+    def GetDevicePluginOptions(  # noqa: N802 - gRPC method names are fixed by the API
+        self, request: pb.Empty, context: grpc.ServicerContext
     ) -> pb.DevicePluginOptions:
         return self.options
 
-    async def ListAndWatch(  # type: ignore[override]  # noqa: N802 - yields pre-serialized bytes (server._handlers)
-        self, request: pb.Empty, context: grpc.aio.ServicerContext[pb.Empty, pb.ListAndWatchResponse]
-    ) -> AsyncIterator[bytes]:
-        # Take the event before sending, so a change during the send is never missed; several
-        # changes during one send collapse into one newer list.
-        while not self._stop.is_set():
-            changed = self._changed
-            yield self._list
-            await changed.wait()
+    def ListAndWatch(  # type: ignore[override]  # noqa: N802 - yields pre-serialized bytes (server._handlers)
+        self, request: pb.Empty, context: grpc.ServicerContext
+    ) -> Iterator[bytes]:
+        # The full list at once, then again whenever the snapshot changes; several changes during
+        # one send collapse into the newest list. The RPC's end (client gone, server stopped) and
+        # close() wake the wait.
+        context.add_callback(self._wake_streams)
+        seen = -1
+        while True:
+            with self._cond:
+                while self._version == seen and context.is_active() and not self._stop.is_set():
+                    self._cond.wait()
+                if not context.is_active() or self._stop.is_set():
+                    return
+                seen, data = self._version, self._list
+            yield data
 
-    async def GetPreferredAllocation(  # noqa: N802
-        self,
-        request: pb.PreferredAllocationRequest,
-        context: grpc.aio.ServicerContext[pb.PreferredAllocationRequest, pb.PreferredAllocationResponse],
+    def GetPreferredAllocation(  # noqa: N802
+        self, request: pb.PreferredAllocationRequest, context: grpc.ServicerContext
     ) -> pb.PreferredAllocationResponse:
         response = pb.PreferredAllocationResponse()
         try:
@@ -284,50 +304,50 @@ class ResourcePlugin(pb_grpc.DevicePluginServicer):
                 ids = preferred_container(self.devices, container)
                 response.container_responses.add(deviceIDs=ids)
         except AllocationError as exc:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"{self.resource_name}: {exc}")
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"{self.resource_name}: {exc}")
         return response
 
-    async def Allocate(  # noqa: N802
-        self, request: pb.AllocateRequest, context: grpc.aio.ServicerContext[pb.AllocateRequest, pb.AllocateResponse]
+    def Allocate(  # noqa: N802
+        self, request: pb.AllocateRequest, context: grpc.ServicerContext
     ) -> pb.AllocateResponse:
         start = time.perf_counter()
         response = pb.AllocateResponse()
+        devices = self.devices
         try:
             for container in request.container_requests:
                 response.container_responses.append(
                     allocate_container(
-                        self.resource_name, self.backend, self.devices, container.devices_ids, cdi=self.cdi,
+                        self.resource_name, self.backend, devices, container.devices_ids, cdi=self.cdi,
                         cdi_names=self.cdi_names,
                     )
                 )
         except AllocationError as exc:
             self._rejected.inc()
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"{self.resource_name}: {exc}")
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"{self.resource_name}: {exc}")
         finally:
             self._allocate_seconds.observe(time.perf_counter() - start)
         self._allocated.inc(len(request.container_requests))
         return response
 
-    async def PreStartContainer(  # noqa: N802
-        self,
-        request: pb.PreStartContainerRequest,
-        context: grpc.aio.ServicerContext[pb.PreStartContainerRequest, pb.PreStartContainerResponse],
+    def PreStartContainer(  # noqa: N802
+        self, request: pb.PreStartContainerRequest, context: grpc.ServicerContext
     ) -> pb.PreStartContainerResponse:
         backend = self.backend
         if not isinstance(backend, Resettable):
             return pb.PreStartContainerResponse()
         ids = list(request.devices_ids)
-        unknown = self.devices.unknown(ids)
+        devices = self.devices
+        unknown = devices.unknown(ids)
         if unknown or not ids:
             what = names(unknown) if unknown else "no device IDs"
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"{self.resource_name}: cannot reset {what}")
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"{self.resource_name}: cannot reset {what}")
         try:
-            await asyncio.to_thread(backend.reset, list(self.devices.subset(ids).values()))
+            backend.reset(list(devices.subset(ids).values()))
         except KubeaccelError as exc:  # a failing resetCommand or a config mistake: one clear line
             log.error("%s: %s", self.resource_name, exc.message)
-            await context.abort(grpc.StatusCode.INTERNAL, f"{self.resource_name}: {exc.message[:1000]}")
+            context.abort(grpc.StatusCode.INTERNAL, f"{self.resource_name}: {exc.message[:1000]}")
         except Exception as exc:
             log.exception("%s: reset failed", self.resource_name)
             detail = str(exc)[:500]
-            await context.abort(grpc.StatusCode.INTERNAL, f"{self.resource_name}: device reset failed: {detail}")
+            context.abort(grpc.StatusCode.INTERNAL, f"{self.resource_name}: device reset failed: {detail}")
         return pb.PreStartContainerResponse()

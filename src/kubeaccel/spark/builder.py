@@ -405,7 +405,8 @@ def build(app: ResolvedApp, generated: Generated) -> AppManifests:
 
 
 def _python_env(app: ResolvedApp) -> list[Manifest]:
-    """The interpreters Spark's Python driver step passes on. Spark also copies the submitter's own
+    """The interpreters Spark's Python driver step passes on: always both variables, with no value when no
+    conf names one (as Spark's buildEnvVars writes a null). Spark also copies the submitter's own
     PYSPARK_PYTHON environment variable, a path on the submitting machine; we take only the confs."""
     from kubeaccel.spark.model import AppKind
 
@@ -414,7 +415,7 @@ def _python_env(app: ResolvedApp) -> list[Manifest]:
     python = app.conf.get("spark.pyspark.python")
     driver_python = app.conf.get("spark.pyspark.driver.python") or python
     pairs = [("PYSPARK_PYTHON", python), ("PYSPARK_DRIVER_PYTHON", driver_python)]
-    return [{"name": name, "value": value} for name, value in pairs if value]
+    return [{"name": name, "value": value} if value else {"name": name} for name, value in pairs]
 
 
 def _from_template(

@@ -12,9 +12,9 @@ import re
 from dataclasses import dataclass
 
 from kubeaccel.errors import ConfigError
+from kubeaccel.kube.names import is_dns_label
 
 _NAME_GLOB = re.compile(r"^[a-z0-9.\-*?\[\]!]+$")
-_NAMESPACE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 
 
 @dataclass(frozen=True, order=True)
@@ -50,7 +50,7 @@ def parse_target(text: str) -> Target:
             hint="use NAMESPACE:DRIVER-POD (e.g. team-a:etl-1a2b-driver), DRIVER-POD, or a glob like team-a:etl-*",
         )
     namespace, _, pattern = raw.rpartition(":")
-    if namespace and namespace != "*" and not _NAMESPACE.match(namespace):
+    if namespace and namespace != "*" and not is_dns_label(namespace):
         raise ConfigError(
             f"{namespace!r} in {text!r} is not a valid namespace name",
             hint="namespaces are lowercase letters, digits and '-'",

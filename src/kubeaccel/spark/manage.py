@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
-from kubeaccel.errors import ForbiddenError, KubeaccelError, NotFoundError
+from kubeaccel.errors import ConfigError, ForbiddenError, KubeaccelError, NotFoundError
 from kubeaccel.kube.client import ALL_NAMESPACES, Kube
 from kubeaccel.spark.builder import LABEL_APP_ID, LABEL_APP_NAME, LABEL_ROLE
 from kubeaccel.spark.ids import SubmissionId, Target, parse_target
@@ -348,7 +348,7 @@ def logs(kube: Kube, target: str | Target, *, follow: bool = False, tail_lines: 
     pods = _require(find_drivers(kube, target), target, kube)
     if len(pods) > 1:
         matched = ", ".join(str(_id(p)) for p in pods[:5])
-        raise NotFoundError(
+        raise ConfigError(  # the target is ambiguous (bad input, exit 2), not missing
             f"{target.pattern!r} matches {len(pods)} apps ({matched}, ...)",
             hint="logs follows one app: give its full ID NAMESPACE:DRIVER-POD",
         )

@@ -36,6 +36,14 @@ class ChangePoller:
             self._closed.wait(min(self._interval, remaining))
         return False
 
+    def changed(self) -> bool:
+        """Check once, without waiting: True when the fingerprint moved since last seen."""
+        current = self._fingerprint()
+        if current != self._seen:
+            self._seen = current
+            return True
+        return False
+
     def close(self) -> None:
         self._closed.set()
 

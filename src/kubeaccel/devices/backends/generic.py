@@ -10,7 +10,12 @@ gets its position in natural ID order instead.
 
 Health is "the node still exists": a node seen once and then gone (an unplugged adapter, a
 dangling ``/dev/serial/by-id`` link) is reported ``Unhealthy`` rather than silently dropped, so
-the kubelet stops placing pods on it and recovers it when it comes back. ``shareCount: K``
+the kubelet stops placing pods on it and recovers it when it comes back.
+
+Changes are event-driven where the kernel allows: the directories the globs look in (the part of
+each pattern before its first wildcard, e.g. ``/dev`` for ``/dev/ttyUSB*``) are watched with
+inotify and the fingerprint is re-read only after an event there. When one of those directories
+does not exist (yet), the backend polls every ``pollIntervalSeconds`` instead. ``shareCount: K``
 advertises each node K times (``ttyUSB0::0`` ...), see ``kubeaccel.devices.sharing``.
 """
 
@@ -20,6 +25,7 @@ import glob
 import os
 import re
 import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -28,6 +34,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, field
 from kubeaccel.devices.backends._poll import ChangePoller, under_root
 from kubeaccel.devices.model import Backend, ContainerAllocation, Device, DeviceNode, Devices, Health, sort_key
 from kubeaccel.devices.sharing import SharedBackend
+from kubeaccel.devices.watch import FILE_EVENTS, DirWatch, flags
 
 _TRAILING_NUMBER = re.compile(r"(\d+)$")
 
@@ -73,6 +80,7 @@ class GenericBackend:
         # Host path (without root) of every node ever matched: vanished ones stay, as Unhealthy.
         self._known: set[str] = set()
         self._poller = ChangePoller(self._fingerprint, config.poll_interval_seconds)
+        self._watch = self._open_watch()
 
     @property
     def resource_name(self) -> str:
@@ -120,11 +128,41 @@ class GenericBackend:
     def container_allocation(self, devices: Sequence[Device]) -> ContainerAllocation:
         return ContainerAllocation(device_nodes=tuple(n for d in devices for n in d.nodes))
 
+    def _open_watch(self) -> DirWatch | None:
+        directories = {under_root(self._root, _glob_dir(p)) for p in self._config.paths}
+        try:
+            return DirWatch(sorted(directories), None, FILE_EVENTS | flags.DELETE_SELF)
+        except OSError:  # a directory is missing, or no inotify: poll instead
+            return None
+
+    @property
+    def event_driven(self) -> bool:
+        return self._watch is not None and not self._watch.gone
+
     def wait_for_change(self, timeout: float) -> bool:
-        return self._poller.wait(timeout)
+        watch = self._watch
+        if watch is None or watch.gone:
+            return self._poller.wait(timeout)
+        deadline = time.monotonic() + timeout
+        while (remaining := deadline - time.monotonic()) > 0:
+            if not watch.wait(remaining):
+                return False
+            if watch.gone:  # a watched directory went away: polling from here on
+                return True
+            if self._poller.changed():  # /dev sees unrelated churn: only our globs count
+                return True
+        return False
 
     def close(self) -> None:
         self._poller.close()
+        if self._watch is not None:
+            self._watch.close()
+
+
+def _glob_dir(pattern: str) -> str:
+    """The directory a glob looks in: the pattern up to the last ``/`` before its first wildcard."""
+    cut = min((i for i, c in enumerate(pattern) if c in "*?["), default=len(pattern))
+    return pattern[: pattern.rfind("/", 0, cut) + 1] or "/"
 
 
 def create(resource_name: str, config: Config, *, root: Path = Path("/")) -> Backend:

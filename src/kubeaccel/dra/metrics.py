@@ -1,0 +1,50 @@
+"""Prometheus metrics of the DRA daemon, in a registry of its own (several daemons per test process)."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping
+from wsgiref.simple_server import WSGIServer
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+from kubeaccel.dra.model import Pool
+
+# A first prepare reads the claim from the API server and fsyncs two files: milliseconds, not microseconds.
+CALL_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.devices = Gauge("kubeaccel_dra_devices", "Devices published, by resource and health.",
+                             ["resource", "health"], registry=self.registry)
+        self.claims = Counter("kubeaccel_dra_claims", "Claims answered, by call (prepare, unprepare) and result.",
+                              ["call", "result"], registry=self.registry)
+        self.call_seconds = Histogram("kubeaccel_dra_call_duration_seconds", "Time to answer a kubelet call.",
+                                      ["call"], buckets=CALL_BUCKETS, registry=self.registry)
+        self.prepared = Gauge("kubeaccel_dra_prepared_claims", "Claims prepared on this node (checkpointed).",
+                              registry=self.registry)
+        self.publishes = Counter("kubeaccel_dra_slice_publishes", "ResourceSlice publish passes, by result.",
+                                 ["result"], registry=self.registry)
+        self._http: tuple[WSGIServer, threading.Thread] | None = None
+
+    def set_pools(self, pools: Mapping[str, Pool]) -> None:
+        for pool in pools.values():
+            healthy = sum(1 for d in pool.devices.values() if d.healthy)
+            self.devices.labels(pool.resource_name, "Healthy").set(healthy)
+            self.devices.labels(pool.resource_name, "Unhealthy").set(len(pool.devices) - healthy)
+
+    def serve(self, port: int, addr: str = "0.0.0.0") -> int:
+        """Serve /metrics over HTTP; returns the bound port (useful with port 0)."""
+        server, thread = start_http_server(port, addr=addr, registry=self.registry)
+        self._http = (server, thread)
+        return int(server.server_port)
+
+    def close(self) -> None:
+        if self._http is not None:
+            server, thread = self._http
+            server.shutdown()
+            server.server_close()
+            thread.join(timeout=5)
+            self._http = None

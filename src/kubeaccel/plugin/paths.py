@@ -1,0 +1,9 @@
+"""Where the kubelet's device-plugin files live: constants only, cheap to import (the CLI needs them
+before anything heavy is loaded)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+DEFAULT_SOCKET_DIR = Path("/var/lib/kubelet/device-plugins")
+KUBELET_SOCKET = "kubelet.sock"

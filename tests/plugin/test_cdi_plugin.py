@@ -1,0 +1,110 @@
+"""CDI from the device plugin (issue 8 item 7, the plugin's side): a spec per resource, kept in sync.
+
+Matrix: with ``cdi: true`` the daemon writes ``<cdi-dir>/kubeaccel-<resource>.json`` before it
+serves (valid kind, one entry per real device with its nodes, a common env marker); Allocate names
+exactly those entries and sends no DeviceSpecs for them; a device that goes Absent leaves the
+spec, one that returns comes back (atomic rewrites: no temp files left); replicas share one entry;
+stopping removes the spec; a missing CDI dir is created with a warning.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from fixtures.plugin import SIM_RESOURCE, short_socket_dir, write_sim_config
+
+from kubeaccel.devices import cdi
+from kubeaccel.devices.config import load_config
+from kubeaccel.plugin._generated import api_pb2 as pb
+from kubeaccel.plugin._generated import api_pb2_grpc as pb_grpc
+from kubeaccel.plugin.daemon import BackgroundDaemon, Daemon
+from kubeaccel.plugin.kubelet import KubeletStandIn
+
+SPEC = cdi.spec_file_name(SIM_RESOURCE)
+
+
+def _spec(cdi_dir: Path) -> dict:  # type: ignore[type-arg]
+    return json.loads((cdi_dir / SPEC).read_text())
+
+
+def _wait_spec(cdi_dir: Path, names: list[str], timeout: float = 5.0) -> dict:  # type: ignore[type-arg]
+    deadline = time.monotonic() + timeout
+    while True:
+        doc = _spec(cdi_dir)
+        if [d["name"] for d in doc["devices"]] == names:
+            return doc
+        assert time.monotonic() < deadline, doc
+        time.sleep(0.02)
+
+
+def test_cdi_spec_follows_the_devices_and_allocate_names_it(tmp_path: Path) -> None:
+    socket_dir = short_socket_dir()
+    cdi_dir = tmp_path / "cdi"
+    state = tmp_path / "s.json"
+    config = write_sim_config(tmp_path / "c.yaml", state, tmp_path / "dev", cdi=True)
+    daemon = Daemon(lambda: load_config(config), socket_dir, cdi_dir=cdi_dir)
+    try:
+        with BackgroundDaemon(daemon):
+            doc = _spec(cdi_dir)  # written before the daemon serves
+            assert doc["cdiVersion"] == cdi.CDI_VERSION and doc["kind"] == "example.com/sim"
+            assert [d["name"] for d in doc["devices"]] == ["0", "1", "2", "3"]
+            nodes = doc["devices"][2]["containerEdits"]["deviceNodes"]
+            assert nodes == [{"path": "/dev/sim-2", "hostPath": str(tmp_path / "dev" / "sim-2"), "permissions": "rw"}]
+            assert doc["containerEdits"]["env"] == ["KUBEACCEL_CDI_EXAMPLE_COM_SIM=example.com/sim"]
+
+            async def allocate() -> pb.ContainerAllocateResponse:
+                async with KubeletStandIn(socket_dir) as kubelet:
+                    _, request = await kubelet.next_registration(timeout=10)
+                    async with kubelet.plugin_channel(request.endpoint) as channel:
+                        response = await pb_grpc.DevicePluginStub(channel).Allocate(pb.AllocateRequest(
+                            container_requests=[pb.ContainerAllocateRequest(devices_ids=["sim-3", "sim-1"])]),
+                            timeout=5)
+                        return response.container_responses[0]
+
+            got = asyncio.run(allocate())
+            assert [c.name for c in got.cdi_devices] == ["example.com/sim=1", "example.com/sim=3"]
+            assert list(got.devices) == [] and list(got.mounts) == []  # the spec carries them
+            assert got.envs["KUBEACCEL_DEVICES_EXAMPLE_COM_SIM"] == "1,3"
+
+            state.write_text(json.dumps({"sim-2": "Absent"}))
+            _wait_spec(cdi_dir, ["0", "1", "3"])
+            state.write_text("{}")
+            _wait_spec(cdi_dir, ["0", "1", "2", "3"])
+            assert sorted(p.name for p in cdi_dir.iterdir()) == [SPEC]  # no temp files left behind
+        assert not (cdi_dir / SPEC).exists()  # removed on stop
+    finally:
+        shutil.rmtree(socket_dir, ignore_errors=True)
+
+
+def test_replicas_share_one_cdi_entry(tmp_path: Path) -> None:
+    socket_dir = short_socket_dir()
+    cdi_dir = tmp_path / "cdi"
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump({"resources": [
+        {"name": SIM_RESOURCE, "backend": "simulated", "count": 2, "replicas": 3, "cdi": True}]}))
+    try:
+        with BackgroundDaemon(Daemon(lambda: load_config(config), socket_dir, cdi_dir=cdi_dir)):
+            assert [d["name"] for d in _spec(cdi_dir)["devices"]] == ["0", "1"]
+    finally:
+        shutil.rmtree(socket_dir, ignore_errors=True)
+
+
+def test_missing_cdi_dir_is_created_with_a_warning(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    socket_dir = short_socket_dir()
+    cdi_dir = tmp_path / "no" / "cdi"
+    config = write_sim_config(tmp_path / "c.yaml", tmp_path / "s.json", tmp_path / "dev", cdi=True)
+    caplog.set_level(logging.WARNING, logger="kubeaccel")
+    try:
+        with BackgroundDaemon(Daemon(lambda: load_config(config), socket_dir, cdi_dir=cdi_dir)):
+            assert (cdi_dir / SPEC).exists()
+    finally:
+        shutil.rmtree(socket_dir, ignore_errors=True)
+    warning = [r.getMessage() for r in caplog.records if "did not exist" in r.getMessage()]
+    assert len(warning) == 1 and "no CDI support" in warning[0]
