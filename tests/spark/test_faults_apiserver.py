@@ -1,6 +1,6 @@
 """The API server stalls or dies under a submit or a `--wait` (a private cluster: these tests stop its apiserver).
 
-Matrix: apiserver paused (SIGSTOP) for 15 s, or killed and restarted by the cluster's supervisor, while
+Matrix: apiserver paused (SIGSTOP) for 15 s, or killed and repaired a few seconds later by `cluster up`, while
 `submit --wait` follows the driver -> it retries with backoff, then reports the driver's own exit code;
 apiserver stalled right after the driver pod was created -> exit 4, the ID of the pod that may run and
 every leftover named, and the printed command removes them once the server is back; apiserver killed
@@ -40,7 +40,10 @@ PAUSE_SECONDS = 15
 
 class PrivateCluster:
     def __init__(self, state_dir: Path, kubeconfig: Path) -> None:
+        from kubeaccel.cluster.spec import ClusterSpec
+
         self.state_dir, self.kubeconfig = state_dir, kubeconfig
+        self.spec = ClusterSpec(state_dir=state_dir, nodes=1, node_resources=DEFAULT_NODE_RESOURCES)
 
     def apiserver_pid(self) -> int:
         from kubeaccel.cluster.layout import Layout
@@ -60,12 +63,12 @@ class PrivateCluster:
 @pytest.fixture(scope="module")
 def private() -> Iterator[PrivateCluster]:
     from kubeaccel.cluster.lifecycle import down, up
-    from kubeaccel.cluster.spec import ClusterSpec
 
     state_dir = Path(tempfile.mkdtemp(prefix="kubeaccel-faults-"))
     try:
-        info = up(ClusterSpec(state_dir=state_dir, nodes=1, node_resources=DEFAULT_NODE_RESOURCES))
-        cluster = PrivateCluster(state_dir, info.kubeconfig)
+        cluster = PrivateCluster(state_dir, state_dir / "kubeconfig")
+        info = up(cluster.spec)
+        assert info.kubeconfig == cluster.kubeconfig
         yield cluster
     finally:
         with_pid = PrivateCluster(state_dir, state_dir / "kubeconfig")
@@ -172,14 +175,22 @@ def test_wait_rides_out_a_paused_apiserver(private: PrivateCluster, namespace: s
     assert time.monotonic() - started >= PAUSE_SECONDS
 
 
-def test_wait_rides_out_a_killed_and_restarted_apiserver(private: PrivateCluster, namespace: str) -> None:
-    """The cluster's supervisor starts the killed apiserver again (same port, same data)."""
+def test_wait_rides_out_a_killed_apiserver_until_it_is_repaired(private: PrivateCluster, namespace: str) -> None:
+    """Killed with the cluster's supervisor stopped (else it restarts the apiserver before `--wait` notices),
+    down for a few seconds, then repaired in place by `cluster up` (same port, same data)."""
+    from kubeaccel.cluster import supervisor
+    from kubeaccel.cluster.layout import Layout
+    from kubeaccel.cluster.lifecycle import up
+
     before = private.apiserver_pid()
 
-    def kill() -> None:
+    def kill_then_repair() -> None:
+        supervisor.stop(Layout(private.state_dir))
         os.kill(before, signal.SIGKILL)
+        time.sleep(5)
+        up(private.spec)
 
-    code, output, error = _submit_wait_through(private, namespace, kill)
+    code, output, error = _submit_wait_through(private, namespace, kill_then_repair)
     assert code == 3, (output, error)
     assert "retrying in" in output and "cannot reach" in output
     assert private.apiserver_pid() != before
