@@ -108,7 +108,8 @@ def test_pi_on_the_real_node_gets_the_allocated_ves(
 ) -> None:
     kubeconfig = real_node.kubeconfig
     namespace = f"e2e-{uuid.uuid4().hex[:6]}"
-    kubeaccel("tenant", "create", namespace, kubeconfig=kubeconfig)
+    # the driver uses the host network, which Pod Security "baseline" (the tenant default) refuses
+    kubeaccel("tenant", "create", namespace, "--pod-security", "privileged", kubeconfig=kubeconfig)
     template = tmp_path / "driver-template.yaml"
     template.write_text(
         yaml.safe_dump(
@@ -160,5 +161,5 @@ def test_pi_on_the_real_node_gets_the_allocated_ves(
     (driver,) = _pods(real_node, namespace, "spark-role=driver")
     assert driver["status"]["phase"] == "Succeeded"
     status = kubeaccel("spark", "status", sid, "-o", "json", kubeconfig=kubeconfig).stdout
-    assert json.loads(status)[0]["phase"] == "Succeeded"
+    assert json.loads(status)["apps"][0]["phase"] == "Succeeded"
     real_node.cluster.kubectl("delete", "namespace", namespace, "--wait=false", check=False)

@@ -100,7 +100,8 @@ def test_the_driver_resolves_packages_from_a_maven_repository(
         )
     )
     namespace = f"e2e-pkg-{uuid.uuid4().hex[:6]}"
-    assert kubeaccel("tenant", "create", namespace, kubeconfig=kubeconfig).returncode == 0
+    tenant = kubeaccel("tenant", "create", namespace, "--pod-security", "privileged", kubeconfig=kubeconfig)
+    assert tenant.returncode == 0
     common = [
         "spark", "submit", "--master", f"k8s://{real_node.cluster.server}", "--name", "packages",
         "--conf", f"spark.kubernetes.namespace={namespace}",
