@@ -14,8 +14,8 @@ import pytest
 
 from kubeaccel.cluster import process
 from kubeaccel.cluster.layout import Layout
+from kubeaccel.cluster.lock import locked
 from kubeaccel.cluster.ports import pick_free, require_free
-from kubeaccel.cluster.state import locked
 from kubeaccel.errors import ConfigError, KubeaccelError
 
 IGNORES_TERM = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('up', flush=True); " \

@@ -15,7 +15,7 @@ from fixtures.cluster import wait_for
 
 from kubeaccel.cluster import process, supervisor
 from kubeaccel.cluster.layout import Layout
-from kubeaccel.cluster.state import locked
+from kubeaccel.cluster.lock import locked
 
 
 @pytest.fixture

@@ -21,9 +21,10 @@ from kubeaccel.cluster import api, commands, kwok, process, supervisor
 from kubeaccel.cluster.binaries import CONTROL_PLANE, Binaries, locate
 from kubeaccel.cluster.commands import Ports
 from kubeaccel.cluster.layout import Layout
+from kubeaccel.cluster.lock import locked
 from kubeaccel.cluster.ports import free_soon, pick_free, require_free
 from kubeaccel.cluster.spec import KUBE_VERSION, ClusterSpec
-from kubeaccel.cluster.state import ClusterState, locked, remove_created, write_control_plane_files
+from kubeaccel.cluster.state import ClusterState, remove_created, write_control_plane_files
 from kubeaccel.errors import ConfigError, KubeaccelError, NotFoundError, UnavailableError
 
 Progress = Callable[[str], None]

@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import json
 import os
 import shutil
-import time
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -17,7 +13,7 @@ from kubeaccel.cluster.commands import APISERVER_KUBELET_CLIENT, Ports
 from kubeaccel.cluster.kubeconfig import build_kubeconfig, dump
 from kubeaccel.cluster.layout import Layout
 from kubeaccel.cluster.pki import CertificateAuthority, service_account_keys
-from kubeaccel.errors import ConfigError, KubeaccelError
+from kubeaccel.errors import ConfigError
 
 # name -> (common name, organization) of each client identity. system:masters bypasses RBAC: for the admin,
 # the controller manager (see commands.controller_manager), kwok (it writes every simulated node's and pod's
@@ -62,43 +58,6 @@ class ClusterState:
                 hint="`kubeaccel cluster up --fresh` recreates the cluster (its data is lost); "
                 "`kubeaccel cluster down` removes it",
             ) from None
-
-
-# The supervisor holds the lock only for the milliseconds a restart takes; a command waits that out.
-LOCK_WAIT = 3.0
-
-
-@contextlib.contextmanager
-def locked(layout: Layout, wait: float = LOCK_WAIT) -> Iterator[None]:
-    """One ``up``/``down`` (or supervisor restart) at a time per state dir."""
-    with try_locked(layout, wait) as got:
-        if not got:
-            raise KubeaccelError(
-                f"another kubeaccel cluster command is using {layout.root}",
-                hint="wait for it to finish, or use another --state-dir",
-            )
-        yield
-
-
-@contextlib.contextmanager
-def try_locked(layout: Layout, wait: float = 0.0) -> Iterator[bool]:
-    """Take the state dir's lock within ``wait`` seconds; yields whether it was taken."""
-    layout.root.mkdir(parents=True, exist_ok=True)
-    with open(layout.lock_file, "a") as handle:
-        deadline = time.monotonic() + wait
-        while True:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    yield False
-                    return
-                time.sleep(0.05)
-        try:
-            yield True
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _write_private(path: Path, data: bytes | str) -> None:

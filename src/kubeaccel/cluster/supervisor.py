@@ -27,7 +27,7 @@ from types import FrameType
 
 from kubeaccel.cluster import process
 from kubeaccel.cluster.layout import Layout
-from kubeaccel.cluster.state import try_locked
+from kubeaccel.cluster.lock import try_locked
 
 NAME = "supervisor"
 SUPERVISED = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
