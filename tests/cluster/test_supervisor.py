@@ -40,12 +40,12 @@ def test_a_killed_process_is_restarted_with_its_command_line_and_counted(layout:
     supervisor.start(layout)
     wait_for("supervisor watching", lambda: "supervising" in process.log_tail(layout, supervisor.NAME), timeout=20)
     os.kill(first.pid, signal.SIGKILL)
-    wait_for("restart", lambda: _current(layout, "kube-scheduler").pid != first.pid, timeout=10)
+    wait_for("restart", lambda: _current(layout, "kube-scheduler").pid != first.pid, timeout=30)
     second = _current(layout, "kube-scheduler")
     assert second.alive() and second.argv == first.argv and second.restarts == 1
     assert "restarted kube-scheduler" in process.log_tail(layout, supervisor.NAME)
     os.kill(second.pid, signal.SIGKILL)
-    wait_for("second restart", lambda: _current(layout, "kube-scheduler").restarts == 2, timeout=10)
+    wait_for("second restart", lambda: _current(layout, "kube-scheduler").restarts == 2, timeout=30)
     os.kill(bystander.pid, signal.SIGKILL)
     time.sleep(1.5)
     assert _current(layout, "plugin").pid == bystander.pid and not bystander.alive()
@@ -54,6 +54,9 @@ def test_a_killed_process_is_restarted_with_its_command_line_and_counted(layout:
 def test_a_crash_loop_backs_off(layout: Layout) -> None:
     process.start(layout, "kwok", ["sh", "-c", "exit 1"])
     supervisor.start(layout)
+    # Timed from the supervisor's start (a loaded machine may take seconds to start Python).
+    wait_for("supervisor watching", lambda: "supervising" in process.log_tail(layout, supervisor.NAME, 50),
+             timeout=30)
     time.sleep(5)
     # Immediate restarts would be hundreds; backing off 1, 2, 4 s allows at most 3 in 5 s.
     assert 1 <= _current(layout, "kwok").restarts <= 3
@@ -67,7 +70,7 @@ def test_restarts_wait_for_the_state_lock(layout: Layout) -> None:
         os.kill(first.pid, signal.SIGKILL)
         time.sleep(1.0)
         assert _current(layout, "kube-controller-manager").pid == first.pid, "restarted while `up` held the lock"
-    wait_for("restart after the lock", lambda: _current(layout, "kube-controller-manager").alive(), timeout=10)
+    wait_for("restart after the lock", lambda: _current(layout, "kube-controller-manager").alive(), timeout=30)
 
 
 def test_stop_leaves_dead_processes_dead(layout: Layout) -> None:
