@@ -44,10 +44,10 @@ def _bare_apiserver(state_dir: Path) -> float:
     bins = locate(("etcd", "kube-apiserver"))
     write_control_plane_files(layout, ports, "localhost")
     start = time.perf_counter()
-    process.start(layout, "etcd", commands.etcd(bins, layout, ports))
-    process.start(layout, "kube-apiserver", commands.apiserver(bins, layout, ports))
-    context = api.ssl_context(layout)
     try:
+        process.start(layout, "etcd", commands.etcd(bins, layout, ports))
+        process.start(layout, "kube-apiserver", commands.apiserver(bins, layout, ports))
+        context = api.ssl_context(layout)
         api.wait_until("bare apiserver", lambda: api.readyz(layout, api_port, context), 120, lambda: None)
         return time.perf_counter() - start
     finally:
@@ -122,17 +122,31 @@ def _measure(runs: int, real_node: bool, samples: dict[str, list[float]]) -> Non
                                    real_node=tier == "up tier 2")
                 if spec.real_node:
                     _wait_unclaimed(Layout(state))
-                start = time.perf_counter()
-                up(spec)
-                samples[tier].append(time.perf_counter() - start)
-                if tier == "up tier 1":
-                    for name, component in REPAIRS.items():
-                        samples[name].append(_repair(spec, component))
-                start = time.perf_counter()
-                down(state)
-                samples["down"].append(time.perf_counter() - start)
+                try:
+                    start = time.perf_counter()
+                    up(spec)
+                    samples[tier].append(time.perf_counter() - start)
+                    if tier == "up tier 1":
+                        for name, component in REPAIRS.items():
+                            samples[name].append(_repair(spec, component))
+                    start = time.perf_counter()
+                    down(state)
+                    samples["down"].append(time.perf_counter() - start)
+                finally:
+                    down(state)  # after a failure too: never a cluster left running (a no-op after a timed down)
         finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+            # Only the bare run's files are left (down removed the rest); a dir with a mount point is kept.
+            _remove_unmounted(tmp)
+
+
+def _remove_unmounted(tmp: Path) -> None:
+    from kubeaccel.cluster.hostclean import mounts_under
+
+    mounted = mounts_under(Path("/proc/self/mountinfo").read_text(), [tmp])
+    if mounted:
+        print(f"kept {tmp}: mount points under it: {', '.join(mounted)}")
+        return
+    shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _report(samples: dict[str, list[float]]) -> None:

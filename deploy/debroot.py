@@ -13,12 +13,15 @@ has its own copy of the same steps and can switch to this module).
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
+import re
 import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 # Not needed at run time and large.
@@ -140,3 +143,51 @@ def check_host() -> None:
     for tool in ("apt-get", "dpkg-deb", "tar", "ldconfig"):
         if shutil.which(tool) is None:
             raise BuildError(f"{tool} not found: the local image build needs a Debian host (or use the Dockerfile)")
+
+
+def _mount_points() -> list[str]:
+    # /proc/self/mountinfo field 5 is the mount point, with space, tab, newline and backslash as \ooo octal.
+    text = Path("/proc/self/mountinfo").read_text()
+    fields = (line.split() for line in text.splitlines())
+    return [re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), f[4]) for f in fields if len(f) > 4]
+
+
+def _lock_file(images: Path, prefix: str, key: str) -> Path:
+    return images / f".{prefix}{key}.lock"
+
+
+@contextlib.contextmanager
+def in_use(images: Path, prefix: str, key: str) -> Iterator[None]:
+    """Hold while building (or using the rootfs of) the image ``prefix + key``: no other builder prunes it."""
+    images.mkdir(parents=True, exist_ok=True)
+    with open(_lock_file(images, prefix, key), "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_SH)
+        yield
+
+
+def prune_stale(images: Path, prefix: str, keep: str, log: Callable[[str], None]) -> None:
+    """Remove older builds (``prefix + key + suffix``, any key but ``keep``): they are only disk space.
+
+    Left in place, and logged: a build in progress or in use in another process (its lock is held, see
+    ``in_use``), and a directory with a mount point at or below it (removing it would delete the mounted
+    files: a host /dev bind-mounted into a rootfs for a chroot).
+    """
+    mounts = _mount_points()
+    for path in sorted(images.glob(f"{prefix}*")):
+        key = path.name[len(prefix):].split(".", 1)[0]
+        if key == keep:
+            continue
+        below = [m for m in mounts if m == str(path) or m.startswith(f"{path}/")]
+        if below:
+            log(f"not removing {path}: mount point(s) under it: {', '.join(below)}")
+            continue
+        with open(_lock_file(images, prefix, key), "a") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                log(f"not removing {path}: another process is building or using it")
+                continue
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)

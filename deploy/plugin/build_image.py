@@ -107,7 +107,6 @@ def install_python_packages(rootfs: Path) -> None:
 def build(cache: Path = DEFAULT_CACHE, name: str | None = None) -> dict[str, str]:
     """Build (or find) the image archive; returns ``{"archive", "image"}``."""
     from kubeaccel import __version__
-    from kubeaccel.cluster.images import ImageConfig, build_archive
 
     debroot.check_host()
     if sys.version_info[:2] != (3, 11):
@@ -125,6 +124,20 @@ def build(cache: Path = DEFAULT_CACHE, name: str | None = None) -> dict[str, str
         log(f"cached: {archive}")
         return result
     started = time.monotonic()
+    with debroot.in_use(images, ARCHIVE_PREFIX, key):
+        _build(images, archive, image, result, cache)
+    debroot.prune_stale(images, ARCHIVE_PREFIX, keep=key, log=log)
+    log(f"built {image} in {time.monotonic() - started:.0f}s: {archive} ({archive.stat().st_size >> 20} MiB)")
+    return result
+
+
+def _build(images: Path, archive: Path, image: str, result: dict[str, str], cache: Path) -> None:
+    """The build itself, while this key's lock is held (so no other builder's prune removes its files)."""
+    from kubeaccel import __version__
+    from kubeaccel.cluster.images import ImageConfig, build_archive
+
+    started = time.monotonic()
+    stamp = archive.with_suffix(".json")
     debs = debroot.fetch_debs(debroot.read_list(PACKAGES_FILE), cache / "debs")
     rootfs = Path(tempfile.mkdtemp(prefix="plugin-rootfs-", dir=images))
     try:
@@ -144,11 +157,6 @@ def build(cache: Path = DEFAULT_CACHE, name: str | None = None) -> dict[str, str
         stamp.write_text(json.dumps(result))
     finally:
         shutil.rmtree(rootfs, ignore_errors=True)
-    for stale in images.glob(f"{ARCHIVE_PREFIX}*"):  # older builds are only disk space
-        if key not in stale.name:
-            shutil.rmtree(stale, ignore_errors=True) if stale.is_dir() else stale.unlink(missing_ok=True)
-    log(f"built {image} in {time.monotonic() - started:.0f}s: {archive} ({archive.stat().st_size >> 20} MiB)")
-    return result
 
 
 def main() -> None:

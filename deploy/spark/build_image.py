@@ -37,8 +37,12 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
+sys.path.insert(0, str(HERE.parent))
+import debroot  # noqa: E402 - deploy/debroot.py: the prune that spares builds in progress and mount points
+
 DEFAULT_CACHE = Path(os.environ.get("KUBEACCEL_CACHE", Path.home() / ".cache" / "kubeaccel"))
 IMAGE_REPO = "docker.io/kubeaccel/spark"
+ARCHIVE_PREFIX = "kubeaccel-spark-"
 
 JAVA_HOME = "/usr/lib/jvm/java-17-openjdk-amd64"
 PY_SITE = "/usr/local/lib/python3.11/dist-packages"  # on Debian's sys.path by default
@@ -329,8 +333,8 @@ def build(cache: Path = DEFAULT_CACHE, name: str | None = None, keep_rootfs: boo
     image = name or f"{IMAGE_REPO}:{kubeaccel.__version__}-{key[:8]}"
     images = cache / "images"
     images.mkdir(parents=True, exist_ok=True)
-    archive = images / f"kubeaccel-spark-{key}.tar"
-    rootfs = images / f"kubeaccel-spark-{key}.rootfs"
+    archive = images / f"{ARCHIVE_PREFIX}{key}.tar"
+    rootfs = images / f"{ARCHIVE_PREFIX}{key}.rootfs"
     result = {"archive": str(archive), "image": image}
     if archive.exists() and (not keep_rootfs or rootfs.is_dir()):
         if keep_rootfs:
@@ -349,31 +353,23 @@ def build(cache: Path = DEFAULT_CACHE, name: str | None = None, keep_rootfs: boo
         debs = download_debs(closure, cache / "debs")
     log(f"{len(closure)} Debian packages for: {' '.join(packages)}")
     build_root = Path(tempfile.mkdtemp(prefix="rootfs-", dir=images))
-    try:
-        unpack_debs(debs, build_root)
-        configure_rootfs(build_root)
-        add_app(build_root)
-        log(f"rootfs ready ({time.monotonic() - started:.0f}s); writing {archive.name}")
-        write_oci_archive(build_root, archive, image)
-        if keep_rootfs:
-            shutil.rmtree(rootfs, ignore_errors=True)
-            build_root.rename(rootfs)
-            result["rootfs"] = str(rootfs)
-    finally:
-        shutil.rmtree(build_root, ignore_errors=True)
-    _prune_stale(images, keep=key)
+    # This key's lock, held through the build: another builder's prune never removes what is being made.
+    with debroot.in_use(images, ARCHIVE_PREFIX, key):
+        try:
+            unpack_debs(debs, build_root)
+            configure_rootfs(build_root)
+            add_app(build_root)
+            log(f"rootfs ready ({time.monotonic() - started:.0f}s); writing {archive.name}")
+            write_oci_archive(build_root, archive, image)
+            if keep_rootfs:
+                shutil.rmtree(rootfs, ignore_errors=True)
+                build_root.rename(rootfs)
+                result["rootfs"] = str(rootfs)
+        finally:
+            shutil.rmtree(build_root, ignore_errors=True)
+    debroot.prune_stale(images, ARCHIVE_PREFIX, keep=key, log=log)
     log(f"built {image} in {time.monotonic() - started:.0f}s: {archive} ({archive.stat().st_size >> 20} MiB)")
     return result
-
-
-def _prune_stale(images: Path, keep: str) -> None:
-    """Older builds are only disk space: keep the current archive (and rootfs) alone."""
-    for path in images.glob("kubeaccel-spark-*"):
-        if keep not in path.name:
-            if path.is_dir():
-                shutil.rmtree(path, ignore_errors=True)
-            else:
-                path.unlink(missing_ok=True)
 
 
 def main() -> None:

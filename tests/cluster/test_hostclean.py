@@ -4,7 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from kubeaccel.cluster.hostclean import iptables_chains, mounts_under, new_chains, rules_jumping_to
+from hypothesis import given
+from hypothesis import strategies as st
+
+from kubeaccel.cluster.hostclean import iptables_chains, is_cluster_process, mounts_under, new_chains, rules_jumping_to
+from kubeaccel.cluster.lifecycle import PROGRAMS
 
 MOUNTINFO = """\
 22 1 254:0 / / rw - ext4 /dev/vda rw
@@ -65,3 +69,28 @@ def test_rules_jumping_to_new_chains_become_deletions() -> None:
         ["-D", "INPUT", "-j", "KUBE-FIREWALL"],
         ["-D", "POSTROUTING", "-s", "10.244.0.5/32", "-m", "comment", "--comment", "x", "-j", "CNI-abc123"],
     ]
+
+
+# Which processes belong to a cluster, by command line (what `down` stops when no PID file records them).
+_SEGMENT = st.text(alphabet="abcxyz-_.0123456789", min_size=1, max_size=8).filter(lambda s: s not in (".", ".."))
+
+
+@given(rest=st.lists(_SEGMENT, max_size=3), flag=st.sampled_from(["", "--config=", "--data-dir="]),
+       program=st.sampled_from(["etcd", "kube-apiserver", "kwok", "kubelet", "containerd"]))
+def test_a_program_of_ours_naming_a_path_in_the_state_dir_is_the_clusters(
+    rest: list[str], flag: str, program: str
+) -> None:
+    root = Path("/tmp/state")
+    path = "/".join([str(root), *rest])
+    assert is_cluster_process([f"/cache/bin/{program}", "-v", f"{flag}{path}"], root, PROGRAMS)
+    # Not another state dir that merely starts with the same characters, nor another program.
+    assert not is_cluster_process([f"/cache/bin/{program}", f"{flag}/tmp/state2/{'/'.join(rest)}"], root, PROGRAMS)
+    assert not is_cluster_process(["/usr/bin/vim", f"{flag}{path}"], root, PROGRAMS)
+    assert not is_cluster_process([f"/cache/bin/{program}"], root, PROGRAMS)
+
+
+def test_the_supervisor_is_matched_by_its_module() -> None:
+    root = Path("/tmp/state")
+    assert is_cluster_process(["/venv/bin/python3", "-m", "kubeaccel.cluster.supervisor", "/tmp/state"], root, ())
+    assert not is_cluster_process(["/venv/bin/python3", "-m", "kubeaccel.cluster.supervisor", "/tmp/other"], root, ())
+    assert not is_cluster_process(["/venv/bin/python3", "/tmp/state/script.py"], root, ())

@@ -27,8 +27,7 @@ from fixtures.cluster import LocalCluster, RealNode, wait_for
 
 from kubeaccel.cluster.images import BUSYBOX_IMAGE
 from kubeaccel.cluster.realnode import DEVICE_PLUGIN_DIR
-from kubeaccel.cluster.spec import KUBE_VERSION
-from kubeaccel.cluster.versions import CONTAINERD_VERSION
+from kubeaccel.cluster.versions import CONTAINERD_VERSION, KUBE_VERSION
 
 pytestmark = [pytest.mark.real_node, pytest.mark.cluster, pytest.mark.slow]
 KUBEACCEL = str(Path(sys.executable).with_name("kubeaccel"))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -21,7 +22,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from fixtures.cluster import LocalCluster, wait_for
+from fixtures.cluster import LocalCluster, processes_of, wait_for
 
 from kubeaccel.cluster import process, supervisor
 from kubeaccel.cluster.layout import Layout
@@ -47,7 +48,9 @@ def own_cluster() -> Iterator[LocalCluster]:
         yield LocalCluster(info.kubeconfig, info.server, info.state_dir, info.nodes)
     finally:
         down(state_dir)
-        subprocess.run(["rm", "-rf", str(state_dir)], check=False)
+        left = processes_of(state_dir)
+        shutil.rmtree(state_dir, ignore_errors=True)  # only the user's files are left: no mount points
+    assert left == [], f"processes of the cluster survived `down`: {left}"
 
 
 def _record(cluster: LocalCluster, name: str) -> process.ProcessRecord:

@@ -186,6 +186,40 @@ def pids_with_argument(argument: str, program_fragment: str) -> list[int]:
     return found
 
 
+def names_path_under(argv: list[str], root: Path) -> bool:
+    """Whether an argument is ``root`` or a path below it, alone or as ``--flag=PATH``."""
+    prefix = str(root).rstrip("/")
+    for arg in argv:
+        value = arg.split("=", 1)[1] if arg.startswith("-") and "=" in arg else arg
+        if value == prefix or value.startswith(prefix + "/"):
+            return True
+    return False
+
+
+def is_cluster_process(argv: list[str], root: Path, programs: Iterable[str]) -> bool:
+    """One of our ``programs`` (by file name) or our supervisor, working on the cluster in ``root``."""
+    if not argv:
+        return False
+    ours = os.path.basename(argv[0]) in set(programs) or argv[1:3] == ["-m", "kubeaccel.cluster.supervisor"]
+    return ours and names_path_under(argv[1:], root)
+
+
+def cluster_pids(root: Path, programs: Iterable[str]) -> list[int]:
+    """Processes of the cluster in ``root`` by their command lines, whether or not a PID file still records them."""
+    wanted = tuple(programs)
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            argv = [a.decode(errors="replace") for a in (entry / "cmdline").read_bytes().split(b"\0")[:-1]]
+        except OSError:
+            continue
+        if is_cluster_process(argv, root, wanted):
+            found.append(int(entry.name))
+    return found
+
+
 def delete_link(name: str) -> bool:
     if not Path("/sys/class/net", name).exists():
         return False

@@ -11,20 +11,24 @@ control-plane processes that die while the cluster runs.
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
+import signal
 import socket
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from kubeaccel.cluster import api, commands, kwok, process, supervisor
+from kubeaccel.cluster import api, commands, hostclean, kwok, process, supervisor
 from kubeaccel.cluster.binaries import CONTROL_PLANE, Binaries, locate
 from kubeaccel.cluster.commands import Ports
 from kubeaccel.cluster.layout import Layout
 from kubeaccel.cluster.lock import locked
 from kubeaccel.cluster.ports import free_soon, pick_free, require_free
-from kubeaccel.cluster.spec import KUBE_VERSION, ClusterSpec
+from kubeaccel.cluster.spec import ClusterSpec
 from kubeaccel.cluster.state import ClusterState, remove_created, write_control_plane_files
+from kubeaccel.cluster.versions import KUBE_VERSION
 from kubeaccel.errors import ConfigError, KubeaccelError, NotFoundError, UnavailableError
 
 Progress = Callable[[str], None]
@@ -33,6 +37,11 @@ CONTROL_PLANE_COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager",
 APISERVER_TIMEOUT = 90.0
 USABLE_TIMEOUT = 90.0
 REPAIR_ATTEMPTS = 3
+# `down` waits out a supervisor restart or a short command on the same state dir rather than leave all running.
+DOWN_LOCK_WAIT = 30.0
+# Every program a cluster runs with its state dir in its arguments (the supervisor is matched by its module).
+PROGRAMS = ("etcd", *CONTROL_PLANE, "containerd", "kubelet")
+STRAY_GRACE = 2.0
 
 
 @dataclass
@@ -350,8 +359,38 @@ def _teardown(layout: Layout, state: ClusterState | None, keep_logs: bool = Fals
     else:
         stopped = []
     stopped += process.stop_all(layout)
+    stopped += _stop_strays(layout)
     remove_created(layout, keep_logs=keep_logs)
     return stopped
+
+
+def _stop_strays(layout: Layout) -> list[str]:
+    """Stop processes of this cluster that no PID file records any more (an ``up`` killed between starting a
+    process and recording it, a PID file removed by hand): found by their command lines naming the state dir."""
+    pids = hostclean.cluster_pids(layout.root, PROGRAMS)
+    names = []
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            names.append(Path(f"/proc/{pid}/comm").read_text().strip())
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + STRAY_GRACE
+    while pids and time.monotonic() < deadline:
+        for pid in pids:
+            process.reap(pid)
+        pids = [pid for pid in pids if Path(f"/proc/{pid}").exists() and not _zombie(pid)]
+        time.sleep(0.05)
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    return [f"{name} (unrecorded)" for name in names]
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] in ("Z", "X")
+    except OSError:
+        return True
 
 
 def down(state_dir: Path) -> list[str]:
@@ -359,7 +398,7 @@ def down(state_dir: Path) -> list[str]:
     layout = Layout(state_dir)
     if not layout.root.exists():
         return []
-    with locked(layout):
+    with locked(layout, wait=DOWN_LOCK_WAIT):
         stopped = _teardown(layout, ClusterState.load(layout, strict=False))
     layout.lock_file.unlink(missing_ok=True)
     # The user's own files remain in a --state-dir they chose, and so does that dir.

@@ -30,9 +30,13 @@ def locked(layout: Layout, wait: float = LOCK_WAIT) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def try_locked(layout: Layout, wait: float = 0.0) -> Iterator[bool]:
-    """Take the state dir's lock within ``wait`` seconds; yields whether it was taken."""
-    layout.root.mkdir(parents=True, exist_ok=True)
+def try_locked(layout: Layout, wait: float = 0.0, create: bool = True) -> Iterator[bool]:
+    """Take the state dir's lock within ``wait`` seconds; yields whether it was taken.
+
+    ``create=False`` (the supervisor): a state dir that is gone stays gone (FileNotFoundError), never recreated.
+    """
+    if create:
+        layout.root.mkdir(parents=True, exist_ok=True)
     with open(layout.lock_file, "a") as handle:
         deadline = time.monotonic() + wait
         while True:

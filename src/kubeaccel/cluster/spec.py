@@ -7,13 +7,8 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from kubeaccel.cluster.versions import KUBE_VERSION, KWOK_VERSION
 from kubeaccel.devices.naming import is_valid_resource_name
 from kubeaccel.errors import ConfigError
-
-# The versions are re-exported: callers have always read them here; versions.env is where they are set.
-__all__ = ["DEFAULT_NODE_RESOURCES", "KUBE_VERSION", "KWOK_VERSION", "ClusterSpec", "default_state_dir",
-           "node_resources", "parse_node_resource"]
 
 DEFAULT_NODE_RESOURCES: dict[str, str] = {"cpu": "32", "memory": "128Gi", "pods": "110"}
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from kubeaccel.cluster import kwok
+from kubeaccel.cluster import hostclean, kwok
 from kubeaccel.cluster.commands import APISERVER_KUBELET_CLIENT, Ports
 from kubeaccel.cluster.kubeconfig import build_kubeconfig, dump
 from kubeaccel.cluster.layout import Layout
@@ -35,7 +35,6 @@ class ClusterState:
     node_resources: dict[str, str]
     version: str
     real_node: str | None = None
-    extra: dict[str, str] = field(default_factory=dict)
 
     def save(self, layout: Layout) -> None:
         tmp = layout.state_file.with_suffix(".tmp")
@@ -47,6 +46,7 @@ class ClusterState:
         """The record, or None when there is none. Unreadable: an error (strict), never a silent wipe of the data."""
         try:
             data = json.loads(layout.state_file.read_text())
+            data.pop("extra", None)  # an unused field that state.json files written before 2026-11-30 carry
             return cls(**data)
         except FileNotFoundError:
             return None
@@ -102,10 +102,15 @@ CREATED = ("kubeconfig", "state.json", "state.tmp", "pki", "kubeconfigs", "etcd"
 
 
 def remove_created(layout: Layout, keep_logs: bool = False) -> None:
+    """Remove what ``up`` created. A directory with a mount point at or below it is left in place: removing
+    it would delete the mounted files (a host directory bind-mounted into a pod's volume)."""
+    mounted = hostclean.mounts_under(Path("/proc/self/mountinfo").read_text(), [layout.root])
     for name in CREATED:
         if keep_logs and name == "logs":
             continue
         path = layout.root / name
+        if any(m == str(path) or m.startswith(f"{path}/") for m in mounted):
+            continue
         if path.is_dir() and not path.is_symlink():
             shutil.rmtree(path, ignore_errors=True)
         else:

@@ -11,11 +11,17 @@ Event-driven: it blocks on one pidfd per process and wakes only when one exits (
 A process that dies within ``MIN_UPTIME`` of its start is crash-looping: restarts then back off
 1, 2, 4 ... ``MAX_BACKOFF`` seconds. Restarts happen under the state dir's lock, so they never interleave
 with a ``cluster up`` or ``down``.
+
+If the state dir is deleted under a running cluster (a temp dir cleaned up after a failed test, ``rm -rf``),
+nobody could ever stop its processes again with ``cluster down``: the supervisor (woken by inotify on
+``run/``) then stops the processes it supervises, through their pidfds (exactly those processes), and exits.
+It never recreates a state dir that is gone.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import select
 import signal
@@ -34,6 +40,22 @@ SUPERVISED = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-schedul
 MIN_UPTIME = 10.0
 MAX_BACKOFF = 30.0
 LOCK_RETRY = 0.2
+ORPHAN_GRACE = 3.0  # SIGTERM, then SIGKILL, for the processes of a deleted state dir
+_IN_DELETE_SELF = 0x400
+_IN_MOVE_SELF = 0x800
+
+
+def _watch_removal(path: Path) -> int:
+    """An inotify fd that becomes readable when ``path`` (a directory) is deleted or moved away."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    fd = int(libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC))
+    if fd < 0:
+        raise OSError(ctypes.get_errno(), "inotify_init1")
+    if libc.inotify_add_watch(fd, os.fsencode(path), _IN_DELETE_SELF | _IN_MOVE_SELF) < 0:
+        errno = ctypes.get_errno()
+        os.close(fd)
+        raise OSError(errno, f"inotify_add_watch {path}")
+    return fd
 
 
 def start(layout: Layout) -> process.ProcessRecord:
@@ -84,7 +106,7 @@ class Supervisor:
         ready = [name for name, when in self.due.items() if when <= now]
         if not ready:
             return
-        with try_locked(self.layout) as got:
+        with try_locked(self.layout, create=False) as got:
             if not got:
                 # A `cluster up` or `down` is at work; it stops this process before touching anything.
                 for name in ready:
@@ -106,22 +128,67 @@ class Supervisor:
             return None
         return max(0.0, min(self.due.values()) - time.monotonic())
 
+    def state_dir_gone(self, run_inode: int) -> bool:
+        try:
+            return os.stat(self.layout.run).st_ino != run_inode
+        except FileNotFoundError:
+            return True
+
+    def stop_orphans(self) -> None:
+        """The state dir is gone: stop what this supervisor watches (pidfds: never a reused PID), then exit."""
+        self.log(f"{self.layout.root} was removed: stopping {', '.join(sorted(self.watched.values())) or 'nothing'}")
+        poller = select.poll()
+        for fd in self.watched:
+            with contextlib.suppress(ProcessLookupError):
+                signal.pidfd_send_signal(fd, signal.SIGTERM)
+            poller.register(fd, select.POLLIN)
+        deadline = time.monotonic() + ORPHAN_GRACE
+        left = set(self.watched)
+        while left and time.monotonic() < deadline:
+            for fd, _ in poller.poll(max(0.0, deadline - time.monotonic()) * 1000):
+                left.discard(fd)
+                poller.unregister(fd)
+        for fd in left:
+            with contextlib.suppress(ProcessLookupError):
+                signal.pidfd_send_signal(fd, signal.SIGKILL)
+
     def run(self) -> None:
+        try:
+            run_inode = os.stat(self.layout.run).st_ino
+            removal = _watch_removal(self.layout.run)
+        except FileNotFoundError:
+            self.log(f"{self.layout.run} does not exist: nothing to supervise")
+            return
         for name in SUPERVISED:
             self.watch(name)
         self.log(f"supervising {', '.join(sorted(set(self.watched.values()) | set(self.due)))}")
         poller = select.poll()
+        poller.register(removal, select.POLLIN)
         for fd in self.watched:
             poller.register(fd, select.POLLIN)
         while True:
             wait = self.timeout()
-            for fd, _ in poller.poll(None if wait is None else wait * 1000):
+            events = poller.poll(None if wait is None else wait * 1000)
+            if any(fd == removal for fd, _ in events) and self.state_dir_gone(run_inode):
+                self.stop_orphans()
+                return
+            for fd, _ in events:
+                if fd == removal:
+                    with contextlib.suppress(BlockingIOError):
+                        os.read(removal, 4096)
+                    continue
                 name = self.watched.pop(fd)
                 poller.unregister(fd)
                 os.close(fd)
                 self.exited(name, process.read_record(self.layout, name))
             before = set(self.watched)
-            self.restart_due()
+            try:
+                self.restart_due()
+            except FileNotFoundError:
+                if self.state_dir_gone(run_inode):
+                    self.stop_orphans()
+                    return
+                raise
             for fd in set(self.watched) - before:
                 poller.register(fd, select.POLLIN)
 
