@@ -104,6 +104,7 @@ def values_schema() -> dict[str, Any]:
                     "ownNodePolicy": {"type": "boolean"},
                     "sparkClaimsPolicy": {"type": "boolean"},
                     "stateDir": {"type": "string", "pattern": "^/"},
+                    "apiServer": {"type": "string", "pattern": r"^(https://[^/\s:]+(:[0-9]{1,5})?/?)?$"},
                 },
             },
             "nameOverride": {"type": "string", "maxLength": 63},

@@ -114,8 +114,20 @@ def test_optional_objects_can_be_left_out() -> None:
     ({"mode": "dra", "dra": {"stateDir": "relative"}}, "stateDir"),
     ({"mode": "dra", "dra": {"colour": "red"}}, "colour"),
     ({"mode": "dra", "dra": {"deviceClasses": "yes"}}, "deviceClasses"),
+    ({"mode": "dra", "dra": {"apiServer": "http://insecure:80"}}, "apiServer"),
 ])
 def test_bad_dra_values_are_refused_naming_the_key(values: dict[str, Any], named: str) -> None:
     done = template(values, check=False)
     assert done.returncode == 1, f"{values} was accepted"
     assert "values don't meet the specifications of the schema" in done.stderr and named in done.stderr, done.stderr
+
+
+@pytest.mark.parametrize(("url", "host", "port"), [("https://127.0.0.1:6443", "127.0.0.1", "6443"),
+                                                   ("https://api.example.com/", "api.example.com", "443")])
+def test_an_api_server_url_puts_the_daemon_on_the_host_network(url: str, host: str, port: str) -> None:
+    pod = find(rendered({**DRA, "dra": {"apiServer": url}}), "DaemonSet")["spec"]["template"]["spec"]
+    assert pod["hostNetwork"] is True
+    env = {e["name"]: e.get("value") for e in pod["containers"][0]["env"]}
+    assert (env["KUBERNETES_SERVICE_HOST"], env["KUBERNETES_SERVICE_PORT"]) == (host, port)
+    default = find(rendered(DRA), "DaemonSet")["spec"]["template"]["spec"]
+    assert "hostNetwork" not in default and "KUBERNETES_SERVICE_HOST" not in str(default)
