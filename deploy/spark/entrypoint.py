@@ -19,7 +19,7 @@ import os
 import pwd
 import re
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping, MutableMapping, Sequence
 
 EXECUTOR_ENV = (
     "SPARK_DRIVER_URL",
@@ -122,8 +122,20 @@ def ensure_passwd_entry(passwd_file: str = "/etc/passwd") -> None:
             fh.write(f"{uid}:x:{uid}:{os.getgid()}:{user}:{home}:/bin/false\n")
 
 
+# Spark's driver step always sets these two, with no value when no conf names an interpreter; Spark's
+# PythonRunner would then try to run "" (the official image's entrypoint only exports them when non-empty).
+PYTHON_VARIABLES = ("PYSPARK_PYTHON", "PYSPARK_DRIVER_PYTHON")
+
+
+def drop_empty_python_variables(env: MutableMapping[str, str]) -> None:
+    for name in PYTHON_VARIABLES:
+        if name in env and not env[name].strip():
+            del env[name]
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else list(argv)
+    drop_empty_python_variables(os.environ)
     try:
         command = build_command(args, os.environ)
     except EntrypointError as exc:

@@ -102,3 +102,14 @@ def test_driver_needs_bind_address_and_other_commands_pass_through() -> None:
     assert ep.build_command(["/bin/sh", "-c", "echo hi"], {}) == ["/bin/sh", "-c", "echo hi"]
     with pytest.raises(ep.EntrypointError, match="no command"):
         ep.build_command([], {})
+
+
+def test_empty_python_interpreter_variables_are_dropped() -> None:
+    """spark-submit's driver pod carries PYSPARK_PYTHON / PYSPARK_DRIVER_PYTHON with no value when no conf
+    names an interpreter; left set, Spark's PythonRunner would try to run "" (the real-node tests caught it)."""
+    env = {"PYSPARK_PYTHON": "", "PYSPARK_DRIVER_PYTHON": " ", "OTHER": ""}
+    ep.drop_empty_python_variables(env)
+    assert env == {"OTHER": ""}
+    env = {"PYSPARK_PYTHON": "/usr/bin/python3"}
+    ep.drop_empty_python_variables(env)
+    assert env == {"PYSPARK_PYTHON": "/usr/bin/python3"}

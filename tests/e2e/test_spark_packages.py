@@ -125,7 +125,7 @@ def test_the_driver_resolves_packages_from_a_maven_repository(
         assert missing.returncode == 3, missing.stderr
         assert "dev.kubeaccel.test:hello:9.9 is in none of the repositories" in missing.stderr
         listed = kubeaccel("spark", "list", "-n", namespace, "-o", "json", kubeconfig=kubeconfig)
-        assert json.loads(listed.stdout or "[]") == []
+        assert json.loads(listed.stdout)["apps"] == []
 
         done = kubeaccel(
             *common, "--packages", "dev.kubeaccel.test:hello:1.0", "-o", "json", "--wait", f"local://{app}",
