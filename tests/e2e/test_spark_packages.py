@@ -114,7 +114,10 @@ def test_the_driver_resolves_packages_from_a_maven_repository(
         "--conf", "spark.kubernetes.driverEnv.KUBEACCEL_DRIVER_HOST=pod-ip",
         "--conf", "spark.kubernetes.driver.request.cores=100m",
         "--conf", "spark.driver.memory=512m",
+        # no executors: the driver alone resolves and loads the package (0 needs dynamic allocation, as in Spark)
         "--conf", "spark.executor.instances=0",
+        "--conf", "spark.dynamicAllocation.enabled=true",
+        "--conf", "spark.dynamicAllocation.shuffleTracking.enabled=true",
         "--repositories", repo,
     ]  # fmt: skip
     try:

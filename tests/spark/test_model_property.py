@@ -131,7 +131,7 @@ def _confs(draw: st.DrawFn) -> tuple[str, dict[str, str]]:
         "spark.kubernetes.driver.limit.cores": _quantities,
         "spark.kubernetes.executor.limit.cores": _quantities,
         "spark.executor.pyspark.memory": _sizes,
-        "spark.executor.instances": st.integers(min_value=0, max_value=50).map(str),
+        "spark.executor.instances": st.integers(min_value=1, max_value=50).map(str),
     }
     for key, values in optional.items():
         if draw(st.booleans()):

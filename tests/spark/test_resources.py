@@ -164,6 +164,7 @@ def test_off_heap_size_without_unit_is_bytes() -> None:
         ({"spark.kubernetes.memoryOverheadFactor": "inf"}, "must be a number above 0"),
         ({"spark.executor.memoryOverheadFactor": "-1"}, "must be a number above 0"),
         ({"spark.executor.instances": "-1"}, "not a whole number"),
+        ({"spark.executor.instances": "0"}, "not a whole number from 1"),
         ({"spark.executor.memory": "99999999999t"}, "more than 1 PiB"),
         ({"spark.executor.cores": "0"}, "not a whole number from 1"),
         ({"spark.kubernetes.executor.request.cores": "-1"}, "must be above 0"),

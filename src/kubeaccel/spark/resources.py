@@ -201,8 +201,11 @@ def executor_resources_of_running_app(conf: Mapping[str, str]) -> PodResources:
 
 def executor_instances(conf: Mapping[str, str]) -> int:
     """The most executors the app holds at once (with dynamic allocation: its maxExecutors when given)."""
-    instances = conf_int(conf, "spark.executor.instances", 2)
-    if conf_bool(conf, "spark.dynamicAllocation.enabled"):
+    dynamic = conf_bool(conf, "spark.dynamicAllocation.enabled")
+    # as spark-submit (and the driver's own argument check): without dynamic allocation,
+    # "Number of executors must be a positive number"
+    instances = conf_int(conf, "spark.executor.instances", 2, minimum=0 if dynamic else 1)
+    if dynamic:
         # Spark's default maxExecutors is unbounded; a quota check can count only a stated maximum
         maximum = conf_int(conf, "spark.dynamicAllocation.maxExecutors", instances)
         return max(instances, maximum)
