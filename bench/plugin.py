@@ -33,6 +33,7 @@ import asyncio
 import hashlib
 import json
 import os
+import random
 import shutil
 import statistics
 import subprocess
@@ -151,6 +152,49 @@ PEER = textwrap.dedent(
 )
 
 
+# The floor: the same synchronous grpc server as ours with handlers that only decode the request
+# and answer an empty message. What any Python plugin pays before doing anything.
+FLOOR = textwrap.dedent(
+    '''
+    import os, sys, time
+    from concurrent import futures
+    import grpc
+    from kubeaccel.plugin._generated import api_pb2 as pb, api_pb2_grpc as pb_grpc
+
+    socket_dir, count, replicas = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+    listed = pb.ListAndWatchResponse(devices=[
+        pb.Device(ID=f"sim-{i}::{r}" if replicas > 1 else f"sim-{i}", health="Healthy")
+        for i in range(count) for r in range(replicas)]).SerializeToString()
+    empty = b""
+
+    def listing(request, context):
+        yield listed
+        while context.is_active():
+            time.sleep(1)
+
+    ident = lambda b: b
+    unary, stream = grpc.unary_unary_rpc_method_handler, grpc.unary_stream_rpc_method_handler
+    handler = grpc.method_handlers_generic_handler("v1beta1.DevicePlugin", {
+        "GetDevicePluginOptions": unary(lambda r, c: pb.DevicePluginOptions(), pb.Empty.FromString,
+                                        pb.DevicePluginOptions.SerializeToString),
+        "ListAndWatch": stream(listing, pb.Empty.FromString, ident),
+        "GetPreferredAllocation": unary(lambda r, c: empty, pb.PreferredAllocationRequest.FromString, ident),
+        "Allocate": unary(lambda r, c: empty, pb.AllocateRequest.FromString, ident),
+    })
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
+    server.add_generic_rpc_handlers((handler,))
+    server.add_insecure_port("unix://" + os.path.join(socket_dir, "floor.sock"))
+    server.start()
+    kubelet = os.path.join(socket_dir, "kubelet.sock")
+    if os.path.exists(kubelet):
+        with grpc.insecure_channel("unix://" + kubelet) as ch:
+            pb_grpc.RegistrationStub(ch).Register(pb.RegisterRequest(
+                version="v1beta1", endpoint="floor.sock", resource_name="example.com/floor"), timeout=5)
+    server.wait_for_termination()
+    '''
+)
+
+
 @dataclass
 class Figures:
     name: str
@@ -233,8 +277,13 @@ async def _propagation(t: _Target, health: str, stream: grpc.aio.UnaryStreamCall
             return time.perf_counter() - start
 
 
-async def _measure(targets: list[_Target], args: argparse.Namespace) -> list[Figures]:
-    """Run every plugin at once and interleave the measurements, so host load hits all alike."""
+async def _measure(
+    targets: list[_Target], args: argparse.Namespace, floor: Path
+) -> tuple[list[Figures], list[float]]:
+    """Run every plugin at once and interleave the measurements, so host load hits all alike.
+
+    ``floor`` is a directory for the no-op server (``FLOOR``): timed on Allocate alongside the others.
+    """
     for t in targets:
         t.kubelet = KubeletStandIn(t.socket_dir)
         await t.kubelet.start()
@@ -243,8 +292,15 @@ async def _measure(targets: list[_Target], args: argparse.Namespace) -> list[Fig
         for t in targets:
             assert t.kubelet is not None
             t.endpoint = (await t.kubelet.next_registration(timeout=30))[1].endpoint
-        lat = await asyncio.to_thread(
-            _allocate_latencies, {t.name: (t.socket_dir / t.endpoint, t.device) for t in targets}, args.calls)
+        floor_proc = subprocess.Popen([sys.executable, "-c", FLOOR, str(floor), "8", "1"])
+        try:
+            await _wait_for(floor / "floor.sock")
+            sockets = {t.name: (t.socket_dir / t.endpoint, t.device) for t in targets}
+            lat = await asyncio.to_thread(_allocate_latencies, {**sockets, "floor": (floor / "floor.sock", "sim-3")},
+                                          args.calls)
+        finally:
+            floor_proc.terminate()
+            floor_proc.wait(timeout=10)
 
         propagation: dict[str, list[float]] = {t.name: [] for t in targets}
         channels = [t.kubelet.plugin_channel(t.endpoint) for t in targets if t.kubelet]
@@ -305,7 +361,15 @@ async def _measure(targets: list[_Target], args: argparse.Namespace) -> list[Fig
             pss_mb=memory[t.name][1],
             idle_cpu_pct=idle[t.name],
         ))
-    return figures
+    return figures, sorted(lat["floor"])
+
+
+async def _wait_for(path: Path, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        if time.monotonic() > deadline:
+            raise SystemExit(f"{path} did not appear within {timeout:g} s")
+        await asyncio.sleep(0.05)
 
 
 @dataclass
@@ -335,6 +399,8 @@ async def _scale(name: str, argv: list[str], socket_dir: Path, calls: int = 7) -
             first_ms = (time.perf_counter() - start) * 1000
             stream.cancel()
             ids = [d.ID for d in first.devices]
+            # The kubelet sends the available IDs from a Go set (UnsortedList): in no useful order.
+            random.Random(12).shuffle(ids)
             request = pb.PreferredAllocationRequest(container_requests=[pb.ContainerPreferredAllocationRequest(
                 available_deviceIDs=ids, must_include_deviceIDs=[ids[len(ids) // 2]], allocation_size=8)])
             times = []
@@ -366,6 +432,7 @@ async def main() -> None:
     with tempfile.TemporaryDirectory(prefix="kab-") as tmp:
         root = Path(tmp)
         dirs = {n: root / n for n in ("ours", "go", "peer")}
+        (root / "floor").mkdir()
         for d in dirs.values():
             d.mkdir()
         states = {n: root / f"{n}.json" for n in dirs}
@@ -373,14 +440,14 @@ async def main() -> None:
         config.write_text(yaml.safe_dump({"resources": [{
             "name": "example.com/sim", "backend": "simulated", "count": DEVICES, "numaNodes": 2,
             "stateFile": str(states["ours"])}]}))
-        ours, go, peer = await _measure([
+        (ours, go, peer), floor = await _measure([
             _Target("kubeaccel", [str(KUBEACCEL), "plugin", "run", "--config", str(config), "--socket-dir",
                                   str(dirs["ours"]), "--log-level", "warning"], dirs["ours"], states["ours"], "sim-3"),
             _Target("go peer", [str(goplugin), str(dirs["go"]), "example.com/go", str(DEVICES), "1",
                                 str(states["go"])], dirs["go"], states["go"], "sim-3"),
             _Target("python peer", [sys.executable, "-c", PEER, str(dirs["peer"]), str(states["peer"]), str(DEVICES)],
                     dirs["peer"], states["peer"], "dev-3"),
-        ], args)
+        ], args, root / "floor")
 
         scale: list[Scale] = []
         if not args.no_scale:
@@ -388,7 +455,7 @@ async def main() -> None:
             big.write_text(yaml.safe_dump({"resources": [{
                 "name": "example.com/sim", "backend": "simulated", "count": SCALE_COUNT, "numaNodes": 2,
                 "replicas": SCALE_REPLICAS, "stateFile": str(root / "big.json")}]}))
-            for d in ("bigours", "biggo"):
+            for d in ("bigours", "biggo", "bigfloor"):
                 (root / d).mkdir()
             scale.append(await _scale("kubeaccel", [str(KUBEACCEL), "plugin", "run", "--config", str(big),
                                                     "--socket-dir", str(root / "bigours"), "--log-level", "warning"],
@@ -396,6 +463,8 @@ async def main() -> None:
             scale.append(await _scale("go peer", [str(goplugin), str(root / "biggo"), "example.com/go",
                                                   str(SCALE_COUNT), str(SCALE_REPLICAS), str(root / "big.json")],
                                       root / "biggo"))
+            scale.append(await _scale("python floor", [sys.executable, "-c", FLOOR, str(root / "bigfloor"),
+                                                       str(SCALE_COUNT), str(SCALE_REPLICAS)], root / "bigfloor"))
 
     rows = [
         ("Allocate p50 (ms)", "p50_ms", None),
@@ -422,10 +491,12 @@ async def main() -> None:
         ok = "" if limit is None else ("yes" if a <= limit else "NO")
         shown = "" if limit is None else f"<= {limit:.3g}"
         print(f"{label:36} {a:10.3f} {b:10.3f} {c:10.3f} {a / b if b else float('inf'):7.2f} {shown:>10}  {ok}")
+    print(f"python floor (no-op handlers, our grpc server): Allocate p50 {statistics.median(floor) * 1000:.3f} ms, "
+          f"p99 {floor[int(len(floor) * 0.99) - 1] * 1000:.3f} ms")
     if scale:
         print(f"\nscale: {SCALE_COUNT} devices x {SCALE_REPLICAS} replicas")
-        print(f"{'':36} {'kubeaccel':>10} {'go peer':>10} {'vs go':>7} {'goal':>10}  ok")
-        ours_s, go_s = scale
+        print(f"{'':36} {'kubeaccel':>10} {'go peer':>10} {'py floor':>10} {'vs go':>7} {'goal':>10}  ok")
+        ours_s, go_s, floor_s = scale
         for label, attr, goal in [
             ("devices listed", "devices", None),
             ("ListAndWatch message (MB)", "list_bytes", None),
@@ -434,12 +505,12 @@ async def main() -> None:
             ("GetPreferredAllocation max (ms)", "preferred_max_ms", None),
             ("RSS (MiB)", "rss_mb", None),
         ]:
-            a, b = getattr(ours_s, attr), getattr(go_s, attr)
+            a, b, c = getattr(ours_s, attr), getattr(go_s, attr), getattr(floor_s, attr)
             if attr == "list_bytes":
-                a, b = a / 1e6, b / 1e6
+                a, b, c = a / 1e6, b / 1e6, c / 1e6
             ok = "" if goal is None else ("yes" if a <= goal else "NO")
             shown = "" if goal is None else f"<= {goal:g}"
-            print(f"{label:36} {a:10.3f} {b:10.3f} {a / b if b else float('inf'):7.2f} {shown:>10}  {ok}")
+            print(f"{label:36} {a:10.3f} {b:10.3f} {c:10.3f} {a / b if b else float('inf'):7.2f} {shown:>10}  {ok}")
 
 
 if __name__ == "__main__":

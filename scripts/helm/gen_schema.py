@@ -93,6 +93,20 @@ def values_schema() -> dict[str, Any]:
             },
             "imagePullSecrets": {"type": "array", "items": {
                 "type": "object", "required": ["name"], "properties": {"name": {"type": "string"}}}},
+            "mode": {"enum": ["deviceplugin", "dra"]},
+            "dra": {
+                "type": "object",
+                "additionalProperties": False,
+                "properties": {
+                    "driverName": {"type": "string", "maxLength": 63,
+                                   "pattern": r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"},
+                    "deviceClasses": {"type": "boolean"},
+                    "ownNodePolicy": {"type": "boolean"},
+                    "sparkClaimsPolicy": {"type": "boolean"},
+                    "stateDir": {"type": "string", "pattern": "^/"},
+                    "apiServer": {"type": "string", "pattern": r"^(https://[^/\s:]+(:[0-9]{1,5})?/?)?$"},
+                },
+            },
             "nameOverride": {"type": "string", "maxLength": 63},
             "fullnameOverride": {"type": "string", "maxLength": 63},
             "config": {

@@ -493,7 +493,8 @@ def render(result: DemoResult) -> None:
 )
 @click.option("--devices", default=4, show_default=True, type=click.IntRange(1, 64), help="Simulated VEs.")
 @click.option("--executors", default=2, show_default=True, type=click.IntRange(1, 8), help="Spark executors.")
-def demo(keep: bool, state_dir: Path | None, devices: int, executors: int) -> None:
+@click.option("--dra", is_flag=True, help="Serve the VEs through the DRA driver instead of the device plugin.")
+def demo(keep: bool, state_dir: Path | None, devices: int, executors: int, dra: bool) -> None:
     """Bring everything up on simulated devices and run an example app.
 
     A local cluster with a real node, the device plugin installed with its Helm chart (a
@@ -514,10 +515,20 @@ def demo(keep: bool, state_dir: Path | None, devices: int, executors: int) -> No
             status.update(message)
             console.log(message)
 
-        result = run_demo(options, report)
-    render(result)
-    if not result.phase.startswith("Succeeded"):
+        if dra:  # the same demo through DRA: kubeaccel.demo_dra
+            from kubeaccel.demo_dra import render_dra, run_demo_dra
+
+            dra_result = run_demo_dra(options, report)
+        else:
+            result = run_demo(options, report)
+    if dra:
+        render_dra(dra_result)
+        phase, tail = dra_result.phase, dra_result.driver_log_tail
+    else:
+        render(result)
+        phase, tail = result.phase, result.driver_log_tail
+    if not phase.startswith("Succeeded"):
         raise KubeaccelError(
-            f"the app did not succeed: {result.phase}",
-            hint=f"driver log tail:\n{result.driver_log_tail}",
+            f"the app did not succeed: {phase}",
+            hint=f"driver log tail:\n{tail}",
         )

@@ -178,3 +178,25 @@ def test_check_allocation_accepts_exactly_the_valid_requests(
     else:
         with pytest.raises(AllocationError):
             check_allocation(available, ids)
+
+
+# --- positions: how GetPreferredAllocation reads 131,072 available IDs ---------------------------
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    ids=st.lists(st.text(min_size=1, max_size=6), unique=True, max_size=12),
+    picks=st.lists(st.integers(min_value=0, max_value=11), max_size=20),
+)
+def test_from_positions_is_the_subset_of_the_named_ids(ids: list[str], picks: list[int]) -> None:
+    # Any IDs (NUL, separators, digits), picked with repeats: the same devices as `subset`.
+    snapshot = Devices(Device(id=i, index=str(n)) for n, i in enumerate(ids))
+    named = [ids[p] for p in picks if p < len(ids)]
+    place = snapshot.positions()
+    assert sorted(place.values()) == list(range(len(ids)))
+    assert [i for i, _ in sorted(place.items(), key=lambda kv: kv[1])] == list(snapshot)
+    got = snapshot.from_positions(place[i] for i in named)
+    assert got == snapshot.subset(set(named))
+    assert list(got) == list(snapshot.subset(set(named)))
+    if set(named) == set(ids):
+        assert got is snapshot  # the snapshot itself, with its cached NUMA groups

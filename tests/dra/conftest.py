@@ -9,10 +9,9 @@ from pathlib import Path
 
 import pytest
 import yaml
-from dra.node import DRIVER, REAL_CDI_DIR, SIM, DraNode, make_node
+from dra.node import DRIVER, SIM, DraNode, make_node
 from fixtures.cluster import RealNode
 
-from kubeaccel.cluster.layout import Layout
 from kubeaccel.dra.daemon import KubeAccess, Options
 
 
@@ -29,8 +28,7 @@ def dra_node() -> Iterator[DraNode]:
 
 @pytest.fixture(scope="module")
 def real_dra(real_node: RealNode) -> Iterator[DraNode]:
-    """Our driver on the real node: the kubelet's own plugin directories, the runtime's CDI dir."""
-    kubelet_root = Layout(real_node.cluster.state_dir).node / "kubelet"
+    """Our driver on the real node: the kubelet's own plugin directories, the node runtime's CDI dir."""
     base = Path(tempfile.mkdtemp(prefix="kdra-real-"))
     (base / "dev").mkdir()
     state_file = base / "state.json"
@@ -38,10 +36,10 @@ def real_dra(real_node: RealNode) -> Iterator[DraNode]:
     config_path.write_text(yaml.safe_dump({"resources": [{
         "name": SIM, "backend": "simulated", "count": 4, "numaNodes": 2,
         "stateFile": str(state_file), "deviceDir": str(base / "dev")}]}))
-    (kubelet_root / "plugins_registry").mkdir(parents=True, exist_ok=True)
-    (kubelet_root / "plugins").mkdir(parents=True, exist_ok=True)
-    options = Options(node=real_node.node_name, driver=DRIVER, registry_dir=kubelet_root / "plugins_registry",
-                      plugins_dir=kubelet_root / "plugins", state_dir=base / "state", cdi_dir=REAL_CDI_DIR,
+    real_node.plugins_registry.mkdir(parents=True, exist_ok=True)
+    real_node.kubelet_plugins.mkdir(parents=True, exist_ok=True)
+    options = Options(node=real_node.node_name, driver=DRIVER, registry_dir=real_node.plugins_registry,
+                      plugins_dir=real_node.kubelet_plugins, state_dir=base / "state", cdi_dir=real_node.cdi_dir,
                       device_classes=True, withdraw=True)
     node = DraNode(base, options, config_path, state_file, KubeAccess(real_node.cluster.kubeconfig))
     node.start()

@@ -21,6 +21,7 @@ from typing import Any
 import grpc
 import yaml
 
+from kubeaccel.cluster.images import BUSYBOX_IMAGE
 from kubeaccel.devices.config import load_config
 from kubeaccel.dra._generated import dra_v1_pb2, dra_v1_pb2_grpc
 from kubeaccel.dra._generated import pluginregistration_pb2 as reg_pb
@@ -33,7 +34,6 @@ SIM = "example.com/sim"
 DRIVER = "dra.kubeaccel.io"
 NODE = "node-a"
 POOL = pool_name(NODE, SIM)
-REAL_CDI_DIR = Path("/var/run/cdi")  # containerd 2's default cdi_spec_dirs include it
 
 
 class DictAccess(KubeAccess):
@@ -144,3 +144,30 @@ def make_node(*, publish: bool = False, count: int = 4, access: KubeAccess | Non
     return DraNode(base, opts, config_path, state_file, access or DictAccess({}))
 
 
+# Pods with a claim on a given node (the real-node tests).
+
+
+def _claim_pod_manifest(name: str, node: str, template: str, command: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
+        "spec": {
+            "restartPolicy": "Never", "terminationGracePeriodSeconds": 1,
+            "nodeSelector": {"kubernetes.io/hostname": node},
+            "resourceClaims": [{"name": "dev", "resourceClaimTemplateName": template}],
+            "containers": [{"name": "main", "image": BUSYBOX_IMAGE, "imagePullPolicy": "Never",
+                            "command": ["sh", "-c", command], "resources": {"claims": [{"name": "dev"}]}}],
+        },
+    }
+
+
+def claim_pod(cluster: Any, ns: str, node: str, name: str, command: str, count: int = 2) -> None:
+    template = {"apiVersion": "resource.k8s.io/v1", "kind": "ResourceClaimTemplate",
+                "metadata": {"name": f"{name}-t"},
+                "spec": {"spec": {"devices": {"requests": [{"name": "sim", "exactly": {
+                    "deviceClassName": "sim.example.com", "count": count}}]}}}}
+    cluster.apply(yaml.safe_dump(template), namespace=ns)
+    cluster.apply(json.dumps(_claim_pod_manifest(name, node, f"{name}-t", command)), namespace=ns)
+
+
+def pod_phase(cluster: Any, ns: str, name: str) -> str:
+    return cluster.kubectl("get", "pod", name, "-n", ns, "-o", "jsonpath={.status.phase}", check=False).stdout

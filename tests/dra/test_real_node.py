@@ -2,59 +2,29 @@
 
 The kubelet's plugin watcher finds our registration socket and registers the driver; a pod with a
 claim on the real node is scheduled onto a device we publish and the kubelet itself calls
-NodePrepareResources (the claim lands in our checkpoint, its CDI spec in /var/run/cdi) and, once
+NodePrepareResources (the claim lands in our checkpoint, its CDI spec in the node's CDI dir) and, once
 the pod is gone, NodeUnprepareResources; a kubelet restart re-registers the driver; a daemon
 restart keeps the prepared claim, which the kubelet then unprepares through the new process.
-(That the container sees exactly the claimed devices needs a CDI runtime: test_real_node_cdi.py.)
+(That the container sees exactly the claimed devices through CDI: test_real_node_cdi.py.)
 """
 
 from __future__ import annotations
 
 import json
 import time
-from typing import Any
 
 import pytest
-import yaml
-from dra.node import REAL_CDI_DIR, DraNode
+from dra.node import DraNode, claim_pod, pod_phase
 from fixtures.cluster import LocalCluster, RealNode, wait_for
 
 from kubeaccel.cluster import process
-from kubeaccel.cluster.images import BUSYBOX_IMAGE
 from kubeaccel.cluster.layout import Layout
 
 pytestmark = [pytest.mark.real_node, pytest.mark.cluster, pytest.mark.slow]
-CDI_DIR = REAL_CDI_DIR
 
 
 def _registered(node: DraNode) -> bool:
     return node.daemon.registration is not None and node.daemon.registration.registered.is_set()
-
-
-def _pod(name: str, node: str, template: str, command: str) -> dict[str, Any]:
-    return {
-        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
-        "spec": {
-            "restartPolicy": "Never", "terminationGracePeriodSeconds": 1,
-            "nodeSelector": {"kubernetes.io/hostname": node},
-            "resourceClaims": [{"name": "dev", "resourceClaimTemplateName": template}],
-            "containers": [{"name": "main", "image": BUSYBOX_IMAGE, "imagePullPolicy": "Never",
-                            "command": ["sh", "-c", command], "resources": {"claims": [{"name": "dev"}]}}],
-        },
-    }
-
-
-def claim_pod(cluster: LocalCluster, ns: str, node: str, name: str, command: str, count: int = 2) -> None:
-    template = {"apiVersion": "resource.k8s.io/v1", "kind": "ResourceClaimTemplate",
-                "metadata": {"name": f"{name}-t"},
-                "spec": {"spec": {"devices": {"requests": [{"name": "sim", "exactly": {
-                    "deviceClassName": "sim.example.com", "count": count}}]}}}}
-    cluster.apply(yaml.safe_dump(template), namespace=ns)
-    cluster.apply(json.dumps(_pod(name, node, f"{name}-t", command)), namespace=ns)
-
-
-def _phase(cluster: LocalCluster, ns: str, name: str) -> str:
-    return cluster.kubectl("get", "pod", name, "-n", ns, "-o", "jsonpath={.status.phase}", check=False).stdout
 
 
 def _claim_uid(cluster: LocalCluster, ns: str) -> str:
@@ -73,16 +43,16 @@ def test_kubelet_prepares_and_unprepares_a_pods_claim(real_node: RealNode, real_
     wait_for("registration", lambda: _registered(real_dra), timeout=60)
     ns = cluster.create_namespace("drareal")
     claim_pod(cluster, ns, real_node.node_name, "p", "sleep 3")
-    wait_for("the pod to run", lambda: _phase(cluster, ns, "p") in ("Running", "Succeeded", "Failed"), timeout=120)
+    wait_for("the pod to run", lambda: pod_phase(cluster, ns, "p") in ("Running", "Succeeded", "Failed"), timeout=120)
     uid = _claim_uid(cluster, ns)
     checkpoint = real_dra.daemon.driver.checkpoint.claims
     assert uid in checkpoint  # the kubelet called NodePrepareResources
     assert len(checkpoint[uid].devices) == 2
-    assert (CDI_DIR / f"kubeaccel-dra-{uid}.json").exists()
-    wait_for("the pod to finish", lambda: _phase(cluster, ns, "p") in ("Succeeded", "Failed"), timeout=120)
+    assert (real_dra.options.cdi_dir / f"kubeaccel-dra-{uid}.json").exists()
+    wait_for("the pod to finish", lambda: pod_phase(cluster, ns, "p") in ("Succeeded", "Failed"), timeout=120)
     cluster.kubectl("delete", "pod", "p", "-n", ns, "--wait=true", "--timeout=60s")
     wait_for("NodeUnprepareResources", lambda: uid not in real_dra.daemon.driver.checkpoint.claims, timeout=60)
-    assert not (CDI_DIR / f"kubeaccel-dra-{uid}.json").exists()
+    assert not (real_dra.options.cdi_dir / f"kubeaccel-dra-{uid}.json").exists()
 
 
 def test_kubelet_restart_re_registers(real_node: RealNode, real_dra: DraNode) -> None:
@@ -103,7 +73,7 @@ def test_daemon_restart_keeps_a_prepared_claim(real_node: RealNode, real_dra: Dr
     wait_for("registration", lambda: _registered(real_dra), timeout=60)
     ns = cluster.create_namespace("drarestart")
     claim_pod(cluster, ns, real_node.node_name, "long", "sleep 600", count=1)
-    wait_for("the pod to run", lambda: _phase(cluster, ns, "long") == "Running", timeout=120)
+    wait_for("the pod to run", lambda: pod_phase(cluster, ns, "long") == "Running", timeout=120)
     uid = _claim_uid(cluster, ns)
     before = real_dra.daemon.driver.checkpoint.claims[uid]
     real_dra.restart()

@@ -39,3 +39,13 @@ def test_cli_defaults_match_the_doc() -> None:
     help_text = CliRunner().invoke(cli, ["plugin", "run", "--help"]).output
     assert f"`--metrics-addr` defaults to `{DEFAULT_ADDR}`" in DOC and DEFAULT_ADDR in help_text
     assert "`--cdi-dir` to `/var/run/cdi`" in DOC and "/var/run/cdi" in help_text
+
+
+def test_oversized_device_lists_are_named() -> None:
+    """A list over the kubelet's 4 MiB receive limit is an error the operator can read."""
+    from kubeaccel.plugin.service import KUBELET_MAX_MESSAGE, oversize_problem
+
+    assert oversize_problem("example.com/sim", KUBELET_MAX_MESSAGE, 10) is None
+    problem = oversize_problem("example.com/sim", KUBELET_MAX_MESSAGE + 1, 262144)
+    assert problem and "262144 devices" in problem and "4194304 byte" in problem and "replicas" in problem
+    assert "4 MiB" in DOC

@@ -28,7 +28,7 @@ def _load_generator():  # scripts/ is not a package; load the generator as the C
 
 def test_committed_stubs_are_not_stale(tmp_path: Path) -> None:
     written = _load_generator().generate(tmp_path)
-    assert len(written) == 5
+    assert len(written) == 9  # api + podresources: _pb2, _pb2_grpc, their .pyi; __init__
     for fresh in written:
         committed = COMMITTED / fresh.name
         assert committed.exists(), f"{fresh.name} is not committed: run scripts/gen_proto.py"
@@ -84,4 +84,34 @@ def test_services_match_the_kubelet() -> None:
         "GetPreferredAllocation": ("PreferredAllocationRequest", "PreferredAllocationResponse", False),
         "Allocate": ("AllocateRequest", "AllocateResponse", False),
         "PreStartContainer": ("PreStartContainerRequest", "PreStartContainerResponse", False),
+    }
+
+
+# message -> {field: number}, from the kubelet's pkg/apis/podresources/v1/api.proto (the part we read)
+PODRESOURCES_FIELDS: dict[str, dict[str, int]] = {
+    "ListPodResourcesRequest": {},
+    "ListPodResourcesResponse": {"pod_resources": 1},
+    "PodResources": {"name": 1, "namespace": 2, "containers": 3},
+    "ContainerResources": {"name": 1, "devices": 2},
+    "ContainerDevices": {"resource_name": 1, "device_ids": 2, "topology": 3},
+    "TopologyInfo": {"nodes": 1},
+    "NUMANode": {"ID": 1},
+    "GetPodResourcesRequest": {"pod_name": 1, "pod_namespace": 2},
+    "GetPodResourcesResponse": {"pod_resources": 1},
+}
+
+
+def test_pod_resources_match_the_kubelet() -> None:
+    from kubeaccel.plugin._generated import podresources_pb2
+
+    descriptor = podresources_pb2.DESCRIPTOR
+    assert descriptor.package == "v1"
+    assert set(descriptor.message_types_by_name) == set(PODRESOURCES_FIELDS)
+    for name, fields in PODRESOURCES_FIELDS.items():
+        message = descriptor.message_types_by_name[name]
+        assert {f.name: f.number for f in message.fields} == fields, name
+    lister = descriptor.services_by_name["PodResourcesLister"]
+    assert {m.full_name: (m.input_type.name, m.output_type.name) for m in lister.methods} == {
+        "v1.PodResourcesLister.List": ("ListPodResourcesRequest", "ListPodResourcesResponse"),
+        "v1.PodResourcesLister.Get": ("GetPodResourcesRequest", "GetPodResourcesResponse"),
     }

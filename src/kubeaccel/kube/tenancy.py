@@ -67,11 +67,16 @@ _PLAIN_KEYS = {
 }
 
 
+_DRA_DEVICES = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?\.deviceclass\.resource\.k8s\.io/devices$")
+
+
 def quota_key(name: str) -> str:
     """The ResourceQuota key for a user's `--quota` name."""
     if name in ("cpu", "memory", "ephemeral-storage"):
         return f"requests.{name}"
     if name in _PLAIN_KEYS or name.startswith("count/"):
+        return name
+    if _DRA_DEVICES.match(name):  # DRA: devices of one DeviceClass, counted as such (no requests. prefix)
         return name
     if "/" in name:
         bare = name.removeprefix("requests.")

@@ -169,10 +169,16 @@ class Manager:
         self.changed = asyncio.Event()  # a registration finished: the supervisor should look again
 
     async def add(self, plugin: ResourcePlugin, config: ResourceConfig | None = None) -> None:
-        """Serve ``plugin``; its first server start failing (e.g. a live socket of another process) raises."""
+        """Serve ``plugin``. A first start refused for a reason the user must fix (a live socket of
+        another process, a directory at our socket name) raises; a transient one (the directory
+        vanished under us) is left to supervision, which retries with backoff."""
         entry = _Entry(plugin, config)
         try:
             await self._restart(entry)
+        except (OSError, RuntimeError) as exc:
+            log.warning("%s: cannot start the server yet: %s", plugin.resource_name, str(exc)[:500])
+            entry.server = None
+            entry.start_error = str(exc)
         except BaseException:
             plugin.close()
             raise

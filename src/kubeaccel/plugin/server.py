@@ -146,7 +146,9 @@ class PluginServer:
         finally:
             os.umask(old_umask)
         server.start()
-        os.chmod(self.socket_path, SOCKET_MODE)
+        # Gone already (its directory removed under us): supervision notices and starts anew.
+        with contextlib.suppress(FileNotFoundError):
+            os.chmod(self.socket_path, SOCKET_MODE)
         self._server = server
         self._identity = file_identity(self.socket_path)
 

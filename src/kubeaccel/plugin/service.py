@@ -50,6 +50,21 @@ def list_bytes(devices: Devices) -> bytes:
     return list_response(devices).SerializeToString()
 
 
+# The kubelet's device-plugin client sets no receive limit, so grpc-go's default applies.
+KUBELET_MAX_MESSAGE = 4 * 1024 * 1024
+
+
+def oversize_problem(resource_name: str, size: int, count: int) -> str | None:
+    """Why the kubelet would refuse a ListAndWatch message of ``size`` bytes, or None."""
+    if size <= KUBELET_MAX_MESSAGE:
+        return None
+    return (
+        f"{resource_name}: the device list ({count} devices, {size} bytes) exceeds the kubelet's "
+        f"{KUBELET_MAX_MESSAGE} byte message limit; the kubelet will not receive it. Advertise fewer "
+        "devices (lower replicas or count, shorter IDs) or split them over several resources"
+    )
+
+
 def _unique(items: Sequence[DeviceNode]) -> list[DeviceNode]:
     return list(dict.fromkeys(items))
 
@@ -130,16 +145,27 @@ def allocate_container(
 
 
 def preferred_container(devices: Devices, request: pb.ContainerPreferredAllocationRequest) -> list[str]:
-    """The preferred IDs for one container request; ``AllocationError`` when it cannot be met."""
-    available = set(request.available_deviceIDs)  # converted from protobuf once: 131,072 IDs cost
-    unknown = devices.unknown(available)
-    if unknown:
+    """The preferred IDs for one container request; ``AllocationError`` when it cannot be met.
+
+    The kubelet usually offers every free device (131,072 IDs on a big node, in no useful order):
+    one set built from the request, compared with the snapshot's cached ID set, finds the common
+    case "all of them" and then uses the snapshot itself, with its cached NUMA groups. Otherwise the
+    IDs become places in the snapshot's natural order (no per-ID sort key).
+    """
+    wanted = set(request.available_deviceIDs)
+    every = devices.id_set()
+    if wanted == every:
+        pool = devices
+    elif wanted <= every:
+        place = devices.positions()
+        pool = devices.from_positions(map(place.__getitem__, wanted))
+    else:
         raise AllocationError(
-            f"cannot choose a preferred allocation: available ID(s) {names(unknown)} are not devices of this resource",
+            f"cannot choose a preferred allocation: available ID(s) {names(wanted - every)} are not devices "
+            "of this resource",
             hint="the kubelet and the plugin disagree about the device list; check ListAndWatch",
         )
-    return preferred_allocation(devices.subset(available), list(request.must_include_deviceIDs),
-                                request.allocation_size)
+    return preferred_allocation(pool, list(request.must_include_deviceIDs), request.allocation_size)
 
 
 class ResourcePlugin(pb_grpc.DevicePluginServicer):
@@ -167,6 +193,7 @@ class ResourcePlugin(pb_grpc.DevicePluginServicer):
         self.metrics = metrics or Metrics(enabled=False)
         self.devices = backend.scan()
         self._list = list_bytes(self.devices)
+        self._warn_oversize()
         self._sync_cdi(self.devices, initial=True)
         # Streams wait on this for a new snapshot (``_version`` counts them).
         self._cond = threading.Condition()
@@ -185,6 +212,11 @@ class ResourcePlugin(pb_grpc.DevicePluginServicer):
         return pb.DevicePluginOptions(
             pre_start_required=isinstance(self.backend, Resettable), get_preferred_allocation_available=True
         )
+
+    def _warn_oversize(self) -> None:
+        problem = oversize_problem(self.resource_name, len(self._list), len(self.devices))
+        if problem is not None:
+            log.error("%s", problem)
 
     # -- CDI ------------------------------------------------------------------------------------
 
@@ -247,6 +279,7 @@ class ResourcePlugin(pb_grpc.DevicePluginServicer):
             self._list = encoded
             self._version += 1
             self._cond.notify_all()
+        self._warn_oversize()
         self.metrics.set_devices(self.resource_name, snapshot)
         log.info("%s: %d devices, %d healthy", self.resource_name, len(snapshot), len(snapshot.healthy()))
 

@@ -10,12 +10,14 @@ spark-submit's.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from kubeaccel.spark import claims
 from kubeaccel.spark.conf import format_properties, split_list
 from kubeaccel.spark.resources import FACTOR_KEY, PodResources
 
@@ -95,6 +97,7 @@ class AppManifests:
     network_policy: Manifest
     extra_config_maps: list[Manifest] = field(default_factory=list)
     driver_conf: dict[str, str] = field(default_factory=dict)
+    claim_templates: list[Manifest] = field(default_factory=list)  # Spark on DRA: see kubeaccel.spark.claims
 
     @property
     def driver_pod_name(self) -> str:
@@ -104,7 +107,7 @@ class AppManifests:
     @property
     def owned(self) -> list[Manifest]:
         """Created after the pod, in Spark's order, each with an owner reference to the pod."""
-        return [self.service, self.network_policy, *self.extra_config_maps, self.config_map]
+        return [*self.claim_templates, self.service, self.network_policy, *self.extra_config_maps, self.config_map]
 
 
 def owner_reference(pod_name: str, pod_uid: str) -> Manifest:
@@ -392,16 +395,39 @@ def network_policy(app: ResolvedApp, generated: Generated) -> Manifest:
 
 def build(app: ResolvedApp, generated: Generated) -> AppManifests:
     """Every object of one submission of `app` (which must be placed in a namespace)."""
+    app = _with_executor_claims(app, generated)
     template_map = executor_template_config_map(app, generated)
     return AppManifests(
         _namespace(app),
-        driver_pod(app, generated),
+        _driver_pod_with_claims(app, generated),
         service(app, generated),
         conf_config_map(app, generated),
         network_policy(app, generated),
         [template_map] if template_map is not None else [],
         driver_conf(app, generated),
+        claims.templates(names(app, generated).prefix, _namespace(app), app.driver_claims, app.executor_claims),
     )
+
+
+def _with_executor_claims(app: ResolvedApp, generated: Generated) -> ResolvedApp:
+    """Executors claiming devices through DRA get them from the pod template the driver hands Spark."""
+    if not app.executor_claims:
+        return app
+    text = claims.executor_template(
+        app.executor_template_text,
+        names(app, generated).prefix,
+        app.conf.get("spark.kubernetes.executor.podTemplateContainerName"),
+        app.executor_claimed_limits,
+    )
+    return dataclasses.replace(app, executor_template_text=text)
+
+
+def _driver_pod_with_claims(app: ResolvedApp, generated: Generated) -> Manifest:
+    pod = driver_pod(app, generated)
+    if not app.driver_claims:
+        return pod
+    spark_container = pod["spec"]["containers"][-1]["name"]  # after the template's sidecars
+    return claims.add_driver_claim(pod, spark_container, names(app, generated).prefix)
 
 
 def _python_env(app: ResolvedApp) -> list[Manifest]:

@@ -26,7 +26,7 @@ from typing import Any
 from kubeaccel.errors import ConfigError
 from kubeaccel.kube.kubeconfig import check_server_url
 from kubeaccel.kube.names import label_problem, subdomain_problem
-from kubeaccel.spark import templates, uploads
+from kubeaccel.spark import dra, templates, uploads
 from kubeaccel.spark.conf import PYTHON_RUNNER, R_RUNNER, SubmitRequest, conf_bool, conf_int, master_url, resolve_conf
 from kubeaccel.spark.packages import Packages, packages_from_conf
 from kubeaccel.spark.resources import (
@@ -92,6 +92,12 @@ class ResolvedApp:
     executor_template_text: str | None
     uploads: uploads.UploadPlan
     packages: Packages
+    # Spark on DRA (`spark.kubeaccel.dra.*`, see kubeaccel.spark.dra): devices claimed per pod of each role
+    # (their extended-resource accelerators are left out of `driver` / `executor` above), and the
+    # `<vendor>/<name>` limits Spark still adds to executors, which the deploy's admission policy removes
+    driver_claims: tuple[dra.ClaimRequest, ...] = ()
+    executor_claims: tuple[dra.ClaimRequest, ...] = ()
+    executor_claimed_limits: tuple[str, ...] = ()
 
     def placed(self, context_namespace: str | None) -> ResolvedApp:
         """The app with its namespace decided: the conf's, else the context's, else `default`."""
@@ -104,7 +110,11 @@ class ResolvedApp:
     def app_requests(self) -> dict[str, Decimal]:
         """Driver + all executors, keyed like a ResourceQuota."""
         totals = add_requests({}, self.driver.quota_requests())
-        return add_requests(totals, self.executor.quota_requests(), self.executor_instances)
+        totals = add_requests(totals, self.executor.quota_requests(), self.executor_instances)
+        claimed = {**dra.quota(list(self.driver_claims))}
+        for key, count in dra.quota(list(self.executor_claims), self.executor_instances).items():
+            claimed[key] = claimed.get(key, 0) + count
+        return add_requests(totals, {key: Decimal(count) for key, count in claimed.items()})
 
 
 def _check_namespace(namespace: str, what: str) -> str:
@@ -212,6 +222,11 @@ def resolve(request: SubmitRequest, *, upload_id: str | None = None) -> Resolved
     executor_view = {**conf, FACTOR_KEY: repr(factor)}
     driver_template, executor_template = _templates(conf)
     main_class = {AppKind.PYTHON: PYTHON_RUNNER, AppKind.R: R_RUNNER}.get(kind, request.main_class or "")
+    driver, driver_claims = _claimed(pod_resources(conf, "driver", factor), dra.requests(conf, "driver"))
+    all_executor = pod_resources(executor_view, "executor", factor)
+    executor, executor_claims = _claimed(all_executor, dra.requests(conf, "executor"))
+    kept = {a.resource_name for a in executor.accelerators}
+    claimed_limits = {a.resource_name for a in all_executor.accelerators} - kept
     return ResolvedApp(
         conf=MappingProxyType(conf),
         kind=kind,
@@ -225,8 +240,8 @@ def resolve(request: SubmitRequest, *, upload_id: str | None = None) -> Resolved
         image=image,
         pull_policy=pull_policy,
         overhead_factor=factor,
-        driver=pod_resources(conf, "driver", factor),
-        executor=pod_resources(executor_view, "executor", factor),
+        driver=driver,
+        executor=executor,
         executor_instances=executor_instances(conf),
         ports=_ports(conf),
         driver_pod_name=pod_name,
@@ -236,4 +251,14 @@ def resolve(request: SubmitRequest, *, upload_id: str | None = None) -> Resolved
         executor_template_text=executor_template,
         uploads=plan,
         packages=packages_from_conf(conf),
+        driver_claims=driver_claims,
+        executor_claims=executor_claims,
+        executor_claimed_limits=tuple(sorted(claimed_limits)),
     )
+
+
+def _claimed(pod: PodResources, claims: list[dra.ClaimRequest]) -> tuple[PodResources, tuple[dra.ClaimRequest, ...]]:
+    """The pod's resources without the accelerators it claims through DRA, and those claims."""
+    names = {c.name for c in claims}
+    kept = tuple(a for a in pod.accelerators if a.name not in names)
+    return dataclasses.replace(pod, accelerators=kept), tuple(claims)

@@ -78,11 +78,23 @@ def outstanding_demand(kube: Kube, namespace: str) -> tuple[dict[str, Decimal], 
             conf = parse_properties(data.get(PROPERTIES_FILE, ""))
             missing = executor_instances(conf) - existing[(driver["metadata"].get("labels") or {}).get(LABEL_APP_ID)]
             if missing > 0:
-                add_requests(reserved, executor_resources_of_running_app(conf).quota_requests(), missing)
+                add_requests(reserved, _executor_quota_of_running_app(conf), missing)
                 apps += 1
         except (KubeaccelError, KeyError, ValueError):
             continue
     return reserved, apps
+
+
+def _executor_quota_of_running_app(conf: Mapping[str, str]) -> dict[str, Decimal]:
+    """One executor of an admitted app; devices it claims through DRA count per DeviceClass instead."""
+    from kubeaccel.spark import dra
+
+    requests = executor_resources_of_running_app(conf).quota_requests()
+    claims = dra.requests(conf, "executor")
+    for claim in claims:
+        for key in [k for k in requests if k.startswith("requests.") and k.endswith(f"/{claim.name}")]:
+            del requests[key]
+    return add_requests(requests, {k: Decimal(v) for k, v in dra.quota(claims).items()})
 
 
 def quota_snapshot(kube: Kube, namespace: str) -> list[QuotaLine]:

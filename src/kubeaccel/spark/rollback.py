@@ -57,7 +57,8 @@ __all__ = [
 ]
 
 # kinds a submit creates, as `kubectl delete` and lightkube name them
-_KUBECTL_KIND = {"Pod": "pod", "Service": "service", "ConfigMap": "configmap", "NetworkPolicy": "networkpolicy"}
+_KUBECTL_KIND = {"Pod": "pod", "Service": "service", "ConfigMap": "configmap", "NetworkPolicy": "networkpolicy",
+                 "ResourceClaimTemplate": "resourceclaimtemplate.resource.k8s.io"}
 
 
 class SubmitInterruptedError(KubeaccelError):
@@ -161,8 +162,10 @@ class Ledger:
 def _delete(kube: Kube, kind: str, name: str, namespace: str) -> None:
     from lightkube.resources.core_v1 import ConfigMap, Pod, Service
     from lightkube.resources.networking_v1 import NetworkPolicy
+    from lightkube.resources.resource_v1 import ResourceClaimTemplate
 
-    resources: dict[str, Any] = {"Pod": Pod, "Service": Service, "ConfigMap": ConfigMap, "NetworkPolicy": NetworkPolicy}
+    resources: dict[str, Any] = {"Pod": Pod, "Service": Service, "ConfigMap": ConfigMap, "NetworkPolicy": NetworkPolicy,
+                                 "ResourceClaimTemplate": ResourceClaimTemplate}
     grace = 0 if kind == "Pod" else None
     kube.delete(resources[kind], name, namespace=namespace, grace_period=grace, missing_ok=True)
 
