@@ -18,6 +18,7 @@ import os
 import shutil
 import signal
 import statistics
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -101,6 +102,8 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--real-node", action="store_true", help="also time tier 2 (root only)")
     args = parser.parse_args()
+    # Stopped by `timeout` or kill: the finally blocks still `down` the clusters started so far.
+    signal.signal(signal.SIGTERM, lambda signum, _frame: sys.exit(128 + signum))
     samples: dict[str, list[float]] = {"bare apiserver (floor)": [], "up tier 1": [], **{n: [] for n in REPAIRS},
                                        "down": []}
     if args.real_node:

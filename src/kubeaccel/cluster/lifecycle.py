@@ -374,16 +374,22 @@ def _stop_strays(layout: Layout) -> list[str]:
             names.append(Path(f"/proc/{pid}/comm").read_text().strip())
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGTERM)
+    for pid in _wait_gone(pids):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    _wait_gone(pids)
+    return [f"{name} (unrecorded)" for name in names]
+
+
+def _wait_gone(pids: list[int]) -> list[int]:
+    """Wait up to STRAY_GRACE for ``pids`` to exit; returns those still running."""
     deadline = time.monotonic() + STRAY_GRACE
     while pids and time.monotonic() < deadline:
         for pid in pids:
             process.reap(pid)
-        pids = [pid for pid in pids if Path(f"/proc/{pid}").exists() and not _zombie(pid)]
+        pids = [pid for pid in pids if not _zombie(pid)]
         time.sleep(0.05)
-    for pid in pids:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-    return [f"{name} (unrecorded)" for name in names]
+    return pids
 
 
 def _zombie(pid: int) -> bool:
