@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -96,5 +97,8 @@ def test_run_serves_until_sigterm_and_cleans_its_sockets(config: Path) -> None:
     finally:
         proc.send_signal(signal.SIGTERM)
         out, _ = proc.communicate(timeout=30)
-    assert proc.returncode == 0, out
-    assert not sock.exists() and not Path(info.endpoint).exists()
+    try:
+        assert proc.returncode == 0, out
+        assert not sock.exists() and not Path(info.endpoint).exists()
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
