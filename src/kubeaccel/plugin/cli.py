@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import signal
 import sys
@@ -72,8 +71,14 @@ def run(  # noqa: PLR0917 - one parameter per click option
     if metrics_port is None:
         # The daemon never speaks TLS, and without the metrics endpoint nothing it loads needs the
         # ssl module; asyncio imports it only to offer TLS (libssl, libcrypto: about 6 MiB of RSS).
-        # A None entry makes that optional import fail the way asyncio expects (ssl = None).
+        # A None entry makes that optional import fail the way asyncio expects (ssl = None); asyncio
+        # itself is imported only below, after it. pydantic imports ``secrets`` -> ``hmac`` ->
+        # ``hashlib``, whose OpenSSL half (``_hashlib``) maps libcrypto too; hashlib falls back to
+        # its built-in algorithms without it, and nothing in the daemon hashes with OpenSSL.
         sys.modules.setdefault("ssl", None)  # type: ignore[arg-type]
+        sys.modules.setdefault("_hashlib", None)  # type: ignore[arg-type]
+    import asyncio
+
     from kubeaccel.devices.config import load_config
     from kubeaccel.plugin.daemon import Daemon, check_socket_dir
 
@@ -142,6 +147,8 @@ def devices(config_path: Path, root: Path) -> None:
 @click.option("--resource", default=None, help="Check this resource's plugin (default: the first to register).")
 def check(socket_dir: Path, timeout: float, resource: str | None) -> None:
     """Play the kubelet against any device plugin and grade it (exit 1 on any failure)."""
+    import asyncio
+
     from rich.console import Console
     from rich.table import Table
 
