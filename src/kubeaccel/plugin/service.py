@@ -192,6 +192,7 @@ class ResourcePlugin(pb_grpc.DevicePluginServicer):
         self._cdi_written: dict[str, Any] | None = None
         self.metrics = metrics or Metrics(enabled=False)
         self.devices = backend.scan()
+        self.devices.id_set()  # built now, not in the first GetPreferredAllocation
         self._list = list_bytes(self.devices)
         self._warn_oversize()
         self._sync_cdi(self.devices, initial=True)
@@ -274,6 +275,7 @@ class ResourcePlugin(pb_grpc.DevicePluginServicer):
             return
         self._sync_cdi(snapshot)  # the spec names a device before the kubelet may allocate it
         encoded = list_bytes(snapshot)
+        snapshot.id_set()
         with self._cond:
             self.devices = snapshot
             self._list = encoded
