@@ -180,23 +180,37 @@ def test_check_allocation_accepts_exactly_the_valid_requests(
             check_allocation(available, ids)
 
 
-# --- positions: how GetPreferredAllocation reads 131,072 available IDs ---------------------------
+# --- excluded IDs: the pool when the kubelet offers all but a few devices -------------------------
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=300, deadline=None)
 @given(
-    ids=st.lists(st.text(min_size=1, max_size=6), unique=True, max_size=12),
-    picks=st.lists(st.integers(min_value=0, max_value=11), max_size=20),
+    spec=st.lists(st.tuples(st.sampled_from([f"d{i}" for i in range(12)]), st.sampled_from([None, 0, 1, 2])),
+                  unique_by=lambda t: t[0], min_size=1, max_size=12),
+    data=st.data(),
 )
-def test_from_positions_is_the_subset_of_the_named_ids(ids: list[str], picks: list[int]) -> None:
-    # Any IDs (NUL, separators, digits), picked with repeats: the same devices as `subset`.
-    snapshot = Devices(Device(id=i, index=str(n)) for n, i in enumerate(ids))
-    named = [ids[p] for p in picks if p < len(ids)]
-    place = snapshot.positions()
-    assert sorted(place.values()) == list(range(len(ids)))
-    assert [i for i, _ in sorted(place.items(), key=lambda kv: kv[1])] == list(snapshot)
-    got = snapshot.from_positions(place[i] for i in named)
-    assert got == snapshot.subset(set(named))
-    assert list(got) == list(snapshot.subset(set(named)))
-    if set(named) == set(ids):
-        assert got is snapshot  # the snapshot itself, with its cached NUMA groups
+def test_preferred_allocation_with_excluded_ids_is_that_of_the_rest(
+    spec: list[tuple[str, int | None]], data: st.DataObject
+) -> None:
+    # The pool as "all less a few" gives exactly the answer (or the error) of that pool itself.
+    snapshot = devs(*spec)
+    ids = list(snapshot)
+    excluded = data.draw(st.sets(st.sampled_from(ids)))
+    must = data.draw(st.lists(st.sampled_from(ids), max_size=3))
+    size = data.draw(st.integers(min_value=0, max_value=len(ids) + 1))
+    rest = Devices(snapshot[i] for i in ids if i not in excluded)
+    try:
+        expected: list[str] | str = preferred_allocation(rest, must, size)
+    except AllocationError as exc:
+        expected = exc.message
+    try:
+        got: list[str] | str = preferred_allocation(snapshot, must, size, excluded=frozenset(excluded))
+    except AllocationError as exc:
+        got = exc.message
+    assert got == expected
+
+
+def test_snapshot_id_set_is_every_id_even_with_odd_characters() -> None:
+    snapshot = devs(("a\0b", 0), ("c", None), ("d::1", 1))  # an ID holding NUL takes the plain path
+    assert snapshot.id_set() == frozenset({"a\0b", "c", "d::1"})
+    assert devs().id_set() == frozenset()

@@ -70,7 +70,7 @@ def sort_key(device_id: str) -> tuple[tuple[int, int | str], ...]:
 class Devices(Mapping[str, Device]):
     """An immutable snapshot of a resource's devices, iterated in natural ID order."""
 
-    __slots__ = ("_by_id", "_groups", "_id_set", "_positions")
+    __slots__ = ("_by_id", "_groups", "_id_set")
 
     def __init__(self, devices: Iterable[Device] = ()) -> None:
         by_id: dict[str, Device] = {}
@@ -80,7 +80,6 @@ class Devices(Mapping[str, Device]):
             by_id[dev.id] = dev
         self._by_id = {k: by_id[k] for k in sorted(by_id, key=sort_key)}
         self._groups: dict[int | None, list[str]] | None = None
-        self._positions: dict[str, int] | None = None
         self._id_set: frozenset[str] | None = None
 
     @classmethod
@@ -89,7 +88,6 @@ class Devices(Mapping[str, Device]):
         out = cls.__new__(cls)
         out._by_id = by_id
         out._groups = None
-        out._positions = None
         out._id_set = None
         return out
 
@@ -109,23 +107,6 @@ class Devices(Mapping[str, Device]):
         if self._id_set is None:
             self._id_set = frozenset(self._compact_ids())
         return self._id_set
-
-    def positions(self) -> dict[str, int]:
-        """Each ID's place in natural order; computed once per snapshot (immutable).
-
-        Lets a request's IDs be ordered as small ints (no per-ID sort key).
-        """
-        if self._positions is None:
-            self._positions = {device_id: n for n, device_id in enumerate(self._compact_ids())}
-        return self._positions
-
-    def from_positions(self, positions: Iterable[int]) -> Devices:
-        """The devices at these places of ``positions()`` (each at most once), in natural order."""
-        wanted = sorted(set(positions))
-        if len(wanted) == len(self._by_id):
-            return self
-        devices = list(self._by_id.values())
-        return Devices.ordered({(d := devices[n]).id: d for n in wanted})
 
     def by_numa_node(self) -> dict[int | None, list[str]]:
         """IDs per NUMA node, each list in natural order; computed once per snapshot (immutable)."""

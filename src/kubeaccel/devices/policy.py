@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable, Sequence
+from collections.abc import Set as AbstractSet
 
 from kubeaccel.devices.model import Devices, sort_key
 from kubeaccel.errors import KubeaccelError
@@ -98,8 +99,13 @@ def _group_of(numa_node: int | None) -> int:
     return -1 if numa_node is None else numa_node
 
 
-def preferred_allocation(available: Devices, must_include: Sequence[str], size: int) -> list[str]:
-    """Exactly ``size`` IDs from ``available``, including all of ``must_include``.
+def preferred_allocation(
+    devices: Devices, must_include: Sequence[str], size: int, excluded: AbstractSet[str] = frozenset()
+) -> list[str]:
+    """Exactly ``size`` IDs from the available devices, including all of ``must_include``.
+
+    The available devices are ``devices`` less ``excluded`` (IDs of ``devices``): the kubelet
+    offers all but the allocated ones, and skipping a few is far cheaper than copying 131,072.
 
     The result spans the fewest NUMA groups possible. Among allocations spanning that few groups
     it is the one whose IDs, in natural order (``sort_key``), compare lowest — so answers are
@@ -109,13 +115,14 @@ def preferred_allocation(available: Devices, must_include: Sequence[str], size: 
     duplicated = _duplicates(must_include)
     if duplicated:
         problems.append(f"duplicated must-include ID(s) {_names(duplicated)}")
-    missing = available.unknown(must_include)
+    missing = sorted({*devices.unknown(must_include), *(i for i in must_include if i in excluded)}, key=sort_key)
     if missing:
         problems.append(f"must-include ID(s) {_names(missing)} not among the available devices")
     if size < 1:
         problems.append(f"allocation size {size} is less than 1")
-    if size > len(available):
-        problems.append(f"allocation size {size} exceeds the {len(available)} available device(s)")
+    count = len(devices) - len(excluded)
+    if size > count:
+        problems.append(f"allocation size {size} exceeds the {count} available device(s)")
     if size < len(set(must_include)):
         problems.append(f"allocation size {size} is smaller than the {len(set(must_include))} must-include device(s)")
     if problems:
@@ -127,13 +134,16 @@ def preferred_allocation(available: Devices, must_include: Sequence[str], size: 
 
     must = set(must_include)
     groups: dict[int, int] = {}  # group -> non-must devices not yet passed by the scan below
-    members = available.by_numa_node()
+    members = devices.by_numa_node()
     for numa, ids in members.items():
         group = _group_of(numa)
         groups[group] = groups.get(group, 0) + len(ids)
+    for i in excluded:
+        groups[_group_of(devices[i].numa_node)] -= 1
     for i in must:
-        groups[_group_of(available[i].numa_node)] -= 1
-    allowed = {_group_of(available[i].numa_node) for i in must}
+        groups[_group_of(devices[i].numa_node)] -= 1
+    allowed = {_group_of(devices[i].numa_node) for i in must}
+    skip = must | excluded if excluded else must
     optional = [g for g in groups if g not in allowed]
     needed = size - len(must)
 
@@ -150,7 +160,7 @@ def preferred_allocation(available: Devices, must_include: Sequence[str], size: 
     if extra_groups == 0:
         # The rest fits in the must-include devices' groups: the lowest IDs of those groups, found
         # without walking the others (what keeps a call over 131,072 devices fast).
-        lists = [_first_not_in(ids, must, needed) for numa, ids in members.items() if _group_of(numa) in allowed]
+        lists = [_first_not_in(ids, skip, needed) for numa, ids in members.items() if _group_of(numa) in allowed]
         candidates = lists[0] if len(lists) == 1 else sorted((i for ids in lists for i in ids), key=sort_key)
         return sorted([*must, *candidates[:needed]], key=sort_key)
 
@@ -160,10 +170,10 @@ def preferred_allocation(available: Devices, must_include: Sequence[str], size: 
     # on, so a group that cannot be opened once is never tried again.
     chosen: list[str] = []
     dead: set[int] = set()
-    for dev in available.values():
+    for dev in devices.values():
         if len(chosen) == needed:
             break
-        if dev.id in must:
+        if dev.id in skip:
             continue
         group = _group_of(dev.numa_node)
         groups[group] -= 1

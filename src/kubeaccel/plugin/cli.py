@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import signal
 import sys
@@ -12,7 +11,7 @@ from pathlib import Path
 import click
 
 from kubeaccel.errors import KubeaccelError
-from kubeaccel.plugin.paths import DEFAULT_SOCKET_DIR
+from kubeaccel.plugin.paths import DEFAULT_POD_RESOURCES_SOCKET, DEFAULT_SOCKET_DIR
 
 _config_option = click.option(
     "--config",
@@ -52,13 +51,18 @@ def plugin() -> None:
 @click.option("--cdi-dir", type=click.Path(path_type=Path, file_okay=False), default=Path("/var/run/cdi"),
               show_default=True, envvar="KUBEACCEL_CDI_DIR", show_envvar=True,
               help="Where resources with `cdi: true` write their CDI spec (the runtime reads /etc/cdi, /var/run/cdi).")
+@click.option("--pod-resources-socket", type=click.Path(path_type=Path, dir_okay=False),
+              default=DEFAULT_POD_RESOURCES_SOCKET, show_default=True, envvar="KUBEACCEL_POD_RESOURCES_SOCKET",
+              show_envvar=True,
+              help="The kubelet's PodResources API: with --metrics-port, each scrape reads which container holds "
+              "which device (kubeaccel_device_allocated). Absent: no such series.")
 @click.option("--root", type=click.Path(path_type=Path, file_okay=False), default=Path("/"), show_default=True,
               help="Prefix for /dev and /sys (a fake tree for testing).")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info",
               show_default=True)
 def run(  # noqa: PLR0917 - one parameter per click option
-    config_path: Path, socket_dir: Path, metrics_port: int | None, metrics_addr: str, cdi_dir: Path, root: Path,
-    log_level: str,
+    config_path: Path, socket_dir: Path, metrics_port: int | None, metrics_addr: str, cdi_dir: Path,
+    pod_resources_socket: Path, root: Path, log_level: str,
 ) -> None:
     """Serve every configured resource to the kubelet until SIGTERM (SIGHUP reloads the config)."""
     # First of all: a SIGHUP (reload) while starting must not kill the process, and SIGTERM must
@@ -67,8 +71,14 @@ def run(  # noqa: PLR0917 - one parameter per click option
     if metrics_port is None:
         # The daemon never speaks TLS, and without the metrics endpoint nothing it loads needs the
         # ssl module; asyncio imports it only to offer TLS (libssl, libcrypto: about 6 MiB of RSS).
-        # A None entry makes that optional import fail the way asyncio expects (ssl = None).
+        # A None entry makes that optional import fail the way asyncio expects (ssl = None); asyncio
+        # itself is imported only below, after it. pydantic imports ``secrets`` -> ``hmac`` ->
+        # ``hashlib``, whose OpenSSL half (``_hashlib``) maps libcrypto too; hashlib falls back to
+        # its built-in algorithms without it, and nothing in the daemon hashes with OpenSSL.
         sys.modules.setdefault("ssl", None)  # type: ignore[arg-type]
+        sys.modules.setdefault("_hashlib", None)  # type: ignore[arg-type]
+    import asyncio
+
     from kubeaccel.devices.config import load_config
     from kubeaccel.plugin.daemon import Daemon, check_socket_dir
 
@@ -76,7 +86,7 @@ def run(  # noqa: PLR0917 - one parameter per click option
     check_socket_dir(socket_dir)
     load_config(config_path)  # fail before anything starts when the file is wrong
     daemon = Daemon(lambda: load_config(config_path), socket_dir, root=root, metrics_port=metrics_port,
-                    metrics_addr=metrics_addr, cdi_dir=cdi_dir)
+                    metrics_addr=metrics_addr, cdi_dir=cdi_dir, pod_resources_socket=pod_resources_socket)
     if hup:
         daemon.reload_requested.set()
     asyncio.run(daemon.run(handle_signals=True))
@@ -137,6 +147,8 @@ def devices(config_path: Path, root: Path) -> None:
 @click.option("--resource", default=None, help="Check this resource's plugin (default: the first to register).")
 def check(socket_dir: Path, timeout: float, resource: str | None) -> None:
     """Play the kubelet against any device plugin and grade it (exit 1 on any failure)."""
+    import asyncio
+
     from rich.console import Console
     from rich.table import Table
 

@@ -334,6 +334,7 @@ class Daemon:
         cdi_dir: Path = DEFAULT_SPEC_DIR,
         server_factory: ServerFactory = PluginServer,
         registrar: Registrar = _register,
+        pod_resources_socket: Path | None = None,
     ) -> None:
         self._load = load
         self.socket_dir = socket_dir
@@ -343,6 +344,8 @@ class Daemon:
         self.metrics_port = metrics_port
         self._metrics_addr = metrics_addr
         self.manager = Manager(socket_dir, server_factory=server_factory, registrar=registrar, metrics=self.metrics)
+        if pod_resources_socket is not None:  # read per scrape, only with --metrics-port
+            self.metrics.watch_allocations(pod_resources_socket, self.manager.entries.keys)
         self.stop_requested = asyncio.Event()
         self.reload_requested = asyncio.Event()
         self.started = threading.Event()  # servers are listening (set from the loop thread)

@@ -15,11 +15,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Collection, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from kubeaccel.devices.model import Devices, Health
 from kubeaccel.errors import ConfigError
+
+if TYPE_CHECKING:
+    from kubeaccel.plugin.podresources import AllocationRefresher
 
 MAX_CONNECTIONS = 16
 REQUEST_TIMEOUT_S = 5.0
@@ -57,13 +61,16 @@ class Metrics:
     allocations: Any
     allocate_seconds: Any
     registrations: Any
+    allocated: Any
 
     def __init__(self, *, enabled: bool = True) -> None:
         self.enabled = enabled
         self._http: asyncio.Server | None = None
         self._open = 0
+        self._allocated: AllocationRefresher | None = None
         if not enabled:
             self.devices = self.allocations = self.allocate_seconds = self.registrations = _Null()
+            self.allocated = _Null()
             return
         from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -93,6 +100,21 @@ class Metrics:
             ["resource", "result"],
             registry=self.registry,
         )
+        self.allocated = Gauge(
+            "kubeaccel_device_allocated",
+            "1 for each device of our resources that a container holds, as the kubelet's PodResources "
+            "API reports it (read at scrape time; empty when that API is not there).",
+            ["resource", "device", "namespace", "pod", "container"],
+            registry=self.registry,
+        )
+
+    def watch_allocations(self, socket: Path, resources: Callable[[], Collection[str]]) -> None:
+        """Fill ``kubeaccel_device_allocated`` from the PodResources API at ``socket`` on each scrape."""
+        if not self.enabled:
+            return
+        from kubeaccel.plugin.podresources import AllocationRefresher, PodResourcesReader
+
+        self._allocated = AllocationRefresher(PodResourcesReader(socket), resources, self.allocated)
 
     def set_devices(self, resource: str, devices: Devices) -> None:
         if not self.enabled:
@@ -142,6 +164,8 @@ class Metrics:
                 else:
                     from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+                    if self._allocated is not None:
+                        await self._allocated.refresh()
                     status, body, ctype = b"200 OK", generate_latest(self.registry), CONTENT_TYPE_LATEST.encode()
                 writer.write(
                     b"HTTP/1.1 " + status + b"\r\nContent-Type: " + ctype
@@ -158,6 +182,8 @@ class Metrics:
                 await asyncio.wait_for(writer.wait_closed(), 1.0)
 
     async def close(self) -> None:
+        if self._allocated is not None:
+            await self._allocated.close()
         if self._http is not None:
             self._http.close()
             with contextlib.suppress(Exception):

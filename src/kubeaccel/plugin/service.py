@@ -147,25 +147,22 @@ def allocate_container(
 def preferred_container(devices: Devices, request: pb.ContainerPreferredAllocationRequest) -> list[str]:
     """The preferred IDs for one container request; ``AllocationError`` when it cannot be met.
 
-    The kubelet usually offers every free device (131,072 IDs on a big node, in no useful order):
-    one set built from the request, compared with the snapshot's cached ID set, finds the common
-    case "all of them" and then uses the snapshot itself, with its cached NUMA groups. Otherwise the
-    IDs become places in the snapshot's natural order (no per-ID sort key).
+    The kubelet offers every free device (131,072 IDs on a big node, in no useful order). One set
+    is built from the request and compared with the snapshot's cached ID set: two sets of about
+    one size are walked slot by slot, in memory order, far faster than a lookup per ID in request
+    order. The pool is the snapshot itself less the IDs not offered (usually few: the allocated
+    ones), which the policy skips rather than copying the rest.
     """
     wanted = set(request.available_deviceIDs)
     every = devices.id_set()
-    if wanted == every:
-        pool = devices
-    elif wanted <= every:
-        place = devices.positions()
-        pool = devices.from_positions(map(place.__getitem__, wanted))
-    else:
+    excluded = every - wanted  # one pass; with it, "every offered ID is ours" is a count
+    if len(wanted) != len(every) - len(excluded):
         raise AllocationError(
             f"cannot choose a preferred allocation: available ID(s) {names(wanted - every)} are not devices "
             "of this resource",
             hint="the kubelet and the plugin disagree about the device list; check ListAndWatch",
         )
-    return preferred_allocation(pool, list(request.must_include_deviceIDs), request.allocation_size)
+    return preferred_allocation(devices, list(request.must_include_deviceIDs), request.allocation_size, excluded)
 
 
 class ResourcePlugin(pb_grpc.DevicePluginServicer):
@@ -192,6 +189,7 @@ class ResourcePlugin(pb_grpc.DevicePluginServicer):
         self._cdi_written: dict[str, Any] | None = None
         self.metrics = metrics or Metrics(enabled=False)
         self.devices = backend.scan()
+        self.devices.id_set()  # built now, not in the first GetPreferredAllocation
         self._list = list_bytes(self.devices)
         self._warn_oversize()
         self._sync_cdi(self.devices, initial=True)
@@ -274,6 +272,7 @@ class ResourcePlugin(pb_grpc.DevicePluginServicer):
             return
         self._sync_cdi(snapshot)  # the spec names a device before the kubelet may allocate it
         encoded = list_bytes(snapshot)
+        snapshot.id_set()
         with self._cond:
             self.devices = snapshot
             self._list = encoded
