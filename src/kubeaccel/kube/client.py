@@ -104,7 +104,7 @@ class Kube:
         self.namespace = config.namespace
         try:
             self.client = Client(config, timeout=httpx2.Timeout(timeout), field_manager=FIELD_MANAGER)
-        except (LightkubeConfigError, OSError, ValueError, httpx2.InvalidURL) as exc:
+        except (LightkubeConfigError, OSError, ValueError, TypeError, httpx2.InvalidURL) as exc:
             raise ConfigError(
                 f"cannot use context {config.context_name!r}: {exc}",
                 hint="check the kubeconfig's certificate and key paths",

@@ -119,6 +119,15 @@ def _check_entry(body: Mapping[str, Any], kind: str, name: str, where: str, base
             file = file if file.is_absolute() else base / file
             if not file.is_file():
                 raise ConfigError(f"{where}: {kind} {name!r} {field} {str(file)!r} does not exist", hint="fix the path")
+    if kind == "user":
+        has_cert = bool(body.get("client-certificate-data") or body.get("client-certificate"))
+        has_key = bool(body.get("client-key-data") or body.get("client-key"))
+        if has_cert != has_key:
+            given, missing = ("certificate", "key") if has_cert else ("key", "certificate")
+            raise ConfigError(
+                f"{where}: user {name!r} has a client {given} but no client {missing}",
+                hint=f"add client-{missing}-data (or client-{missing}), or remove the client {given}",
+            )
 
 
 def select(
