@@ -14,7 +14,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import msgspec
 from lightkube.resources.resource_v1 import DeviceClass, ResourceClaim, ResourceClaimStatus, ResourceSlice
 from lightkube.types import PatchType
 
@@ -46,19 +45,9 @@ def connect(kubeconfig: Path | str | None = None) -> Kube:
     return Kube(load_config(kubeconfig=kubeconfig))
 
 
-def _get_raw(kube: Kube, res: type[Any], name: str, namespace: str | None) -> dict[str, Any]:
-    generic = kube._any._client
-    with translate_errors("get", f"{res.__name__.lower()} {name}", namespace=namespace, server=kube.server):
-        prepared = generic.prepare_request("get", res=res, name=name, namespace=namespace)
-        response = generic.send(generic.build_adapter_request(prepared))
-        generic.raise_for_status(response)
-        found: dict[str, Any] = msgspec.json.decode(response.content)
-    return found
-
-
 def get_claim(kube: Kube, namespace: str, name: str) -> dict[str, Any]:
     """The ResourceClaim as the API server stores it (plain JSON)."""
-    return _get_raw(kube, ResourceClaim, name, namespace)
+    return _to_dict(kube.get(ResourceClaim, name, namespace=namespace))
 
 
 def list_slices(kube: Kube, *, driver: str, node: str | None = None) -> list[dict[str, Any]]:
