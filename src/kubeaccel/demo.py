@@ -424,24 +424,32 @@ def run_demo(options: DemoOptions, report: Report) -> DemoResult:
         )
     except BaseException:
         if not options.keep:
-            _cleanup(info.kubeconfig if installed else None, down if started_cluster else None, options.state_dir,
-                     report)  # fmt: skip
+            cleanup(RELEASE, info.kubeconfig if installed else None, down if started_cluster else None,
+                    options.state_dir, report)  # fmt: skip
         raise
     if options.keep:
-        result.cleanup_hint = (
-            f"helm uninstall {RELEASE} -n {PLUGIN_NAMESPACE} --kubeconfig {info.kubeconfig}; "
-            f"kubeaccel cluster down --state-dir {options.state_dir}"
-        )
+        result.cleanup_hint = keep_hint(RELEASE, info.kubeconfig, options.state_dir)
     else:
-        _cleanup(info.kubeconfig if installed else None, down if started_cluster else None, options.state_dir, report)
+        cleanup(RELEASE, info.kubeconfig if installed else None, down if started_cluster else None, options.state_dir,
+                report)  # fmt: skip
     return result
 
 
-def _cleanup(release_of: Path | None, down: Callable[[Path], Any] | None, state_dir: Path, report: Report) -> None:
+def keep_hint(release: str, kubeconfig: Path, state_dir: Path) -> str:
+    """What stops what a kept demo left: its Helm release, then the cluster."""
+    return (
+        f"helm uninstall {release} -n {PLUGIN_NAMESPACE} --kubeconfig {kubeconfig}; "
+        f"kubeaccel cluster down --state-dir {state_dir}"
+    )
+
+
+def cleanup(
+    release: str, release_of: Path | None, down: Callable[[Path], Any] | None, state_dir: Path, report: Report
+) -> None:
     """Uninstall the release the demo installed (one a kept demo left stays), take down a cluster it started."""
     if release_of is not None and down is None:  # with the cluster going down, the release goes with it
-        report(f"uninstalling the device-plugin chart (Helm release {RELEASE})")
-        helm(release_of, "uninstall", RELEASE, "-n", PLUGIN_NAMESPACE, "--wait")
+        report(f"uninstalling the Helm release {release}")
+        helm(release_of, "uninstall", release, "-n", PLUGIN_NAMESPACE, "--wait")
     if down is not None:
         report("taking the cluster down")
         down(state_dir)

@@ -19,7 +19,6 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,7 +42,9 @@ from kubeaccel.demo import (
     allocations,
     app_confs,
     build_image,
+    cleanup,
     helm,
+    keep_hint,
     pi_value,
     plugin_pod_problem,
     task_reports,
@@ -304,26 +305,15 @@ def run_demo_dra(options: DemoOptions, report: Report, *, numa: int = 1) -> DraD
         )  # fmt: skip
     except BaseException:
         if not options.keep:
-            _cleanup(info.kubeconfig if installed else None, down if started_cluster else None, options.state_dir,
-                     report)  # fmt: skip
+            cleanup(DRA_RELEASE, info.kubeconfig if installed else None, down if started_cluster else None,
+                    options.state_dir, report)  # fmt: skip
         raise
     if options.keep:
-        result.cleanup_hint = (
-            f"helm uninstall {DRA_RELEASE} -n {PLUGIN_NAMESPACE} --kubeconfig {info.kubeconfig}; "
-            f"kubeaccel cluster down --state-dir {options.state_dir}"
-        )
+        result.cleanup_hint = keep_hint(DRA_RELEASE, info.kubeconfig, options.state_dir)
     else:
-        _cleanup(info.kubeconfig if installed else None, down if started_cluster else None, options.state_dir, report)
+        cleanup(DRA_RELEASE, info.kubeconfig if installed else None, down if started_cluster else None,
+                options.state_dir, report)  # fmt: skip
     return result
-
-
-def _cleanup(release_of: Path | None, down: Callable[[Path], Any] | None, state_dir: Path, report: Report) -> None:
-    if release_of is not None and down is None:  # with the cluster going down, the release goes with it
-        report(f"uninstalling the DRA driver (Helm release {DRA_RELEASE})")
-        helm(release_of, "uninstall", DRA_RELEASE, "-n", PLUGIN_NAMESPACE, "--wait")
-    if down is not None:
-        report("taking the cluster down")
-        down(state_dir)
 
 
 def render_dra(result: DraDemoResult) -> None:
