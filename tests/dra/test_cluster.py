@@ -292,6 +292,13 @@ def test_spark_claim_templates_are_accepted_and_bad_cel_is_a_clear_error(cluster
 
 def test_rbac_lets_the_daemon_write_only_its_own_nodes_slices(cluster: LocalCluster) -> None:
     cluster.kubectl("apply", "-f", str(DEPLOY / "rbac.yaml"))
+    try:
+        _check_rbac(cluster)
+    finally:  # the session's cluster is shared: a Helm release of the chart must be able to own these names
+        cluster.kubectl("delete", "--ignore-not-found", "--wait=false", "-f", str(DEPLOY / "rbac.yaml"))
+
+
+def _check_rbac(cluster: LocalCluster) -> None:
     sa = "system:serviceaccount:kube-system:kubeaccel-dra"
     as_daemon = [f"--as={sa}", "--as-group=system:serviceaccounts",
                  f"--as-user-extra=authentication.kubernetes.io/node-name={cluster.nodes[0]}"]
