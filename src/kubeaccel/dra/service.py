@@ -222,6 +222,22 @@ def _refs(claims: Sequence[Any]) -> list[ClaimRef]:
     return [ClaimRef(c.namespace, c.uid, c.name) for c in claims]
 
 
+def _prepare_response(pb: Any, outcomes: Mapping[str, Outcome]) -> Any:
+    """NodePrepareResourcesResponse in the message module of either version (v1 and v1beta1 share the shape)."""
+    return pb.NodePrepareResourcesResponse(claims={
+        uid: pb.NodePrepareResourceResponse(
+            devices=[pb.Device(request_names=d.requests, pool_name=d.pool, device_name=d.device,
+                               cdi_device_ids=d.cdi_ids) for d in o.devices],
+            error=o.error)
+        for uid, o in outcomes.items()})  # fmt: skip
+
+
+def _unprepare_response(pb: Any, errors: Mapping[str, str]) -> Any:
+    return pb.NodeUnprepareResourcesResponse(
+        claims={uid: pb.NodeUnprepareResourceResponse(error=e) for uid, e in errors.items()}
+    )
+
+
 class DRAServiceV1(dra_v1_pb2_grpc.DRAPluginServicer):
     def __init__(self, driver: Driver) -> None:
         self.driver = driver
@@ -229,21 +245,18 @@ class DRAServiceV1(dra_v1_pb2_grpc.DRAPluginServicer):
     async def NodePrepareResources(  # noqa: N802 - names fixed by the API
         self, request: dra_v1_pb2.NodePrepareResourcesRequest, context: Ctx
     ) -> dra_v1_pb2.NodePrepareResourcesResponse:
-        outcomes = await self.driver.prepare(_refs(request.claims))
-        pb = dra_v1_pb2
-        return pb.NodePrepareResourcesResponse(claims={
-            uid: pb.NodePrepareResourceResponse(
-                devices=[pb.Device(request_names=d.requests, pool_name=d.pool, device_name=d.device,
-                                   cdi_device_ids=d.cdi_ids) for d in o.devices],
-                error=o.error)
-            for uid, o in outcomes.items()})
+        response: dra_v1_pb2.NodePrepareResourcesResponse = _prepare_response(
+            dra_v1_pb2, await self.driver.prepare(_refs(request.claims))
+        )
+        return response
 
     async def NodeUnprepareResources(  # noqa: N802
         self, request: dra_v1_pb2.NodeUnprepareResourcesRequest, context: Ctx
     ) -> dra_v1_pb2.NodeUnprepareResourcesResponse:
-        errors = await self.driver.unprepare(_refs(request.claims))
-        return dra_v1_pb2.NodeUnprepareResourcesResponse(
-            claims={uid: dra_v1_pb2.NodeUnprepareResourceResponse(error=e) for uid, e in errors.items()})
+        response: dra_v1_pb2.NodeUnprepareResourcesResponse = _unprepare_response(
+            dra_v1_pb2, await self.driver.unprepare(_refs(request.claims))
+        )
+        return response
 
 
 class DRAServiceV1beta1(dra_v1beta1_pb2_grpc.DRAPluginServicer):
@@ -255,21 +268,18 @@ class DRAServiceV1beta1(dra_v1beta1_pb2_grpc.DRAPluginServicer):
     async def NodePrepareResources(  # noqa: N802
         self, request: dra_v1beta1_pb2.NodePrepareResourcesRequest, context: Ctx
     ) -> dra_v1beta1_pb2.NodePrepareResourcesResponse:
-        outcomes = await self.driver.prepare(_refs(request.claims))
-        pb = dra_v1beta1_pb2
-        return pb.NodePrepareResourcesResponse(claims={
-            uid: pb.NodePrepareResourceResponse(
-                devices=[pb.Device(request_names=d.requests, pool_name=d.pool, device_name=d.device,
-                                   cdi_device_ids=d.cdi_ids) for d in o.devices],
-                error=o.error)
-            for uid, o in outcomes.items()})
+        response: dra_v1beta1_pb2.NodePrepareResourcesResponse = _prepare_response(
+            dra_v1beta1_pb2, await self.driver.prepare(_refs(request.claims))
+        )
+        return response
 
     async def NodeUnprepareResources(  # noqa: N802
         self, request: dra_v1beta1_pb2.NodeUnprepareResourcesRequest, context: Ctx
     ) -> dra_v1beta1_pb2.NodeUnprepareResourcesResponse:
-        errors = await self.driver.unprepare(_refs(request.claims))
-        return dra_v1beta1_pb2.NodeUnprepareResourcesResponse(
-            claims={uid: dra_v1beta1_pb2.NodeUnprepareResourceResponse(error=e) for uid, e in errors.items()})
+        response: dra_v1beta1_pb2.NodeUnprepareResourcesResponse = _unprepare_response(
+            dra_v1beta1_pb2, await self.driver.unprepare(_refs(request.claims))
+        )
+        return response
 
 
 def health_response(inventory: Inventory) -> hpb.NodeWatchResourcesResponse:
