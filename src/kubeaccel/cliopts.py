@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -19,7 +20,7 @@ def connection_options(func: F) -> F:
     func = click.option(
         "--kubeconfig",
         default=None,
-        type=click.Path(dir_okay=False),
+        type=PathParam(dir_okay=False),
         help="kubeconfig file (default: $KUBECONFIG, else ~/.kube/config).",
     )(func)
     return func
@@ -39,6 +40,20 @@ def output_option(func: F) -> F:
 
 def echo_json(data: Any) -> None:
     click.echo(json.dumps(data, indent=2, sort_keys=True, default=str))
+
+
+class PathParam(click.Path):
+    """``click.Path`` that refuses a name no file system can hold (a NUL byte) with a usage error.
+
+    click's own type hands such a value to ``os.stat``, whose ``ValueError`` would escape as a
+    traceback; every path option and argument of the CLI uses this type instead.
+    """
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        text = os.fsdecode(value) if isinstance(value, bytes | os.PathLike) else str(value)
+        if "\x00" in text:
+            self.fail(f"{text[:50]!r} contains a NUL byte; give a file system path", param, ctx)
+        return super().convert(value, param, ctx)
 
 
 class BoundedFloat(click.ParamType):  # type: ignore[type-arg]

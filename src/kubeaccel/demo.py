@@ -30,6 +30,7 @@ from typing import Any
 
 import click
 
+from kubeaccel.cliopts import PathParam
 from kubeaccel.errors import KubeaccelError, NotFoundError, UnavailableError
 
 RESOURCE = "nec.com/ve"
@@ -495,7 +496,7 @@ def render(result: DemoResult) -> None:
 @click.option("--keep", is_flag=True, help="Leave the cluster, the plugin's Helm release and the app afterwards.")
 @click.option(
     "--state-dir",
-    type=click.Path(file_okay=False, path_type=Path),
+    type=PathParam(file_okay=False, path_type=Path),
     default=None,
     help="Cluster state dir (default: kubeaccel cluster's own default).",
 )

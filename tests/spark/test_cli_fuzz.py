@@ -9,16 +9,13 @@ Unicode digits), bad flags, bad masters, bad submission IDs, bad kubeconfig docu
 from __future__ import annotations
 
 import base64
-import contextlib
-import io
 from pathlib import Path
 
 import pytest
 import yaml
+from fixtures.cli import run
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-from kubeaccel.cli import main
 
 DOCUMENTED = {2, 3, 4}
 UNREACHABLE = "https://127.0.0.1:1"
@@ -43,19 +40,6 @@ def _kubeconfig(path: Path, cluster: dict[str, object] | None = None, user: dict
 @pytest.fixture(scope="module")
 def kubeconfig(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return _kubeconfig(tmp_path_factory.mktemp("fuzz") / "kubeconfig")
-
-
-def run(argv: list[str]) -> tuple[int, str]:
-    """Run the CLI in this process; returns (exit code, stderr). Anything escaping main fails the test."""
-    err, out = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(out):
-        try:
-            main(argv)
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else 1
-        else:
-            code = 0
-    return code, err.getvalue()
 
 
 def assert_clear_error(code: int, stderr: str, argv: list[str]) -> None:

@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 from pydantic import ValidationError
 
+from kubeaccel.cliopts import PathParam
 from kubeaccel.errors import ConfigError
 
 _STATE_DIR_HELP = "Where certificates, kubeconfig, data and logs live (default ~/.local/state/kubeaccel/cluster)."
@@ -25,7 +26,7 @@ def cluster() -> None:
 
 
 @cluster.command("up")
-@click.option("--state-dir", type=click.Path(path_type=Path, file_okay=False), help=_STATE_DIR_HELP)
+@click.option("--state-dir", type=PathParam(path_type=Path, file_okay=False), help=_STATE_DIR_HELP)
 @click.option("--nodes", type=int, default=1, show_default=True, help="Number of simulated (kwok) nodes.")
 @click.option(
     "--node-resource", "node_resources", multiple=True, metavar="NAME=QUANTITY",
@@ -75,7 +76,7 @@ def up_command(
 
 
 @cluster.command("down")
-@click.option("--state-dir", type=click.Path(path_type=Path, file_okay=False), help=_STATE_DIR_HELP)
+@click.option("--state-dir", type=PathParam(path_type=Path, file_okay=False), help=_STATE_DIR_HELP)
 def down_command(state_dir: Path | None) -> None:
     """Stop every process of the cluster and remove what `up` created."""
     from kubeaccel.cluster.lifecycle import down
@@ -86,7 +87,7 @@ def down_command(state_dir: Path | None) -> None:
 
 
 @cluster.command("status")
-@click.option("--state-dir", type=click.Path(path_type=Path, file_okay=False), help=_STATE_DIR_HELP)
+@click.option("--state-dir", type=PathParam(path_type=Path, file_okay=False), help=_STATE_DIR_HELP)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def status_command(state_dir: Path | None, as_json: bool) -> None:
     """Show the API server, the processes and the nodes of the cluster; exit 4 if it is not healthy."""

@@ -11,13 +11,14 @@ from pathlib import Path
 
 import click
 
+from kubeaccel.cliopts import PathParam
 from kubeaccel.devices.config import build_backends, load_config
 from kubeaccel.dra.model import DEFAULT_DRIVER, Pool, check_driver_name, device_class, resource_slices
 from kubeaccel.dra.registration import DEFAULT_PLUGINS_DIR, DEFAULT_REGISTRY_DIR
 from kubeaccel.errors import KubeaccelError
 
 _config_option = click.option(
-    "--config", "config_path", required=True, type=click.Path(path_type=Path, dir_okay=False),
+    "--config", "config_path", required=True, type=PathParam(path_type=Path, dir_okay=False),
     envvar="KUBEACCEL_DRA_CONFIG", show_envvar=True,
     help="Driver config (YAML): the resources and their backends (the same format as `plugin run`).",
 )
@@ -25,9 +26,9 @@ _driver_option = click.option(
     "--driver", default=DEFAULT_DRIVER, show_default=True, envvar="KUBEACCEL_DRA_DRIVER", show_envvar=True,
     help="The DRA driver name (a DNS subdomain you own).",
 )
-_root_option = click.option("--root", type=click.Path(path_type=Path, file_okay=False), default=Path("/"),
+_root_option = click.option("--root", type=PathParam(path_type=Path, file_okay=False), default=Path("/"),
                             show_default=True, help="Prefix for /dev and /sys (a fake tree for testing).")
-_dir = click.Path(path_type=Path, file_okay=False)
+_dir = PathParam(path_type=Path, file_okay=False)
 
 
 def _default_node() -> str:
@@ -52,7 +53,7 @@ def dra() -> None:
               help="The checkpoint of prepared claims (keep it across restarts).")
 @click.option("--cdi-dir", type=_dir, default=Path("/var/run/cdi"), show_default=True,
               help="Where CDI specs are written (one of the runtime's cdi_spec_dirs).")
-@click.option("--kubeconfig", type=click.Path(path_type=Path, dir_okay=False), default=None,
+@click.option("--kubeconfig", type=PathParam(path_type=Path, dir_okay=False), default=None,
               help="Kubeconfig (default: KUBECONFIG, else the pod's service account).")
 @click.option("--device-classes/--no-device-classes", default=False, show_default=True,
               help="Also apply a DeviceClass per resource (needs cluster-wide RBAC on deviceclasses).")
@@ -152,7 +153,7 @@ def device_classes(config_path: Path, driver: str, extended_resource: bool) -> N
 @click.option("--driver", default=None, help="Check this driver (default: the only one registered there).")
 @click.option("--node-name", default=None, help="The node the driver publishes for (default: the host name).")
 @click.option("--namespace", default="default", show_default=True, help="Where test claims are created.")
-@click.option("--kubeconfig", type=click.Path(path_type=Path, dir_okay=False), default=None,
+@click.option("--kubeconfig", type=PathParam(path_type=Path, dir_okay=False), default=None,
               help="Kubeconfig of the cluster the driver publishes to (default: KUBECONFIG).")
 @click.option("--cdi-dir", type=_dir, default=None, help="Also check that CDI specs appear and go here.")
 @click.option("--timeout", type=click.FloatRange(min=0.1), default=10.0, show_default=True,

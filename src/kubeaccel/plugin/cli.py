@@ -10,6 +10,7 @@ from pathlib import Path
 
 import click
 
+from kubeaccel.cliopts import PathParam
 from kubeaccel.errors import KubeaccelError
 from kubeaccel.plugin.paths import DEFAULT_POD_RESOURCES_SOCKET, DEFAULT_SOCKET_DIR
 
@@ -17,7 +18,7 @@ _config_option = click.option(
     "--config",
     "config_path",
     required=True,
-    type=click.Path(path_type=Path, dir_okay=False),
+    type=PathParam(path_type=Path, dir_okay=False),
     envvar="KUBEACCEL_PLUGIN_CONFIG",
     show_envvar=True,
     help="Daemon config (YAML): the resources and their backends.",
@@ -27,7 +28,7 @@ _config_option = click.option(
 def _socket_dir_option(help_text: str) -> Callable[[Callable[..., None]], Callable[..., None]]:
     return click.option(
         "--socket-dir",
-        type=click.Path(path_type=Path, file_okay=False),
+        type=PathParam(path_type=Path, file_okay=False),
         default=DEFAULT_SOCKET_DIR,
         show_default=True,
         envvar="KUBEACCEL_SOCKET_DIR",
@@ -48,15 +49,15 @@ def plugin() -> None:
               show_envvar=True, help="Serve Prometheus /metrics here.")
 @click.option("--metrics-addr", default="127.0.0.1", show_default=True, envvar="KUBEACCEL_METRICS_ADDR",
               show_envvar=True, help="Address for the metrics endpoint (loopback; 0.0.0.0 to serve the pod IP).")
-@click.option("--cdi-dir", type=click.Path(path_type=Path, file_okay=False), default=Path("/var/run/cdi"),
+@click.option("--cdi-dir", type=PathParam(path_type=Path, file_okay=False), default=Path("/var/run/cdi"),
               show_default=True, envvar="KUBEACCEL_CDI_DIR", show_envvar=True,
               help="Where resources with `cdi: true` write their CDI spec (the runtime reads /etc/cdi, /var/run/cdi).")
-@click.option("--pod-resources-socket", type=click.Path(path_type=Path, dir_okay=False),
+@click.option("--pod-resources-socket", type=PathParam(path_type=Path, dir_okay=False),
               default=DEFAULT_POD_RESOURCES_SOCKET, show_default=True, envvar="KUBEACCEL_POD_RESOURCES_SOCKET",
               show_envvar=True,
               help="The kubelet's PodResources API: with --metrics-port, each scrape reads which container holds "
               "which device (kubeaccel_device_allocated). Absent: no such series.")
-@click.option("--root", type=click.Path(path_type=Path, file_okay=False), default=Path("/"), show_default=True,
+@click.option("--root", type=PathParam(path_type=Path, file_okay=False), default=Path("/"), show_default=True,
               help="Prefix for /dev and /sys (a fake tree for testing).")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info",
               show_default=True)
@@ -108,7 +109,7 @@ def _early_signals() -> list[int]:
 
 @plugin.command()
 @_config_option
-@click.option("--root", type=click.Path(path_type=Path, file_okay=False), default=Path("/"), show_default=True,
+@click.option("--root", type=PathParam(path_type=Path, file_okay=False), default=Path("/"), show_default=True,
               help="Prefix for /dev and /sys (a fake tree for testing).")
 def devices(config_path: Path, root: Path) -> None:
     """Show the devices each resource would advertise, without starting anything."""

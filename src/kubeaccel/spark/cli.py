@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 
 import click
 
-from kubeaccel.cliopts import BoundedFloat, connection_options, echo_json, output_option
+from kubeaccel.cliopts import BoundedFloat, PathParam, connection_options, echo_json, output_option
 from kubeaccel.errors import ConfigError
 from kubeaccel.kube.client import Kube
 from kubeaccel.spark import manage
@@ -65,7 +65,7 @@ def _csv(value: str | None) -> tuple[str, ...]:
 @click.option("--name", help="Application name (spark.app.name).")
 @click.option("--class", "main_class", help="Main class of a JVM application.")
 @_conf_option("A Spark conf; repeatable.")
-@click.option("--properties-file", type=click.Path(dir_okay=False, path_type=Path), help="Spark properties file.")
+@click.option("--properties-file", type=PathParam(dir_okay=False, path_type=Path), help="Spark properties file.")
 @click.option("--jars", help="Comma-separated jars.")
 @click.option("--files", help="Comma-separated files placed in the driver's and executors' working dirs.")
 @click.option("--py-files", help="Comma-separated .py/.zip/.egg files for Python apps.")

@@ -271,13 +271,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _build_click_command() -> click.Command:
     import click
 
+    from kubeaccel.cliopts import PathParam
+
     @click.command("discover")
     @click.argument("resource", required=False)
     @click.option("--name", help="Spark's resource name (default: the part after '/').")
     @click.option(
         "--write-script",
         "script_path",
-        type=click.Path(dir_okay=False),
+        type=PathParam(dir_okay=False),
         help="Write a no-argument script for spark.*.resource.NAME.discoveryScript instead.",
     )
     @click.option("--explain", is_flag=True, help="Also say on stderr where the addresses came from.")
