@@ -1,9 +1,14 @@
-"""The one door to the Kubernetes API: a thin wrapper over lightkube's public API.
+"""The one door to the Kubernetes API: a thin wrapper over lightkube's public API, with a fast lane.
 
 Connecting (a kubeconfig checked at the edge by `kubeconfig.py`, `--context`, a `k8s://` master that
 replaces the server) and the single place where transport and API failures become kubeaccel's API
 errors (`status.translate`, typed from the API's Status, never from its text). Callers never see an
 httpx2 or lightkube exception.
+
+Lists and deletes of the kinds in `rest` (pods, namespaces) take the fast lane (`rest.Transport`:
+http.client + json) when the kubeconfig allows it, so `kubeaccel spark status/list/kill` never import
+lightkube; everything else, and any 403 (whose cause needs a SelfSubjectAccessReview), goes through
+lightkube, imported on first use.
 """
 
 from __future__ import annotations
@@ -11,34 +16,42 @@ from __future__ import annotations
 import builtins
 import contextlib
 import gc
+import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import Any, TypeVar
-
-import httpx2
-from lightkube import ApiError, Client, KubeConfig
-from lightkube import ConfigError as LightkubeConfigError
-from lightkube.config.kubeconfig import SingleConfig
-from lightkube.core.resource import Resource, api_info
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from kubeaccel.errors import ConfigError, KubeaccelError, NotFoundError
 from kubeaccel.kube import kubeconfig as kc
+from kubeaccel.kube import rest
 from kubeaccel.kube.status import Failure, RefusedBy, translate, unreachable
+
+if TYPE_CHECKING:
+    from lightkube import ApiError, Client
+    from lightkube.config.kubeconfig import SingleConfig
+    from lightkube.core.resource import Resource
 
 ALL_NAMESPACES = "*"
 FIELD_MANAGER = "kubeaccel"
 _DELETE_WORKERS = 16  # concurrent DELETEs: the apiserver's deletecollection works through one item at a time
 R = TypeVar("R")
 T = TypeVar("T")
-# what a request can raise besides ApiError: the transport, and an answer that is not the API's (an http
-# server on an https port, a proxy's HTML page) which lightkube fails to decode
-_TRANSPORT_ERRORS = (httpx2.HTTPError, httpx2.InvalidURL, OSError, KeyError, ValueError)
+
+
+def _transport_errors() -> tuple[type[BaseException], ...]:
+    """What a lightkube request can raise besides ApiError: the transport, and an answer that is not the
+    API's (an http server on an https port, a proxy's HTML page) which lightkube fails to decode."""
+    import httpx2
+
+    return (httpx2.HTTPError, httpx2.InvalidURL, OSError, KeyError, ValueError)
 
 
 def load_config(
     *, kubeconfig: str | Path | None = None, context: str | None = None, server: str | None = None
 ) -> SingleConfig:
     """Select the context (explicit, else the kubeconfig's current one); `server` replaces its API URL."""
+    from lightkube import KubeConfig
+
     path = kc.kubeconfig_path(kubeconfig)
     if path is None:
         if server:
@@ -50,6 +63,14 @@ def load_config(
             hint="set KUBECONFIG, pass --kubeconfig, or give the API server with --master k8s://https://HOST:PORT",
         )
     document, name = kc.select(kc.read_kubeconfig(path), path, context=context, server=server)
+    return _single_config(document, name, path)
+
+
+def _single_config(document: dict[str, Any], name: str, path: Path) -> SingleConfig:
+    """lightkube's view of a context `kubeconfig.select` checked."""
+    from lightkube import ConfigError as LightkubeConfigError
+    from lightkube import KubeConfig
+
     try:
         config = KubeConfig.from_dict(document, fname=path).get(name)
     except (LightkubeConfigError, KeyError, TypeError, ValueError) as exc:
@@ -86,37 +107,110 @@ def _translate_api(
 def translate_errors(verb: str, what: str, *, namespace: str | None = None, server: str = "") -> Iterator[None]:
     """The same translation as `Kube`'s requests, for code that calls lightkube itself (the DRA daemon's
     async client, a Lease compare-and-swap): API errors typed by their Status, transport errors unreachable."""
+    from lightkube import ApiError
+
     try:
         yield
     except ApiError as exc:
         raise _translate_api(exc, verb, what, namespace, None) from exc
-    except _TRANSPORT_ERRORS as exc:
+    except _transport_errors() as exc:
         raise unreachable(server, exc) from exc
 
 
 class Kube:
-    """A connected client plus the namespace its context names."""
+    """A connected client plus the namespace its context names.
+
+    `Kube(config)` connects through lightkube at once; `Kube.connect(...)` reads the kubeconfig itself
+    and opens the fast lane when it can, importing lightkube only when a request needs it.
+    """
 
     def __init__(self, config: SingleConfig, *, timeout: float = 10.0) -> None:
-        self.config = config
-        self.server = config.cluster.server
-        self.context_namespace: str | None = config.context.namespace
-        self.namespace = config.namespace
+        self._setup(lambda: config, config.cluster.server, config.context.namespace, timeout, None)
+        _ = self.client  # a certificate path that does not load is a ConfigError here, not at the first request
+
+    def _setup(
+        self,
+        load: Callable[[], SingleConfig],
+        server: str,
+        context_namespace: str | None,
+        timeout: float,
+        fast: rest.Transport | None,
+    ) -> None:
+        self._load = load
+        self._timeout = timeout
+        self._fast = fast
+        self._config: SingleConfig | None = None
+        self._client: Client | None = None
+        self._lock = threading.Lock()
+        self.server = server
+        self.context_namespace = context_namespace
+        self.namespace = context_namespace or "default"
+
+    @classmethod
+    def connect(
+        cls,
+        *,
+        kubeconfig: str | Path | None = None,
+        context: str | None = None,
+        server: str | None = None,
+        timeout: float = 10.0,
+    ) -> Kube:
+        path = kc.kubeconfig_path(kubeconfig)
+        if path is None:
+            return cls(load_config(server=server), timeout=timeout)
+        document, name = kc.select(kc.read_kubeconfig(path), path, context=context, server=server)
+        endpoint = rest.endpoint(document, name, path)
+        if endpoint is None:
+            return cls(_single_config(document, name, path), timeout=timeout)
+        kube = cls.__new__(cls)
+        namespace = next(c.get("context") or {} for c in document["contexts"] if c["name"] == name).get("namespace")
+        kube._setup(
+            lambda: _single_config(document, name, path),
+            endpoint.server,
+            str(namespace) if namespace else None,
+            timeout,
+            rest.Transport(endpoint, name, timeout),
+        )
+        return kube
+
+    @property
+    def config(self) -> SingleConfig:
+        with self._lock:
+            if self._config is None:
+                self._config = self._load()
+            return self._config
+
+    @property
+    def client(self) -> Client:
+        """lightkube's client, made on first use (thread-safe)."""
+        config = self.config
+        with self._lock:
+            if self._client is None:
+                self._client = self._make_client(config)
+            return self._client
+
+    def _make_client(self, config: SingleConfig) -> Client:
+        import httpx2
+        from lightkube import Client
+        from lightkube import ConfigError as LightkubeConfigError
+        from lightkube.models.meta_v1 import Status
+
         try:
-            self.client = Client(config, timeout=httpx2.Timeout(timeout), field_manager=FIELD_MANAGER)
+            client = Client(config, timeout=httpx2.Timeout(self._timeout), field_manager=FIELD_MANAGER)
         except (LightkubeConfigError, OSError, ValueError, TypeError, httpx2.InvalidURL) as exc:
             raise ConfigError(
                 f"cannot use context {config.context_name!r}: {exc}",
                 hint="check the kubeconfig's certificate and key paths",
             ) from exc
-        # lightkube's overloads cannot express "any resource class R", so generic calls go untyped
-        self._any: Any = self.client
+        # msgspec builds a type's decoder on first use, and that is not thread-safe: build the error
+        # Status's now, before requests from several threads (delete_many, kill) can fail at once
+        Status.from_dict({"apiVersion": "v1", "kind": "Status"})
+        return client
 
-    @classmethod
-    def connect(
-        cls, *, kubeconfig: str | Path | None = None, context: str | None = None, server: str | None = None
-    ) -> Kube:
-        return cls(load_config(kubeconfig=kubeconfig, context=context, server=server))
+    @property
+    def _any(self) -> Any:
+        """lightkube's overloads cannot express "any resource class R", so generic calls go untyped."""
+        return self.client
 
     # ---- the one error translation ----
 
@@ -131,21 +225,31 @@ class Kube:
         name: str = "",
         manifest: Mapping[str, Any] | None = None,
     ) -> T:
+        from lightkube import ApiError
+        from lightkube import ConfigError as LightkubeConfigError
+
         try:
             return call()
         except ApiError as exc:
             raise self._translated(exc, verb, what, namespace, res, name, manifest) from exc
-        except _TRANSPORT_ERRORS as exc:
+        except LightkubeConfigError as exc:  # credentials read per request (a tokenFile gone meanwhile)
+            raise _credentials_error(exc) from exc
+        except _transport_errors() as exc:
             raise unreachable(self.server, exc) from exc
 
     def _stream(
         self, verb: str, what: str, namespace: str | None, items: Callable[[], Iterable[T]], res: type[Resource]
     ) -> Iterator[T]:
+        from lightkube import ApiError
+        from lightkube import ConfigError as LightkubeConfigError
+
         try:
             yield from items()
         except ApiError as exc:
             raise self._translated(exc, verb, what, namespace, res, "", None) from exc
-        except _TRANSPORT_ERRORS as exc:
+        except LightkubeConfigError as exc:  # credentials read per request (a tokenFile gone meanwhile)
+            raise _credentials_error(exc) from exc
+        except _transport_errors() as exc:
             raise unreachable(self.server, exc) from exc
 
     def _translated(  # noqa: PLR0917 - the request's facts, in the order _call has them
@@ -173,6 +277,8 @@ class Kube:
         manifest: Mapping[str, Any] | None,
     ) -> RefusedBy:
         """Who answered 403: ask the authorizer (RBAC) itself, then the quota's numbers. No message text."""
+        from lightkube import ApiError
+        from lightkube.core.resource import api_info
         from lightkube.models.authorization_v1 import ResourceAttributes, SelfSubjectAccessReviewSpec
         from lightkube.resources.authorization_v1 import SelfSubjectAccessReview
 
@@ -188,10 +294,11 @@ class Kube:
                 )
             )
         )
+        failures: tuple[type[BaseException], ...] = (ApiError, *_transport_errors())
         try:
             answer = self.client.create(review)
             allowed = bool(answer.status and answer.status.allowed)
-        except (ApiError, *_TRANSPORT_ERRORS):
+        except failures:
             return RefusedBy.RBAC  # cannot ask: report it as the permission problem it most often is
         if not allowed:
             return RefusedBy.RBAC
@@ -200,13 +307,15 @@ class Kube:
         return RefusedBy.ADMISSION
 
     def _quota_full(self, namespace: str, manifest: Mapping[str, Any]) -> bool:
+        from lightkube import ApiError
         from lightkube.resources.core_v1 import ResourceQuota
 
         from kubeaccel.kube.usage import exceeds, object_usage
 
+        failures: tuple[type[BaseException], ...] = (ApiError, *_transport_errors())
         try:
             quotas = list(self.client.list(ResourceQuota, namespace=namespace))
-        except (ApiError, *_TRANSPORT_ERRORS):
+        except failures:
             return False
         usage = object_usage(manifest)
         return any(
@@ -281,20 +390,52 @@ class Kube:
 
     def list_raw(
         self,
-        res: type[Resource],
+        res: type[Resource] | rest.Collection,
         namespace: str | None = None,
         *,
         labels: Mapping[str, Any] | None = None,
         fields: Mapping[str, Any] | None = None,
     ) -> builtins.list[dict[str, Any]]:
-        """Like `list`, as plain JSON-like dicts (status/list/kill read only a few fields)."""
-        items: builtins.list[Any] = self.list(res, namespace, labels=labels, fields=fields)
+        """Like `list`, as plain JSON-like dicts (status/list/kill read only a few fields).
+
+        A `rest.Collection` takes the fast lane when there is one and the selectors are plain equalities."""
+        if isinstance(res, rest.Collection):
+            plain = all(isinstance(v, str) for v in [*(labels or {}).values(), *(fields or {}).values()])
+            if self._fast is not None and plain:
+                query = {
+                    key: ",".join(f"{k}={v}" for k, v in selector.items())
+                    for key, selector in (("labelSelector", labels), ("fieldSelector", fields))
+                    if selector
+                }
+                try:
+                    answer = self._fast_request("list", res.plural, namespace, "GET", res.path(namespace), query)
+                except _ForbiddenOnFastLaneError:
+                    pass  # the slow lane asks who refused
+                else:
+                    found = answer.get("items") if isinstance(answer, dict) else None
+                    return found if isinstance(found, builtins.list) else []
+            res = res.lightkube()
+        cls: Any = res
+        items: builtins.list[Any] = self.list(cls, namespace, labels=labels, fields=fields)
         with _collector_paused():
             return [item.to_dict() for item in items]
 
+    def _fast_request(  # noqa: PLR0917 - the request's facts, as _call has them
+        self, verb: str, what: str, namespace: str | None, method: str, path: str, query: Mapping[str, str]
+    ) -> Any:
+        """One request on the fast lane; a 403 raises _ForbiddenOnFastLaneError: the slow lane asks who refused."""
+        assert self._fast is not None
+        try:
+            with _collector_paused():
+                return self._fast.request(method, path, query)
+        except rest.HttpError as exc:
+            if exc.code == 403:
+                raise _ForbiddenOnFastLaneError from exc
+            raise rest.translated(exc, verb, what, namespace) from exc
+
     def delete(
         self,
-        res: type[Resource],
+        res: type[Resource] | rest.Collection,
         name: str,
         namespace: str | None = None,
         *,
@@ -302,12 +443,24 @@ class Kube:
         missing_ok: bool = False,
     ) -> None:
         try:
+            if isinstance(res, rest.Collection):
+                if self._fast is not None:
+                    query = {"gracePeriodSeconds": str(grace_period)} if grace_period is not None else {}
+                    what = f"{res.kind} {name}"
+                    try:
+                        self._fast_request("delete", what, namespace, "DELETE", res.path(namespace, name), query)
+                    except _ForbiddenOnFastLaneError:
+                        pass  # the slow lane asks who refused
+                    else:
+                        return
+                res = res.lightkube()
+            cls: Any = res
             self._call(
                 "delete",
-                f"{res.__name__.lower()} {name}",
+                f"{cls.__name__.lower()} {name}",
                 namespace,
-                lambda: self._any.delete(res, name, namespace=namespace, grace_period=grace_period),
-                res=res,
+                lambda: self._any.delete(cls, name, namespace=namespace, grace_period=grace_period),
+                res=cls,
                 name=name,
             )
         except NotFoundError:
@@ -361,6 +514,15 @@ class Kube:
     def close(self) -> None:
         with contextlib.suppress(Exception):
             self.client.close()
+
+
+def _credentials_error(exc: Exception) -> ConfigError:
+    return ConfigError(f"the kubeconfig's credentials cannot be used: {exc}",
+                       hint="check the user's tokenFile, certificate and key (kubectl config view)")
+
+
+class _ForbiddenOnFastLaneError(Exception):
+    """A 403 on the fast lane: only the slow lane can tell RBAC from quota and admission."""
 
 
 @contextlib.contextmanager

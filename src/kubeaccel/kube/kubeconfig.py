@@ -103,7 +103,7 @@ def _named(document: Mapping[str, Any], section: str, key: str, name: str, where
     raise ConfigError(f"{where}: the context names {key} {name!r}, which is not in {section}", hint="fix the context")
 
 
-def _check_entry(body: Mapping[str, Any], kind: str, name: str, where: str, base: Path) -> None:
+def _check_entry(body: dict[str, Any], kind: str, name: str, where: str, base: Path) -> None:
     for field in _B64_FIELDS[kind]:
         if field in body:
             try:
@@ -119,6 +119,7 @@ def _check_entry(body: Mapping[str, Any], kind: str, name: str, where: str, base
             file = file if file.is_absolute() else base / file
             if not file.is_file():
                 raise ConfigError(f"{where}: {kind} {name!r} {field} {str(file)!r} does not exist", hint="fix the path")
+            body[field] = str(file)  # relative to the kubeconfig, as kubectl reads it, whatever the clients' cwd
     if kind == "user":
         has_cert = bool(body.get("client-certificate-data") or body.get("client-certificate"))
         has_key = bool(body.get("client-key-data") or body.get("client-key"))

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from kubeaccel.spark import claims
 from kubeaccel.spark.conf import format_properties, split_list
+from kubeaccel.spark.labels import LABEL_APP_ID, LABEL_APP_NAME, LABEL_ROLE
 from kubeaccel.spark.resources import FACTOR_KEY, PodResources
 
 if TYPE_CHECKING:
@@ -31,9 +32,6 @@ POD_TEMPLATE_DIR = "/opt/spark/pod-template"
 POD_TEMPLATE_FILE = "pod-spec-template.yml"
 POD_TEMPLATE_KEY = "podspec-configmap-key"
 DRIVER_CONTAINER = "spark-kubernetes-driver"
-LABEL_APP_ID = "spark-app-selector"
-LABEL_ROLE = "spark-role"
-LABEL_APP_NAME = "spark-app-name"
 LABEL_VERSION = "spark-version"
 
 Manifest = dict[str, Any]

@@ -16,11 +16,10 @@ from typing import Any, TypeVar
 
 import click
 
-from kubeaccel.cliopts import BoundedFloat, PathParam, connection_options, echo_json, output_option
+from kubeaccel.cliopts import BoundedFloat, PathParam, connection_options, echo_json, echo_table, output_option
 from kubeaccel.errors import ConfigError
 from kubeaccel.kube.client import Kube
 from kubeaccel.spark import manage
-from kubeaccel.spark.conf import FLAG_CONFS, SubmitRequest, parse_conf_pairs, split_list
 from kubeaccel.spark.ids import SubmissionId, parse_target
 
 # spark-submit flags that do not apply to Kubernetes cluster mode, and why (refused, never ignored)
@@ -56,6 +55,8 @@ def _conf_option(help_: str) -> Callable[[F], F]:
 
 
 def _csv(value: str | None) -> tuple[str, ...]:
+    from kubeaccel.spark.conf import split_list
+
     return tuple(split_list(value or ""))
 
 
@@ -136,6 +137,8 @@ def submit_command(
     for flag, (option, reason) in REFUSED_FLAGS.items():
         if flags.get(flag) is not None:
             raise ConfigError(f"{option} does not apply to Kubernetes cluster mode", hint=reason)
+    from kubeaccel.spark.conf import FLAG_CONFS, SubmitRequest, parse_conf_pairs
+
     request = SubmitRequest(
         app_resource=app_resource,
         master=master,
@@ -231,21 +234,21 @@ def _connect(kubeconfig: str | None, context: str | None) -> Kube:
 
 
 def _table(apps: list[manage.AppStatus]) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table("ID", "APP", "PHASE", "EXECUTORS", "NODE", "STARTED", "REASON", box=None)
-    for app in apps:
-        table.add_row(
-            app.id,
-            app.app_name,
-            app.phase,
-            f"{app.executors_running}/{app.executors}",
-            app.node or "-",
-            app.start or "-",
-            app.reason or "-",
-        )
-    Console(width=200).print(table)
+    echo_table(
+        ("ID", "APP", "PHASE", "EXECUTORS", "NODE", "STARTED", "REASON"),
+        (
+            (
+                app.id,
+                app.app_name,
+                app.phase,
+                f"{app.executors_running}/{app.executors}",
+                app.node or "-",
+                app.start or "-",
+                app.reason or "-",
+            )
+            for app in apps
+        ),
+    )
 
 
 @spark.command("status")
@@ -316,6 +319,8 @@ def kill_command(
     output: str,
 ) -> None:
     """Kill the app(s) TARGET (ID or glob); executors, Service and ConfigMaps follow their driver."""
+    from kubeaccel.spark.conf import parse_conf_pairs  # here: status and list need none of the conf grammar
+
     conf = parse_conf_pairs(confs)
     if grace_period is None and "spark.kubernetes.appKillPodDeletionGracePeriod" in conf:
         grace_period = _grace_seconds(conf["spark.kubernetes.appKillPodDeletionGracePeriod"])
@@ -374,6 +379,7 @@ def logs_command(
 def gc_uploads_command(upload_path: str, older_than: str, confs: tuple[str, ...], dry_run: bool, output: str) -> None:
     """Remove spark-upload-* directories older than --older-than (Spark never removes them)."""
     from kubeaccel.spark import uploads
+    from kubeaccel.spark.conf import parse_conf_pairs
 
     age = uploads.parse_age(older_than)
     removed = uploads.gc_uploads(upload_path, age, parse_conf_pairs(confs), dry_run=dry_run)

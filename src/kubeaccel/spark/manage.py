@@ -20,8 +20,9 @@ from typing import Any, Generic, TypeVar
 
 from kubeaccel.errors import ConfigError, ForbiddenError, KubeaccelError, NotFoundError
 from kubeaccel.kube.client import ALL_NAMESPACES, Kube
-from kubeaccel.spark.builder import LABEL_APP_ID, LABEL_APP_NAME, LABEL_ROLE
+from kubeaccel.kube.rest import NAMESPACES, PODS
 from kubeaccel.spark.ids import SubmissionId, Target, parse_target
+from kubeaccel.spark.labels import LABEL_APP_ID, LABEL_APP_NAME, LABEL_ROLE
 
 DEFAULT_KILL_GRACE_SECONDS = 30
 PARTIAL_EXIT_CODE = 7
@@ -136,15 +137,13 @@ def find_drivers(kube: Kube, target: Target) -> list[Pod]:
 def search_drivers(kube: Kube, target: Target) -> Outcome[Pod]:
     """Like `find_drivers`; where listing every namespace is forbidden, each visible namespace is
     listed on its own and those that cannot be read become failures."""
-    from lightkube.resources.core_v1 import Pod as PodResource
-
     namespace = scope(kube, target)
     if not target.is_glob and namespace != ALL_NAMESPACES:
         fields = {"metadata.name": target.pattern}
-        pods = kube.list_raw(PodResource, namespace, labels={LABEL_ROLE: "driver"}, fields=fields)
+        pods = kube.list_raw(PODS, namespace, labels={LABEL_ROLE: "driver"}, fields=fields)
         return Outcome(_sorted(pods))
     try:
-        drivers = kube.list_raw(PodResource, namespace, labels={LABEL_ROLE: "driver"})
+        drivers = kube.list_raw(PODS, namespace, labels={LABEL_ROLE: "driver"})
         return Outcome(_sorted([p for p in drivers if target.matches(_name(p))]))
     except KubeaccelError as exc:
         if namespace != ALL_NAMESPACES or not isinstance(exc, ForbiddenError):
@@ -156,7 +155,7 @@ def search_drivers(kube: Kube, target: Target) -> Outcome[Pod]:
     for name in visible:
         try:
             pods += [
-                p for p in kube.list_raw(PodResource, name, labels={LABEL_ROLE: "driver"}) if target.matches(_name(p))
+                p for p in kube.list_raw(PODS, name, labels={LABEL_ROLE: "driver"}) if target.matches(_name(p))
             ]
         except KubeaccelError as exc:
             failed.append(Failure(f"{name}:{target.pattern}", exc.message, exc.exit_code))
@@ -169,10 +168,8 @@ def _sorted(pods: list[Pod]) -> list[Pod]:
 
 def _visible_namespaces(kube: Kube) -> list[str] | None:
     """Every namespace's name, or None when even that is forbidden."""
-    from lightkube.resources.core_v1 import Namespace
-
     try:
-        return sorted(str(n["metadata"]["name"]) for n in kube.list_raw(Namespace))
+        return sorted(str(n["metadata"]["name"]) for n in kube.list_raw(NAMESPACES))
     except KubeaccelError:
         return None
 
@@ -234,11 +231,9 @@ def describe(pod: Pod, executors: int = 0, running: int = 0) -> AppStatus:
 
 
 def _executor_counts(kube: Kube, namespace: str) -> tuple[Counter[str], Counter[str]]:
-    from lightkube.resources.core_v1 import Pod as PodResource
-
     total: Counter[str] = Counter()
     running: Counter[str] = Counter()
-    for pod in kube.list_raw(PodResource, namespace, labels={LABEL_ROLE: "executor"}):
+    for pod in kube.list_raw(PODS, namespace, labels={LABEL_ROLE: "executor"}):
         total[_app_id(pod)] += 1
         if _phase(pod) == "Running":
             running[_app_id(pod)] += 1
@@ -320,10 +315,8 @@ def kill(kube: Kube, target: str | Target, *, grace_period: int | None = None) -
 
 
 def _delete_driver(kube: Kube, pod: Pod, grace: int) -> Failure | None:
-    from lightkube.resources.core_v1 import Pod as PodResource
-
     try:
-        kube.delete(PodResource, _name(pod), namespace=_namespace(pod), grace_period=grace, missing_ok=True)
+        kube.delete(PODS, _name(pod), namespace=_namespace(pod), grace_period=grace, missing_ok=True)
     except KubeaccelError as exc:
         return Failure(str(_id(pod)), exc.message, exc.exit_code)
     return None
@@ -332,10 +325,6 @@ def _delete_driver(kube: Kube, pod: Pod, grace: int) -> Failure | None:
 def _concurrently(work: Callable[[Pod], Failure | None], pods: list[Pod]) -> list[Failure | None]:
     from concurrent.futures import ThreadPoolExecutor
 
-    from lightkube.models.meta_v1 import Status
-
-    # msgspec builds a type's decoder on first use, and that is not thread-safe: build the error Status's now
-    Status.from_dict({"apiVersion": "v1", "kind": "Status"})
     if len(pods) <= 1:
         return [work(pod) for pod in pods]
     with ThreadPoolExecutor(max_workers=min(_DELETE_WORKERS, len(pods))) as pool:

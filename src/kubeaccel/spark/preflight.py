@@ -21,8 +21,9 @@ from typing import TYPE_CHECKING, Any
 from kubeaccel.errors import ForbiddenError, KubeaccelError, QuotaError
 from kubeaccel.kube.client import Kube
 from kubeaccel.kube.tenancy import Shortfall, quota_state, shortfalls
-from kubeaccel.spark.builder import LABEL_APP_ID, LABEL_ROLE, PROPERTIES_FILE
+from kubeaccel.spark.builder import PROPERTIES_FILE
 from kubeaccel.spark.conf import parse_properties
+from kubeaccel.spark.labels import LABEL_APP_ID, LABEL_ROLE
 from kubeaccel.spark.resources import add_requests, executor_instances, executor_resources_of_running_app
 
 if TYPE_CHECKING:

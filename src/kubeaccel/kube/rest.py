@@ -1,0 +1,300 @@
+"""The door's fast lane: plain JSON requests over the standard library, for the commands people run most.
+
+`kubeaccel spark status`, `list` and `kill` read a few fields of a list of pods and delete some. Going
+through lightkube costs about 0.25 s of imports (lightkube, httpx2, h2, pydantic-like models) before
+the first byte is sent, several times what `kubectl get pods` takes in all. This module speaks the
+same HTTP to the same API with `http.client`, `ssl` and `json`, and is used by `Kube` (the one door)
+whenever the kubeconfig asks for nothing more than it can do:
+
+- the server URL, its CA (file or data) or `insecure-skip-tls-verify`;
+- a client certificate and key (file or data), a bearer token (inline or `tokenFile`), or basic auth.
+
+Anything else (exec and auth-provider plugins, impersonation, `tls-server-name`, a proxy from the
+kubeconfig or the environment) makes `endpoint()` answer None and the door uses lightkube. Failures
+are translated by the same `status.translate` from the API's Status object, never from its text.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import http.client
+import json
+import os
+import ssl
+import threading
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, urlencode, urlsplit
+
+from kubeaccel.errors import ConfigError
+from kubeaccel.kube.status import Failure, translate, unreachable
+
+__all__ = ["NAMESPACES", "PODS", "Collection", "Endpoint", "HttpError", "Transport", "endpoint"]
+
+MAX_BODY_BYTES = 1 << 30  # a list of every pod of a large cluster fits; a runaway answer does not
+_USER_KEYS = frozenset(
+    {"client-certificate", "client-certificate-data", "client-key", "client-key-data", "token", "tokenFile",
+     "username", "password", "extensions"}
+)
+_CLUSTER_KEYS = frozenset(
+    {"server", "certificate-authority", "certificate-authority-data", "insecure-skip-tls-verify", "extensions",
+     "disable-compression"}
+)
+_PROXY_VARIABLES = ("https_proxy", "HTTPS_PROXY", "http_proxy", "HTTP_PROXY", "all_proxy", "ALL_PROXY")
+
+
+@dataclass(frozen=True)
+class Collection:
+    """A kind of object the fast lane can list and delete, and the lightkube class for the slow lane."""
+
+    group: str
+    version: str
+    plural: str
+    kind: str  # lower case, as error messages name it: "pod"
+    namespaced: bool
+    model: str  # "module:Class" of lightkube's resource, imported only when lightkube must speak
+
+    def path(self, namespace: str | None = None, name: str | None = None) -> str:
+        base = f"/api/{self.version}" if not self.group else f"/apis/{self.group}/{self.version}"
+        if self.namespaced and namespace and namespace != "*":
+            base += f"/namespaces/{quote(namespace, safe='')}"
+        base += f"/{self.plural}"
+        return f"{base}/{quote(name, safe='')}" if name else base
+
+    def lightkube(self) -> Any:
+        import importlib
+
+        module, _, cls = self.model.partition(":")
+        return getattr(importlib.import_module(module), cls)
+
+
+PODS = Collection("", "v1", "pods", "pod", True, "lightkube.resources.core_v1:Pod")
+NAMESPACES = Collection("", "v1", "namespaces", "namespace", False, "lightkube.resources.core_v1:Namespace")
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """Where and how to connect, resolved from one checked kubeconfig context."""
+
+    server: str
+    ca_file: str | None = None
+    ca_data: bytes | None = None  # PEM or DER
+    insecure: bool = False
+    cert_file: str | None = None
+    key_file: str | None = None
+    cert_data: bytes | None = None
+    key_data: bytes | None = None
+    authorization: str | None = None
+
+
+def _body(document: Mapping[str, Any], section: str, key: str, name: object) -> Mapping[str, Any]:
+    for entry in document.get(section) or []:
+        if entry.get("name") == name:
+            body = entry.get(key) or {}
+            return body if isinstance(body, Mapping) else {}
+    return {}
+
+
+def _file(value: object, base: Path) -> str:
+    path = Path(str(value)).expanduser()
+    return str(path if path.is_absolute() else base / path)
+
+
+def endpoint(document: Mapping[str, Any], context: str, kubeconfig: Path) -> Endpoint | None:
+    """The fast lane's endpoint for a context `kubeconfig.select` has checked; None when lightkube must speak."""
+    if any(os.environ.get(v) for v in _PROXY_VARIABLES):
+        return None  # httpx honours the proxy variables; so must we, by handing over
+    ctx = _body(document, "contexts", "context", context)
+    cluster = _body(document, "clusters", "cluster", ctx.get("cluster"))
+    user = _body(document, "users", "user", ctx.get("user")) if ctx.get("user") is not None else {}
+    if set(cluster) - _CLUSTER_KEYS or set(user) - _USER_KEYS:
+        return None
+    base = kubeconfig.parent
+    authorization = None
+    token = user.get("token")
+    if not token and user.get("tokenFile"):
+        try:
+            token = Path(_file(user["tokenFile"], base)).read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"kubeconfig {str(kubeconfig)!r}: cannot read the tokenFile: {exc}",
+                              hint="fix the user's tokenFile path") from exc
+    if token:
+        authorization = f"Bearer {token}"
+    elif user.get("username") is not None:
+        pair = f"{user.get('username')}:{user.get('password') or ''}".encode()
+        authorization = "Basic " + base64.b64encode(pair).decode("ascii")
+    return Endpoint(
+        server=str(cluster["server"]).rstrip("/"),
+        ca_file=_file(cluster["certificate-authority"], base) if cluster.get("certificate-authority") else None,
+        ca_data=base64.b64decode(cluster["certificate-authority-data"])
+        if cluster.get("certificate-authority-data")
+        else None,
+        insecure=cluster.get("insecure-skip-tls-verify") is True,
+        cert_file=_file(user["client-certificate"], base) if user.get("client-certificate") else None,
+        key_file=_file(user["client-key"], base) if user.get("client-key") else None,
+        cert_data=base64.b64decode(user["client-certificate-data"]) if user.get("client-certificate-data") else None,
+        key_data=base64.b64decode(user["client-key-data"]) if user.get("client-key-data") else None,
+        authorization=authorization,
+    )
+
+
+@contextlib.contextmanager
+def _pem_files(cert: bytes, key: bytes) -> Iterator[tuple[str, str]]:
+    """ssl loads a client certificate only from files. On Linux they are anonymous memory files (the
+    key never touches a disk); elsewhere private temporary files (0600), removed straight after."""
+    if hasattr(os, "memfd_create"):
+        fds: list[int] = []
+        try:
+            for data in (cert, key):
+                fds.append(os.memfd_create("kubeaccel-pem", os.MFD_CLOEXEC))
+                os.write(fds[-1], data)
+            yield f"/proc/self/fd/{fds[0]}", f"/proc/self/fd/{fds[1]}"
+        finally:
+            for fd in fds:
+                os.close(fd)
+        return
+    import tempfile
+
+    paths: list[str] = []
+    try:
+        for data in (cert, key):
+            fd, path = tempfile.mkstemp(prefix="kubeaccel-", suffix=".pem")
+            paths.append(path)
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+        yield paths[0], paths[1]
+    finally:
+        for path in paths:
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+
+
+def _ssl_context(ep: Endpoint, context_name: str) -> ssl.SSLContext:
+    try:
+        if ep.insecure:
+            ctx = ssl.create_default_context()
+            ctx.check_hostname = False
+            ctx.verify_mode = ssl.CERT_NONE
+        else:
+            # ssl takes PEM as text and DER as bytes
+            pem = ep.ca_data is not None and ep.ca_data.lstrip().startswith(b"-----BEGIN")
+            cadata = ep.ca_data.decode("ascii", "replace") if pem and ep.ca_data is not None else ep.ca_data
+            ctx = ssl.create_default_context(cafile=ep.ca_file, cadata=cadata)
+        if ep.cert_data is not None and ep.key_data is not None:
+            with _pem_files(ep.cert_data, ep.key_data) as (cert, key):
+                ctx.load_cert_chain(cert, key)
+        elif ep.cert_file and ep.key_file:
+            ctx.load_cert_chain(ep.cert_file, ep.key_file)
+    except (ssl.SSLError, OSError, ValueError, TypeError) as exc:
+        raise ConfigError(
+            f"cannot use context {context_name!r}: its certificates do not load ({exc})",
+            hint="check the kubeconfig's certificate-authority and client certificate and key",
+        ) from exc
+    return ctx
+
+
+class HttpError(Exception):
+    """A non-2xx answer; `failure()` makes the Failure `status.translate` types."""
+
+    def __init__(self, code: int, body: bytes) -> None:
+        super().__init__(f"HTTP {code}")
+        self.code = code
+        self.status: Mapping[str, Any] = {}
+        with contextlib.suppress(ValueError, UnicodeDecodeError):
+            decoded = json.loads(body)
+            if isinstance(decoded, Mapping):
+                self.status = decoded
+
+    def failure(self, verb: str, what: str, namespace: str | None) -> Failure:
+        found = self.status.get("details")
+        details: Mapping[str, Any] = found if isinstance(found, Mapping) else {}
+        listed = details.get("causes")
+        causes: list[Any] = listed if isinstance(listed, list) else []
+        return Failure(
+            code=self.code,
+            reason=str(self.status.get("reason") or ""),
+            message=str(self.status.get("message") or ""),
+            verb=verb,
+            what=what,
+            namespace=namespace,
+            details_kind=str(details.get("kind") or ""),
+            details_name=str(details.get("name") or ""),
+            causes=[
+                f"{c.get('field')}: {c.get('message')}" if c.get("field") else str(c.get("message"))
+                for c in causes[:20]
+                if isinstance(c, Mapping)
+            ],
+        )
+
+
+class Transport:
+    """Keep-alive HTTP(S) connections to one API server, one per thread (http.client is not thread-safe)."""
+
+    def __init__(self, ep: Endpoint, context_name: str, timeout: float) -> None:
+        parts = urlsplit(ep.server)
+        self.server = ep.server
+        self._https = parts.scheme == "https"
+        self._host = parts.hostname or ""
+        self._port = parts.port
+        self._prefix = parts.path.rstrip("/")
+        self._timeout = timeout
+        self._ssl = _ssl_context(ep, context_name) if self._https else None
+        self._headers = {"Accept": "application/json", "User-Agent": "kubeaccel"}
+        if ep.authorization:
+            self._headers["Authorization"] = ep.authorization
+        self._local = threading.local()
+
+    def _connection(self) -> http.client.HTTPConnection:
+        conn: http.client.HTTPConnection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            if self._https:
+                conn = http.client.HTTPSConnection(self._host, self._port, timeout=self._timeout, context=self._ssl)
+            else:
+                conn = http.client.HTTPConnection(self._host, self._port, timeout=self._timeout)
+            self._local.conn = conn
+        return conn
+
+    def request(self, method: str, path: str, query: Mapping[str, str] | None = None) -> Any:
+        """The decoded JSON answer; HttpError for a non-2xx, ApiUnavailableError when there is no API answer."""
+        url = self._prefix + path + (f"?{urlencode(query)}" if query else "")
+        try:
+            try:
+                status, body = self._exchange(method, url)
+            except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError):
+                self.close()  # a kept-alive connection the server closed meanwhile: one fresh try
+                status, body = self._exchange(method, url)
+        except (OSError, http.client.HTTPException, ValueError) as exc:
+            self.close()
+            raise unreachable(self.server, exc) from exc
+        if not 200 <= status < 300:
+            error = HttpError(status, body)
+            if error.status.get("kind") != "Status":  # not the API's answer: a proxy, or TLS expected
+                snippet = body[:200].decode("utf-8", "replace")
+                raise unreachable(self.server, f"HTTP {status} without a Kubernetes Status: {snippet!r}")
+            raise error
+        try:
+            return json.loads(body)
+        except (ValueError, UnicodeDecodeError) as exc:  # an answer that is not the API's (a proxy's page)
+            raise unreachable(self.server, f"the answer is not JSON ({exc})") from exc
+
+    def _exchange(self, method: str, url: str) -> tuple[int, bytes]:
+        conn = self._connection()
+        conn.request(method, url, headers=self._headers)
+        response = conn.getresponse()
+        body = response.read(MAX_BODY_BYTES + 1)
+        if len(body) > MAX_BODY_BYTES:
+            raise ValueError(f"the answer is larger than {MAX_BODY_BYTES} bytes")
+        return response.status, body
+
+    def close(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        self._local.conn = None
+        if conn is not None:
+            conn.close()
+
+
+def translated(error: HttpError, verb: str, what: str, namespace: str | None) -> Exception:
+    return translate(error.failure(verb, what, namespace))

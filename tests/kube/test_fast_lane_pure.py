@@ -1,0 +1,195 @@
+"""The door's fast lane without a cluster: which kubeconfigs it takes on, and what it makes of answers
+that are not the Kubernetes API's (real HTTP servers on loopback, each answering one way)."""
+
+from __future__ import annotations
+
+import http.server
+import json
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from kubeaccel import errors
+from kubeaccel.kube import rest
+from kubeaccel.kube.client import Kube
+
+
+def _document(cluster: dict[str, Any], user: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "c", "cluster": cluster}],
+        "users": [{"name": "u", "user": user}],
+        "contexts": [{"name": "x", "context": {"cluster": "c", "user": "u", "namespace": "team-a"}}],
+        "current-context": "x",
+    }
+
+
+SERVER = {"server": "https://127.0.0.1:6443", "insecure-skip-tls-verify": True}
+# what only lightkube (or kubectl's plugins) can do: the fast lane must hand these over, never half-do them
+HANDED_OVER_USER = {
+    "exec": {"apiVersion": "client.authentication.k8s.io/v1", "command": "get-token"},
+    "auth-provider": {"name": "oidc", "config": {}},
+    "as": "someone-else",
+    "as-groups": ["admins"],
+    "as-user-extra": {"scope": ["x"]},
+}
+HANDED_OVER_CLUSTER = {"tls-server-name": "api.internal", "proxy-url": "http://proxy:3128"}
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    user_extra=st.dictionaries(st.sampled_from(sorted(HANDED_OVER_USER)), st.just(None), max_size=3),
+    cluster_extra=st.dictionaries(st.sampled_from(sorted(HANDED_OVER_CLUSTER)), st.just(None), max_size=2),
+    token=st.booleans(),
+)
+def test_anything_beyond_certificates_and_tokens_is_handed_to_lightkube(
+    user_extra: dict[str, None], cluster_extra: dict[str, None], token: bool
+) -> None:
+    user: dict[str, Any] = {k: HANDED_OVER_USER[k] for k in user_extra}
+    cluster: dict[str, Any] = {**SERVER, **{k: HANDED_OVER_CLUSTER[k] for k in cluster_extra}}
+    if token:
+        user["token"] = "abc"
+    found = rest.endpoint(_document(cluster, user), "x", Path("/nowhere/kubeconfig"))
+    if user_extra or cluster_extra:
+        assert found is None
+    else:
+        assert found is not None
+        assert found.authorization == ("Bearer abc" if token else None)
+
+
+@pytest.mark.parametrize("variable", ["https_proxy", "HTTPS_PROXY", "http_proxy", "ALL_PROXY"])
+def test_a_proxy_in_the_environment_is_left_to_lightkube(monkeypatch: pytest.MonkeyPatch, variable: str) -> None:
+    monkeypatch.setenv(variable, "http://proxy:3128")
+    assert rest.endpoint(_document(SERVER, {"token": "t"}), "x", Path("/k")) is None
+
+
+def test_token_file_and_basic_auth(tmp_path: Path) -> None:
+    (tmp_path / "token").write_text("from-file\n")
+    ep = rest.endpoint(_document(SERVER, {"tokenFile": "token"}), "x", tmp_path / "kubeconfig")
+    assert ep is not None and ep.authorization == "Bearer from-file"  # relative to the kubeconfig's directory
+    ep = rest.endpoint(_document(SERVER, {"username": "a", "password": "b"}), "x", tmp_path / "kubeconfig")
+    assert ep is not None and ep.authorization == "Basic YTpi"
+
+
+# ---- answers that are not the API's, from real HTTP servers ----
+
+Answer = Callable[[http.server.BaseHTTPRequestHandler], None]
+
+
+@pytest.fixture
+def serve(tmp_path: Path) -> Iterator[Callable[[Answer], Kube]]:
+    servers: list[http.server.HTTPServer] = []
+
+    def start(answer: Answer) -> Kube:
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                answer(self)
+
+            do_DELETE = do_GET
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        servers.append(server)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        config = _document({"server": f"http://127.0.0.1:{server.server_port}"}, {"token": "t"})
+        path = tmp_path / f"kubeconfig-{len(servers)}"
+        path.write_text(yaml.safe_dump(config))
+        kube = Kube.connect(kubeconfig=path, timeout=2.0)
+        assert kube._fast is not None  # the fast lane is under test here
+        return kube
+
+    yield start
+    for server in servers:
+        server.shutdown()
+        server.server_close()
+
+
+def _reply(code: int, body: bytes, content_type: str = "application/json") -> Answer:
+    def answer(handler: http.server.BaseHTTPRequestHandler) -> None:
+        handler.send_response(code)
+        handler.send_header("Content-Type", content_type)
+        handler.send_header("Content-Length", str(len(body)))
+        handler.end_headers()
+        handler.wfile.write(body)
+
+    return answer
+
+
+def _status(code: int, reason: str, message: str) -> bytes:
+    return json.dumps({"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": code, "reason": reason,
+                       "message": message}).encode()
+
+
+@pytest.mark.parametrize(
+    ("answer", "error", "exit_code"),
+    [
+        (_reply(200, b"<html>a proxy's login page</html>", "text/html"), errors.ApiUnavailableError, 4),
+        (_reply(502, b"<html>bad gateway</html>", "text/html"), errors.ApiUnavailableError, 4),
+        (_reply(404, _status(404, "NotFound", "the server could not find the requested resource")),
+         errors.ApiNotFoundError, 3),
+        (_reply(401, _status(401, "Unauthorized", "Unauthorized")), errors.UnauthorizedError, 5),
+        (_reply(422, _status(422, "Invalid", "bad selector")), errors.InvalidError, 2),
+        (_reply(503, b""), errors.ApiUnavailableError, 4),
+    ],
+)
+def test_every_answer_becomes_a_typed_error(
+    serve: Callable[[Answer], Kube], answer: Answer, error: type[errors.KubeaccelError], exit_code: int
+) -> None:
+    kube = serve(answer)
+    with pytest.raises(error) as raised:
+        kube.list_raw(rest.PODS, "team-a", labels={"spark-role": "driver"})
+    assert raised.value.exit_code == exit_code
+    with pytest.raises(error):
+        kube.delete(rest.PODS, "etl-driver", "team-a")
+
+
+def test_a_server_that_hangs_up_or_stalls_is_unreachable(serve: Callable[[Answer], Kube]) -> None:
+    def hang_up(handler: http.server.BaseHTTPRequestHandler) -> None:
+        handler.close_connection = True
+        handler.connection.close()
+
+    stalled = threading.Event()
+
+    def stall(handler: http.server.BaseHTTPRequestHandler) -> None:
+        stalled.wait(10)
+
+    for answer in (hang_up, stall):
+        with pytest.raises(errors.ApiUnavailableError):
+            serve(answer).list_raw(rest.PODS, "team-a")
+    stalled.set()
+
+
+def test_a_huge_error_message_is_bounded(serve: Callable[[Answer], Kube]) -> None:
+    kube = serve(_reply(404, _status(404, "NotFound", "x" * 3_000_000)))
+    with pytest.raises(errors.ApiNotFoundError) as raised:
+        kube.list_raw(rest.PODS, "team-a")
+    assert len(raised.value.message) < 5_000
+
+
+def test_the_request_carries_the_selectors_and_the_token(serve: Callable[[Answer], Kube]) -> None:
+    seen: list[tuple[str, str | None]] = []
+
+    def record(handler: http.server.BaseHTTPRequestHandler) -> None:
+        seen.append((handler.path, handler.headers.get("Authorization")))
+        _reply(200, json.dumps({"kind": "PodList", "items": [{"metadata": {"name": "a"}}]}).encode())(handler)
+
+    kube = serve(record)
+    items = kube.list_raw(rest.PODS, "team-a", labels={"spark-role": "driver"}, fields={"metadata.name": "a"})
+    assert items == [{"metadata": {"name": "a"}}]
+    kube.list_raw(rest.NAMESPACES)
+    kube.delete(rest.PODS, "a", "team-a", grace_period=5)
+    assert seen == [
+        ("/api/v1/namespaces/team-a/pods?labelSelector=spark-role%3Ddriver&fieldSelector=metadata.name%3Da",
+         "Bearer t"),
+        ("/api/v1/namespaces", "Bearer t"),
+        ("/api/v1/namespaces/team-a/pods/a?gracePeriodSeconds=5", "Bearer t"),
+    ]
