@@ -11,6 +11,9 @@ from typing import Any, TypeVar
 
 import click
 
+from kubeaccel.errors import ConfigError
+from kubeaccel.paths import check_path
+
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -58,7 +61,7 @@ def echo_json(data: Any) -> None:
 
 
 class PathParam(click.Path):
-    """``click.Path`` that refuses a name no file system can hold (a NUL byte) with a usage error.
+    """``click.Path`` that refuses a name no file system can hold (a NUL byte, too long) with a usage error.
 
     click's own type hands such a value to ``os.stat``, whose ``ValueError`` would escape as a
     traceback; every path option and argument of the CLI uses this type instead.
@@ -66,8 +69,10 @@ class PathParam(click.Path):
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
         text = os.fsdecode(value) if isinstance(value, bytes | os.PathLike) else str(value)
-        if "\x00" in text:
-            self.fail(f"{text[:50]!r} contains a NUL byte; give a file system path", param, ctx)
+        try:
+            check_path(text, "path")
+        except ConfigError as exc:
+            self.fail(f"{exc.message}; {exc.hint}", param, ctx)
         return super().convert(value, param, ctx)
 
 

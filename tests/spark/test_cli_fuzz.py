@@ -89,6 +89,8 @@ JUNK = st.one_of(
     st.sampled_from(
         ["nan", "inf", "-inf", "-1", "0", "1e400", "99999999999999999999g", "²", "٣", "1.5", "-", "..", "../x", " "]
     ),
+    # path-shaped: a user that does not exist, NUL bytes, a name too long for any file system, a directory
+    st.sampled_from(["~0", "~no-such-user/x.yaml", "file:~0", "~\x00", "a\x00b", "x" * 5000, "/", "~", "file:///"]),
     st.integers(min_value=-(10**30), max_value=10**30).map(str),
     st.floats().map(repr),
 )

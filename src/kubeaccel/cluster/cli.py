@@ -10,6 +10,7 @@ from pydantic import ValidationError
 
 from kubeaccel.cliopts import PathParam
 from kubeaccel.errors import ConfigError
+from kubeaccel.paths import user_path
 
 _STATE_DIR_HELP = "Where certificates, kubeconfig, data and logs live (default ~/.local/state/kubeaccel/cluster)."
 
@@ -17,7 +18,7 @@ _STATE_DIR_HELP = "Where certificates, kubeconfig, data and logs live (default ~
 def _state_dir(value: Path | None) -> Path:
     from kubeaccel.cluster.spec import default_state_dir
 
-    return (value or default_state_dir()).expanduser().absolute()
+    return user_path(value or default_state_dir(), "--state-dir").absolute()
 
 
 @click.group("cluster")

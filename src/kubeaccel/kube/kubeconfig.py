@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 
 from kubeaccel.errors import ConfigError, NotFoundError
 from kubeaccel.kube.names import label_problem
+from kubeaccel.paths import user_path
 
 KUBECONFIG_MAX_BYTES = 4 * 2**20
 _B64_FIELDS = {
@@ -52,14 +53,14 @@ def check_server_url(url: str, what: str = "the API server URL") -> str:
 def kubeconfig_path(explicit: str | Path | None) -> Path | None:
     """--kubeconfig, else the first existing file in $KUBECONFIG, else ~/.kube/config if it exists."""
     if explicit:
-        return Path(explicit).expanduser()
+        return user_path(explicit, "--kubeconfig")
     env = os.environ.get("KUBECONFIG")
     if env:
         for part in env.split(os.pathsep):
-            if part and Path(part).expanduser().is_file():
-                return Path(part).expanduser()
-        return Path(env.split(os.pathsep)[0]).expanduser()
-    default = Path("~/.kube/config").expanduser()
+            if part and user_path(part, "KUBECONFIG").is_file():
+                return user_path(part, "KUBECONFIG")
+        return user_path(env.split(os.pathsep)[0], "KUBECONFIG")
+    default = user_path("~/.kube/config", "the default kubeconfig")
     return default if default.is_file() else None
 
 
@@ -115,7 +116,7 @@ def _check_entry(body: dict[str, Any], kind: str, name: str, where: str, base: P
                 ) from exc
     for field in _FILE_FIELDS[kind]:
         if body.get(field):
-            file = Path(str(body[field])).expanduser()
+            file = user_path(str(body[field]), f"{where}: {kind} {name!r} {field}")
             file = file if file.is_absolute() else base / file
             if not file.is_file():
                 raise ConfigError(f"{where}: {kind} {name!r} {field} {str(file)!r} does not exist", hint="fix the path")

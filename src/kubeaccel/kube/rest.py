@@ -31,6 +31,7 @@ from urllib.parse import quote, urlencode, urlsplit
 
 from kubeaccel.errors import ConfigError
 from kubeaccel.kube.status import Failure, translate, unreachable
+from kubeaccel.paths import user_path
 
 __all__ = ["NAMESPACES", "PODS", "Collection", "Endpoint", "HttpError", "Transport", "endpoint"]
 
@@ -99,7 +100,7 @@ def _body(document: Mapping[str, Any], section: str, key: str, name: object) -> 
 
 
 def _file(value: object, base: Path) -> str:
-    path = Path(str(value)).expanduser()
+    path = user_path(str(value), "a kubeconfig file path")
     return str(path if path.is_absolute() else base / path)
 
 

@@ -20,6 +20,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from kubeaccel.errors import ConfigError, KubeaccelError, NotFoundError, UnavailableError
+from kubeaccel.paths import user_path
 from kubeaccel.spark.conf import SubmitRequest, split_list
 
 UPLOAD_PATH_KEY = "spark.kubernetes.file.upload.path"
@@ -35,7 +36,7 @@ def is_local(uri: str) -> bool:
 
 
 def _local_path(uri: str) -> Path:
-    return Path(urlparse(uri).path if uri.startswith("file:") else uri).expanduser()
+    return user_path(urlparse(uri).path if uri.startswith("file:") else uri, "the local file")
 
 
 def storage_options(url: str, conf: Mapping[str, str]) -> dict[str, Any]:

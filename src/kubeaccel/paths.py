@@ -1,0 +1,39 @@
+"""A path a user wrote, as the shell would read it: one place for `~` and for what no file system holds."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from kubeaccel.errors import ConfigError
+
+NAME_MAX = 255  # bytes in one path component, on Linux file systems
+PATH_MAX = 4096  # bytes in a whole path
+
+
+def user_path(value: str | os.PathLike[str], what: str) -> Path:
+    """`~` and `~user` expanded as a shell does (an unknown user leaves the text as written, where
+    pathlib's `expanduser` raises RuntimeError), then checked by `checked_path`."""
+    text = os.fspath(value)
+    check_path(text, what)
+    return checked_path(os.path.expanduser(text), what)
+
+
+def checked_path(value: str | os.PathLike[str], what: str) -> Path:
+    check_path(value, what)
+    return Path(value)
+
+
+def check_path(value: str | os.PathLike[str], what: str) -> None:
+    """What no file system can name — a NUL byte, a component over 255 bytes, a path over 4096 — is a
+    ConfigError naming `what`, so callers' later `is_file()` and `open()` never meet ValueError or
+    ENAMETOOLONG."""
+    text = os.fspath(value)
+    if "\x00" in text:
+        raise ConfigError(f"{what} {text[:100]!r} contains a NUL byte", hint="give a file system path")
+    encoded = os.fsencode(text)
+    if len(encoded) > PATH_MAX or any(len(part) > NAME_MAX for part in encoded.split(b"/")):
+        raise ConfigError(
+            f"{what} {text[:100]!r}... is longer than a file system allows",
+            hint=f"each name is at most {NAME_MAX} bytes and a path at most {PATH_MAX}",
+        )
