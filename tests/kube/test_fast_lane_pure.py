@@ -193,3 +193,10 @@ def test_the_request_carries_the_selectors_and_the_token(serve: Callable[[Answer
         ("/api/v1/namespaces", "Bearer t"),
         ("/api/v1/namespaces/team-a/pods/a?gracePeriodSeconds=5", "Bearer t"),
     ]
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.text(min_size=1, max_size=20).filter(lambda t: not (t.isascii() and t.isprintable()) or " " in t))
+def test_a_token_that_cannot_be_a_header_is_a_config_error(token: str) -> None:
+    with pytest.raises(errors.ConfigError, match="token"):
+        rest.endpoint(_document(SERVER, {"token": token}), "x", Path("/k"))

@@ -123,6 +123,12 @@ def endpoint(document: Mapping[str, Any], context: str, kubeconfig: Path) -> End
             raise ConfigError(f"kubeconfig {str(kubeconfig)!r}: cannot read the tokenFile: {exc}",
                               hint="fix the user's tokenFile path") from exc
     if token:
+        token = str(token)
+        if not (token.isascii() and token.isprintable()) or " " in token:
+            raise ConfigError(
+                f"kubeconfig {str(kubeconfig)!r}: the user's token has spaces, control or non-ASCII characters",
+                hint="re-issue the token (kubectl create token ...) and paste it whole",
+            )
         authorization = f"Bearer {token}"
     elif user.get("username") is not None:
         pair = f"{user.get('username')}:{user.get('password') or ''}".encode()
