@@ -2,7 +2,8 @@
 
 It serves ``Registration`` on ``<dir>/kubelet.sock`` exactly where the kubelet would, checks
 each ``RegisterRequest`` the way the kubelet does (API version, resource name, endpoint inside
-the directory), and hands accepted ones to whoever waits in ``next_registration``. It then talks
+the directory, and an endpoint it can connect to), and hands accepted ones to whoever waits in
+``next_registration``. It then talks
 to a plugin as the kubelet's device manager does, over the plugin's own socket. ``restart``
 behaves like a kubelet restart: every socket in the directory is deleted and ``kubelet.sock``
 is served anew.
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import time
 from pathlib import Path
 
@@ -34,8 +36,25 @@ class _Registration(pb_grpc.RegistrationServicer):
         if problem:
             self._stand_in.rejected.append((request, problem))
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, problem)
+        # The kubelet dials the plugin's endpoint before it answers Register and fails the call when it
+        # cannot: a plugin that registers an endpoint it does not (or no longer) serve must try again.
+        unreachable = await asyncio.to_thread(_dial_problem, self._stand_in.socket_dir / request.endpoint)
+        if unreachable:
+            self._stand_in.rejected.append((request, unreachable))
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, unreachable)
         self._stand_in.received.put_nowait((time.monotonic(), request))
         return pb.Empty()
+
+
+def _dial_problem(endpoint: Path) -> str | None:
+    """Why a connection to the plugin's socket fails, or None."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        probe.settimeout(2.0)
+        try:
+            probe.connect(str(endpoint))
+        except OSError as exc:
+            return f"cannot connect to the plugin at {endpoint.name}: {exc.strerror or exc}"
+    return None
 
 
 def registration_problem(request: pb.RegisterRequest) -> str | None:
