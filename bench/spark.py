@@ -125,12 +125,17 @@ def _versus_kubectl(
         ),
     }
     runs = max(args.submit_runs, 7)
+    # what any Python CLI built on the project's libraries pays before its first request
+    python_floor = [str(BIN / "python"), "-c", "import click, yaml, ssl, http.client, json"]
+    floors: list[float] = []
     for name, (ours_cmd, floor_cmd) in cases.items():
         ours, floor = [], []
         for _ in range(runs):
             ours.append(_timed(ours_cmd, env))
             floor.append(_timed(floor_cmd, env))
+            floors.append(_timed(python_floor, env))
         out.append((name, statistics.median(ours), statistics.median(floor)))
+    print(f"Python floor (interpreter, click, yaml, ssl, http.client): {statistics.median(floors) * 1000:.0f}ms")
     imports = subprocess.run(
         [sys.executable, "-X", "importtime", "-c", "import kubeaccel.spark.cli"],
         capture_output=True,
