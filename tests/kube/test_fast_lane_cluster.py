@@ -4,6 +4,7 @@ fails (a 403 is still told apart by who refused), and `status`/`list` never load
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import uuid
@@ -103,14 +104,18 @@ def test_http_on_the_https_port_is_unreachable_on_the_fast_lane(kubeconfig: Path
     assert unreachable.value.exit_code == 4
 
 
-def test_status_and_list_do_not_load_lightkube(kubeconfig: Path, kube: Kube, spark_namespace: str) -> None:
+def test_submit_status_and_list_do_not_load_lightkube(kubeconfig: Path, kube: Kube, spark_namespace: str) -> None:
     kube.create(_driver("lean-driver", "app-lean"), namespace=spark_namespace)
+    submit = ["spark", "submit", "--master", f"k8s://{kube.server}", "--kubeconfig", str(kubeconfig),
+              "--conf", f"spark.kubernetes.namespace={spark_namespace}",
+              "--conf", "spark.kubernetes.container.image=img", "local:///opt/app.py"]
     probe = (
         "import sys, json\n"
         "from kubeaccel.cli import main\n"
-        "for argv in (['spark', 'status', sys.argv[1], '-o', 'json'], ['spark', 'list', '-o', 'json']):\n"
+        f"for argv in ({submit!r}, ['spark', 'status', sys.argv[1], '-o', 'json', '--kubeconfig', sys.argv[2]],\n"
+        "             ['spark', 'list', '-o', 'json', '--kubeconfig', sys.argv[2]]):\n"
         "    try:\n"
-        "        main(argv + ['--kubeconfig', sys.argv[2]])\n"
+        "        main(argv)\n"
         "    except SystemExit as exc:\n"
         "        assert not exc.code, exc.code\n"
         "heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('lightkube', 'httpx2', 'httpcore2', 'h2'))\n"
@@ -124,3 +129,33 @@ def test_status_and_list_do_not_load_lightkube(kubeconfig: Path, kube: Kube, spa
     lines = done.stdout.strip().splitlines()
     assert f"{spark_namespace}:lean-driver" in done.stdout
     assert json.loads(lines[-1]) == []
+
+
+def test_both_lanes_create_alike(kube: Kube, kubeconfig: Path, spark_namespace: str) -> None:
+    fast = Kube.connect(kubeconfig=kubeconfig)
+    slow = Kube(load_config(kubeconfig=kubeconfig))
+    made = {}
+    for lane_name, lane in (("fast", fast), ("slow", slow)):
+        manifest = {"apiVersion": "v1", "kind": "ConfigMap",
+                    "metadata": {"name": f"cm-{lane_name}", "labels": {"a": "b"}}, "data": {"k": "v"}}
+        made[lane_name] = lane.create(manifest, namespace=spark_namespace)
+        with pytest.raises(errors.AlreadyExistsError) as clash:
+            lane.create(manifest, namespace=spark_namespace)
+        assert clash.value.exit_code == 2
+    for created in made.values():
+        assert created["data"] == {"k": "v"} and created["metadata"]["labels"] == {"a": "b"}
+        assert created["metadata"]["namespace"] == spark_namespace and created["metadata"]["uid"]
+        assert {m["manager"] for m in created["metadata"]["managedFields"]} == {"kubeaccel"}
+    with pytest.raises(errors.InvalidError):  # the API's own validation, on the fast lane
+        fast.create({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "Not_A_Name"}},
+                    namespace=spark_namespace)
+
+
+def test_a_bare_master_without_any_kubeconfig_is_a_clear_error(kube: Kube, tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "KUBECONFIG"} | {"HOME": str(tmp_path)}
+    argv = [sys.executable, "-m", "kubeaccel.cli", "spark", "submit", "--master", f"k8s://{kube.server}",
+            "--conf", "spark.kubernetes.container.image=img", "local:///opt/app.py"]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=60, env=env, check=False)
+    # anonymous, with the system's CAs: the local cluster's own CA is not among them
+    assert done.returncode == 4, done.stderr
+    assert "Traceback" not in done.stderr and "certificate verify failed" in done.stderr

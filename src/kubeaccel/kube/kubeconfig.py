@@ -50,6 +50,19 @@ def check_server_url(url: str, what: str = "the API server URL") -> str:
     return url
 
 
+def server_only(server: str) -> dict[str, Any]:
+    """A kubeconfig document for a bare `--master k8s://URL` with no kubeconfig at all: anonymous access
+    (the API server then says what it allows), the system's CAs."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "master", "cluster": {"server": check_server_url(server, "the master URL")}}],
+        "users": [{"name": "anonymous", "user": {}}],
+        "contexts": [{"name": "master", "context": {"cluster": "master", "user": "anonymous"}}],
+        "current-context": "master",
+    }
+
+
 def kubeconfig_path(explicit: str | Path | None) -> Path | None:
     """--kubeconfig, else the first existing file in $KUBECONFIG, else ~/.kube/config if it exists."""
     if explicit:

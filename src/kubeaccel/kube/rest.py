@@ -33,7 +33,9 @@ from kubeaccel.errors import ConfigError
 from kubeaccel.kube.status import Failure, translate, unreachable
 from kubeaccel.paths import user_path
 
-__all__ = ["NAMESPACES", "PODS", "Collection", "Endpoint", "HttpError", "Transport", "endpoint"]
+__all__ = [
+    "CREATABLE", "NAMESPACES", "PODS", "RESOURCEQUOTAS", "Collection", "Endpoint", "HttpError", "Transport", "endpoint",
+]
 
 MAX_BODY_BYTES = 1 << 30  # a list of every pod of a large cluster fits; a runaway answer does not
 _USER_KEYS = frozenset(
@@ -74,6 +76,20 @@ class Collection:
 
 PODS = Collection("", "v1", "pods", "pod", True, "lightkube.resources.core_v1:Pod")
 NAMESPACES = Collection("", "v1", "namespaces", "namespace", False, "lightkube.resources.core_v1:Namespace")
+RESOURCEQUOTAS = Collection(
+    "", "v1", "resourcequotas", "resourcequota", True, "lightkube.resources.core_v1:ResourceQuota"
+)
+# what `kubeaccel spark submit` creates, by (apiVersion, kind): created on the fast lane too
+CREATABLE = {
+    ("v1", "Pod"): PODS,
+    ("v1", "ConfigMap"): Collection("", "v1", "configmaps", "configmap", True, "lightkube.resources.core_v1:ConfigMap"),
+    ("v1", "Service"): Collection("", "v1", "services", "service", True, "lightkube.resources.core_v1:Service"),
+    ("v1", "Secret"): Collection("", "v1", "secrets", "secret", True, "lightkube.resources.core_v1:Secret"),
+    ("networking.k8s.io/v1", "NetworkPolicy"): Collection(
+        "networking.k8s.io", "v1", "networkpolicies", "networkpolicy", True,
+        "lightkube.resources.networking_v1:NetworkPolicy",
+    ),
+}
 
 
 @dataclass(frozen=True)
@@ -264,15 +280,22 @@ class Transport:
             self._local.conn = conn
         return conn
 
-    def request(self, method: str, path: str, query: Mapping[str, str] | None = None) -> Any:
-        """The decoded JSON answer; HttpError for a non-2xx, ApiUnavailableError when there is no API answer."""
+    def request(
+        self, method: str, path: str, query: Mapping[str, str] | None = None, payload: bytes | None = None
+    ) -> Any:
+        """The decoded JSON answer; HttpError for a non-2xx, ApiUnavailableError when there is no API answer.
+
+        A kept-alive connection the server closed meanwhile is retried once on a fresh one, but only for
+        reads and deletes: a POST the server may have carried out is never sent twice."""
         url = self._prefix + path + (f"?{urlencode(query)}" if query else "")
         try:
             try:
-                status, body = self._exchange(method, url)
+                status, body = self._exchange(method, url, payload)
             except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError):
-                self.close()  # a kept-alive connection the server closed meanwhile: one fresh try
-                status, body = self._exchange(method, url)
+                self.close()
+                if method == "POST":
+                    raise
+                status, body = self._exchange(method, url, payload)
         except (OSError, http.client.HTTPException, ValueError) as exc:
             self.close()
             raise unreachable(self.server, exc) from exc
@@ -287,9 +310,10 @@ class Transport:
         except (ValueError, UnicodeDecodeError) as exc:  # an answer that is not the API's (a proxy's page)
             raise unreachable(self.server, f"the answer is not JSON ({exc})") from exc
 
-    def _exchange(self, method: str, url: str) -> tuple[int, bytes]:
+    def _exchange(self, method: str, url: str, payload: bytes | None) -> tuple[int, bytes]:
         conn = self._connection()
-        conn.request(method, url, headers=self._headers)
+        headers = self._headers if payload is None else {**self._headers, "Content-Type": "application/json"}
+        conn.request(method, url, body=payload, headers=headers)
         response = conn.getresponse()
         body = response.read(MAX_BODY_BYTES + 1)
         if len(body) > MAX_BODY_BYTES:

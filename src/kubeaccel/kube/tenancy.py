@@ -31,6 +31,7 @@ from kubeaccel.kube.interrupts import (
     signals_held,
 )
 from kubeaccel.kube.quantity import format_quantity, parse_quantity
+from kubeaccel.kube.rest import RESOURCEQUOTAS
 
 SERVICE_ACCOUNT = "spark"
 ROLE = "spark"
@@ -390,22 +391,22 @@ class QuotaUsage:
     hard: str
 
 
-def quota_state(quota: Any) -> tuple[str, dict[str, str], dict[str, str]]:
-    """(name, hard, used) of a ResourceQuota; `hard` from status once the controller has seen it."""
-    status = quota.status
-    hard = (status.hard if status and status.hard else None) or (quota.spec.hard if quota.spec else None) or {}
-    used = (status.used if status and status.used else None) or {}
-    name = (quota.metadata.name if quota.metadata else None) or "?"
-    return name, dict(hard), dict(used)
+def quota_state(quota: Mapping[str, Any]) -> tuple[str, dict[str, str], dict[str, str]]:
+    """(name, hard, used) of a ResourceQuota as JSON; `hard` from status once the controller has seen it."""
+    status = quota.get("status") or {}
+    hard = status.get("hard") or (quota.get("spec") or {}).get("hard") or {}
+    used = status.get("used") or {}
+    name = (quota.get("metadata") or {}).get("name") or "?"
+    return str(name), {str(k): str(v) for k, v in hard.items()}, {str(k): str(v) for k, v in used.items()}
 
 
 def tenant_usage(kube: Kube, name: str) -> list[QuotaUsage]:
     """Usage against every ResourceQuota in the tenant's namespace (checks the namespace exists)."""
-    from lightkube.resources.core_v1 import Namespace, ResourceQuota
+    from lightkube.resources.core_v1 import Namespace
 
     kube.get(Namespace, name)
     rows = []
-    for quota in kube.list(ResourceQuota, namespace=name):
+    for quota in kube.list_raw(RESOURCEQUOTAS, namespace=name):
         quota_name, hard, used = quota_state(quota)
         rows += [QuotaUsage(quota_name, key, used.get(key, "0"), hard[key]) for key in sorted(hard)]
     return rows

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from kubeaccel.errors import ForbiddenError, KubeaccelError, QuotaError
 from kubeaccel.kube.client import Kube
+from kubeaccel.kube.rest import PODS, RESOURCEQUOTAS
 from kubeaccel.kube.tenancy import Shortfall, quota_state, shortfalls
 from kubeaccel.spark.builder import PROPERTIES_FILE
 from kubeaccel.spark.conf import parse_properties
@@ -54,18 +55,18 @@ def outstanding_demand(kube: Kube, namespace: str) -> tuple[dict[str, Decimal], 
 
     Best effort: an app whose conf cannot be read (deleted meanwhile, not made by Spark) counts nothing.
     """
-    from lightkube.resources.core_v1 import ConfigMap, Pod
+    from lightkube.resources.core_v1 import ConfigMap
 
     drivers = [
         p
-        for p in kube.list_raw(Pod, namespace, labels={LABEL_ROLE: "driver"})
+        for p in kube.list_raw(PODS, namespace, labels={LABEL_ROLE: "driver"})
         if (p.get("status") or {}).get("phase", "Pending") in _ACTIVE
     ]
     if not drivers:
         return {}, 0
     existing = Counter(
         (p["metadata"].get("labels") or {}).get(LABEL_APP_ID, "")
-        for p in kube.list_raw(Pod, namespace, labels={LABEL_ROLE: "executor"})
+        for p in kube.list_raw(PODS, namespace, labels={LABEL_ROLE: "executor"})
         if (p.get("status") or {}).get("phase", "Pending") in _ACTIVE
     )
     reserved: dict[str, Decimal] = {}
@@ -100,10 +101,8 @@ def _executor_quota_of_running_app(conf: Mapping[str, str]) -> dict[str, Decimal
 
 def quota_snapshot(kube: Kube, namespace: str) -> list[QuotaLine]:
     """Every ResourceQuota of the namespace (hard and used)."""
-    from lightkube.resources.core_v1 import ResourceQuota
-
     try:
-        quotas = kube.list(ResourceQuota, namespace=namespace)
+        quotas = kube.list_raw(RESOURCEQUOTAS, namespace=namespace)
     except ForbiddenError as exc:
         raise ForbiddenError(
             exc.message,
