@@ -456,40 +456,68 @@ def cleanup(
         down(state_dir)
 
 
+def nodes_table(title: str, rows: list[NodeRow]) -> Any:
+    from rich.table import Table
+
+    table = Table(title=title)
+    for column in ("node", "kind", "ready", f"{RESOURCE} capacity", "allocatable"):
+        table.add_column(column)
+    for row in rows:
+        table.add_row(row.name, row.kind, "yes" if row.ready else "no", row.capacity, row.allocatable)
+    return table
+
+
+def pod_table(title: str, pod: PluginPod) -> Any:
+    from rich.table import Table
+
+    table = Table(title=title)
+    for column in ("pod", "node", "ready", "restarts", "image"):
+        table.add_column(column)
+    table.add_row(pod.name, pod.node, "yes" if pod.ready else "no", str(pod.restarts), pod.image)
+    return table
+
+
+def allocations_table(allocated: dict[str, list[str]], tasks: list[dict[str, Any]]) -> Any:
+    """Per executor: the device addresses its tasks held and how many tasks ran there."""
+    from rich.table import Table
+
+    table = Table(title="Allocations seen by Spark tasks")
+    for column in ("executor", f"{SPARK_RESOURCE} addresses", "tasks"):
+        table.add_column(column)
+    for executor, addresses in allocated.items():
+        count = sum(1 for t in tasks if str(t.get("executor")) == executor)
+        table.add_row(executor, ", ".join(addresses) or "-", str(count))
+    return table
+
+
+def print_outcome(console: Any, result: Any) -> None:
+    """The app's result, the timings and, for a kept demo, how to stop it (both demos' results have these)."""
+    pi = f"{result.pi:.5f}" if result.pi is not None else "?"
+    console.print(f"[bold]{result.submission_id}[/bold]: {result.phase}; Pi is roughly {pi}")
+    console.print("timings: " + ", ".join(f"{k} {v:.1f}s" for k, v in result.timings.items()))
+    if result.kept:
+        console.print(f"left running; kubeconfig: {result.kubeconfig}\nto stop: {result.cleanup_hint}")
+
+
 def render(result: DemoResult) -> None:
     """The closing tables: nodes, the plugin pod, devices, allocations, and the app's result."""
     from rich.console import Console
     from rich.table import Table
 
     console = Console()
-    nodes = Table(title="Nodes")
-    for column in ("node", "kind", "ready", f"{RESOURCE} capacity", "allocatable"):
-        nodes.add_column(column)
-    for row in result.nodes:
-        nodes.add_row(row.name, row.kind, "yes" if row.ready else "no", row.capacity, row.allocatable)
-    pod = result.plugin_pod
-    plugin = Table(title=f"Device plugin: DaemonSet pod in {PLUGIN_NAMESPACE} (Helm release {RELEASE})")
-    for column in ("pod", "node", "ready", "restarts", "image"):
-        plugin.add_column(column)
-    plugin.add_row(pod.name, pod.node, "yes" if pod.ready else "no", str(pod.restarts), pod.image)
     devices = Table(title=f"Devices on the real node ({RESOURCE}, simulated)")
     for column in ("device ID", "index", "NUMA", "health"):
         devices.add_column(column)
     for device in result.devices:
         devices.add_row(*device)
-    allocated = Table(title="Allocations seen by Spark tasks")
-    for column in ("executor", f"{SPARK_RESOURCE} addresses", "tasks"):
-        allocated.add_column(column)
-    for executor, addresses in result.allocations.items():
-        count = sum(1 for t in result.tasks if str(t.get("executor")) == executor)
-        allocated.add_row(executor, ", ".join(addresses) or "-", str(count))
-    for table in (nodes, plugin, devices, allocated):
+    for table in (
+        nodes_table("Nodes", result.nodes),
+        pod_table(f"Device plugin: DaemonSet pod in {PLUGIN_NAMESPACE} (Helm release {RELEASE})", result.plugin_pod),
+        devices,
+        allocations_table(result.allocations, result.tasks),
+    ):
         console.print(table)
-    pi = f"{result.pi:.5f}" if result.pi is not None else "?"
-    console.print(f"[bold]{result.submission_id}[/bold]: {result.phase}; Pi is roughly {pi}")
-    console.print("timings: " + ", ".join(f"{k} {v:.1f}s" for k, v in result.timings.items()))
-    if result.kept:
-        console.print(f"left running; kubeconfig: {result.kubeconfig}\nto stop: {result.cleanup_hint}")
+    print_outcome(console, result)
 
 
 @click.command("demo")

@@ -40,13 +40,17 @@ from kubeaccel.demo import (
     _repo_root,
     _timed,
     allocations,
+    allocations_table,
     app_confs,
     build_image,
     cleanup,
     helm,
     keep_hint,
+    nodes_table,
     pi_value,
     plugin_pod_problem,
+    pod_table,
+    print_outcome,
     task_reports,
 )
 from kubeaccel.errors import KubeaccelError, UnavailableError
@@ -322,16 +326,6 @@ def render_dra(result: DraDemoResult) -> None:
     from rich.table import Table
 
     console = Console()
-    nodes = Table(title=f"Nodes ({RESOURCE} as an extended resource: none, it is served through DRA)")
-    for column in ("node", "kind", "ready", f"{RESOURCE} capacity", "allocatable"):
-        nodes.add_column(column)
-    for row in result.nodes:
-        nodes.add_row(row.name, row.kind, "yes" if row.ready else "no", row.capacity, row.allocatable)
-    pod = result.driver_pod
-    driver = Table(title=f"DRA driver {DRIVER}: DaemonSet pod in {PLUGIN_NAMESPACE} (Helm release {DRA_RELEASE})")
-    for column in ("pod", "node", "ready", "restarts", "image"):
-        driver.add_column(column)
-    driver.add_row(pod.name, pod.node, "yes" if pod.ready else "no", str(pod.restarts), pod.image)
     slices = Table(title=f"ResourceSlice devices on the real node ({RESOURCE}, simulated)")
     for column in ("slice", "device", "index", "NUMA", "tainted"):
         slices.add_column(column)
@@ -342,16 +336,13 @@ def render_dra(result: DraDemoResult) -> None:
         claims.add_column(column)
     for claim in result.claims:
         claims.add_row(claim.pod, claim.claim, ", ".join(claim.devices))
-    allocated = Table(title="Allocations seen by Spark tasks")
-    for column in ("executor", f"{SPARK_RESOURCE} addresses", "tasks"):
-        allocated.add_column(column)
-    for executor, addresses in result.allocations.items():
-        count = sum(1 for t in result.tasks if str(t.get("executor")) == executor)
-        allocated.add_row(executor, ", ".join(addresses) or "-", str(count))
-    for table in (nodes, driver, slices, claims, allocated):
+    for table in (
+        nodes_table(f"Nodes ({RESOURCE} as an extended resource: none, it is served through DRA)", result.nodes),
+        pod_table(f"DRA driver {DRIVER}: DaemonSet pod in {PLUGIN_NAMESPACE} (Helm release {DRA_RELEASE})",
+                  result.driver_pod),
+        slices,
+        claims,
+        allocations_table(result.allocations, result.tasks),
+    ):
         console.print(table)
-    pi = f"{result.pi:.5f}" if result.pi is not None else "?"
-    console.print(f"[bold]{result.submission_id}[/bold]: {result.phase}; Pi is roughly {pi}")
-    console.print("timings: " + ", ".join(f"{k} {v:.1f}s" for k, v in result.timings.items()))
-    if result.kept:
-        console.print(f"left running; kubeconfig: {result.kubeconfig}\nto stop: {result.cleanup_hint}")
+    print_outcome(console, result)
