@@ -13,15 +13,12 @@ PATH_MAX = 4096  # bytes in a whole path
 
 def user_path(value: str | os.PathLike[str], what: str) -> Path:
     """`~` and `~user` expanded as a shell does (an unknown user leaves the text as written, where
-    pathlib's `expanduser` raises RuntimeError), then checked by `checked_path`."""
+    pathlib's `expanduser` raises RuntimeError), then checked by `check_path`."""
     text = os.fspath(value)
-    check_path(text, what)
-    return checked_path(os.path.expanduser(text), what)
-
-
-def checked_path(value: str | os.PathLike[str], what: str) -> Path:
-    check_path(value, what)
-    return Path(value)
+    check_path(text, what)  # before expanding: a NUL byte after `~user` is a ValueError there
+    expanded = os.path.expanduser(text)
+    check_path(expanded, what)
+    return Path(expanded)
 
 
 def check_path(value: str | os.PathLike[str], what: str) -> None:

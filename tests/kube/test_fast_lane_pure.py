@@ -16,6 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from kubeaccel import errors
+from kubeaccel.kube import kubeconfig as kc
 from kubeaccel.kube import rest
 from kubeaccel.kube.client import Kube
 
@@ -72,7 +73,10 @@ def test_a_proxy_in_the_environment_is_left_to_lightkube(monkeypatch: pytest.Mon
 
 def test_token_file_and_basic_auth(tmp_path: Path) -> None:
     (tmp_path / "token").write_text("from-file\n")
-    ep = rest.endpoint(_document(SERVER, {"tokenFile": "token"}), "x", tmp_path / "kubeconfig")
+    # as the door does it: the kubeconfig checked (relative paths resolved against its directory), then the lane
+    document, name = kc.select(_document(SERVER, {"tokenFile": "token"}), tmp_path / "kubeconfig", context=None,
+                               server=None)
+    ep = rest.endpoint(document, name, tmp_path / "kubeconfig")
     assert ep is not None and ep.authorization == "Bearer from-file"  # relative to the kubeconfig's directory
     ep = rest.endpoint(_document(SERVER, {"username": "a", "password": "b"}), "x", tmp_path / "kubeconfig")
     assert ep is not None and ep.authorization == "Basic YTpi"

@@ -5,10 +5,10 @@ replaces the server) and the single place where transport and API failures becom
 errors (`status.translate`, typed from the API's Status, never from its text). Callers never see an
 httpx2 or lightkube exception.
 
-Lists and deletes of the kinds in `rest` (pods, namespaces) take the fast lane (`rest.Transport`:
-http.client + json) when the kubeconfig allows it, so `kubeaccel spark status/list/kill` never import
-lightkube; everything else, and any 403 (whose cause needs a SelfSubjectAccessReview), goes through
-lightkube, imported on first use.
+Lists and deletes of the kinds in `rest` (pods, namespaces, quotas) and creates of what a submit makes
+take the fast lane (`rest.Transport`: http.client + json) when the kubeconfig allows it, so
+`kubeaccel spark submit/status/list/kill` never import lightkube; everything else, and any 403 (whose
+cause needs a SelfSubjectAccessReview), goes through lightkube, imported on first use.
 """
 
 from __future__ import annotations
@@ -165,7 +165,7 @@ class Kube:
         if endpoint is None:
             return cls(_single_config(document, name, path), timeout=timeout)
         kube = cls.__new__(cls)
-        namespace = next(c.get("context") or {} for c in document["contexts"] if c["name"] == name).get("namespace")
+        namespace = kc.context_parts(document, name)[0].get("namespace")
         kube._setup(
             lambda: _single_config(document, name, path),
             endpoint.server,
@@ -333,20 +333,12 @@ class Kube:
         name = str(manifest["metadata"].get("name", ""))
         what = f"{manifest['kind'].lower()} {name}".strip()
         collection = rest.CREATABLE.get((str(manifest.get("apiVersion")), str(manifest.get("kind"))))
-        if self._fast is not None and collection is not None and namespace:
-            try:
-                payload = json.dumps(manifest).encode()
-            except (TypeError, ValueError):
-                payload = None  # not plain JSON: lightkube's models say what is wrong
-            if payload is not None:
-                query = {"fieldManager": FIELD_MANAGER}
-                try:
-                    created = self._fast_request("create", what, namespace, "POST", collection.path(namespace), query,
-                                                 payload)
-                except _ForbiddenOnFastLaneError:
-                    pass  # the slow lane asks who refused (RBAC, the quota, admission)
-                else:
-                    return created if isinstance(created, dict) else {}
+        payload = _json(manifest) if self._fast is not None and collection is not None and namespace else None
+        if collection is not None and payload is not None:
+            query = {"fieldManager": FIELD_MANAGER}
+            created = self._fast_request("create", what, namespace, "POST", collection.path(namespace), query, payload)
+            if created is not _SLOW:
+                return created if isinstance(created, dict) else {}
         obj = _typed(manifest)
         created = self._call(
             "create",
@@ -418,17 +410,14 @@ class Kube:
         A `rest.Collection` takes the fast lane when there is one and the selectors are plain equalities."""
         if isinstance(res, rest.Collection):
             plain = all(isinstance(v, str) for v in [*(labels or {}).values(), *(fields or {}).values()])
-            if self._fast is not None and plain:
+            if plain:
                 query = {
                     key: ",".join(f"{k}={v}" for k, v in selector.items())
                     for key, selector in (("labelSelector", labels), ("fieldSelector", fields))
                     if selector
                 }
-                try:
-                    answer = self._fast_request("list", res.plural, namespace, "GET", res.path(namespace), query)
-                except _ForbiddenOnFastLaneError:
-                    pass  # the slow lane asks who refused
-                else:
+                answer = self._fast_request("list", res.plural, namespace, "GET", res.path(namespace), query)
+                if answer is not _SLOW:
                     found = answer.get("items") if isinstance(answer, dict) else None
                     return found if isinstance(found, builtins.list) else []
             res = res.lightkube()
@@ -447,14 +436,16 @@ class Kube:
         query: Mapping[str, str],
         payload: bytes | None = None,
     ) -> Any:
-        """One request on the fast lane; a 403 raises _ForbiddenOnFastLaneError: the slow lane asks who refused."""
-        assert self._fast is not None
+        """One request on the fast lane, or `_SLOW` when lightkube must make it: there is no fast lane
+        here, or the answer was 403 (only the slow lane asks who refused: RBAC, the quota, admission)."""
+        if self._fast is None:
+            return _SLOW
         try:
             with _collector_paused():
                 return self._fast.request(method, path, query, payload)
         except rest.HttpError as exc:
             if exc.code == 403:
-                raise _ForbiddenOnFastLaneError from exc
+                return _SLOW
             raise rest.translated(exc, verb, what, namespace) from exc
 
     def delete(
@@ -468,15 +459,10 @@ class Kube:
     ) -> None:
         try:
             if isinstance(res, rest.Collection):
-                if self._fast is not None:
-                    query = {"gracePeriodSeconds": str(grace_period)} if grace_period is not None else {}
-                    what = f"{res.kind} {name}"
-                    try:
-                        self._fast_request("delete", what, namespace, "DELETE", res.path(namespace, name), query)
-                    except _ForbiddenOnFastLaneError:
-                        pass  # the slow lane asks who refused
-                    else:
-                        return
+                query = {"gracePeriodSeconds": str(grace_period)} if grace_period is not None else {}
+                path = res.path(namespace, name)
+                if self._fast_request("delete", f"{res.kind} {name}", namespace, "DELETE", path, query) is not _SLOW:
+                    return
                 res = res.lightkube()
             cls: Any = res
             self._call(
@@ -545,8 +531,15 @@ def _credentials_error(exc: Exception) -> ConfigError:
                        hint="check the user's tokenFile, certificate and key (kubectl config view)")
 
 
-class _ForbiddenOnFastLaneError(Exception):
-    """A 403 on the fast lane: only the slow lane can tell RBAC from quota and admission."""
+_SLOW = object()  # what the fast lane answers when lightkube must make the request
+
+
+def _json(manifest: Mapping[str, Any]) -> bytes | None:
+    """The manifest as a request body, or None when it is not plain JSON (lightkube's models then say why)."""
+    try:
+        return json.dumps(manifest).encode()
+    except (TypeError, ValueError):
+        return None
 
 
 @contextlib.contextmanager

@@ -117,6 +117,16 @@ def _named(document: Mapping[str, Any], section: str, key: str, name: str, where
     raise ConfigError(f"{where}: the context names {key} {name!r}, which is not in {section}", hint="fix the context")
 
 
+def context_parts(document: Mapping[str, Any], name: str) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """The context, cluster and user bodies of a context `select` has checked (the user's is empty when
+    the context names none). File paths in them are absolute: `select` resolved them."""
+    where = "kubeconfig"
+    context = _named(document, "contexts", "context", name, where)
+    cluster = _named(document, "clusters", "cluster", context["cluster"], where)
+    user = _named(document, "users", "user", context["user"], where) if isinstance(context.get("user"), str) else {}
+    return context, cluster, user
+
+
 def _check_entry(body: dict[str, Any], kind: str, name: str, where: str, base: Path) -> None:
     for field in _B64_FIELDS[kind]:
         if field in body:

@@ -30,8 +30,8 @@ from typing import Any
 from urllib.parse import quote, urlencode, urlsplit
 
 from kubeaccel.errors import ConfigError
+from kubeaccel.kube import kubeconfig as kc
 from kubeaccel.kube.status import Failure, translate, unreachable
-from kubeaccel.paths import user_path
 
 __all__ = [
     "CREATABLE", "NAMESPACES", "PODS", "RESOURCEQUOTAS", "Collection", "Endpoint", "HttpError", "Transport", "endpoint",
@@ -107,34 +107,19 @@ class Endpoint:
     authorization: str | None = None
 
 
-def _body(document: Mapping[str, Any], section: str, key: str, name: object) -> Mapping[str, Any]:
-    for entry in document.get(section) or []:
-        if entry.get("name") == name:
-            body = entry.get(key) or {}
-            return body if isinstance(body, Mapping) else {}
-    return {}
-
-
-def _file(value: object, base: Path) -> str:
-    path = user_path(str(value), "a kubeconfig file path")
-    return str(path if path.is_absolute() else base / path)
-
-
 def endpoint(document: Mapping[str, Any], context: str, kubeconfig: Path) -> Endpoint | None:
-    """The fast lane's endpoint for a context `kubeconfig.select` has checked; None when lightkube must speak."""
+    """The fast lane's endpoint for a context `kubeconfig.select` has checked (and whose file paths it
+    made absolute); None when lightkube must speak."""
     if any(os.environ.get(v) for v in _PROXY_VARIABLES):
         return None  # httpx honours the proxy variables; so must we, by handing over
-    ctx = _body(document, "contexts", "context", context)
-    cluster = _body(document, "clusters", "cluster", ctx.get("cluster"))
-    user = _body(document, "users", "user", ctx.get("user")) if ctx.get("user") is not None else {}
+    _, cluster, user = kc.context_parts(document, context)
     if set(cluster) - _CLUSTER_KEYS or set(user) - _USER_KEYS:
         return None
-    base = kubeconfig.parent
     authorization = None
     token = user.get("token")
     if not token and user.get("tokenFile"):
         try:
-            token = Path(_file(user["tokenFile"], base)).read_text(encoding="utf-8").strip()
+            token = Path(str(user["tokenFile"])).read_text(encoding="utf-8").strip()
         except (OSError, UnicodeDecodeError) as exc:
             raise ConfigError(f"kubeconfig {str(kubeconfig)!r}: cannot read the tokenFile: {exc}",
                               hint="fix the user's tokenFile path") from exc
@@ -151,13 +136,13 @@ def endpoint(document: Mapping[str, Any], context: str, kubeconfig: Path) -> End
         authorization = "Basic " + base64.b64encode(pair).decode("ascii")
     return Endpoint(
         server=str(cluster["server"]).rstrip("/"),
-        ca_file=_file(cluster["certificate-authority"], base) if cluster.get("certificate-authority") else None,
+        ca_file=str(cluster["certificate-authority"]) if cluster.get("certificate-authority") else None,
         ca_data=base64.b64decode(cluster["certificate-authority-data"])
         if cluster.get("certificate-authority-data")
         else None,
         insecure=cluster.get("insecure-skip-tls-verify") is True,
-        cert_file=_file(user["client-certificate"], base) if user.get("client-certificate") else None,
-        key_file=_file(user["client-key"], base) if user.get("client-key") else None,
+        cert_file=str(user["client-certificate"]) if user.get("client-certificate") else None,
+        key_file=str(user["client-key"]) if user.get("client-key") else None,
         cert_data=base64.b64decode(user["client-certificate-data"]) if user.get("client-certificate-data") else None,
         key_data=base64.b64decode(user["client-key-data"]) if user.get("client-key-data") else None,
         authorization=authorization,
