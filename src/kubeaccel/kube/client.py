@@ -88,24 +88,8 @@ def _single_config(document: dict[str, Any], name: str, path: Path) -> SingleCon
 def _translate_api(
     exc: ApiError, verb: str, what: str, namespace: str | None, refused_by: RefusedBy | None
 ) -> KubeaccelError:
-    status = exc.status
-    details = status.details
-    return translate(
-        Failure(
-            code=int(status.code or exc.response.status_code),
-            reason=status.reason or "",
-            message=status.message or "",
-            verb=verb,
-            what=what,
-            namespace=namespace,
-            details_kind=(details.kind or "") if details else "",
-            details_name=(details.name or "") if details else "",
-            causes=[f"{c.field}: {c.message}" if c.field else str(c.message) for c in (details.causes or [])]
-            if details
-            else [],
-            refused_by=refused_by,
-        )
-    )
+    code = int(exc.status.code or exc.response.status_code)
+    return translate(Failure.of_status(exc.status.to_dict(), code, verb, what, namespace, refused_by))
 
 
 @contextlib.contextmanager

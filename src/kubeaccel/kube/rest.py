@@ -217,25 +217,7 @@ class HttpError(Exception):
                 self.status = decoded
 
     def failure(self, verb: str, what: str, namespace: str | None) -> Failure:
-        found = self.status.get("details")
-        details: Mapping[str, Any] = found if isinstance(found, Mapping) else {}
-        listed = details.get("causes")
-        causes: list[Any] = listed if isinstance(listed, list) else []
-        return Failure(
-            code=self.code,
-            reason=str(self.status.get("reason") or ""),
-            message=str(self.status.get("message") or ""),
-            verb=verb,
-            what=what,
-            namespace=namespace,
-            details_kind=str(details.get("kind") or ""),
-            details_name=str(details.get("name") or ""),
-            causes=[
-                f"{c.get('field')}: {c.get('message')}" if c.get("field") else str(c.get("message"))
-                for c in causes[:20]
-                if isinstance(c, Mapping)
-            ],
-        )
+        return Failure.of_status(self.status, self.code, verb, what, namespace)
 
 
 class Transport:

@@ -11,10 +11,10 @@ questions (a SelfSubjectAccessReview, the namespace's quota usage) and passes it
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from kubeaccel.errors import (
     AdmissionRefusedError,
@@ -55,6 +55,38 @@ class Failure:
     details_name: str = ""
     causes: Sequence[str] = ()
     refused_by: RefusedBy | None = None
+
+    @classmethod
+    def of_status(  # noqa: PLR0917 - the request's facts, in Failure's order
+        cls,
+        status: Mapping[str, Any],
+        code: int,
+        verb: str,
+        what: str,
+        namespace: str | None,
+        refused_by: RefusedBy | None = None,
+    ) -> Failure:
+        """From the API's Status object as JSON (`kind: Status`), whichever client decoded it."""
+        found = status.get("details")
+        details: Mapping[str, Any] = found if isinstance(found, Mapping) else {}
+        listed = details.get("causes")
+        causes: list[Any] = listed if isinstance(listed, list) else []
+        return cls(
+            code=code,
+            reason=str(status.get("reason") or ""),
+            message=str(status.get("message") or ""),
+            verb=verb,
+            what=what,
+            namespace=namespace,
+            details_kind=str(details.get("kind") or ""),
+            details_name=str(details.get("name") or ""),
+            causes=[
+                f"{c.get('field')}: {c.get('message')}" if c.get("field") else str(c.get("message"))
+                for c in causes[:20]
+                if isinstance(c, Mapping)
+            ],
+            refused_by=refused_by,
+        )
 
     @property
     def where(self) -> str:
