@@ -265,6 +265,10 @@ def test_status_reports_scheduler_message_and_executors(
     assert "Insufficient nec.com/ve" in greedy_app.reason
     assert fits_app.phase == "Running" and fits_app.node in cluster.nodes
     assert (fits_app.executors, fits_app.executors_running) == (1, 1)
+    assert greedy_app.executors == 0  # one app's status lists only that app's executors
+    # a glob counts every app's executors from one list of the namespace's, per app ID
+    counts = {a.app_name: (a.executors, a.executors_running) for a in manage.status(kube, f"{spark_namespace}:*")}
+    assert counts["fits"] == (1, 1) and counts["greedy"] == (0, 0)
 
 
 def test_logs_of_one_app_reach_the_api(

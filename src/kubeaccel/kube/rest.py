@@ -24,9 +24,8 @@ import os
 import ssl
 import threading
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import quote, urlencode, urlsplit
 
 from kubeaccel.errors import ConfigError
@@ -49,8 +48,7 @@ _CLUSTER_KEYS = frozenset(
 _PROXY_VARIABLES = ("https_proxy", "HTTPS_PROXY", "http_proxy", "HTTP_PROXY", "all_proxy", "ALL_PROXY")
 
 
-@dataclass(frozen=True)
-class Collection:
+class Collection(NamedTuple):
     """A kind of object the fast lane can list and delete, and the lightkube class for the slow lane."""
 
     group: str
@@ -92,8 +90,7 @@ CREATABLE = {
 }
 
 
-@dataclass(frozen=True)
-class Endpoint:
+class Endpoint(NamedTuple):
     """Where and how to connect, resolved from one checked kubeconfig context."""
 
     server: str

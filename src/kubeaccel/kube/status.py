@@ -12,9 +12,8 @@ questions (a SelfSubjectAccessReview, the namespace's quota usage) and passes it
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from enum import Enum
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from kubeaccel.errors import (
     AdmissionRefusedError,
@@ -41,8 +40,7 @@ class RefusedBy(Enum):
     ADMISSION = "admission"
 
 
-@dataclass(frozen=True)
-class Failure:
+class Failure(NamedTuple):
     """What the door knows about a failed request: the Status fields and the request itself."""
 
     code: int

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import fnmatch
 import re
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from kubeaccel.errors import ConfigError
 from kubeaccel.kube.names import is_dns_label
@@ -17,8 +17,7 @@ from kubeaccel.kube.names import is_dns_label
 _NAME_GLOB = re.compile(r"^[a-z0-9.\-*?\[\]!]+$")
 
 
-@dataclass(frozen=True, order=True)
-class SubmissionId:
+class SubmissionId(NamedTuple):
     namespace: str
     pod: str
 
@@ -26,8 +25,7 @@ class SubmissionId:
         return f"{self.namespace}:{self.pod}"
 
 
-@dataclass(frozen=True)
-class Target:
+class Target(NamedTuple):
     """What a management command acts on: a namespace (None = not given) and a pod-name glob."""
 
     namespace: str | None
