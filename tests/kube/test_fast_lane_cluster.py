@@ -131,6 +131,49 @@ def test_submit_status_and_list_do_not_load_lightkube(kubeconfig: Path, kube: Ku
     assert json.loads(lines[-1]) == []
 
 
+def test_submit_into_a_quota_namespace_does_not_load_lightkube(kubeconfig: Path, kube: Kube) -> None:
+    """The quota pre-flight's lock (a Lease: get, create, compare-and-swap replace) and its reading of the
+    admitted apps' confs (a ConfigMap get) ride the fast lane too: a tenant's submit stays light."""
+    from kubeaccel.kube.tenancy import create_tenant
+    from kubeaccel.spark.reservation import LEASE_NAME
+
+    tenant = f"quota-{uuid.uuid4().hex[:6]}"
+    create_tenant(kube, tenant, {"requests.cpu": "16", "requests.memory": "64Gi", "pods": "20"})
+    try:
+        kube.apply(
+            {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "default", "namespace": tenant}},
+            namespace=tenant,
+        )
+        submit = ["spark", "submit", "--master", f"k8s://{kube.server}", "--kubeconfig", str(kubeconfig),
+                  "--conf", f"spark.kubernetes.namespace={tenant}", "--conf", "spark.executor.instances=2",
+                  "--conf", "spark.kubernetes.container.image=img", "local:///opt/app.py"]
+        probe = (
+            "import sys, json\n"
+            "from kubeaccel.cli import main\n"
+            "for _ in range(2):  # the second pre-flight reads the first app's conf ConfigMap\n"
+            "    try:\n"
+            f"        main({submit!r})\n"
+            "    except SystemExit as exc:\n"
+            "        assert not exc.code, exc.code\n"
+            "heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('lightkube', 'httpx2', 'httpcore2', 'h2'))\n"
+            "print(json.dumps(heavy))\n"
+        )
+        done = subprocess.run(
+            [sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, check=False
+        )
+        assert done.returncode == 0, done.stderr
+        assert json.loads(done.stdout.strip().splitlines()[-1]) == []
+        from kubeaccel.kube.rest import LEASES
+
+        lease = kube.get_raw(LEASES, LEASE_NAME, tenant)
+        assert not lease["spec"].get("holderIdentity")  # released by both submits
+        assert lease["spec"]["leaseTransitions"] >= 1
+        drivers = kube.list_raw(PODS, tenant, labels={"spark-role": "driver"})
+        assert len(drivers) == 2
+    finally:
+        kube.delete(NAMESPACES, tenant, missing_ok=True)
+
+
 def test_both_lanes_create_alike(kube: Kube, kubeconfig: Path, spark_namespace: str) -> None:
     fast = Kube.connect(kubeconfig=kubeconfig)
     slow = Kube(load_config(kubeconfig=kubeconfig))

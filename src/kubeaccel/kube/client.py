@@ -336,6 +336,33 @@ class Kube:
         result: dict[str, Any] = created.to_dict()
         return result
 
+    def replace(self, manifest: Mapping[str, Any], namespace: str | None = None) -> dict[str, Any]:
+        """Replace the object with `manifest` and return it as stored. With `metadata.resourceVersion` set this
+        is a compare-and-swap: ConflictError when the object changed since that version."""
+        namespace = namespace or manifest["metadata"].get("namespace")
+        name = str(manifest["metadata"]["name"])
+        what = f"{manifest['kind'].lower()} {name}"
+        collection = rest.CREATABLE.get((str(manifest.get("apiVersion")), str(manifest.get("kind"))))
+        payload = _json(manifest) if self._fast is not None and collection is not None and namespace else None
+        if collection is not None and payload is not None:
+            query = {"fieldManager": FIELD_MANAGER}
+            path = collection.path(namespace, name)
+            replaced = self._fast_request("update", what, namespace, "PUT", path, query, payload)
+            if replaced is not _SLOW:
+                return replaced if isinstance(replaced, dict) else {}
+        obj = _typed(manifest)
+        stored = self._call(
+            "update",
+            what,
+            namespace,
+            lambda: self._any.replace(obj, namespace=namespace),
+            res=type(obj),
+            name=name,
+            manifest=manifest,
+        )
+        result: dict[str, Any] = stored.to_dict()
+        return result
+
     def apply(self, manifest: Mapping[str, Any], namespace: str | None = None) -> Any:
         """Server-side apply: the idempotent create-or-update."""
         obj = _typed(manifest)
@@ -361,6 +388,16 @@ class Kube:
             name=name,
         )
         return found
+
+    def get_raw(self, res: rest.Collection, name: str, namespace: str | None = None) -> dict[str, Any]:
+        """One object as plain JSON (NotFoundError when there is none), on the fast lane when there is one."""
+        found = self._fast_request("get", f"{res.kind} {name}", namespace, "GET", res.path(namespace, name), {})
+        if found is not _SLOW:
+            return found if isinstance(found, dict) else {}
+        cls: Any = res.lightkube()
+        with _collector_paused():
+            result: dict[str, Any] = self.get(cls, name, namespace).to_dict()
+        return result
 
     def list(
         self,

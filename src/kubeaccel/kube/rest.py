@@ -33,7 +33,8 @@ from kubeaccel.kube import kubeconfig as kc
 from kubeaccel.kube.status import Failure, translate, unreachable
 
 __all__ = [
-    "CREATABLE", "NAMESPACES", "PODS", "RESOURCEQUOTAS", "Collection", "Endpoint", "HttpError", "Transport", "endpoint",
+    "CONFIGMAPS", "CREATABLE", "LEASES", "NAMESPACES", "PODS", "RESOURCEQUOTAS", "Collection", "Endpoint", "HttpError",
+    "Transport", "endpoint",
 ]
 
 MAX_BODY_BYTES = 1 << 30  # a list of every pod of a large cluster fits; a runaway answer does not
@@ -77,10 +78,15 @@ NAMESPACES = Collection("", "v1", "namespaces", "namespace", False, "lightkube.r
 RESOURCEQUOTAS = Collection(
     "", "v1", "resourcequotas", "resourcequota", True, "lightkube.resources.core_v1:ResourceQuota"
 )
-# what `kubeaccel spark submit` creates, by (apiVersion, kind): created on the fast lane too
+CONFIGMAPS = Collection("", "v1", "configmaps", "configmap", True, "lightkube.resources.core_v1:ConfigMap")
+LEASES = Collection(
+    "coordination.k8s.io", "v1", "leases", "lease", True, "lightkube.resources.coordination_v1:Lease"
+)
+# what `kubeaccel spark submit` creates or replaces, by (apiVersion, kind): on the fast lane too
 CREATABLE = {
     ("v1", "Pod"): PODS,
-    ("v1", "ConfigMap"): Collection("", "v1", "configmaps", "configmap", True, "lightkube.resources.core_v1:ConfigMap"),
+    ("v1", "ConfigMap"): CONFIGMAPS,
+    ("coordination.k8s.io/v1", "Lease"): LEASES,
     ("v1", "Service"): Collection("", "v1", "services", "service", True, "lightkube.resources.core_v1:Service"),
     ("v1", "Secret"): Collection("", "v1", "secrets", "secret", True, "lightkube.resources.core_v1:Secret"),
     ("networking.k8s.io/v1", "NetworkPolicy"): Collection(
@@ -250,14 +256,15 @@ class Transport:
         """The decoded JSON answer; HttpError for a non-2xx, ApiUnavailableError when there is no API answer.
 
         A kept-alive connection the server closed meanwhile is retried once on a fresh one, but only for
-        reads and deletes: a POST the server may have carried out is never sent twice."""
+        reads and deletes: a POST or PUT the server may have carried out is never sent twice (a repeated
+        compare-and-swap PUT would fail as if someone else had written)."""
         url = self._prefix + path + (f"?{urlencode(query)}" if query else "")
         try:
             try:
                 status, body = self._exchange(method, url, payload)
             except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError):
                 self.close()
-                if method == "POST":
+                if method in {"POST", "PUT"}:
                     raise
                 status, body = self._exchange(method, url, payload)
         except (OSError, http.client.HTTPException, ValueError) as exc:

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from kubeaccel.errors import ForbiddenError, KubeaccelError, QuotaError
 from kubeaccel.kube.client import Kube
-from kubeaccel.kube.rest import PODS, RESOURCEQUOTAS
+from kubeaccel.kube.rest import CONFIGMAPS, PODS, RESOURCEQUOTAS
 from kubeaccel.kube.tenancy import Shortfall, quota_state, shortfalls
 from kubeaccel.spark.builder import PROPERTIES_FILE
 from kubeaccel.spark.conf import parse_properties
@@ -55,8 +55,6 @@ def outstanding_demand(kube: Kube, namespace: str) -> tuple[dict[str, Decimal], 
 
     Best effort: an app whose conf cannot be read (deleted meanwhile, not made by Spark) counts nothing.
     """
-    from lightkube.resources.core_v1 import ConfigMap
-
     drivers = [
         p
         for p in kube.list_raw(PODS, namespace, labels={LABEL_ROLE: "driver"})
@@ -76,7 +74,7 @@ def outstanding_demand(kube: Kube, namespace: str) -> tuple[dict[str, Decimal], 
         if name is None:
             continue
         try:
-            data = kube.get(ConfigMap, name, namespace=namespace).data or {}
+            data = kube.get_raw(CONFIGMAPS, name, namespace).get("data") or {}
             conf = parse_properties(data.get(PROPERTIES_FILE, ""))
             missing = executor_instances(conf) - existing[(driver["metadata"].get("labels") or {}).get(LABEL_APP_ID)]
             if missing > 0:

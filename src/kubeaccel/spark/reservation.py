@@ -30,14 +30,21 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from kubeaccel.errors import ForbiddenError, KubeaccelError, UnavailableError
-from kubeaccel.kube.client import Kube, translate_errors
+from kubeaccel.errors import (
+    AlreadyExistsError,
+    ConflictError,
+    ForbiddenError,
+    KubeaccelError,
+    NotFoundError,
+    UnavailableError,
+)
+from kubeaccel.kube.client import Kube
+from kubeaccel.kube.rest import LEASES
 
 LEASE_NAME = "kubeaccel-quota-lock"
 LEASE_SECONDS = 20
 DEFAULT_WAIT_SECONDS = 60.0
 _BACKOFF_FIRST, _BACKOFF_MAX = 0.05, 1.0
-_CONFLICT = 409
 
 
 def holder_identity() -> str:
@@ -108,56 +115,31 @@ def lease_manifest(namespace: str, holder: str | None, now: datetime, *, transit
     }
 
 
-# --- the API calls: each a small function, so they can move onto the typed client door later ---------
-
-
-def _errors(kube: Kube, verb: str, namespace: str) -> Any:
-    return translate_errors(verb, f"lease {LEASE_NAME}", namespace=namespace, server=kube.server)
+# --- the API calls, through the door (on its fast lane where the kubeconfig allows) ---------------
 
 
 def _read(kube: Kube, namespace: str) -> LeaseView | None:
-    from lightkube import ApiError
-    from lightkube.resources.coordination_v1 import Lease
-
-    with _errors(kube, "get", namespace):
-        try:
-            found: Any = kube.client.get(Lease, LEASE_NAME, namespace=namespace)
-            return LeaseView.of(found.to_dict())
-        except ApiError as exc:
-            if exc.status.code == 404:
-                return None
-            raise
+    try:
+        return LeaseView.of(kube.get_raw(LEASES, LEASE_NAME, namespace))
+    except NotFoundError:
+        return None
 
 
 def _create(kube: Kube, manifest: dict[str, Any]) -> LeaseView | None:
     """None when someone else created it first."""
-    from lightkube import ApiError
-    from lightkube.codecs import from_dict
-
-    with _errors(kube, "create", manifest["metadata"]["namespace"]):
-        try:
-            created: Any = kube.client.create(from_dict(manifest))
-        except ApiError as exc:
-            if exc.status.code == _CONFLICT:
-                return None
-            raise
-    return LeaseView.of(created.to_dict())
+    try:
+        return LeaseView.of(kube.create(manifest))
+    except (AlreadyExistsError, ConflictError):
+        return None
 
 
 def _swap(kube: Kube, manifest: dict[str, Any], resource_version: str) -> LeaseView | None:
     """Replace the Lease only if it is still at `resource_version`; None when it changed meanwhile."""
-    from lightkube import ApiError
-    from lightkube.codecs import from_dict
-
     manifest = {**manifest, "metadata": {**manifest["metadata"], "resourceVersion": resource_version}}
-    with _errors(kube, "update", manifest["metadata"]["namespace"]):
-        try:
-            replaced: Any = kube.client.replace(from_dict(manifest))
-        except ApiError as exc:
-            if exc.status.code in (_CONFLICT, 404):
-                return None
-            raise
-    return LeaseView.of(replaced.to_dict())
+    try:
+        return LeaseView.of(kube.replace(manifest))
+    except (ConflictError, NotFoundError):
+        return None
 
 
 def _forbidden_hint(exc: KubeaccelError) -> KubeaccelError:
