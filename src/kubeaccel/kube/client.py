@@ -313,6 +313,15 @@ class Kube:
 
     def create(self, manifest: Mapping[str, Any], namespace: str | None = None) -> dict[str, Any]:
         """Create the object and return it as stored (plain JSON)."""
+        return self._write("create", manifest, namespace)
+
+    def replace(self, manifest: Mapping[str, Any], namespace: str | None = None) -> dict[str, Any]:
+        """Replace the object with `manifest` and return it as stored. With `metadata.resourceVersion` set this
+        is a compare-and-swap: ConflictError when the object changed since that version."""
+        return self._write("update", manifest, namespace)
+
+    def _write(self, verb: str, manifest: Mapping[str, Any], namespace: str | None) -> dict[str, Any]:
+        """POST (create) or PUT (update) on the fast lane for the kinds it writes, else through lightkube."""
         namespace = namespace or manifest["metadata"].get("namespace")
         name = str(manifest["metadata"].get("name", ""))
         what = f"{manifest['kind'].lower()} {name}".strip()
@@ -320,44 +329,22 @@ class Kube:
         payload = _json(manifest) if self._fast is not None and collection is not None and namespace else None
         if collection is not None and payload is not None:
             query = {"fieldManager": FIELD_MANAGER}
-            created = self._fast_request("create", what, namespace, "POST", collection.path(namespace), query, payload)
-            if created is not _SLOW:
-                return created if isinstance(created, dict) else {}
+            if verb == "create":
+                method, path = "POST", collection.path(namespace)
+            else:
+                method, path = "PUT", collection.path(namespace, name)
+            stored = self._fast_request(verb, what, namespace, method, path, query, payload)
+            if stored is not _SLOW:
+                return stored if isinstance(stored, dict) else {}
         obj = _typed(manifest)
-        created = self._call(
-            "create",
-            what,
-            namespace,
-            lambda: self._any.create(obj, namespace=namespace),
-            res=type(obj),
-            name="",
-            manifest=manifest,
-        )
-        result: dict[str, Any] = created.to_dict()
-        return result
-
-    def replace(self, manifest: Mapping[str, Any], namespace: str | None = None) -> dict[str, Any]:
-        """Replace the object with `manifest` and return it as stored. With `metadata.resourceVersion` set this
-        is a compare-and-swap: ConflictError when the object changed since that version."""
-        namespace = namespace or manifest["metadata"].get("namespace")
-        name = str(manifest["metadata"]["name"])
-        what = f"{manifest['kind'].lower()} {name}"
-        collection = rest.CREATABLE.get((str(manifest.get("apiVersion")), str(manifest.get("kind"))))
-        payload = _json(manifest) if self._fast is not None and collection is not None and namespace else None
-        if collection is not None and payload is not None:
-            query = {"fieldManager": FIELD_MANAGER}
-            path = collection.path(namespace, name)
-            replaced = self._fast_request("update", what, namespace, "PUT", path, query, payload)
-            if replaced is not _SLOW:
-                return replaced if isinstance(replaced, dict) else {}
-        obj = _typed(manifest)
+        call = self._any.create if verb == "create" else self._any.replace
         stored = self._call(
-            "update",
+            verb,
             what,
             namespace,
-            lambda: self._any.replace(obj, namespace=namespace),
+            lambda: call(obj, namespace=namespace),
             res=type(obj),
-            name=name,
+            name="" if verb == "create" else name,
             manifest=manifest,
         )
         result: dict[str, Any] = stored.to_dict()
