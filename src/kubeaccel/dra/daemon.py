@@ -40,6 +40,7 @@ from kubeaccel.dra.registration import (
 )
 from kubeaccel.dra.service import DRAServiceV1, DRAServiceV1beta1, Driver, HealthService
 from kubeaccel.errors import ConfigError, KubeaccelError, UnavailableError
+from kubeaccel.paths import file_identity
 
 log = logging.getLogger(__name__)
 
@@ -69,14 +70,6 @@ class Options:
     @property
     def registration_socket(self) -> Path:
         return self.registry_dir / registration_socket_name(self.driver)
-
-
-def file_identity(path: Path) -> tuple[int, int] | None:
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return (st.st_ino, st.st_ctime_ns)
 
 
 class SocketServer:

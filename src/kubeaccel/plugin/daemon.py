@@ -37,6 +37,7 @@ from kubeaccel.devices.cdi import DEFAULT_SPEC_DIR, CdiError
 from kubeaccel.devices.config import PluginConfig, ResourceConfig, build_resources
 from kubeaccel.devices.watch import DirWatch, flags
 from kubeaccel.errors import ConfigError, KubeaccelError, UnavailableError
+from kubeaccel.paths import file_identity
 from kubeaccel.plugin._generated import api_pb2 as pb
 from kubeaccel.plugin.metrics import Metrics
 from kubeaccel.plugin.server import (
@@ -44,7 +45,6 @@ from kubeaccel.plugin.server import (
     REGISTER_TIMEOUT_S,
     PluginServer,
     check_socket_path,
-    file_identity,
     register,
 )
 from kubeaccel.plugin.service import ResourcePlugin
