@@ -1,4 +1,5 @@
-"""`user_path`: whatever a user writes ends as a path or a ConfigError, never pathlib's RuntimeError."""
+"""`user_path`: whatever a user writes ends as a path or a ConfigError, never pathlib's RuntimeError; `file_identity`
+of a replaced file is not the one before."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from kubeaccel.errors import ConfigError
-from kubeaccel.paths import user_path
+from kubeaccel.paths import file_identity, user_path
 
 
 @given(st.text(max_size=40).map(lambda t: "~" + t) | st.text(max_size=40) | st.text(min_size=1).map(lambda t: t * 300))
@@ -38,3 +39,15 @@ def test_home_and_unknown_users_as_a_shell_reads_them(monkeypatch: pytest.Monkey
     with pytest.raises(ConfigError, match="longer than a file system allows"):
         user_path("/".join(["x" * 200] * 21), "f")
     assert user_path("x" * 255, "f") == Path("x" * 255)
+
+
+def test_file_identity_tells_a_replaced_file_from_the_one_before(tmp_path: Path) -> None:
+    path = tmp_path / "x.sock"
+    assert file_identity(path) is None
+    path.write_text("a")
+    first = file_identity(path)
+    assert first is not None and file_identity(path) == first
+    other = tmp_path / "new"
+    other.write_text("b")
+    os.replace(other, path)  # a new server's socket in the same place
+    assert file_identity(path) not in (None, first)

@@ -1,5 +1,6 @@
 """CLI pieces shared by the command groups: --kubeconfig/--context/--output, JSON output, checked
-number options, and the log setup (source locations only at --log-level debug)."""
+number options, the log setup (source locations only at --log-level debug), and the verdict of a
+conformance check."""
 
 from __future__ import annotations
 
@@ -7,12 +8,15 @@ import json
 import math
 import os
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
-from kubeaccel.errors import ConfigError
+from kubeaccel.errors import ConfigError, KubeaccelError
 from kubeaccel.paths import check_path
+
+if TYPE_CHECKING:
+    from kubeaccel.conformance import Graded
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -119,3 +123,30 @@ def console(*, stderr: bool = False, width: int | None = None) -> Any:
     from rich.console import Console
 
     return Console(stderr=stderr, width=width, log_path=_state["debug"])
+
+
+def echo_verdict(report: Graded, *, title: str, subject: str, table: bool = True) -> None:
+    """A conformance report as a table of its steps, then PASS, or the FAIL error (exit 1) naming the
+    failed steps; ``table=False`` when the report went out as JSON (the error still sets the exit code).
+    rich is imported here, as ``console`` does: only the check commands pay for it."""
+    if table:
+        from rich.console import Console
+        from rich.table import Table
+
+        from kubeaccel.conformance import Result
+
+        colour = {Result.PASS: "green", Result.FAIL: "red", Result.SKIP: "yellow"}
+        rows = Table("step", "result", "ms", "detail", title=title)
+        for step in report.steps:
+            rows.add_row(step.name, f"[{colour[step.result]}]{step.result}[/]", f"{step.seconds * 1000:.1f}",
+                         step.detail)
+        Console().print(rows)
+    if not report.passed:
+        failed = report.failed
+        raise KubeaccelError(
+            f"FAIL: {subject} does not conform ({len(failed)} failed: {', '.join(failed)})",
+            hint="the detail column says what the kubelet expected",
+            exit_code=1,
+        )
+    if table:
+        click.secho("PASS", fg="green")

@@ -1,4 +1,5 @@
-"""A path a user wrote, as the shell would read it: one place for `~` and for what no file system holds."""
+"""A path a user wrote, as the shell would read it: one place for `~` and for what no file system holds;
+and which file stands at a path (the node-side daemons' sockets, told apart from a later one there)."""
 
 from __future__ import annotations
 
@@ -34,3 +35,12 @@ def check_path(value: str | os.PathLike[str], what: str) -> None:
             f"{what} {text[:100]!r}... is longer than a file system allows",
             hint=f"each name is at most {NAME_MAX} bytes and a path at most {PATH_MAX}",
         )
+
+
+def file_identity(path: Path) -> tuple[int, int] | None:
+    """Which file is at ``path``: a freed inode number may be reused at once, the ctime is not."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_ino, st.st_ctime_ns)

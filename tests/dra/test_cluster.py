@@ -24,8 +24,9 @@ from dra.broken import BROKEN_DRIVER, BrokenDriver
 from dra.node import DRIVER, SIM, DraNode, make_node
 from fixtures.cluster import LocalCluster, wait_for
 
+from kubeaccel.conformance import Result
 from kubeaccel.dra._generated import dra_v1_pb2
-from kubeaccel.dra.checker import Result, run_checks
+from kubeaccel.dra.checker import run_checks
 from kubeaccel.dra.daemon import KubeAccess
 from kubeaccel.dra.model import HEALTH_TAINT_KEY, device_class, pool_name
 from kubeaccel.errors import NotFoundError

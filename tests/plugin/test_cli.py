@@ -27,10 +27,11 @@ from click.testing import CliRunner
 from fixtures.plugin import PluginDaemon, short_socket_dir, write_sim_config
 
 from kubeaccel.cli import cli, main
+from kubeaccel.conformance import Result
 from kubeaccel.devices.config import load_config
 from kubeaccel.plugin._generated import api_pb2 as pb
 from kubeaccel.plugin._generated import api_pb2_grpc as pb_grpc
-from kubeaccel.plugin.checker import Result, run_checks
+from kubeaccel.plugin.checker import run_checks
 from kubeaccel.plugin.daemon import BackgroundDaemon, Daemon
 from kubeaccel.plugin.kubelet import KubeletStandIn
 

@@ -26,6 +26,7 @@ from typing import Any
 import grpc
 import yaml
 
+from kubeaccel.conformance import CheckFailedError, Graded, Step, StepSkippedError, timed_step
 from kubeaccel.dra._generated import dra_v1_pb2, dra_v1_pb2_grpc, dra_v1beta1_pb2, dra_v1beta1_pb2_grpc
 from kubeaccel.dra._generated import health_v1_pb2 as hpb
 from kubeaccel.dra._generated import health_v1_pb2_grpc as hpb_grpc
@@ -37,47 +38,31 @@ from kubeaccel.errors import ConfigError, KubeaccelError
 _CDI_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_-]*=[A-Za-z0-9][A-Za-z0-9_.:-]*")
 _DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
 CHECK_LABEL = "kubeaccel.io/dra-check"
-
-
-class Result:
-    PASS = "PASS"
-    FAIL = "FAIL"
-    SKIP = "SKIP"
+DETAIL_LIMIT = 400  # a step's detail may quote a driver's error text, of any length
 
 
 @dataclass
-class Step:
-    name: str
-    result: str
-    seconds: float
-    detail: str = ""
-
-
-@dataclass
-class Report:
+class Report(Graded):
     driver: str = ""
     endpoint: str = ""
     service: str = ""
     steps: list[Step] = field(default_factory=list)
 
-    @property
-    def passed(self) -> bool:
-        return bool(self.steps) and all(s.result != Result.FAIL for s in self.steps)
-
     def as_dict(self) -> dict[str, Any]:
         return {**asdict(self), "passed": self.passed}
 
 
-class CheckFailedError(Exception):
-    """The driver misbehaved (the message says how)."""
-
-
-class StepSkippedError(Exception):
-    """A step that does not apply (an optional service, or an earlier step failed)."""
-
-
 def _describe(exc: grpc.aio.AioRpcError) -> str:
     return f"{exc.code().name}: {exc.details()}"
+
+
+def _failure(exc: Exception) -> str:
+    """Every error fails the step: a driver's garbage (or a dead API server) must not crash the checker."""
+    if isinstance(exc, grpc.aio.AioRpcError):
+        return _describe(exc)
+    if isinstance(exc, KubeaccelError):
+        return exc.message
+    return f"unexpected: {exc!r}"
 
 
 class _Session:
@@ -420,21 +405,8 @@ async def run_checks(
                        timeout)
     report = Report()
     try:
-        for name, step in STEPS:
-            start = time.perf_counter()
-            try:
-                detail, result = await step(session), Result.PASS
-            except StepSkippedError as exc:
-                result, detail = Result.SKIP, str(exc)
-            except CheckFailedError as exc:
-                result, detail = Result.FAIL, str(exc)
-            except grpc.aio.AioRpcError as exc:
-                result, detail = Result.FAIL, _describe(exc)
-            except KubeaccelError as exc:
-                result, detail = Result.FAIL, exc.message
-            except Exception as exc:  # a driver's garbage must not crash the checker
-                result, detail = Result.FAIL, f"unexpected: {exc!r}"
-            report.steps.append(Step(name, result, time.perf_counter() - start, detail[:400]))
+        for name, check in STEPS:
+            report.steps.append(await timed_step(name, check(session), _failure, limit=DETAIL_LIMIT))
     finally:
         await session.close()
     report.driver, report.endpoint, report.service = session.info.name, session.info.endpoint, session.service

@@ -11,11 +11,10 @@ from pathlib import Path
 
 import click
 
-from kubeaccel.cliopts import PathParam
+from kubeaccel.cliopts import PathParam, echo_verdict
 from kubeaccel.devices.config import build_backends, load_config
 from kubeaccel.dra.model import DEFAULT_DRIVER, Pool, check_driver_name, device_class, resource_slices
 from kubeaccel.dra.registration import DEFAULT_PLUGINS_DIR, DEFAULT_REGISTRY_DIR
-from kubeaccel.errors import KubeaccelError
 
 _config_option = click.option(
     "--config", "config_path", required=True, type=PathParam(path_type=Path, dir_okay=False),
@@ -164,27 +163,11 @@ def check(  # noqa: PLR0917
     cdi_dir: Path | None, timeout: float, as_json: bool,
 ) -> None:
     """Play the kubelet against any DRA driver and grade it (exit 1 on any failure)."""
-    from kubeaccel.dra.checker import Result, run_checks
+    from kubeaccel.dra.checker import run_checks
 
     report = asyncio.run(run_checks(registry_dir, driver=driver, node=node_name or _default_node(),
                                     namespace=namespace, kubeconfig=kubeconfig, cdi_dir=cdi_dir, timeout=timeout))
     if as_json:
         click.echo(json.dumps(report.as_dict(), indent=1))
-    else:
-        from rich.console import Console
-        from rich.table import Table
-
-        colour = {Result.PASS: "green", Result.FAIL: "red", Result.SKIP: "yellow"}
-        table = Table("step", "result", "ms", "detail", title=f"DRA driver check: {report.driver or '?'}")
-        for step in report.steps:
-            table.add_row(step.name, f"[{colour[step.result]}]{step.result}[/]", f"{step.seconds * 1000:.1f}",
-                          step.detail)
-        Console().print(table)
-    if not report.passed:
-        failed = [s.name for s in report.steps if s.result is Result.FAIL]
-        raise KubeaccelError(
-            f"FAIL: the DRA driver does not conform ({len(failed)} failed: {', '.join(failed)})",
-            hint="the detail column says what the kubelet expected", exit_code=1,
-        )
-    if not as_json:
-        click.secho("PASS", fg="green")
+    echo_verdict(report, title=f"DRA driver check: {report.driver or '?'}", subject="the DRA driver",
+                 table=not as_json)

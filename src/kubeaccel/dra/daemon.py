@@ -23,6 +23,7 @@ from typing import Any
 
 import grpc
 
+from kubeaccel.background import InThread
 from kubeaccel.devices.cdi import DEFAULT_SPEC_DIR
 from kubeaccel.devices.config import PluginConfig, build_backends
 from kubeaccel.dra._generated import dra_v1_pb2_grpc, dra_v1beta1_pb2_grpc, health_v1_pb2_grpc
@@ -39,7 +40,8 @@ from kubeaccel.dra.registration import (
     registration_socket_name,
 )
 from kubeaccel.dra.service import DRAServiceV1, DRAServiceV1beta1, Driver, HealthService
-from kubeaccel.errors import ConfigError, KubeaccelError, UnavailableError
+from kubeaccel.errors import ConfigError, KubeaccelError
+from kubeaccel.paths import file_identity
 
 log = logging.getLogger(__name__)
 
@@ -69,14 +71,6 @@ class Options:
     @property
     def registration_socket(self) -> Path:
         return self.registry_dir / registration_socket_name(self.driver)
-
-
-def file_identity(path: Path) -> tuple[int, int] | None:
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return (st.st_ino, st.st_ctime_ns)
 
 
 class SocketServer:
@@ -281,51 +275,12 @@ class DraDaemon:
                     log.warning("cannot re-create %s: %s", server.path, exc)
 
 
-class BackgroundDraDaemon:
+class BackgroundDraDaemon(InThread[DraDaemon]):
     """Runs a ``DraDaemon`` on its own loop in a thread (tests, benchmarks, the demo); errors re-raise on stop."""
 
     def __init__(self, daemon: DraDaemon) -> None:
-        self.daemon = daemon
-        self.loop: asyncio.AbstractEventLoop | None = None
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._main, name="kubeaccel-dra", daemon=True)
-
-    def _main(self) -> None:
-        loop = asyncio.new_event_loop()
-        self.loop = loop
-        try:
-            loop.run_until_complete(self._run())
-        except BaseException as exc:
-            self._error = exc
-        finally:
-            self.daemon.started.set()
-            loop.close()
+        super().__init__(daemon, what="the DRA daemon", thread="kubeaccel-dra", timeout=15.0)
 
     async def _run(self) -> None:
         self.daemon.stop_requested = asyncio.Event()  # bound to this loop
         await self.daemon.run()
-
-    def start(self, timeout: float = 15.0) -> BackgroundDraDaemon:
-        self._thread.start()
-        if not self.daemon.started.wait(timeout):
-            raise UnavailableError("the DRA daemon did not start in time")
-        if self._error is not None:
-            self._thread.join()
-            raise self._error
-        return self
-
-    def stop(self, timeout: float = 15.0) -> None:
-        if self.loop is not None and self._thread.is_alive():
-            with contextlib.suppress(RuntimeError):
-                self.loop.call_soon_threadsafe(self.daemon.stop_requested.set)
-        self._thread.join(timeout)
-        if self._thread.is_alive():
-            raise UnavailableError("the DRA daemon did not stop in time")
-        if self._error is not None:
-            raise self._error
-
-    def __enter__(self) -> BackgroundDraDaemon:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()

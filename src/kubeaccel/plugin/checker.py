@@ -13,11 +13,11 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from enum import StrEnum
 from pathlib import Path
 
 import grpc
 
+from kubeaccel.conformance import CheckFailedError, Graded, Result, Step, StepSkippedError, timed_step
 from kubeaccel.errors import ConfigError
 from kubeaccel.plugin._generated import api_pb2 as pb
 from kubeaccel.plugin._generated import api_pb2_grpc as pb_grpc
@@ -28,37 +28,11 @@ UNKNOWN_ID = "kubeaccel-check-no-such-device"
 QUIET_PERIOD_S = 0.5  # how long ListAndWatch must stay open with no end
 
 
-class Result(StrEnum):
-    PASS = "PASS"
-    FAIL = "FAIL"
-    SKIP = "SKIP"
-
-
 @dataclass
-class Step:
-    name: str
-    result: Result
-    seconds: float
-    detail: str = ""
-
-
-class CheckFailedError(Exception):
-    """A step's verdict: the plugin misbehaved (the message says how)."""
-
-
-class StepSkippedError(Exception):
-    """A step that does not apply to this plugin."""
-
-
-@dataclass
-class Report:
+class Report(Graded):
     resource: str = ""
     endpoint: str = ""
     steps: list[Step] = field(default_factory=list)
-
-    @property
-    def passed(self) -> bool:
-        return bool(self.steps) and all(s.result is not Result.FAIL for s in self.steps)
 
 
 class _Session:
@@ -124,6 +98,11 @@ async def _read(
 
 def _describe(exc: grpc.aio.AioRpcError) -> str:
     return f"{exc.code().name}: {exc.details()}"
+
+
+def _failure(exc: Exception) -> str | None:
+    """A gRPC error the plugin answered fails the step; anything else is the checker's bug and propagates."""
+    return _describe(exc) if isinstance(exc, grpc.aio.AioRpcError) else None
 
 
 async def _register(s: _Session) -> str:
@@ -282,19 +261,10 @@ async def run_checks(socket_dir: Path, *, timeout: float = 10.0, resource: str |
     async with KubeletStandIn(socket_dir) as kubelet:
         session = _Session(kubelet, timeout, resource)
         try:
-            for name, step in STEPS:
-                start = time.perf_counter()
-                try:
-                    detail = await step(session)
-                    result = Result.PASS
-                except StepSkippedError as exc:
-                    result, detail = Result.SKIP, str(exc)
-                except CheckFailedError as exc:
-                    result, detail = Result.FAIL, str(exc)
-                except grpc.aio.AioRpcError as exc:
-                    result, detail = Result.FAIL, _describe(exc)
-                report.steps.append(Step(name, result, time.perf_counter() - start, detail))
-                if name == "Register" and result is Result.FAIL:
+            for name, check in STEPS:
+                step = await timed_step(name, check(session), _failure)
+                report.steps.append(step)
+                if name == "Register" and step.result is Result.FAIL:
                     break
         finally:
             await session.close()

@@ -10,8 +10,7 @@ from pathlib import Path
 
 import click
 
-from kubeaccel.cliopts import PathParam
-from kubeaccel.errors import KubeaccelError
+from kubeaccel.cliopts import PathParam, echo_verdict
 from kubeaccel.plugin.paths import DEFAULT_POD_RESOURCES_SOCKET, DEFAULT_SOCKET_DIR
 
 _config_option = click.option(
@@ -150,23 +149,7 @@ def check(socket_dir: Path, timeout: float, resource: str | None) -> None:
     """Play the kubelet against any device plugin and grade it (exit 1 on any failure)."""
     import asyncio
 
-    from rich.console import Console
-    from rich.table import Table
-
-    from kubeaccel.plugin.checker import Result, run_checks
+    from kubeaccel.plugin.checker import run_checks
 
     report = asyncio.run(run_checks(socket_dir, timeout=timeout, resource=resource))
-    colour = {Result.PASS: "green", Result.FAIL: "red", Result.SKIP: "yellow"}
-    table = Table("step", "result", "ms", "detail", title=f"Device plugin check: {report.resource or '?'}")
-    for step in report.steps:
-        table.add_row(step.name, f"[{colour[step.result]}]{step.result}[/]", f"{step.seconds * 1000:.1f}",
-                      step.detail)
-    Console().print(table)
-    if not report.passed:
-        failed = [s.name for s in report.steps if s.result is Result.FAIL]
-        raise KubeaccelError(
-            f"FAIL: the plugin does not conform ({len(failed)} failed: {', '.join(failed)})",
-            hint="the detail column says what the kubelet expected",
-            exit_code=1,
-        )
-    click.secho("PASS", fg="green")
+    echo_verdict(report, title=f"Device plugin check: {report.resource or '?'}", subject="the plugin")

@@ -33,10 +33,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from kubeaccel.background import InThread
 from kubeaccel.devices.cdi import DEFAULT_SPEC_DIR, CdiError
 from kubeaccel.devices.config import PluginConfig, ResourceConfig, build_resources
 from kubeaccel.devices.watch import DirWatch, flags
 from kubeaccel.errors import ConfigError, KubeaccelError, UnavailableError
+from kubeaccel.paths import file_identity
 from kubeaccel.plugin._generated import api_pb2 as pb
 from kubeaccel.plugin.metrics import Metrics
 from kubeaccel.plugin.server import (
@@ -44,7 +46,6 @@ from kubeaccel.plugin.server import (
     REGISTER_TIMEOUT_S,
     PluginServer,
     check_socket_path,
-    file_identity,
     register,
 )
 from kubeaccel.plugin.service import ResourcePlugin
@@ -505,7 +506,7 @@ class Daemon:
                     loop.remove_signal_handler(sig)
 
 
-class BackgroundDaemon:
+class BackgroundDaemon(InThread[Daemon]):
     """Runs a ``Daemon`` on its own event loop in a thread: for tests, benchmarks and the demo.
 
     ``stop()`` ends it cleanly and re-raises whatever the daemon raised, so a failure inside the
@@ -513,48 +514,4 @@ class BackgroundDaemon:
     """
 
     def __init__(self, daemon: Daemon) -> None:
-        self.daemon = daemon
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._main, name="kubeaccel-plugin", daemon=True)
-
-    def _main(self) -> None:
-        loop = asyncio.new_event_loop()
-        self._loop = loop
-        try:
-            loop.run_until_complete(self.daemon.run())
-        except BaseException as exc:
-            self._error = exc
-        finally:
-            self.daemon.started.set()  # never leave start() waiting on a daemon that died
-            loop.close()
-
-    def start(self, timeout: float = 10.0) -> BackgroundDaemon:
-        self._thread.start()
-        if not self.daemon.started.wait(timeout):
-            raise UnavailableError("the plugin daemon did not start in time")
-        if self._error is not None:
-            self._thread.join()
-            raise self._error
-        return self
-
-    def call(self, fn: Callable[[], object]) -> None:
-        """Run ``fn`` on the daemon's loop (e.g. ``daemon.reload_requested.set``)."""
-        assert self._loop is not None
-        self._loop.call_soon_threadsafe(fn)
-
-    def stop(self, timeout: float = 10.0) -> None:
-        if self._loop is not None and self._thread.is_alive():
-            with contextlib.suppress(RuntimeError):
-                self._loop.call_soon_threadsafe(self.daemon.stop_requested.set)
-        self._thread.join(timeout)
-        if self._thread.is_alive():
-            raise UnavailableError("the plugin daemon did not stop in time")
-        if self._error is not None:
-            raise self._error
-
-    def __enter__(self) -> BackgroundDaemon:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+        super().__init__(daemon, what="the plugin daemon", thread="kubeaccel-plugin", timeout=10.0)

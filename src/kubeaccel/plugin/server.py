@@ -20,6 +20,7 @@ from typing import Any
 import grpc
 
 from kubeaccel.errors import ConfigError, UnavailableError
+from kubeaccel.paths import file_identity
 from kubeaccel.plugin._generated import api_pb2 as pb
 from kubeaccel.plugin._generated import api_pb2_grpc as pb_grpc
 from kubeaccel.plugin.paths import DEFAULT_SOCKET_DIR, KUBELET_SOCKET
@@ -167,15 +168,6 @@ class PluginServer:
             with contextlib.suppress(FileNotFoundError):
                 self.socket_path.unlink()
         self._identity = None
-
-
-def file_identity(path: Path) -> tuple[int, int] | None:
-    """Which file is at ``path``: a freed inode number may be reused at once, the ctime is not."""
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return (st.st_ino, st.st_ctime_ns)
 
 
 async def register(
