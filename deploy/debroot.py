@@ -12,8 +12,10 @@ Shared by the image builders under ``deploy/``: the device-plugin and the Spark 
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import fcntl
+import hashlib
 import os
 import re
 import shutil
@@ -24,6 +26,8 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import NamedTuple
 
+# Where the builders keep the downloaded packages (``debs/``) and the images they built (``images/``).
+DEFAULT_CACHE = Path(os.environ.get("KUBEACCEL_CACHE", Path.home() / ".cache" / "kubeaccel"))
 # Not needed at run time and large.
 PRUNE = ("usr/share/doc", "usr/share/man", "usr/share/info", "usr/share/locale", "usr/share/lintian")
 
@@ -49,10 +53,32 @@ def _log(message: str) -> None:
     print(f"[debroot] {message}", file=sys.stderr, flush=True)
 
 
+def arg_parser(doc: str, image_repo: str) -> argparse.ArgumentParser:
+    """An image builder's command line with its first options, ``--cache`` and ``--name``, described by ``doc``'s
+    first paragraph."""
+    parser = argparse.ArgumentParser(description=doc.partition("\n\n")[0])
+    parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help="cache dir (default ~/.cache/kubeaccel)")
+    parser.add_argument("--name", help=f"image name (default {image_repo}:<version>-<content hash>)")
+    return parser
+
+
 def read_list(path: Path) -> list[str]:
     """A package list: one name a line, ``#`` comments and blank lines ignored."""
     lines = (line.split("#", 1)[0].strip() for line in path.read_text().splitlines())
     return [line for line in lines if line]
+
+
+def hash_inputs(repo: Path, inputs: Iterable[Path], extra: bytes = b"") -> str:
+    """SHA-256 of ``extra`` and of every file under ``inputs`` (its path relative to ``repo``, its bytes), in
+    sorted order, bytecode left out: an image builder's content key, so an unchanged image is never rebuilt."""
+    digest = hashlib.sha256(extra)
+    for root in inputs:
+        files = sorted(p for p in ([root] if root.is_file() else root.rglob("*")) if p.is_file())
+        for path in files:
+            if "__pycache__" in path.parts or path.suffix == ".pyc":
+                continue
+            digest.update(str(path.relative_to(repo)).encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
 
 
 def host_release() -> str:

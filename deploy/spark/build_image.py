@@ -24,7 +24,6 @@ Usage: build_image.py [--cache DIR] [--name IMAGE] [--keep-rootfs] [--json]
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import os
@@ -40,7 +39,6 @@ REPO = HERE.parents[1]
 sys.path.insert(0, str(HERE.parent))
 import debroot  # noqa: E402 - deploy/debroot.py, next to this directory
 
-DEFAULT_CACHE = Path(os.environ.get("KUBEACCEL_CACHE", Path.home() / ".cache" / "kubeaccel"))
 IMAGE_REPO = "docker.io/kubeaccel/spark"
 ARCHIVE_PREFIX = "kubeaccel-spark-"
 PACKAGES_FILE = HERE / "packages.txt"
@@ -135,19 +133,9 @@ def content_key(packages: list[str]) -> str:
     """Hash of everything that goes into the image, so an unchanged image is never rebuilt."""
     import pyspark
 
-    digest = hashlib.sha256()
-    digest.update("\n".join(packages).encode())
-    digest.update(pyspark.__version__.encode())
     roots = [HERE / "entrypoint.py", HERE / "build_image.py", HERE / "examples", HERE.parent / "debroot.py"]
     roots += [REPO / "src" / rel for rel in KUBEACCEL_FILES]
-    for root in roots:
-        files = sorted(p for p in ([root] if root.is_file() else root.rglob("*")) if p.is_file())
-        for path in files:
-            if "__pycache__" in path.parts or path.suffix == ".pyc":
-                continue
-            digest.update(str(path.relative_to(REPO)).encode())
-            digest.update(path.read_bytes())
-    return digest.hexdigest()
+    return debroot.hash_inputs(REPO, roots, extra=("\n".join(packages) + pyspark.__version__).encode())
 
 
 def _sha256_file(path: Path) -> tuple[str, int]:
@@ -244,7 +232,7 @@ def write_oci_archive(rootfs: Path, archive: Path, image: str, created: str = "1
     shutil.rmtree(layout)
 
 
-def build(cache: Path = DEFAULT_CACHE, name: str | None = None, keep_rootfs: bool = False) -> dict[str, str]:
+def build(cache: Path = debroot.DEFAULT_CACHE, name: str | None = None, keep_rootfs: bool = False) -> dict[str, str]:
     """Build (or find) the image archive; returns ``{"archive", "image", "rootfs"?}``."""
     debroot.check_host()
     packages = debroot.read_list(PACKAGES_FILE)
@@ -286,9 +274,7 @@ def build(cache: Path = DEFAULT_CACHE, name: str | None = None, keep_rootfs: boo
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help="cache dir (default ~/.cache/kubeaccel)")
-    parser.add_argument("--name", help=f"image name (default {IMAGE_REPO}:<version>-<content hash>)")
+    parser = debroot.arg_parser(__doc__, IMAGE_REPO)
     parser.add_argument("--keep-rootfs", action="store_true", help="also keep the unpacked rootfs next to the archive")
     parser.add_argument("--json", action="store_true", help="print {archive, image[, rootfs]} as JSON")
     args = parser.parse_args()
