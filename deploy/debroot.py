@@ -7,23 +7,27 @@ closure against an *empty* dpkg status (what a fresh Debian would install), down
 the few files those scripts and ``base-passwd`` would have. Stdlib only, so the image builders in
 ``deploy/`` can use it from any interpreter.
 
-Shared by the image builders under ``deploy/`` (the device-plugin image uses it; the Spark builder
-has its own copy of the same steps and can switch to this module).
+Shared by the image builders under ``deploy/``: the device-plugin and the Spark image.
 """
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import fcntl
+import hashlib
 import os
 import re
 import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
+from typing import NamedTuple
 
+# Where the builders keep the downloaded packages (``debs/``) and the images they built (``images/``).
+DEFAULT_CACHE = Path(os.environ.get("KUBEACCEL_CACHE", Path.home() / ".cache" / "kubeaccel"))
 # Not needed at run time and large.
 PRUNE = ("usr/share/doc", "usr/share/man", "usr/share/info", "usr/share/locale", "usr/share/lintian")
 
@@ -35,10 +39,46 @@ class BuildError(SystemExit):
         super().__init__(message)
 
 
+class User(NamedTuple):
+    """An account of the image besides root and nobody, with a group of the same name and number."""
+
+    name: str
+    uid: int
+    gecos: str
+    home: str
+    shell: str
+
+
+def _log(message: str) -> None:
+    print(f"[debroot] {message}", file=sys.stderr, flush=True)
+
+
+def arg_parser(doc: str, image_repo: str) -> argparse.ArgumentParser:
+    """An image builder's command line with its first options, ``--cache`` and ``--name``, described by ``doc``'s
+    first paragraph."""
+    parser = argparse.ArgumentParser(description=doc.partition("\n\n")[0])
+    parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help="cache dir (default ~/.cache/kubeaccel)")
+    parser.add_argument("--name", help=f"image name (default {image_repo}:<version>-<content hash>)")
+    return parser
+
+
 def read_list(path: Path) -> list[str]:
     """A package list: one name a line, ``#`` comments and blank lines ignored."""
     lines = (line.split("#", 1)[0].strip() for line in path.read_text().splitlines())
     return [line for line in lines if line]
+
+
+def hash_inputs(repo: Path, inputs: Iterable[Path], extra: bytes = b"") -> str:
+    """SHA-256 of ``extra`` and of every file under ``inputs`` (its path relative to ``repo``, its bytes), in
+    sorted order, bytecode left out: an image builder's content key, so an unchanged image is never rebuilt."""
+    digest = hashlib.sha256(extra)
+    for root in inputs:
+        files = sorted(p for p in ([root] if root.is_file() else root.rglob("*")) if p.is_file())
+        for path in files:
+            if "__pycache__" in path.parts or path.suffix == ".pyc":
+                continue
+            digest.update(str(path.relative_to(repo)).encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
 
 
 def host_release() -> str:
@@ -67,7 +107,7 @@ def resolve_closure(packages: Iterable[str]) -> list[str]:
     return names
 
 
-def download_debs(names: list[str], debs: Path) -> list[Path]:
+def download_debs(names: list[str], debs: Path, log: Callable[[str], None] = _log) -> list[Path]:
     """The ``.deb`` of each package (candidate version) in ``debs``, downloading only the missing ones."""
     debs.mkdir(parents=True, exist_ok=True)
     uris = subprocess.run(["apt-get", "download", "--print-uris", *names], capture_output=True, text=True, check=False)
@@ -76,6 +116,7 @@ def download_debs(names: list[str], debs: Path) -> list[Path]:
     files = [debs / line.split()[1] for line in uris.stdout.splitlines() if line.startswith("'")]
     missing = [f.name.split("_", 1)[0] for f in files if not f.exists()]
     if missing:
+        log(f"downloading {len(missing)} of {len(files)} Debian packages into {debs}")
         fetched = subprocess.run(
             ["apt-get", "download", *missing], cwd=debs, capture_output=True, text=True, check=False
         )
@@ -87,14 +128,14 @@ def download_debs(names: list[str], debs: Path) -> list[Path]:
     return files
 
 
-def fetch_debs(packages: list[str], debs: Path) -> list[Path]:
+def fetch_debs(packages: list[str], debs: Path, log: Callable[[str], None] = _log) -> list[Path]:
     """Resolve and download; on a machine with no (or stale) package lists, ``apt-get update`` once and retry."""
     try:
-        return download_debs(resolve_closure(packages), debs)
+        return download_debs(resolve_closure(packages), debs, log)
     except BuildError:
-        print("[debroot] apt failed; running apt-get update and retrying", file=sys.stderr, flush=True)
+        log("apt failed; running apt-get update and retrying")
         subprocess.run(["apt-get", "update", "-qq"], check=False)
-        return download_debs(resolve_closure(packages), debs)
+        return download_debs(resolve_closure(packages), debs, log)
 
 
 def unpack(debs: Iterable[Path], rootfs: Path) -> None:
@@ -110,8 +151,12 @@ def unpack(debs: Iterable[Path], rootfs: Path) -> None:
             raise BuildError(f"dpkg-deb could not read {deb}")
 
 
-def configure(rootfs: Path, hostname: str, links: dict[str, str] | None = None) -> None:
-    """What maintainer scripts and base-passwd would have done: users, hosts, tmp dirs, ldconfig."""
+def configure(rootfs: Path, hostname: str, links: dict[str, str] | None = None, users: Sequence[User] = ()) -> None:
+    """What maintainer scripts and base-passwd would have done: users, hosts, tmp dirs, ldconfig.
+
+    ``links``: symlinks to add (path in the image: target) besides ``/bin/sh``; ``users``: accounts
+    besides root and nobody.
+    """
     for rel in PRUNE:
         shutil.rmtree(rootfs / rel, ignore_errors=True)
     for rel, target in {"bin/sh": "dash", **(links or {})}.items():
@@ -121,9 +166,11 @@ def configure(rootfs: Path, hostname: str, links: dict[str, str] | None = None) 
     etc = rootfs / "etc"
     etc.mkdir(exist_ok=True)
     (etc / "passwd").write_text(
-        "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n"
+        "root:x:0:0:root:/root:/bin/sh\n"
+        + "".join(f"{u.name}:x:{u.uid}:{u.uid}:{u.gecos}:{u.home}:{u.shell}\n" for u in users)
+        + "nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n"
     )
-    (etc / "group").write_text("root:x:0:\nnogroup:x:65534:\n")
+    (etc / "group").write_text("root:x:0:\n" + "".join(f"{u.name}:x:{u.uid}:\n" for u in users) + "nogroup:x:65534:\n")
     (etc / "hostname").write_text(f"{hostname}\n")
     # Kubernetes mounts its own /etc/hosts; this one serves plain runc/chroot runs of the image.
     (etc / "hosts").write_text("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n")

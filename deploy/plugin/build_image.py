@@ -21,10 +21,7 @@ Usage: build_image.py [--cache DIR] [--name IMAGE] [--json]
 
 from __future__ import annotations
 
-import argparse
-import hashlib
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -37,7 +34,6 @@ REPO = HERE.parents[1]
 sys.path.insert(0, str(HERE.parent))
 import debroot  # noqa: E402 - deploy/debroot.py, next to this directory
 
-DEFAULT_CACHE = Path(os.environ.get("KUBEACCEL_CACHE", Path.home() / ".cache" / "kubeaccel"))
 IMAGE_REPO = "docker.io/kubeaccel/device-plugin"
 ARCHIVE_PREFIX = "kubeaccel-device-plugin-"
 
@@ -67,15 +63,7 @@ def log(message: str) -> None:
 
 
 def content_key() -> str:
-    digest = hashlib.sha256()
-    for rel in INPUTS:
-        root = REPO / rel
-        files = sorted(p for p in ([root] if root.is_file() else root.rglob("*")) if p.is_file())
-        for path in files:
-            if "__pycache__" in path.parts or path.suffix == ".pyc":
-                continue
-            digest.update(str(path.relative_to(REPO)).encode() + b"\0" + path.read_bytes())
-    return digest.hexdigest()
+    return debroot.hash_inputs(REPO, [REPO / rel for rel in INPUTS])
 
 
 def install_python_packages(rootfs: Path) -> None:
@@ -104,7 +92,7 @@ def install_python_packages(rootfs: Path) -> None:
     )  # fmt: skip
 
 
-def build(cache: Path = DEFAULT_CACHE, name: str | None = None) -> dict[str, str]:
+def build(cache: Path = debroot.DEFAULT_CACHE, name: str | None = None) -> dict[str, str]:
     """Build (or find) the image archive; returns ``{"archive", "image"}``."""
     from kubeaccel import __version__
 
@@ -160,9 +148,7 @@ def _build(images: Path, archive: Path, image: str, result: dict[str, str], cach
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help="cache dir (default ~/.cache/kubeaccel)")
-    parser.add_argument("--name", help=f"image name (default {IMAGE_REPO}:<version>-<content hash>)")
+    parser = debroot.arg_parser(__doc__, IMAGE_REPO)
     parser.add_argument("--json", action="store_true", help="print {archive, image} as JSON")
     args = parser.parse_args()
     result = build(args.cache, args.name)

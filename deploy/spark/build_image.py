@@ -5,10 +5,11 @@ that ``ctr -n k8s.io images import`` (or ``docker load``) accepts.
 What ``deploy/spark/Dockerfile`` does with ``FROM debian:bookworm-slim`` + ``apt-get install``,
 done here from Debian's packages directly:
 
-1. resolve the package closure of ``packages.txt`` with apt against an *empty* dpkg status (what
-   a fresh Debian would install), download the ``.deb`` files with ``apt-get download`` into a
-   cache (``~/.cache/kubeaccel/debs``), and unpack them into a root filesystem (distroless-style:
-   no maintainer scripts run, so the few things they would do are done below);
+1. the Debian root filesystem of ``packages.txt`` from ``deploy/debroot.py``: the package closure
+   resolved with apt against an *empty* dpkg status (what a fresh Debian would install), the
+   ``.deb`` files downloaded into a cache (``~/.cache/kubeaccel/debs``) and unpacked
+   (distroless-style: no maintainer scripts run, so the few things they would do are done there),
+   plus the ``spark`` user and its work dir;
 2. add Spark (the ``pyspark`` package of the running interpreter: jars, ``bin/``, Python),
    ``py4j``, kubeaccel's discovery script and package, the entrypoint and the example app;
 3. pack the rootfs as one uncompressed layer (reproducible: sorted, mtime 0) and write an OCI
@@ -23,7 +24,6 @@ Usage: build_image.py [--cache DIR] [--name IMAGE] [--keep-rootfs] [--json]
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import os
@@ -32,17 +32,16 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterable
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 sys.path.insert(0, str(HERE.parent))
-import debroot  # noqa: E402 - deploy/debroot.py: the prune that spares builds in progress and mount points
+import debroot  # noqa: E402 - deploy/debroot.py, next to this directory
 
-DEFAULT_CACHE = Path(os.environ.get("KUBEACCEL_CACHE", Path.home() / ".cache" / "kubeaccel"))
 IMAGE_REPO = "docker.io/kubeaccel/spark"
 ARCHIVE_PREFIX = "kubeaccel-spark-"
+PACKAGES_FILE = HERE / "packages.txt"
 
 JAVA_HOME = "/usr/lib/jvm/java-17-openjdk-amd64"
 PY_SITE = "/usr/local/lib/python3.11/dist-packages"  # on Debian's sys.path by default
@@ -60,8 +59,7 @@ IMAGE_ENV = {
 }
 ENTRYPOINT = ["/usr/bin/tini", "-s", "--", "/usr/bin/python3", "/opt/kubeaccel/entrypoint.py"]
 
-# Not needed at run time and large: docs, man pages, locales; Spark's R and test bits.
-PRUNE = ["usr/share/doc", "usr/share/man", "usr/share/info", "usr/share/locale", "usr/share/lintian"]
+# Not needed at run time (docs, man pages and locales go in debroot.configure): Spark's test bits.
 PYSPARK_SKIP = {"__pycache__", "tests", "testing"}
 # Exactly the import closure of the discovery script (stdlib only), so the image neither needs
 # kubeaccel's third-party dependencies nor is rebuilt when the rest of kubeaccel changes.
@@ -79,95 +77,20 @@ def log(message: str) -> None:
     print(f"[spark-image] {message}", file=sys.stderr, flush=True)
 
 
-def read_packages(path: Path = HERE / "packages.txt") -> list[str]:
-    lines = (line.split("#", 1)[0].strip() for line in path.read_text().splitlines())
-    return [line for line in lines if line]
-
-
-def resolve_closure(packages: Iterable[str]) -> list[str]:
-    """Every package a fresh Debian would install for ``packages`` (no recommends)."""
-    with tempfile.NamedTemporaryFile("w", prefix="empty-dpkg-status-") as status:
-        done = subprocess.run(
-            ["apt-get", "-s", "-o", f"Dir::State::status={status.name}", "-o", "Debug::NoLocking=1",
-             "install", "--no-install-recommends", *packages],
-            capture_output=True, text=True, check=False,
-        )  # fmt: skip
-    if done.returncode != 0:
-        raise SystemExit(f"apt cannot resolve {' '.join(packages)}:\n{done.stderr.strip()}\nhint: run apt-get update")
-    names = sorted({line.split()[1] for line in done.stdout.splitlines() if line.startswith("Inst ")})
-    if not names:
-        raise SystemExit("apt resolved no packages; is this a Debian machine with apt sources?")
-    return names
-
-
-def download_debs(names: list[str], debs: Path) -> list[Path]:
-    """The ``.deb`` of each package (candidate version), downloading only the missing ones."""
-    debs.mkdir(parents=True, exist_ok=True)
-    uris = subprocess.run(["apt-get", "download", "--print-uris", *names], capture_output=True, text=True, check=False)
-    if uris.returncode != 0:
-        raise SystemExit(f"apt-get download --print-uris failed:\n{uris.stderr.strip()}")
-    files = [debs / line.split()[1] for line in uris.stdout.splitlines() if line.startswith("'")]
-    missing = [f for f in files if not f.exists()]
-    if missing:
-        log(f"downloading {len(missing)} of {len(files)} Debian packages into {debs}")
-        by_name = {f.name.split("_", 1)[0]: f for f in missing}
-        fetched = subprocess.run(
-            ["apt-get", "download", *by_name], cwd=debs, capture_output=True, text=True, check=False
-        )
-        if fetched.returncode != 0:
-            raise SystemExit(f"apt-get download failed:\n{fetched.stderr.strip()}\nhint: check the apt mirror")
-    absent = [f.name for f in files if not f.exists()]
-    if absent:
-        raise SystemExit(f"apt-get download did not produce {', '.join(absent)}")
-    return files
-
-
-def unpack_debs(debs: list[Path], rootfs: Path) -> None:
-    # Debian 12 uses merged /usr: packages still ship /bin, /lib, ... so they must land in /usr.
-    for top in ("bin", "sbin", "lib", "lib64"):
-        (rootfs / "usr" / top).mkdir(parents=True, exist_ok=True)
-        (rootfs / top).symlink_to(f"usr/{top}")
-    for deb in debs:
-        data = subprocess.Popen(["dpkg-deb", "--fsys-tarfile", str(deb)], stdout=subprocess.PIPE)
-        subprocess.run(["tar", "-x", "-C", str(rootfs), "--keep-directory-symlink"], stdin=data.stdout, check=True)
-        if data.wait() != 0:
-            raise SystemExit(f"dpkg-deb could not read {deb}")
-
-
 def configure_rootfs(rootfs: Path) -> None:
-    """What the maintainer scripts and base-passwd would have done, as far as Spark needs it."""
-    for rel in PRUNE:
-        shutil.rmtree(rootfs / rel, ignore_errors=True)
-    links = {"bin/sh": "dash", "usr/bin/python3": "python3.11", "usr/bin/java": f"{JAVA_HOME}/bin/java"}
-    for rel, target in links.items():
-        path = rootfs / rel
-        if not path.exists() and not path.is_symlink():
-            path.symlink_to(target)
-    etc = rootfs / "etc"
-    (etc / "passwd").write_text(
-        "root:x:0:0:root:/root:/bin/sh\n"
-        f"spark:x:{SPARK_UID}:{SPARK_UID}:Spark:{WORKDIR}:/bin/false\n"
-        "nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n"
-    )
-    (etc / "group").write_text(f"root:x:0:\nspark:x:{SPARK_UID}:\nnogroup:x:65534:\n")
+    """debroot's configuration (with the ``spark`` user) and what Spark needs besides."""
+    links = {"usr/bin/python3": "python3.11", "usr/bin/java": f"{JAVA_HOME}/bin/java"}
+    spark = debroot.User("spark", SPARK_UID, "Spark", WORKDIR, "/bin/false")
+    debroot.configure(rootfs, hostname="spark", links=links, users=[spark])
     # The entrypoint adds a passwd line for arbitrary UIDs (as Spark's image does), so the group may write it.
-    os.chmod(etc / "passwd", 0o664)
-    (etc / "hostname").write_text("spark\n")
-    # Kubernetes mounts its own /etc/hosts; this one serves plain chroot/runc runs of the image.
-    (etc / "hosts").write_text("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n")
-    (etc / "nsswitch.conf").write_text("passwd: files\ngroup: files\nhosts: files dns\n")
-    for rel in ("tmp", "var/tmp"):
-        (rootfs / rel).mkdir(parents=True, exist_ok=True)
-        os.chmod(rootfs / rel, 0o1777)
-    for rel in ("proc", "sys", "dev", "root", "etc/ssl/certs/java"):
-        (rootfs / rel).mkdir(parents=True, exist_ok=True)
+    os.chmod(rootfs / "etc" / "passwd", 0o664)
+    (rootfs / "etc/ssl/certs/java").mkdir(parents=True, exist_ok=True)
     work = rootfs / WORKDIR.lstrip("/")
     work.mkdir(parents=True, exist_ok=True)
     # The Spark user's home: `--packages` makes the driver's Ivy write its cache under ~/.ivy2.5.2 here.
     # Group root and g+w, so an arbitrary UID (run with GID 0, OpenShift-style) may write it too.
     os.chown(work, SPARK_UID, 0)
     os.chmod(work, 0o775)
-    subprocess.run(["ldconfig", "-r", str(rootfs)], check=False, capture_output=True)
 
 
 def _copytree(src: Path, dst: Path, skip: set[str] = PYSPARK_SKIP) -> None:
@@ -210,19 +133,9 @@ def content_key(packages: list[str]) -> str:
     """Hash of everything that goes into the image, so an unchanged image is never rebuilt."""
     import pyspark
 
-    digest = hashlib.sha256()
-    digest.update("\n".join(packages).encode())
-    digest.update(pyspark.__version__.encode())
-    roots = [HERE / "entrypoint.py", HERE / "build_image.py", HERE / "examples"]
+    roots = [HERE / "entrypoint.py", HERE / "build_image.py", HERE / "examples", HERE.parent / "debroot.py"]
     roots += [REPO / "src" / rel for rel in KUBEACCEL_FILES]
-    for root in roots:
-        files = sorted(p for p in ([root] if root.is_file() else root.rglob("*")) if p.is_file())
-        for path in files:
-            if "__pycache__" in path.parts or path.suffix == ".pyc":
-                continue
-            digest.update(str(path.relative_to(REPO)).encode())
-            digest.update(path.read_bytes())
-    return digest.hexdigest()
+    return debroot.hash_inputs(REPO, roots, extra=("\n".join(packages) + pyspark.__version__).encode())
 
 
 def _sha256_file(path: Path) -> tuple[str, int]:
@@ -319,14 +232,10 @@ def write_oci_archive(rootfs: Path, archive: Path, image: str, created: str = "1
     shutil.rmtree(layout)
 
 
-def build(cache: Path = DEFAULT_CACHE, name: str | None = None, keep_rootfs: bool = False) -> dict[str, str]:
+def build(cache: Path = debroot.DEFAULT_CACHE, name: str | None = None, keep_rootfs: bool = False) -> dict[str, str]:
     """Build (or find) the image archive; returns ``{"archive", "image", "rootfs"?}``."""
-    if os.geteuid() != 0:
-        raise SystemExit("building the image needs root (file ownership inside the image); run it with sudo")
-    for tool in ("apt-get", "dpkg-deb", "tar"):
-        if shutil.which(tool) is None:
-            raise SystemExit(f"{tool} not found: the local image build needs a Debian host (or use the Dockerfile)")
-    packages = read_packages()
+    debroot.check_host()
+    packages = debroot.read_list(PACKAGES_FILE)
     key = content_key(packages)[:16]
     import kubeaccel
 
@@ -342,21 +251,13 @@ def build(cache: Path = DEFAULT_CACHE, name: str | None = None, keep_rootfs: boo
         log(f"cached: {archive}")
         return result
     started = time.monotonic()
-    try:
-        closure = resolve_closure(packages)
-        debs = download_debs(closure, cache / "debs")
-    except SystemExit:
-        # A fresh machine may have no (or stale) package lists: refresh them once and retry.
-        log("apt failed; running apt-get update and retrying")
-        subprocess.run(["apt-get", "update", "-qq"], check=False)
-        closure = resolve_closure(packages)
-        debs = download_debs(closure, cache / "debs")
-    log(f"{len(closure)} Debian packages for: {' '.join(packages)}")
+    debs = debroot.fetch_debs(packages, cache / "debs", log)
+    log(f"{len(debs)} Debian packages for: {' '.join(packages)}")
     build_root = Path(tempfile.mkdtemp(prefix="rootfs-", dir=images))
     # This key's lock, held through the build: another builder's prune never removes what is being made.
     with debroot.in_use(images, ARCHIVE_PREFIX, key):
         try:
-            unpack_debs(debs, build_root)
+            debroot.unpack(debs, build_root)
             configure_rootfs(build_root)
             add_app(build_root)
             log(f"rootfs ready ({time.monotonic() - started:.0f}s); writing {archive.name}")
@@ -373,9 +274,7 @@ def build(cache: Path = DEFAULT_CACHE, name: str | None = None, keep_rootfs: boo
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help="cache dir (default ~/.cache/kubeaccel)")
-    parser.add_argument("--name", help=f"image name (default {IMAGE_REPO}:<version>-<content hash>)")
+    parser = debroot.arg_parser(__doc__, IMAGE_REPO)
     parser.add_argument("--keep-rootfs", action="store_true", help="also keep the unpacked rootfs next to the archive")
     parser.add_argument("--json", action="store_true", help="print {archive, image[, rootfs]} as JSON")
     args = parser.parse_args()
