@@ -3,8 +3,11 @@ that are not the Kubernetes API's (real HTTP servers on loopback, each answering
 
 from __future__ import annotations
 
+import contextlib
 import http.server
+import itertools
 import json
+import tempfile
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -87,34 +90,38 @@ def test_token_file_and_basic_auth(tmp_path: Path) -> None:
 Answer = Callable[[http.server.BaseHTTPRequestHandler], None]
 
 
-@pytest.fixture
-def serve(tmp_path: Path) -> Iterator[Callable[[Answer], Kube]]:
-    servers: list[http.server.HTTPServer] = []
+@contextlib.contextmanager
+def _one_server(answer: Answer) -> Iterator[Kube]:
+    """A loopback HTTP server answering every request with `answer`, and a fast-lane Kube pointed at it."""
 
-    def start(answer: Answer) -> Kube:
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                answer(self)
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            answer(self)
 
-            do_DELETE = do_GET
+        do_DELETE = do_GET
 
-            def log_message(self, *args: object) -> None:
-                pass
+        def log_message(self, *args: object) -> None:
+            pass
 
-        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        servers.append(server)
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-        config = _document({"server": f"http://127.0.0.1:{server.server_port}"}, {"token": "t"})
-        path = tmp_path / f"kubeconfig-{len(servers)}"
-        path.write_text(yaml.safe_dump(config))
-        kube = Kube.connect(kubeconfig=path, timeout=2.0)
-        assert kube._fast is not None  # the fast lane is under test here
-        return kube
-
-    yield start
-    for server in servers:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        with tempfile.TemporaryDirectory() as directory:
+            path = Path(directory) / "kubeconfig"
+            path.write_text(yaml.safe_dump(_document({"server": f"http://127.0.0.1:{server.server_port}"},
+                                                     {"token": "t"})))
+            kube = Kube.connect(kubeconfig=path, timeout=2.0)
+            assert kube._fast is not None  # the fast lane is under test here
+            yield kube
+    finally:
         server.shutdown()
         server.server_close()
+
+
+@pytest.fixture
+def serve() -> Iterator[Callable[[Answer], Kube]]:
+    with contextlib.ExitStack() as stack:
+        yield lambda answer: stack.enter_context(_one_server(answer))
 
 
 def _reply(code: int, body: bytes, content_type: str = "application/json") -> Answer:
@@ -204,3 +211,78 @@ def test_the_request_carries_the_selectors_and_the_token(serve: Callable[[Answer
 def test_a_token_that_cannot_be_a_header_is_a_config_error(token: str) -> None:
     with pytest.raises(errors.ConfigError, match="token"):
         rest.endpoint(_document(SERVER, {"token": token}), "x", Path("/k"))
+
+
+# ---- a pod's log, streamed ----
+
+
+def _chunked(parts: list[bytes], pause: float = 0.0) -> Answer:
+    """A log as the apiserver streams one: chunked transfer encoding, a chunk at a time."""
+
+    def answer(handler: http.server.BaseHTTPRequestHandler) -> None:
+        handler.protocol_version = "HTTP/1.1"
+        handler.send_response(200)
+        handler.send_header("Content-Type", "text/plain")
+        handler.send_header("Transfer-Encoding", "chunked")
+        handler.end_headers()
+        for part in parts:
+            handler.wfile.write(f"{len(part):x}\r\n".encode() + part + b"\r\n")
+            handler.wfile.flush()
+            if pause:
+                threading.Event().wait(pause)
+        handler.wfile.write(b"0\r\n\r\n")
+
+    return answer
+
+
+@settings(max_examples=40, deadline=None)
+@given(text=st.text(max_size=300), cuts=st.lists(st.integers(min_value=0, max_value=1200), max_size=6))
+def test_a_log_arrives_whole_however_the_chunks_cut_its_characters(text: str, cuts: list[int]) -> None:
+    """UTF-8 characters split across chunks come out whole: the text printed is the text logged."""
+    data = text.encode()
+    bounds = sorted({0, len(data), *(c for c in cuts if c < len(data))})
+    parts = [data[a:b] for a, b in itertools.pairwise(bounds)]
+    seen: list[str] = []
+
+    def answer(handler: http.server.BaseHTTPRequestHandler) -> None:
+        seen.append(handler.path)
+        _chunked(parts)(handler)
+
+    with _one_server(answer) as kube:
+        assert "".join(kube.logs("etl-driver", "team-a", container="spark-kubernetes-driver", tail_lines=5)) == text
+    assert seen == ["/api/v1/namespaces/team-a/pods/etl-driver/log?container=spark-kubernetes-driver&tailLines=5"]
+
+
+def test_a_followed_log_waits_out_quiet_spells_longer_than_the_timeout(serve: Callable[[Answer], Kube]) -> None:
+    """`--follow` on a quiet driver is not a dead server: the request timeout (2 s here) bounds the
+    connection and the answer's start, not the silence between lines."""
+    kube = serve(_chunked([b"first\n", b"second\n"], pause=2.5))
+    assert list(kube.logs("etl-driver", "team-a", follow=True)) == ["first\n", "second\n"]
+
+
+def test_a_log_that_stalls_without_follow_is_unreachable(serve: Callable[[Answer], Kube]) -> None:
+    kube = serve(_chunked([b"first\n", b"second\n"], pause=3))
+    with pytest.raises(errors.ApiUnavailableError):
+        list(kube.logs("etl-driver", "team-a"))
+
+
+@pytest.mark.parametrize(
+    ("answer", "error", "exit_code", "names_the_pod"),
+    [
+        (_reply(404, _status(404, "NotFound", 'pods "etl-driver" not found')), errors.ApiNotFoundError, 3, True),
+        (_reply(400, _status(400, "BadRequest", "container x is not valid")), errors.InvalidError, 2, True),
+        (_reply(500, _status(500, "InternalError", "no route to the kubelet")), errors.ApiUnavailableError, 4, True),
+        (_reply(502, b"<html>bad gateway</html>", "text/html"), errors.ApiUnavailableError, 4, False),
+    ],
+)
+def test_a_log_that_cannot_be_read_is_a_typed_error(
+    serve: Callable[[Answer], Kube],
+    answer: Answer,
+    error: type[errors.KubeaccelError],
+    exit_code: int,
+    names_the_pod: bool,
+) -> None:
+    with pytest.raises(error) as raised:
+        list(serve(answer).logs("etl-driver", "team-a"))
+    assert raised.value.exit_code == exit_code
+    assert ("logs of pod etl-driver in namespace 'team-a'" in raised.value.message) is names_the_pod

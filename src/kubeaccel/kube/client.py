@@ -14,6 +14,7 @@ cause needs a SelfSubjectAccessReview), goes through lightkube, imported on firs
 from __future__ import annotations
 
 import builtins
+import codecs
 import contextlib
 import gc
 import json
@@ -505,6 +506,36 @@ class Kube:
         follow: bool = False,
         container: str | None = None,
         tail_lines: int | None = None,
+    ) -> Iterator[str]:
+        """The pod's log as text, as it arrives (with `follow`, until the container ends)."""
+        if self._fast is not None:
+            return self._fast_logs(pod, namespace, follow=follow, container=container, tail_lines=tail_lines)
+        return self._slow_logs(pod, namespace, follow=follow, container=container, tail_lines=tail_lines)
+
+    def _fast_logs(
+        self, pod: str, namespace: str, *, follow: bool, container: str | None, tail_lines: int | None
+    ) -> Iterator[str]:
+        assert self._fast is not None
+        query = {"follow": "true"} if follow else {}
+        query |= {"container": container} if container else {}
+        query |= {"tailLines": str(tail_lines)} if tail_lines is not None else {}
+        decoder = codecs.getincrementaldecoder("utf-8")("replace")  # a character may straddle two chunks
+        path = rest.PODS.path(namespace, pod) + "/log"
+        chunks = self._fast.stream(path, query, idle_timeout=None if follow else self._timeout)
+        try:
+            for chunk in chunks:
+                yield decoder.decode(chunk)
+        except rest.HttpError as exc:
+            if exc.code != 403:
+                raise rest.translated(exc, "get", f"logs of pod {pod}", namespace) from exc
+            # only lightkube asks who refused (RBAC, admission): nothing was printed yet
+            yield from self._slow_logs(pod, namespace, follow=follow, container=container, tail_lines=tail_lines)
+            return
+        if tail := decoder.decode(b"", final=True):  # a character cut off by the end of the log
+            yield tail
+
+    def _slow_logs(
+        self, pod: str, namespace: str, *, follow: bool, container: str | None, tail_lines: int | None
     ) -> Iterator[str]:
         from lightkube.resources.core_v1 import Pod
 

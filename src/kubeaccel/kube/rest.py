@@ -38,6 +38,8 @@ __all__ = [
 ]
 
 MAX_BODY_BYTES = 1 << 30  # a list of every pod of a large cluster fits; a runaway answer does not
+MAX_ERROR_BYTES = 1 << 20  # an error's Status is small: read no more of a failed stream's answer
+STREAM_CHUNK_BYTES = 1 << 16
 _USER_KEYS = frozenset(
     {"client-certificate", "client-certificate-data", "client-key", "client-key-data", "token", "tokenFile",
      "username", "password", "extensions"}
@@ -243,12 +245,14 @@ class Transport:
     def _connection(self) -> http.client.HTTPConnection:
         conn: http.client.HTTPConnection | None = getattr(self._local, "conn", None)
         if conn is None:
-            if self._https:
-                conn = http.client.HTTPSConnection(self._host, self._port, timeout=self._timeout, context=self._ssl)
-            else:
-                conn = http.client.HTTPConnection(self._host, self._port, timeout=self._timeout)
+            conn = self._new_connection()
             self._local.conn = conn
         return conn
+
+    def _new_connection(self) -> http.client.HTTPConnection:
+        if self._https:
+            return http.client.HTTPSConnection(self._host, self._port, timeout=self._timeout, context=self._ssl)
+        return http.client.HTTPConnection(self._host, self._port, timeout=self._timeout)
 
     def request(
         self, method: str, path: str, query: Mapping[str, str] | None = None, payload: bytes | None = None
@@ -270,16 +274,41 @@ class Transport:
         except (OSError, http.client.HTTPException, ValueError) as exc:
             self.close()
             raise unreachable(self.server, exc) from exc
+        self._check(status, body)
+        try:
+            return json.loads(body)
+        except (ValueError, UnicodeDecodeError) as exc:  # an answer that is not the API's (a proxy's page)
+            raise unreachable(self.server, f"the answer is not JSON ({exc})") from exc
+
+    def _check(self, status: int, body: bytes) -> None:
+        """HttpError for a non-2xx answer with the API's Status; unreachable for any other non-2xx."""
         if not 200 <= status < 300:
             error = HttpError(status, body)
             if error.status.get("kind") != "Status":  # not the API's answer: a proxy, or TLS expected
                 snippet = body[:200].decode("utf-8", "replace")
                 raise unreachable(self.server, f"HTTP {status} without a Kubernetes Status: {snippet!r}")
             raise error
+
+    def stream(self, path: str, query: Mapping[str, str], *, idle_timeout: float | None) -> Iterator[bytes]:
+        """A streamed GET (a pod's log), chunk by chunk as it arrives, on a connection of its own that is
+        closed at the end. `idle_timeout` bounds the wait for each chunk once the answer has begun (None
+        for `--follow`, where a quiet log is not a dead server); errors come as from `request`."""
+        url = self._prefix + path + (f"?{urlencode(query)}" if query else "")
+        conn = self._new_connection()
         try:
-            return json.loads(body)
-        except (ValueError, UnicodeDecodeError) as exc:  # an answer that is not the API's (a proxy's page)
-            raise unreachable(self.server, f"the answer is not JSON ({exc})") from exc
+            try:
+                conn.request("GET", url, headers={**self._headers, "Accept": "*/*"})
+                response = conn.getresponse()
+                if not 200 <= response.status < 300:
+                    self._check(response.status, response.read(MAX_ERROR_BYTES))
+                if conn.sock is not None:
+                    conn.sock.settimeout(idle_timeout)
+                while chunk := response.read1(STREAM_CHUNK_BYTES):
+                    yield chunk
+            except (OSError, http.client.HTTPException, ValueError) as exc:
+                raise unreachable(self.server, exc) from exc
+        finally:
+            conn.close()
 
     def _exchange(self, method: str, url: str, payload: bytes | None) -> tuple[int, bytes]:
         conn = self._connection()

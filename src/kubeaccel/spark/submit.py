@@ -25,6 +25,7 @@ from typing import Any
 
 from kubeaccel.errors import AlreadyExistsError, KubeaccelError, UnavailableError
 from kubeaccel.kube.client import Kube
+from kubeaccel.kube.rest import PODS
 from kubeaccel.spark import uploads
 from kubeaccel.spark.builder import AppManifests, Generated, build, owner_reference
 from kubeaccel.spark.conf import SubmitRequest
@@ -268,7 +269,7 @@ def wait(
             backoff = min(backoff * 2, _RETRY_MAX)
             continue
         outage_since, backoff = None, _RETRY_FIRST
-        phase = (pod.status.phase if pod.status else None) or "Unknown"
+        phase = (pod.get("status") or {}).get("phase") or "Unknown"
         if phase != last and on_change:
             on_change(phase)
         last = phase
@@ -279,10 +280,8 @@ def wait(
         time.sleep(poll_seconds)
 
 
-def _read_driver(kube: Kube, sid: SubmissionId) -> Any:
-    from lightkube.resources.core_v1 import Pod
-
-    return kube.get(Pod, sid.pod, namespace=sid.namespace)
+def _read_driver(kube: Kube, sid: SubmissionId) -> dict[str, Any]:
+    return kube.get_raw(PODS, sid.pod, sid.namespace)
 
 
 def _transient(exc: KubeaccelError) -> bool:
@@ -299,9 +298,9 @@ def _check_deadline(deadline: float | None, sid: SubmissionId, phase: str, timeo
         )
 
 
-def driver_exit_code(pod: Any) -> int | None:
-    for status in (pod.status.containerStatuses or []) if pod.status else []:
-        terminated = status.state.terminated if status.state else None
+def driver_exit_code(pod: Mapping[str, Any]) -> int | None:
+    for status in (pod.get("status") or {}).get("containerStatuses") or []:
+        terminated = (status.get("state") or {}).get("terminated")
         if terminated is not None:
-            return int(terminated.exitCode)
+            return int(terminated.get("exitCode") or 0)
     return None
