@@ -98,7 +98,7 @@ def _one_server(answer: Answer) -> Iterator[Kube]:
         def do_GET(self) -> None:
             answer(self)
 
-        do_DELETE = do_GET
+        do_DELETE = do_POST = do_PUT = do_GET
 
         def log_message(self, *args: object) -> None:
             pass
@@ -177,6 +177,27 @@ def test_a_server_that_hangs_up_or_stalls_is_unreachable(serve: Callable[[Answer
         with pytest.raises(errors.ApiUnavailableError):
             serve(answer).list_raw(rest.PODS, "team-a")
     stalled.set()
+
+
+def test_a_write_is_never_sent_twice_but_a_read_is_retried_once(serve: Callable[[Answer], Kube]) -> None:
+    """A server that hangs up without answering may have done the write: a POST or a PUT (the quota lock's
+    compare-and-swap) is not repeated; a GET is, once, on a fresh connection."""
+    seen: list[str] = []
+
+    def hang_up(handler: http.server.BaseHTTPRequestHandler) -> None:
+        seen.append(handler.command)
+        handler.close_connection = True
+        handler.connection.close()
+
+    kube = serve(hang_up)
+    lease = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+             "metadata": {"name": "lock", "namespace": "team-a", "resourceVersion": "7"}, "spec": {}}
+    for write in (kube.create, kube.replace):
+        with pytest.raises(errors.ApiUnavailableError):
+            write(lease)
+    with pytest.raises(errors.ApiUnavailableError):
+        kube.get_raw(rest.LEASES, "lock", "team-a")
+    assert seen == ["POST", "PUT", "GET", "GET"]
 
 
 def test_a_huge_error_message_is_bounded(serve: Callable[[Answer], Kube]) -> None:
