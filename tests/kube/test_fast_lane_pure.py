@@ -7,6 +7,7 @@ import contextlib
 import http.server
 import itertools
 import json
+import socket
 import tempfile
 import threading
 from collections.abc import Callable, Iterator
@@ -198,6 +199,61 @@ def test_a_write_is_never_sent_twice_but_a_read_is_retried_once(serve: Callable[
     with pytest.raises(errors.ApiUnavailableError):
         kube.get_raw(rest.LEASES, "lock", "team-a")
     assert seen == ["POST", "PUT", "GET", "GET"]
+
+
+def test_a_write_after_an_idle_spell_goes_on_a_fresh_connection(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The apiserver closes a kept-alive connection after 90 s idle (proxies sooner). A write, which is never
+    retried, must not be sent on such a connection: after `WRITE_REUSE_IDLE_SECONDS` it gets a fresh one."""
+    monkeypatch.setattr(rest, "WRITE_REUSE_IDLE_SECONDS", 0.3)
+    connections: list[int] = []
+
+    class KeepAlive(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_GET(self) -> None:
+            if not connections or connections[-1] != id(self.connection):
+                connections.append(id(self.connection))
+            body = json.dumps({"kind": "Lease", "metadata": {"name": "lock"}}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+            self.wfile.flush()
+            threading.Timer(0.15, self._idle_close).start()
+
+        def _idle_close(self) -> None:  # what the apiserver does to a connection idle for 90 s
+            with contextlib.suppress(OSError):
+                self.connection.shutdown(socket.SHUT_RDWR)
+
+        do_POST = do_PUT = do_GET
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    class Server(http.server.ThreadingHTTPServer):
+        def handle_error(self, *args: object) -> None:
+            pass  # the closed connections' handlers fail to read the next request: expected here
+
+    server = Server(("127.0.0.1", 0), KeepAlive)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        path = tmp_path / "kubeconfig"
+        path.write_text(yaml.safe_dump(_document({"server": f"http://127.0.0.1:{server.server_port}"}, {"token": "t"})))
+        kube = Kube.connect(kubeconfig=path, timeout=2.0)
+        lease = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+                 "metadata": {"name": "lock", "namespace": "team-a", "resourceVersion": "7"}, "spec": {}}
+        kube.get_raw(rest.LEASES, "lock", "team-a")
+        threading.Event().wait(0.5)  # the server has closed that connection by now
+        assert kube.replace(lease)["kind"] == "Lease"
+        threading.Event().wait(0.5)
+        assert kube.create(lease)["kind"] == "Lease"
+        assert len(connections) == 3
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def test_a_huge_error_message_is_bounded(serve: Callable[[Answer], Kube]) -> None:

@@ -23,6 +23,7 @@ import json
 import os
 import ssl
 import threading
+import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -40,6 +41,11 @@ __all__ = [
 MAX_BODY_BYTES = 1 << 30  # a list of every pod of a large cluster fits; a runaway answer does not
 MAX_ERROR_BYTES = 1 << 20  # an error's Status is small: read no more of a failed stream's answer
 STREAM_CHUNK_BYTES = 1 << 16
+# A write (POST, PUT) is never sent twice, so it must not go out on a kept-alive connection the server
+# may have closed meanwhile: the apiserver closes one after 90 s idle, proxies and load balancers often
+# sooner. A write after this long idle gets a fresh connection (a TLS handshake, ~5 ms) instead.
+WRITE_REUSE_IDLE_SECONDS = 5.0
+_WRITES = frozenset({"POST", "PUT"})
 _USER_KEYS = frozenset(
     {"client-certificate", "client-certificate-data", "client-key", "client-key-data", "token", "tokenFile",
      "username", "password", "extensions"}
@@ -242,8 +248,12 @@ class Transport:
             self._headers["Authorization"] = ep.authorization
         self._local = threading.local()
 
-    def _connection(self) -> http.client.HTTPConnection:
+    def _connection(self, method: str) -> http.client.HTTPConnection:
         conn: http.client.HTTPConnection | None = getattr(self._local, "conn", None)
+        idle = time.monotonic() - getattr(self._local, "used", 0.0)
+        if conn is not None and method in _WRITES and idle > WRITE_REUSE_IDLE_SECONDS:
+            self.close()
+            conn = None
         if conn is None:
             conn = self._new_connection()
             self._local.conn = conn
@@ -261,14 +271,15 @@ class Transport:
 
         A kept-alive connection the server closed meanwhile is retried once on a fresh one, but only for
         reads and deletes: a POST or PUT the server may have carried out is never sent twice (a repeated
-        compare-and-swap PUT would fail as if someone else had written)."""
+        compare-and-swap PUT would fail as if someone else had written). Instead a write never goes out
+        on a connection idle for longer than `WRITE_REUSE_IDLE_SECONDS`."""
         url = self._prefix + path + (f"?{urlencode(query)}" if query else "")
         try:
             try:
                 status, body = self._exchange(method, url, payload)
-            except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError):
+            except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError, ssl.SSLEOFError):
                 self.close()
-                if method in {"POST", "PUT"}:
+                if method in _WRITES:
                     raise
                 status, body = self._exchange(method, url, payload)
         except (OSError, http.client.HTTPException, ValueError) as exc:
@@ -311,11 +322,12 @@ class Transport:
             conn.close()
 
     def _exchange(self, method: str, url: str, payload: bytes | None) -> tuple[int, bytes]:
-        conn = self._connection()
+        conn = self._connection(method)
         headers = self._headers if payload is None else {**self._headers, "Content-Type": "application/json"}
         conn.request(method, url, body=payload, headers=headers)
         response = conn.getresponse()
         body = response.read(MAX_BODY_BYTES + 1)
+        self._local.used = time.monotonic()
         if len(body) > MAX_BODY_BYTES:
             raise ValueError(f"the answer is larger than {MAX_BODY_BYTES} bytes")
         return response.status, body
