@@ -363,3 +363,74 @@ def test_a_log_that_cannot_be_read_is_a_typed_error(
         list(serve(answer).logs("etl-driver", "team-a"))
     assert raised.value.exit_code == exit_code
     assert ("logs of pod etl-driver in namespace 'team-a'" in raised.value.message) is names_the_pod
+
+
+# ---- following an object: a watch on the fast lane ----
+
+
+def _pod(version: str, phase: str) -> dict[str, Any]:
+    return {"kind": "Pod", "metadata": {"name": "etl-driver", "resourceVersion": version}, "status": {"phase": phase}}
+
+
+def _events(*events: dict[str, Any]) -> bytes:
+    return b"".join(json.dumps(e).encode() + b"\n" for e in events)
+
+
+@settings(max_examples=30, deadline=None)
+@given(cuts=st.lists(st.integers(min_value=0, max_value=2000), max_size=8))
+def test_follow_turns_a_watch_stream_into_states_however_it_is_cut(cuts: list[int]) -> None:
+    data = _events(
+        {"type": "MODIFIED", "object": _pod("11", "Running")},
+        {"type": "BOOKMARK", "object": {"kind": "Pod", "metadata": {"resourceVersion": "12"}}},
+        {"type": "MODIFIED", "object": _pod("13", "Succeeded")},
+        {"type": "DELETED", "object": _pod("14", "Succeeded")},
+        {"type": "MODIFIED", "object": _pod("15", "never seen: after the deletion")},
+    )
+    bounds = sorted({0, len(data), *(c for c in cuts if c < len(data))})
+    seen: list[str] = []
+
+    def answer(handler: http.server.BaseHTTPRequestHandler) -> None:
+        seen.append(handler.path)
+        _chunked([data[a:b] for a, b in itertools.pairwise(bounds)])(handler)
+
+    with _one_server(answer) as kube:
+        states = list(kube.follow(rest.PODS, "etl-driver", "team-a", since="10", window=30))
+    assert [s and s["status"]["phase"] for s in states] == ["Running", "Succeeded", None]
+    assert seen == [
+        "/api/v1/namespaces/team-a/pods?watch=true&fieldSelector=metadata.name%3Detl-driver&resourceVersion=10"
+        "&timeoutSeconds=30&allowWatchBookmarks=true"
+    ]
+
+
+def test_follow_ends_quietly_when_the_history_expired_and_types_other_watch_errors(
+    serve: Callable[[Answer], Kube],
+) -> None:
+    expired = {"kind": "Status", "code": 410, "reason": "Expired", "message": "too old resource version"}
+    kube = serve(_chunked([_events({"type": "ERROR", "object": expired})]))
+    assert list(kube.follow(rest.PODS, "etl-driver", "team-a", since="1", window=5)) == []
+    broken = {"kind": "Status", "code": 500, "reason": "InternalError", "message": "etcd went away"}
+    kube = serve(_chunked([_events({"type": "ERROR", "object": broken})]))
+    with pytest.raises(errors.ApiUnavailableError) as raised:
+        list(kube.follow(rest.PODS, "etl-driver", "team-a", since="1", window=5))
+    assert "cannot watch pod etl-driver in namespace 'team-a'" in raised.value.message
+    for junk in (b"<html>not json</html>\n", b"[1, 2]\n", b'{"type": "MODIFIED"}\n'):
+        with pytest.raises(errors.ApiUnavailableError):
+            list(serve(_chunked([junk])).follow(rest.PODS, "etl-driver", "team-a", since="1", window=5))
+
+
+def test_follow_polls_where_the_watch_is_refused(serve: Callable[[Answer], Kube]) -> None:
+    """A 403 on the watch (RBAC may grant get but not watch): a GET a second, states only when they change."""
+    reads: list[str] = []
+
+    def answer(handler: http.server.BaseHTTPRequestHandler) -> None:
+        if "watch=true" in handler.path:
+            _reply(403, _status(403, "Forbidden", "pods is forbidden: cannot watch"))(handler)
+            return
+        reads.append(handler.path)
+        phase = "Running" if len(reads) < 3 else "Succeeded"
+        _reply(200, json.dumps(_pod("20" if phase == "Running" else "21", phase)).encode())(handler)
+
+    kube = serve(answer)
+    states = list(kube.follow(rest.PODS, "etl-driver", "team-a", since="19", window=3.5))
+    assert [s and s["status"]["phase"] for s in states] == ["Running", "Succeeded"]
+    assert reads and all(r == "/api/v1/namespaces/team-a/pods/etl-driver" for r in reads)

@@ -159,7 +159,15 @@ def _until_answering(kube: Kube, timeout: float = 90) -> None:
             time.sleep(0.5)
 
 
-def test_wait_rides_out_a_paused_apiserver(private: PrivateCluster, namespace: str) -> None:
+def test_wait_rides_out_a_paused_apiserver(
+    private: PrivateCluster, namespace: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`--wait` follows the driver with a watch; a paused server is silence to a watch until the window
+    (plus the request timeout) passes. With a 2 s window the 15 s pause is noticed and retried through."""
+    from kubeaccel.spark import submit as submitting
+
+    monkeypatch.setattr(submitting, "WAIT_WINDOW_SECONDS", 2.0)
+
     def pause() -> None:
         private.pause()
         try:

@@ -19,6 +19,7 @@ import contextlib
 import gc
 import json
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -534,6 +535,62 @@ class Kube:
         if tail := decoder.decode(b"", final=True):  # a character cut off by the end of the log
             yield tail
 
+    def follow(
+        self, res: rest.Collection, name: str, namespace: str, *, since: str, window: float
+    ) -> Iterator[dict[str, Any] | None]:
+        """The object's states after resourceVersion `since`, as they happen, for up to `window` seconds;
+        None when it is deleted (and then nothing more). Event-driven, as `kubectl get -w` and spark-submit's
+        own wait are: a watch on the fast lane (one request per window, not one a second); where there is
+        no fast lane, or the watch is refused, a GET a second. An ended window (or a watch the server
+        expired) just ends the iteration: read the object again and follow it anew."""
+        what = f"{res.kind} {name}"
+        if self._fast is not None:
+            query = {
+                "watch": "true",
+                "fieldSelector": f"metadata.name={name}",
+                "resourceVersion": since,
+                "timeoutSeconds": str(max(1, int(window))),
+                "allowWatchBookmarks": "true",
+            }
+            events = self._fast.stream(res.path(namespace), query, idle_timeout=window + self._timeout)
+            try:
+                for event in _watch_events(events, self.server):
+                    kind, obj = event.get("type"), event.get("object")
+                    if not isinstance(obj, dict):
+                        raise unreachable(self.server, f"a watch event without an object: {str(event)[:200]!r}")
+                    if kind in ("ADDED", "MODIFIED"):
+                        yield obj
+                    elif kind == "DELETED":
+                        yield None
+                        return
+                    elif kind == "ERROR":
+                        code = int(obj.get("code") or 500)
+                        if code in (410, 504):  # history expired, or the server ended the watch: read anew
+                            return
+                        raise translate(Failure.of_status(obj, code, "watch", what, namespace))
+                return
+            except rest.HttpError as exc:
+                if exc.code != 403:
+                    raise rest.translated(exc, "watch", what, namespace) from exc
+        yield from self._poll(res, name, namespace, since=since, window=window)
+
+    def _poll(
+        self, res: rest.Collection, name: str, namespace: str, *, since: str, window: float
+    ) -> Iterator[dict[str, Any] | None]:
+        end = time.monotonic() + window
+        seen = since
+        while (left := end - time.monotonic()) > 0:
+            time.sleep(min(1.0, left))
+            try:
+                obj = self.get_raw(res, name, namespace)
+            except NotFoundError:
+                yield None
+                return
+            version = str((obj.get("metadata") or {}).get("resourceVersion") or "")
+            if version != seen:
+                seen = version
+                yield obj
+
     def _slow_logs(
         self, pod: str, namespace: str, *, follow: bool, container: str | None, tail_lines: int | None
     ) -> Iterator[str]:
@@ -563,6 +620,34 @@ class Kube:
     def close(self) -> None:
         with contextlib.suppress(Exception):
             self.client.close()
+
+
+MAX_WATCH_EVENT_BYTES = 16 << 20  # an event carries one object; etcd stores at most ~1.5 MiB of it
+
+
+def _watch_events(chunks: Iterable[bytes], server: str) -> Iterator[dict[str, Any]]:
+    """The JSON events of a watch stream, one per line however the chunks cut them (bounded in size)."""
+    pending = bytearray()
+    for chunk in chunks:
+        pending += chunk
+        while (end := pending.find(b"\n")) >= 0:
+            line, pending = bytes(pending[:end]), pending[end + 1 :]
+            if line.strip():
+                yield _event(line, server)
+        if len(pending) > MAX_WATCH_EVENT_BYTES:
+            raise unreachable(server, f"a watch event larger than {MAX_WATCH_EVENT_BYTES} bytes")
+    if pending.strip():
+        yield _event(bytes(pending), server)
+
+
+def _event(line: bytes, server: str) -> dict[str, Any]:
+    try:
+        event = json.loads(line)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise unreachable(server, f"a watch event that is not JSON ({exc})") from exc
+    if not isinstance(event, dict):
+        raise unreachable(server, f"a watch event that is not an object: {line[:200]!r}")
+    return event
 
 
 def _credentials_error(exc: Exception) -> ConfigError:

@@ -228,6 +228,9 @@ WAIT_OUTAGE_SECONDS = 120.0  # how long `wait` rides out an unreachable API serv
 _RETRY_FIRST, _RETRY_MAX = 0.5, 8.0
 
 
+WAIT_WINDOW_SECONDS = 60.0  # one watch request per window: the server ends it, and `wait` reads the driver anew
+
+
 def wait(
     kube: Kube,
     sid: SubmissionId,
@@ -240,17 +243,44 @@ def wait(
 ) -> int:
     """Follow the driver until it ends; returns its exit code (0 = Succeeded).
 
-    A transient API failure (unreachable, timed out, 429/5xx) is retried with exponential backoff
-    (0.5 s doubling to 8 s) for up to `outage_seconds` in a row; then the last error is raised (exit 4)
-    naming the app, which may well still be running. `timeout` holds throughout: exit 124 when it passes.
+    Event-driven: the driver is read, then followed (`Kube.follow`: a watch, one request a minute rather
+    than a read a second) until the watch window ends, then read again; `poll_seconds` is the least time
+    between two reads. A transient API failure (unreachable, timed out, 429/5xx) is retried with
+    exponential backoff (0.5 s doubling to 8 s) for up to `outage_seconds` in a row; then the last error
+    is raised (exit 4) naming the app, which may well still be running. An outage shorter than the watch
+    window goes unnoticed: the watch resumes when the server does. `timeout` holds throughout: exit 124
+    when it passes.
     """
     deadline = None if timeout is None else time.monotonic() + timeout
-    last = ""
+    last = [""]
     outage_since: float | None = None
     backoff = _RETRY_FIRST
+
+    def ended(pod: Mapping[str, Any]) -> int | None:
+        phase = (pod.get("status") or {}).get("phase") or "Unknown"
+        if phase != last[0] and on_change:
+            on_change(phase)
+        last[0] = phase
+        if phase in ("Succeeded", "Failed"):
+            code = driver_exit_code(pod)
+            return code if code is not None else (0 if phase == "Succeeded" else 1)
+        return None
+
     while True:
+        started = time.monotonic()
         try:
             pod = _read_driver(kube, sid)
+            outage_since, backoff = None, _RETRY_FIRST
+            if (code := ended(pod)) is not None:
+                return code
+            _check_deadline(deadline, sid, last[0], timeout)
+            window = WAIT_WINDOW_SECONDS if deadline is None else min(WAIT_WINDOW_SECONDS, deadline - started)
+            since = str(pod["metadata"].get("resourceVersion") or "")
+            for state in kube.follow(PODS, sid.pod, sid.namespace, since=since, window=max(1.0, window)):
+                if state is None:
+                    break  # deleted: the next read says so
+                if (code := ended(state)) is not None:
+                    return code
         except KubeaccelError as exc:
             if not _transient(exc):
                 raise
@@ -261,23 +291,15 @@ def wait(
                     f"gave up waiting for {sid} after {now - outage_since:.0f}s without the API server: {exc.message}",
                     hint=f"the app may still be running; check it with kubeaccel spark status {sid}",
                 ) from exc
-            _check_deadline(deadline, sid, last or "unknown", timeout)
+            _check_deadline(deadline, sid, last[0] or "unknown", timeout)
             pause = backoff if deadline is None else max(0.0, min(backoff, deadline - now))
             if on_retry:
                 on_retry(exc, pause)
             time.sleep(pause)
             backoff = min(backoff * 2, _RETRY_MAX)
             continue
-        outage_since, backoff = None, _RETRY_FIRST
-        phase = (pod.get("status") or {}).get("phase") or "Unknown"
-        if phase != last and on_change:
-            on_change(phase)
-        last = phase
-        if phase in ("Succeeded", "Failed"):
-            code = driver_exit_code(pod)
-            return code if code is not None else (0 if phase == "Succeeded" else 1)
-        _check_deadline(deadline, sid, phase, timeout)
-        time.sleep(poll_seconds)
+        _check_deadline(deadline, sid, last[0], timeout)
+        time.sleep(max(0.0, started + poll_seconds - time.monotonic()))  # a watch that ends at once is no busy loop
 
 
 def _read_driver(kube: Kube, sid: SubmissionId) -> dict[str, Any]:
