@@ -315,7 +315,7 @@ def _chunked(parts: list[bytes], pause: float = 0.0) -> Answer:
 @settings(max_examples=40, deadline=None)
 @given(text=st.text(max_size=300), cuts=st.lists(st.integers(min_value=0, max_value=1200), max_size=6))
 def test_a_log_arrives_whole_however_the_chunks_cut_its_characters(text: str, cuts: list[int]) -> None:
-    """UTF-8 characters split across chunks come out whole: the text printed is the text logged."""
+    """UTF-8 characters and lines split across chunks come out whole: the text printed is the text logged."""
     data = text.encode()
     bounds = sorted({0, len(data), *(c for c in cuts if c < len(data))})
     parts = [data[a:b] for a, b in itertools.pairwise(bounds)]
@@ -326,7 +326,10 @@ def test_a_log_arrives_whole_however_the_chunks_cut_its_characters(text: str, cu
         _chunked(parts)(handler)
 
     with _one_server(answer) as kube:
-        assert "".join(kube.logs("etl-driver", "team-a", container="spark-kubernetes-driver", tail_lines=5)) == text
+        lines = list(kube.logs("etl-driver", "team-a", container="spark-kubernetes-driver", tail_lines=5))
+    # whole lines, each with its newline (the last one given one), as lightkube yields them
+    assert "".join(lines) == (text if not text or text.endswith("\n") else text + "\n")
+    assert all(line.endswith("\n") and "\n" not in line[:-1] for line in lines)
     assert seen == ["/api/v1/namespaces/team-a/pods/etl-driver/log?container=spark-kubernetes-driver&tailLines=5"]
 
 
@@ -434,3 +437,12 @@ def test_follow_polls_where_the_watch_is_refused(serve: Callable[[Answer], Kube]
     states = list(kube.follow(rest.PODS, "etl-driver", "team-a", since="19", window=3.5))
     assert [s and s["status"]["phase"] for s in states] == ["Running", "Succeeded"]
     assert reads and all(r == "/api/v1/namespaces/team-a/pods/etl-driver" for r in reads)
+
+
+def test_a_log_line_longer_than_the_bound_comes_in_pieces(monkeypatch: pytest.MonkeyPatch) -> None:
+    from kubeaccel.kube import client
+
+    monkeypatch.setattr(client, "MAX_LOG_LINE_CHARS", 10)
+    pieces = list(client._log_lines(["abc\n" + "x" * 25, "y\nlast"]))
+    assert pieces == ["abc\n", "x" * 10, "x" * 10, "xxxxxy\n", "last\n"]
+    assert "".join(pieces) == "abc\n" + "x" * 25 + "y\nlast\n"

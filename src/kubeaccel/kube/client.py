@@ -520,20 +520,15 @@ class Kube:
         query = {"follow": "true"} if follow else {}
         query |= {"container": container} if container else {}
         query |= {"tailLines": str(tail_lines)} if tail_lines is not None else {}
-        decoder = codecs.getincrementaldecoder("utf-8")("replace")  # a character may straddle two chunks
         path = rest.PODS.path(namespace, pod) + "/log"
         chunks = self._fast.stream(path, query, idle_timeout=None if follow else self._timeout)
         try:
-            for chunk in chunks:
-                yield decoder.decode(chunk)
+            yield from _log_lines(_decoded(chunks))
         except rest.HttpError as exc:
             if exc.code != 403:
                 raise rest.translated(exc, "get", f"logs of pod {pod}", namespace) from exc
             # only lightkube asks who refused (RBAC, admission): nothing was printed yet
             yield from self._slow_logs(pod, namespace, follow=follow, container=container, tail_lines=tail_lines)
-            return
-        if tail := decoder.decode(b"", final=True):  # a character cut off by the end of the log
-            yield tail
 
     def follow(
         self, res: rest.Collection, name: str, namespace: str, *, since: str, window: float
@@ -620,6 +615,33 @@ class Kube:
     def close(self) -> None:
         with contextlib.suppress(Exception):
             self.client.close()
+
+
+MAX_LOG_LINE_CHARS = 4 << 20  # a longer line comes in pieces of this size, without a newline between them
+
+
+def _decoded(chunks: Iterable[bytes]) -> Iterator[str]:
+    """UTF-8 text of a byte stream, a character that straddles two chunks kept whole."""
+    decoder = codecs.getincrementaldecoder("utf-8")("replace")
+    for chunk in chunks:
+        yield decoder.decode(chunk)
+    yield decoder.decode(b"", final=True)
+
+
+def _log_lines(texts: Iterable[str]) -> Iterator[str]:
+    """Whole lines, each ending in a newline (the last one given one), as lightkube yields a log; a
+    line longer than `MAX_LOG_LINE_CHARS` comes in pieces rather than being held whole."""
+    pending = ""
+    for text in texts:
+        pending += text
+        lines = pending.split("\n")
+        pending = lines.pop()
+        yield from (line + "\n" for line in lines)
+        while len(pending) > MAX_LOG_LINE_CHARS:
+            piece, pending = pending[:MAX_LOG_LINE_CHARS], pending[MAX_LOG_LINE_CHARS:]
+            yield piece
+    if pending:
+        yield pending + "\n"
 
 
 MAX_WATCH_EVENT_BYTES = 16 << 20  # an event carries one object; etcd stores at most ~1.5 MiB of it
