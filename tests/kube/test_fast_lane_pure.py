@@ -439,10 +439,12 @@ def test_follow_polls_where_the_watch_is_refused(serve: Callable[[Answer], Kube]
     assert reads and all(r == "/api/v1/namespaces/team-a/pods/etl-driver" for r in reads)
 
 
-def test_a_log_line_longer_than_the_bound_comes_in_pieces(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_log_line_longer_than_the_bound_comes_in_pieces() -> None:
     from kubeaccel.kube import client
 
-    monkeypatch.setattr(client, "MAX_LOG_LINE_CHARS", 10)
-    pieces = list(client._log_lines(["abc\n" + "x" * 25, "y\nlast"]))
+    pieces = list(client._decoded(client._lines([b"abc\n" + b"x" * 25, b"y\nlast"], 10)))
     assert pieces == ["abc\n", "x" * 10, "x" * 10, "xxxxxy\n", "last\n"]
     assert "".join(pieces) == "abc\n" + "x" * 25 + "y\nlast\n"
+    # a character cut by a piece's end comes out whole, at the start of the next piece's text
+    pieces = list(client._decoded(client._lines(["ééééé\n".encode()], 3)))
+    assert "".join(pieces) == "ééééé\n" and "\ufffd" not in "".join(pieces)

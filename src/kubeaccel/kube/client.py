@@ -523,7 +523,7 @@ class Kube:
         path = rest.PODS.path(namespace, pod) + "/log"
         chunks = self._fast.stream(path, query, idle_timeout=None if follow else self._timeout)
         try:
-            yield from _log_lines(_decoded(chunks))
+            yield from _decoded(_lines(chunks, MAX_LOG_LINE_BYTES))  # whole lines, as lightkube yields
         except rest.HttpError as exc:
             if exc.code != 403:
                 raise rest.translated(exc, "get", f"logs of pod {pod}", namespace) from exc
@@ -617,7 +617,27 @@ class Kube:
             self.client.close()
 
 
-MAX_LOG_LINE_CHARS = 4 << 20  # a longer line comes in pieces of this size, without a newline between them
+MAX_LOG_LINE_BYTES = 4 << 20  # a longer log line comes in pieces of this size, without a newline between them
+MAX_WATCH_EVENT_BYTES = 16 << 20  # an event carries one object; etcd stores at most ~1.5 MiB of it
+
+
+def _lines(chunks: Iterable[bytes], limit: int) -> Iterator[bytes]:
+    """The lines of a byte stream however its chunks cut them, each ending in a newline (the last one given
+    one); a line longer than `limit` comes in pieces of `limit` bytes, without a newline, rather than
+    being held whole. Each chunk is searched once, however long the line it continues."""
+    pending = bytearray()
+    for chunk in chunks:
+        scan = len(pending)
+        pending += chunk
+        while (end := pending.find(b"\n", scan)) >= 0:
+            yield bytes(pending[: end + 1])
+            del pending[: end + 1]
+            scan = 0
+        while len(pending) > limit:
+            yield bytes(pending[:limit])
+            del pending[:limit]
+    if pending:
+        yield bytes(pending) + b"\n"
 
 
 def _decoded(chunks: Iterable[bytes]) -> Iterator[str]:
@@ -625,41 +645,17 @@ def _decoded(chunks: Iterable[bytes]) -> Iterator[str]:
     decoder = codecs.getincrementaldecoder("utf-8")("replace")
     for chunk in chunks:
         yield decoder.decode(chunk)
-    yield decoder.decode(b"", final=True)
-
-
-def _log_lines(texts: Iterable[str]) -> Iterator[str]:
-    """Whole lines, each ending in a newline (the last one given one), as lightkube yields a log; a
-    line longer than `MAX_LOG_LINE_CHARS` comes in pieces rather than being held whole."""
-    pending = ""
-    for text in texts:
-        pending += text
-        lines = pending.split("\n")
-        pending = lines.pop()
-        yield from (line + "\n" for line in lines)
-        while len(pending) > MAX_LOG_LINE_CHARS:
-            piece, pending = pending[:MAX_LOG_LINE_CHARS], pending[MAX_LOG_LINE_CHARS:]
-            yield piece
-    if pending:
-        yield pending + "\n"
-
-
-MAX_WATCH_EVENT_BYTES = 16 << 20  # an event carries one object; etcd stores at most ~1.5 MiB of it
+    if tail := decoder.decode(b"", final=True):
+        yield tail
 
 
 def _watch_events(chunks: Iterable[bytes], server: str) -> Iterator[dict[str, Any]]:
-    """The JSON events of a watch stream, one per line however the chunks cut them (bounded in size)."""
-    pending = bytearray()
-    for chunk in chunks:
-        pending += chunk
-        while (end := pending.find(b"\n")) >= 0:
-            line, pending = bytes(pending[:end]), pending[end + 1 :]
-            if line.strip():
-                yield _event(line, server)
-        if len(pending) > MAX_WATCH_EVENT_BYTES:
+    """The JSON events of a watch stream, one per line (bounded in size)."""
+    for line in _lines(chunks, MAX_WATCH_EVENT_BYTES):
+        if not line.endswith(b"\n"):
             raise unreachable(server, f"a watch event larger than {MAX_WATCH_EVENT_BYTES} bytes")
-    if pending.strip():
-        yield _event(bytes(pending), server)
+        if line.strip():
+            yield _event(line, server)
 
 
 def _event(line: bytes, server: str) -> dict[str, Any]:

@@ -70,8 +70,8 @@ def kubeconfig_path(explicit: str | Path | None) -> Path | None:
     env = os.environ.get("KUBECONFIG")
     if env:
         for part in env.split(os.pathsep):
-            if part and user_path(part, "KUBECONFIG").is_file():
-                return user_path(part, "KUBECONFIG")
+            if part and (candidate := user_path(part, "KUBECONFIG")).is_file():
+                return candidate
         return user_path(env.split(os.pathsep)[0], "KUBECONFIG")
     default = user_path("~/.kube/config", "the default kubeconfig")
     return default if default.is_file() else None

@@ -273,7 +273,7 @@ class Transport:
         reads and deletes: a POST or PUT the server may have carried out is never sent twice (a repeated
         compare-and-swap PUT would fail as if someone else had written). Instead a write never goes out
         on a connection idle for longer than `WRITE_REUSE_IDLE_SECONDS`."""
-        url = self._prefix + path + (f"?{urlencode(query)}" if query else "")
+        url = self._url(path, query)
         try:
             try:
                 status, body = self._exchange(method, url, payload)
@@ -291,6 +291,9 @@ class Transport:
         except (ValueError, UnicodeDecodeError) as exc:  # an answer that is not the API's (a proxy's page)
             raise unreachable(self.server, f"the answer is not JSON ({exc})") from exc
 
+    def _url(self, path: str, query: Mapping[str, str] | None) -> str:
+        return self._prefix + path + (f"?{urlencode(query)}" if query else "")
+
     def _check(self, status: int, body: bytes) -> None:
         """HttpError for a non-2xx answer with the API's Status; unreachable for any other non-2xx."""
         if not 200 <= status < 300:
@@ -304,7 +307,7 @@ class Transport:
         """A streamed GET (a pod's log), chunk by chunk as it arrives, on a connection of its own that is
         closed at the end. `idle_timeout` bounds the wait for each chunk once the answer has begun (None
         for `--follow`, where a quiet log is not a dead server); errors come as from `request`."""
-        url = self._prefix + path + (f"?{urlencode(query)}" if query else "")
+        url = self._url(path, query)
         conn = self._new_connection()
         try:
             try:
