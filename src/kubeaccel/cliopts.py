@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import sys
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -125,22 +126,45 @@ def console(*, stderr: bool = False, width: int | None = None) -> Any:
     return Console(stderr=stderr, width=width, log_path=_state["debug"])
 
 
+def _printable(text: str) -> str:
+    """A detail may quote whatever the component sent: no terminal escapes, but every character kept."""
+    return "".join(ch if ch.isprintable() else "?" for ch in text)
+
+
+def _echo_steps(report: Graded, title: str) -> None:
+    """One row per step. The detail is never cut: a terminal gets a table whose detail column wraps
+    (long words folded); a pipe or file gets plain aligned lines with each detail in full."""
+    from kubeaccel.conformance import Result
+
+    rows = [(s.name, str(s.result), f"{s.seconds * 1000:.1f}", _printable(s.detail)) for s in report.steps]
+    if not sys.stdout.isatty():
+        header = ("step", "result", "ms", "detail")
+        widths = [max(len(row[i]) for row in [header, *rows]) for i in range(3)]
+        click.echo(title)
+        for row in [header, *rows]:
+            click.echo("   ".join([*(c.ljust(w) for c, w in zip(row[:3], widths, strict=True)), row[3]]).rstrip())
+        return
+    from rich.console import Console
+    from rich.table import Table
+    from rich.text import Text
+
+    colour = {Result.PASS: "green", Result.WARN: "yellow", Result.FAIL: "red", Result.SKIP: "cyan"}
+    table = Table(title=title)
+    table.add_column("step", overflow="fold")
+    table.add_column("result", no_wrap=True)
+    table.add_column("ms", justify="right", no_wrap=True)
+    table.add_column("detail", overflow="fold", ratio=1)
+    for step, (name, result, ms, detail) in zip(report.steps, rows, strict=True):
+        table.add_row(Text(name), Text(result, style=colour[step.result]), ms, Text(detail))
+    Console().print(table)
+
+
 def echo_verdict(report: Graded, *, title: str, subject: str, table: bool = True) -> None:
-    """A conformance report as a table of its steps, then PASS, or the FAIL error (exit 1) naming the
-    failed steps; ``table=False`` when the report went out as JSON (the error still sets the exit code).
-    rich is imported here, as ``console`` does: only the check commands pay for it."""
+    """A conformance report as a table of its steps, then PASS (naming the steps that warned), or the
+    FAIL error (exit 1) naming the failed steps; ``table=False`` when the report went out as JSON (the
+    error still sets the exit code). rich is imported only for a terminal: only the check commands pay."""
     if table:
-        from rich.console import Console
-        from rich.table import Table
-
-        from kubeaccel.conformance import Result
-
-        colour = {Result.PASS: "green", Result.FAIL: "red", Result.SKIP: "yellow"}
-        rows = Table("step", "result", "ms", "detail", title=title)
-        for step in report.steps:
-            rows.add_row(step.name, f"[{colour[step.result]}]{step.result}[/]", f"{step.seconds * 1000:.1f}",
-                         step.detail)
-        Console().print(rows)
+        _echo_steps(report, title)
     if not report.passed:
         failed = report.failed
         raise KubeaccelError(
@@ -149,4 +173,9 @@ def echo_verdict(report: Graded, *, title: str, subject: str, table: bool = True
             exit_code=1,
         )
     if table:
-        click.secho("PASS", fg="green")
+        warned = report.warned
+        if warned:
+            click.secho(f"PASS with {len(warned)} warning{'s' * (len(warned) > 1)}: {', '.join(warned)} "
+                        "(legal answers the kubelet accepts; the detail says what is better)", fg="yellow")
+        else:
+            click.secho("PASS", fg="green")

@@ -1,10 +1,16 @@
 """A conformance checker for *any* kubelet device plugin: it plays the kubelet and grades the plugin.
 
-``run_checks`` serves ``Registration`` on ``<dir>/kubelet.sock`` (via ``KubeletStandIn``), waits
-for a plugin to register, then exercises the protocol the way the kubelet's device manager does
-and records one ``Step`` per check with its timing. It needs nothing from kubeaccel's own daemon,
-so it grades Go plugins as well. Steps whose precondition the plugin did not opt into (pre-start,
-preferred allocation) are skipped, not failed.
+``run_checks`` serves ``Registration`` on ``kubelet.sock`` (via ``KubeletStandIn``), waits for a
+plugin to register, then exercises the protocol the way the device manager of kubelet v1.37.2 does
+(``pkg/kubelet/cm/devicemanager``) and records one ``Step`` per check with its timing. Each verdict
+follows what that code does with the answer, cited at the step: FAIL where the kubelet would fail
+a container, drop the plugin or lose its devices; WARN where it copes but the answer is weaker than
+best practice; SKIP where an optional feature is not offered.
+
+It follows a restarting plugin as the kubelet does: a later ``Register`` for the resource replaces
+the earlier one (``manager.go``, ``PluginConnected`` sets ``m.endpoints[resource]``), so a plugin
+that restarts its server when ``kubelet.sock`` appears (NVIDIA's does) is graded on its newest
+endpoint, in either start order. It needs nothing from kubeaccel's own daemon.
 """
 
 from __future__ import annotations
@@ -14,18 +20,28 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import grpc
 
-from kubeaccel.conformance import CheckFailedError, Graded, Result, Step, StepSkippedError, timed_step
+from kubeaccel.conformance import (
+    CheckFailedError,
+    CheckWarnedError,
+    Graded,
+    Result,
+    Step,
+    StepSkippedError,
+    timed_step,
+)
 from kubeaccel.errors import ConfigError
 from kubeaccel.plugin._generated import api_pb2 as pb
 from kubeaccel.plugin._generated import api_pb2_grpc as pb_grpc
 from kubeaccel.plugin.kubelet import KubeletStandIn
 
-MAX_ID_LENGTH = 63  # the kubelet API's limit on device IDs
 UNKNOWN_ID = "kubeaccel-check-no-such-device"
 QUIET_PERIOD_S = 0.5  # how long ListAndWatch must stay open with no end
+DETAIL_LIMIT = 600  # a detail may quote a plugin's error text, of any length
+T = TypeVar("T")
 
 
 @dataclass
@@ -47,6 +63,7 @@ class _Session:
         self.stub: pb_grpc.DevicePluginAsyncStub | None = None
         self.devices: list[pb.Device] = []
         self.stream: grpc.aio.UnaryStreamCall[pb.Empty, pb.ListAndWatchResponse] | None = None
+        self.replaced = 0  # later registrations followed
 
     @property
     def plugin(self) -> pb_grpc.DevicePluginAsyncStub:
@@ -54,32 +71,75 @@ class _Session:
             raise StepSkippedError("no plugin registered")
         return self.stub
 
+    def wanted(self, request: pb.RegisterRequest) -> bool:
+        if self.request.resource_name:
+            return request.resource_name == self.request.resource_name
+        return self.want_resource is None or request.resource_name == self.want_resource
+
     def healthy_ids(self) -> list[str]:
         ids = [d.ID for d in self.devices if d.health == "Healthy"]
         if not ids:
             raise StepSkippedError("the plugin advertises no healthy device")
         return ids
 
-    async def wait_registration(self) -> pb.RegisterRequest:
-        deadline = time.monotonic() + self.timeout
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                rejected = "; ".join(problem for _, problem in self.kubelet.rejected)
-                why = f" (rejected: {rejected})" if rejected else ""
-                raise CheckFailedError("no plugin registered in time" + why)
+    async def wait_registration(self, timeout: float) -> tuple[float, pb.RegisterRequest] | None:
+        """The next accepted registration of our resource within ``timeout``, or None."""
+        deadline = time.monotonic() + timeout
+        while (remaining := deadline - time.monotonic()) > 0:
             try:
-                _, request = await self.kubelet.next_registration(remaining)
+                arrived, request = await self.kubelet.next_registration(remaining)
             except TimeoutError:
-                continue
-            if self.want_resource is None or request.resource_name == self.want_resource:
-                return request
+                break
+            if self.wanted(request):
+                return arrived, request
+        return None
 
     async def connect(self, request: pb.RegisterRequest) -> None:
+        """Use this registration's endpoint from now on, as the kubelet does (the old stream goes)."""
+        if self.stream is not None:
+            self.stream.cancel()
+            self.stream = None
         if self.channel is not None:
             await self.channel.close(None)
+        self.request = request
         self.channel = self.kubelet.plugin_channel(request.endpoint)
         self.stub = pb_grpc.DevicePluginStub(self.channel)
+
+    async def follow(self) -> bool:
+        """Adopt registrations that arrived since the last look; True when one replaced the endpoint."""
+        newest = None
+        while not self.kubelet.received.empty():
+            _, request = self.kubelet.received.get_nowait()
+            if self.wanted(request):
+                newest = request
+        if newest is None:
+            return False
+        await self.connect(newest)
+        self.replaced += 1
+        return True
+
+    async def rpc(self, call: Callable[[pb_grpc.DevicePluginAsyncStub], Awaitable[T]]) -> T:
+        """One call on the newest endpoint. When the plugin's server is gone (UNAVAILABLE) and it
+        registers again within the timeout, the call goes to the new endpoint: a kubelet that got
+        the new registration would have used it."""
+        await self.follow()
+        try:
+            return await call(self.plugin)
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() is not grpc.StatusCode.UNAVAILABLE:
+                raise
+            again = await self.wait_registration(self.timeout)
+            if again is None:
+                raise
+            await self.connect(again[1])
+            self.replaced += 1
+            return await call(self.plugin)
+
+    async def open_stream(self) -> pb.ListAndWatchResponse | None:
+        """A new ListAndWatch on the newest endpoint and its first list (None: ended before one)."""
+        await self.follow()
+        self.stream = self.plugin.ListAndWatch(pb.Empty())
+        return await _read(self.stream, self.timeout)
 
     async def close(self) -> None:
         if self.stream is not None:
@@ -101,63 +161,98 @@ def _describe(exc: grpc.aio.AioRpcError) -> str:
 
 
 def _failure(exc: Exception) -> str | None:
-    """A gRPC error the plugin answered fails the step; anything else is the checker's bug and propagates."""
+    """A gRPC error the plugin answered fails the step (each call the checker makes is one whose error
+    the kubelet turns into a failed container or a dropped plugin); anything else is the checker's bug."""
     return _describe(exc) if isinstance(exc, grpc.aio.AioRpcError) else None
 
 
 async def _register(s: _Session) -> str:
-    s.request = await s.wait_registration()
-    await s.connect(s.request)
+    # A resource with no accepted registration is never in the node's capacity (manager.go, GetCapacity).
+    got = await s.wait_registration(s.timeout)
+    if got is None:
+        rejected = "; ".join(problem for _, problem in s.kubelet.rejected)
+        raise CheckFailedError(f"no plugin registered within {s.timeout:g}s" + (f" (rejected: {rejected})"
+                                                                                if rejected else ""))
+    await s.connect(got[1])
     opts = s.request.options
     return (f"{s.request.resource_name} at {s.request.endpoint} (pre_start_required={opts.pre_start_required}, "
             f"get_preferred_allocation_available={opts.get_preferred_allocation_available})")
 
 
 async def _options(s: _Session) -> str:
-    options = await s.plugin.GetDevicePluginOptions(pb.Empty(), timeout=s.timeout)
+    # manager.go, PluginConnected: an error here fails Register; the answer, not Register's options,
+    # is what the kubelet keeps (endpointInfo.opts) and consults before GetPreferredAllocation/PreStart.
+    options = await s.rpc(lambda p: p.GetDevicePluginOptions(pb.Empty(), timeout=s.timeout))
     if options != s.request.options:
-        raise CheckFailedError(f"options {options} differ from those sent in Register {s.request.options}")
+        raise CheckWarnedError(f"options {options} differ from those sent in Register {s.request.options}: the "
+                               "kubelet uses these (manager.go, PluginConnected) and ignores Register's")
     return "match the registration"
 
 
 async def _first_list(s: _Session) -> str:
-    s.stream = s.plugin.ListAndWatch(pb.Empty())
+    # client.go, Run: the kubelet reads ListAndWatch for as long as the plugin lives; until the first
+    # list arrives the resource has no devices (manager.go, genericDeviceUpdateCallback).
     try:
-        response = await _read(s.stream, s.timeout)
+        response = await s.open_stream()
+        while response is None and (again := await s.wait_registration(s.timeout)) is not None:
+            await s.connect(again[1])  # ended because the plugin restarted: the kubelet reads the new one
+            s.replaced += 1
+            response = await s.open_stream()
     except TimeoutError:
         raise CheckFailedError(f"no device list within {s.timeout:g}s: the first list must be sent at once") from None
     if response is None:
         raise CheckFailedError("the stream ended before sending a device list")
     s.devices = list(response.devices)
     ids = [d.ID for d in s.devices]
-    problems = []
+    weaker = []
+    # genericDeviceUpdateCallback keys devices by ID (a duplicate is counted once) and counts every
+    # health other than "Healthy" as unhealthy.
     if len(set(ids)) != len(ids):
-        problems.append("duplicate device IDs")
-    problems += [f"ID {i!r} is longer than {MAX_ID_LENGTH} characters" for i in ids if len(i) > MAX_ID_LENGTH]
-    problems += [f"{d.ID!r} has health {d.health!r}" for d in s.devices if d.health not in ("Healthy", "Unhealthy")]
-    if problems:
-        raise CheckFailedError("; ".join(problems))
+        weaker.append("duplicate device IDs (the kubelet counts each ID once)")
+    weaker += [f"{d.ID!r} has health {d.health!r} (the kubelet counts it unhealthy)" for d in s.devices
+               if d.health not in ("Healthy", "Unhealthy")]
     healthy = sum(d.health == "Healthy" for d in s.devices)
-    return f"{len(ids)} devices, {healthy} healthy"
+    summary = f"{len(ids)} devices, {healthy} healthy"
+    if weaker:
+        raise CheckWarnedError(f"{summary}; " + "; ".join(weaker))
+    return summary
 
 
 async def _stream_stays_open(s: _Session) -> str:
+    # client.go, Run returns when the stream ends or fails; handler.go, runClient then disconnects the
+    # plugin and manager.go, PluginDisconnected marks every device of the resource unhealthy.
     if s.stream is None:
         raise StepSkippedError("no stream")
     deadline = time.monotonic() + QUIET_PERIOD_S
-    updates = 0
+    updates = replaced = 0
     while (remaining := deadline - time.monotonic()) > 0:
         try:
-            response = await _read(s.stream, remaining)
+            response = await _read(s.stream, remaining) if s.stream is not None else None
+            ended = "ended"
         except TimeoutError:
             break
         except grpc.aio.AioRpcError as exc:
-            raise CheckFailedError(f"the stream failed: {_describe(exc)}") from None
-        if response is None:
-            raise CheckFailedError("the stream ended: ListAndWatch must stay open for the kubelet's lifetime")
-        s.devices = list(response.devices)
-        updates += 1
-    return f"open after {QUIET_PERIOD_S:g}s" + (f" ({updates} updates)" if updates else "")
+            response, ended = None, f"failed ({_describe(exc)})"
+        if response is not None:
+            s.devices = list(response.devices)
+            updates += 1
+            continue
+        # Ended: a plugin that restarts registers again, and the kubelet reads the new endpoint.
+        again = await s.wait_registration(s.timeout)
+        if again is None:
+            raise CheckFailedError(f"the stream {ended} with no new registration: the kubelet marks every device "
+                                   "unhealthy (manager.go, PluginDisconnected)")
+        await s.connect(again[1])
+        s.replaced += 1
+        replaced += 1
+        first = await s.open_stream()
+        if first is None:
+            raise CheckFailedError("the re-registered endpoint's stream ended at once")
+        s.devices = list(first.devices)
+        deadline = time.monotonic() + QUIET_PERIOD_S
+    await s.follow()
+    detail = f"open after {QUIET_PERIOD_S:g}s" + (f" ({updates} updates)" if updates else "")
+    return detail + (f"; followed {replaced} re-registration(s)" if replaced else "")
 
 
 async def _preferred(s: _Session) -> str:
@@ -168,72 +263,90 @@ async def _preferred(s: _Session) -> str:
     must = available[-1:]
     request = pb.PreferredAllocationRequest(container_requests=[pb.ContainerPreferredAllocationRequest(
         available_deviceIDs=available, must_include_deviceIDs=must, allocation_size=size)])
-    response = await s.plugin.GetPreferredAllocation(request, timeout=s.timeout)
+    # manager.go, devicesToAllocate: an error fails the container; the answer is only a preference,
+    # intersected with what is available and topped up by the kubelet (allocateRemainingFrom).
+    response = await s.rpc(lambda p: p.GetPreferredAllocation(request, timeout=s.timeout))
     if len(response.container_responses) != 1:
-        raise CheckFailedError(f"{len(response.container_responses)} container responses for 1 request")
+        raise CheckWarnedError(f"{len(response.container_responses)} container responses for 1 request: the kubelet "
+                               "reads the first only, and falls back to its own choice without one")
     got = list(response.container_responses[0].deviceIDs)
     if len(got) != size or not set(must) <= set(got) or not set(got) <= set(available) or len(set(got)) != len(got):
-        raise CheckFailedError(f"asked for {size} of {available} including {must}, got {got}")
+        raise CheckWarnedError(f"asked for {size} of {available} including {must}, got {got}: the kubelet keeps the "
+                               "available ones and chooses the rest itself")
     return f"{got}"
 
 
 async def _allocate(s: _Session) -> str:
     device = s.healthy_ids()[0]
     request = pb.AllocateRequest(container_requests=[pb.ContainerAllocateRequest(devices_ids=[device])])
-    first = await s.plugin.Allocate(request, timeout=s.timeout)
-    if len(first.container_responses) != 1:
-        raise CheckFailedError(f"{len(first.container_responses)} container responses for 1 request")
-    again = await s.plugin.Allocate(request, timeout=s.timeout)
-    if again != first:
-        raise CheckFailedError("a repeated Allocate answered differently (the kubelet re-calls it after restarts)")
+    # manager.go, allocateContainerResources: an error, or no container response, fails the container.
+    first = await s.rpc(lambda p: p.Allocate(request, timeout=s.timeout))
+    if not first.container_responses:
+        raise CheckFailedError("no container response: the kubelet fails the container "
+                               "(\"no containers return in allocation response\")")
     got = first.container_responses[0]
-    return f"{device}: {len(got.envs)} env, {len(got.devices)} device nodes, {len(got.mounts)} mounts"
+    summary = f"{device}: {len(got.envs)} env, {len(got.devices)} device nodes, {len(got.mounts)} mounts"
+    if len(first.container_responses) != 1:
+        raise CheckWarnedError(f"{summary}; {len(first.container_responses)} container responses for 1 request "
+                               "(the kubelet uses the first)")
+    again = await s.rpc(lambda p: p.Allocate(request, timeout=s.timeout))
+    if again != first:
+        # The kubelet checkpoints the first answer and does not ask again for a container it allocated
+        # (devicesToAllocate), so this harms no pod; an idempotent plugin is simply easier to trust.
+        raise CheckWarnedError(f"{summary}; a repeated Allocate answered differently")
+    return summary
 
 
 async def _allocate_unknown(s: _Session) -> str:
-    s.plugin  # noqa: B018 - skip when nothing registered
+    # The kubelet only ever sends IDs it holds as healthy for the resource (devicesToAllocate picks
+    # from m.healthyDevices) and fails the container on any error code alike: how a plugin answers an
+    # unknown ID harms no pod. INVALID_ARGUMENT naming the ID is what best practice asks.
     request = pb.AllocateRequest(container_requests=[pb.ContainerAllocateRequest(devices_ids=[UNKNOWN_ID])])
     try:
-        await s.plugin.Allocate(request, timeout=s.timeout)
+        await s.rpc(lambda p: p.Allocate(request, timeout=s.timeout))
     except grpc.aio.AioRpcError as exc:
         if exc.code() is not grpc.StatusCode.INVALID_ARGUMENT:
-            raise CheckFailedError(f"rejected, but with {_describe(exc)}; expected INVALID_ARGUMENT") from None
+            raise CheckWarnedError(f"rejected with {_describe(exc)}; INVALID_ARGUMENT is better (the kubelet "
+                                   "fails the container on any code alike)") from None
         if UNKNOWN_ID not in (exc.details() or ""):
-            raise CheckFailedError(f"rejected without naming the ID: {exc.details()}") from None
+            raise CheckWarnedError(f"rejected without naming the ID: {exc.details()}") from None
         return f"INVALID_ARGUMENT: {exc.details()}"
-    raise CheckFailedError(f"allocated the unknown device {UNKNOWN_ID!r}")
+    raise CheckWarnedError(f"allocated the unknown device {UNKNOWN_ID!r} (the kubelet never sends one, but a "
+                           "plugin that checks IDs catches a stale kubelet checkpoint)")
 
 
 async def _pre_start(s: _Session) -> str:
+    # manager.go, callPreStartContainerIfNeeded: called only when the options require it; an error
+    # fails the container.
     if not s.request.options.pre_start_required:
         raise StepSkippedError("the plugin does not require PreStartContainer")
     device = s.healthy_ids()[0]
-    await s.plugin.PreStartContainer(pb.PreStartContainerRequest(devices_ids=[device]), timeout=s.timeout)
+    await s.rpc(lambda p: p.PreStartContainer(pb.PreStartContainerRequest(devices_ids=[device]), timeout=s.timeout))
     return device
 
 
 async def _kubelet_restart(s: _Session) -> str:
-    before = s.request
+    # After a restart the resource has no capacity until its plugin registers again (manager.go,
+    # GetCapacity): the kubelet never dials a plugin by itself, plugins watch for kubelet.sock.
     if s.stub is None:
         raise StepSkippedError("no plugin registered")
+    await s.follow()
     if s.stream is not None:
         s.stream.cancel()
         s.stream = None
     served = await s.kubelet.restart()
-    deadline = served + s.timeout
-    while True:
-        try:
-            arrived, request = await s.kubelet.next_registration(max(deadline - time.monotonic(), 0.001))
-        except TimeoutError:
-            raise CheckFailedError(f"no re-registration within {s.timeout:g}s of kubelet.sock re-appearing") from None
-        if request.resource_name == before.resource_name:
-            break
+    got = await s.wait_registration(s.timeout)
+    if got is None:
+        raise CheckFailedError(f"no re-registration within {s.timeout:g}s of kubelet.sock re-appearing")
+    arrived, request = got
     await s.connect(request)
-    stream = s.plugin.ListAndWatch(pb.Empty())
     try:
-        response = await _read(stream, s.timeout)
-    finally:
-        stream.cancel()
+        response = await s.open_stream()
+        while response is None and (again := await s.wait_registration(s.timeout)) is not None:
+            await s.connect(again[1])
+            response = await s.open_stream()
+    except TimeoutError:
+        raise CheckFailedError(f"re-registered, but no device list within {s.timeout:g}s") from None
     if response is None:
         raise CheckFailedError("re-registered, but the new endpoint's ListAndWatch ended at once")
     return f"re-registered in {(arrived - served) * 1000:.1f} ms, {len(response.devices)} devices listed"
@@ -252,17 +365,23 @@ STEPS: list[tuple[str, Callable[[_Session], Awaitable[str]]]] = [
 ]
 
 
-async def run_checks(socket_dir: Path, *, timeout: float = 10.0, resource: str | None = None) -> Report:
-    """Play the kubelet in ``socket_dir`` and grade the first plugin that registers (or ``resource``)."""
+async def run_checks(
+    socket_dir: Path, *, timeout: float = 10.0, resource: str | None = None, kubelet_socket: Path | None = None,
+) -> Report:
+    """Play the kubelet and grade the first plugin that registers (or ``resource``). Endpoints are
+    resolved in ``socket_dir``; ``kubelet.sock`` is served there unless ``kubelet_socket`` says where."""
     if not socket_dir.is_dir():
         raise ConfigError(f"socket directory {socket_dir} does not exist",
-                               hint="pass --socket-dir with the directory the plugin uses")
+                          hint="pass --socket-dir with the directory the plugin uses")
+    if kubelet_socket is not None and not kubelet_socket.parent.is_dir():
+        raise ConfigError(f"directory {kubelet_socket.parent} of --kubelet-socket does not exist",
+                          hint="create it, or leave --kubelet-socket out to serve kubelet.sock in --socket-dir")
     report = Report()
-    async with KubeletStandIn(socket_dir) as kubelet:
+    async with KubeletStandIn(socket_dir, kubelet_socket) as kubelet:
         session = _Session(kubelet, timeout, resource)
         try:
             for name, check in STEPS:
-                step = await timed_step(name, check(session), _failure)
+                step = await timed_step(name, check(session), _failure, limit=DETAIL_LIMIT)
                 report.steps.append(step)
                 if name == "Register" and step.result is Result.FAIL:
                     break

@@ -141,15 +141,25 @@ def devices(config_path: Path, root: Path) -> None:
 
 
 @plugin.command()
-@_socket_dir_option("Where the plugin under test expects kubelet.sock. Stop the real kubelet first, or use a temp dir.")
-@click.option("--timeout", type=click.FloatRange(min=0.1), default=10.0, show_default=True,
+@_socket_dir_option("The device-plugin directory: where the plugin's endpoint lives and, unless --kubelet-socket "
+                    "says otherwise, where kubelet.sock is served. Stop the real kubelet first, or use a temp dir.")
+@click.option("--kubelet-socket", type=PathParam(path_type=Path, dir_okay=False), default=None,
+              help="Serve the kubelet's Registration here instead of <socket-dir>/kubelet.sock, for a plugin whose "
+              "own socket is fixed (NVIDIA's: --kubelet-socket PATH on both, --socket-dir "
+              "/var/lib/kubelet/device-plugins). A kubelet restart clears the sockets of this file's directory.")
+@click.option("--timeout", type=click.FloatRange(min=0.1, max=3600), default=10.0, show_default=True,
               help="Seconds to wait for each registration and answer.")
 @click.option("--resource", default=None, help="Check this resource's plugin (default: the first to register).")
-def check(socket_dir: Path, timeout: float, resource: str | None) -> None:
-    """Play the kubelet against any device plugin and grade it (exit 1 on any failure)."""
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+def check(socket_dir: Path, kubelet_socket: Path | None, timeout: float, resource: str | None, as_json: bool) -> None:
+    """Play the kubelet against any device plugin and grade it (exit 1 on any FAIL; WARN exits 0)."""
     import asyncio
+    import json
 
     from kubeaccel.plugin.checker import run_checks
 
-    report = asyncio.run(run_checks(socket_dir, timeout=timeout, resource=resource))
-    echo_verdict(report, title=f"Device plugin check: {report.resource or '?'}", subject="the plugin")
+    report = asyncio.run(run_checks(socket_dir, timeout=timeout, resource=resource, kubelet_socket=kubelet_socket))
+    if as_json:
+        click.echo(json.dumps(report.as_dict(), indent=1))
+    echo_verdict(report, title=f"Device plugin check: {report.resource or '?'}", subject="the plugin",
+                 table=not as_json)
