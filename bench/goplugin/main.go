@@ -2,8 +2,12 @@
 // the way production Go plugins are (the kubelet's own v1beta1 stubs from k8s.io/kubelet, one
 // grpc-go server, fsnotify for kubelet restarts and the health file), serving simulated devices.
 //
-//	goplugin SOCKET_DIR RESOURCE COUNT REPLICAS STATE_FILE
+//	goplugin [-errors plain|status] [-kubelet-socket PATH] SOCKET_DIR RESOURCE COUNT REPLICAS STATE_FILE
 //
+// -errors plain (the default) answers a bad Allocate with a plain Go error, which gRPC sends as
+// UNKNOWN, as most Go plugins do (squat's generic-device-plugin, NVIDIA's); -errors status answers
+// INVALID_ARGUMENT. -kubelet-socket puts kubelet.sock elsewhere than SOCKET_DIR (default
+// SOCKET_DIR/kubelet.sock), as NVIDIA's --kubelet-socket does while its own socket stays fixed.
 // Devices are sim-0 … sim-(COUNT-1) on two NUMA nodes (first half on 0); with REPLICAS > 1 each is
 // advertised as sim-N::R. STATE_FILE is the JSON map of ID to "Healthy"/"Unhealthy"/"Absent" that
 // kubeaccel's simulated backend reads; it is re-read when fsnotify reports a write or rename.
@@ -13,6 +17,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"flag"
 	"fmt"
 	"net"
 	"os"
@@ -27,7 +32,9 @@ import (
 
 	"github.com/fsnotify/fsnotify"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
 	pluginapi "k8s.io/kubelet/pkg/apis/deviceplugin/v1beta1"
 )
 
@@ -35,6 +42,7 @@ type plugin struct {
 	pluginapi.UnimplementedDevicePluginServer
 	count, replicas int
 	stateFile       string
+	statusErrors    bool // INVALID_ARGUMENT instead of a plain error (UNKNOWN)
 
 	mu      sync.Mutex
 	devices []*pluginapi.Device
@@ -132,6 +140,9 @@ func (p *plugin) Allocate(_ context.Context, req *pluginapi.AllocateRequest) (*p
 		for _, id := range c.DevicesIds {
 			i, ok := index[id]
 			if !ok {
+				if p.statusErrors {
+					return nil, status.Errorf(codes.InvalidArgument, "unknown device %q", id)
+				}
 				return nil, fmt.Errorf("unknown device %q", id)
 			}
 			if !seen[i] {
@@ -162,8 +173,8 @@ func serve(p *plugin, socket string) (*grpc.Server, error) {
 	return srv, nil
 }
 
-func register(dir, endpoint, resource string) error {
-	conn, err := grpc.NewClient("unix://"+filepath.Join(dir, filepath.Base(pluginapi.KubeletSocket)),
+func register(kubeletSocket, endpoint, resource string) error {
+	conn, err := grpc.NewClient("unix://"+kubeletSocket,
 		grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		return err
@@ -179,16 +190,25 @@ func register(dir, endpoint, resource string) error {
 }
 
 func main() {
-	if len(os.Args) != 6 {
-		fmt.Fprintln(os.Stderr, "usage: goplugin SOCKET_DIR RESOURCE COUNT REPLICAS STATE_FILE")
+	errorsFlag := flag.String("errors", "plain", "how a bad Allocate is answered: plain (UNKNOWN) or status (INVALID_ARGUMENT)")
+	kubeletFlag := flag.String("kubelet-socket", "", "the kubelet's socket (default SOCKET_DIR/kubelet.sock)")
+	flag.Parse()
+	args := flag.Args()
+	if len(args) != 5 || (*errorsFlag != "plain" && *errorsFlag != "status") {
+		fmt.Fprintln(os.Stderr, "usage: goplugin [-errors plain|status] [-kubelet-socket PATH] SOCKET_DIR RESOURCE COUNT REPLICAS STATE_FILE")
 		os.Exit(2)
 	}
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
-	dir, resource, stateFile := os.Args[1], os.Args[2], os.Args[5]
-	count, _ := strconv.Atoi(os.Args[3])
-	replicas, _ := strconv.Atoi(os.Args[4])
-	p := &plugin{count: count, replicas: replicas, stateFile: stateFile, changed: make(chan struct{})}
+	dir, resource, stateFile := args[0], args[1], args[4]
+	count, _ := strconv.Atoi(args[2])
+	replicas, _ := strconv.Atoi(args[3])
+	kubeletSocket := *kubeletFlag
+	if kubeletSocket == "" {
+		kubeletSocket = filepath.Join(dir, filepath.Base(pluginapi.KubeletSocket))
+	}
+	p := &plugin{count: count, replicas: replicas, stateFile: stateFile, statusErrors: *errorsFlag == "status",
+		changed: make(chan struct{})}
 	p.load()
 
 	watcher, err := fsnotify.NewWatcher()
@@ -196,7 +216,7 @@ func main() {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
-	_ = watcher.Add(dir)
+	_ = watcher.Add(filepath.Dir(kubeletSocket))
 	_ = watcher.Add(filepath.Dir(stateFile))
 
 	endpoint := "goplugin.sock"
@@ -207,7 +227,7 @@ func main() {
 			fmt.Fprintln(os.Stderr, err)
 			os.Exit(1)
 		}
-		if err := register(dir, endpoint, resource); err != nil {
+		if err := register(kubeletSocket, endpoint, resource); err != nil {
 			fmt.Fprintln(os.Stderr, "register:", err)
 		}
 		return srv
@@ -217,7 +237,7 @@ func main() {
 		select {
 		case ev := <-watcher.Events:
 			switch {
-			case ev.Name == filepath.Join(dir, filepath.Base(pluginapi.KubeletSocket)) && ev.Op&fsnotify.Create != 0:
+			case ev.Name == kubeletSocket && ev.Op&fsnotify.Create != 0:
 				srv.Stop()
 				srv = start()
 			case ev.Name == stateFile && ev.Op&(fsnotify.Write|fsnotify.Create|fsnotify.Remove|fsnotify.Rename) != 0:

@@ -66,6 +66,12 @@ class _Session:
         self.replaced = 0  # later registrations followed
 
     @property
+    def options(self) -> pb.DevicePluginOptions:
+        """What the kubelet acts on: GetDevicePluginOptions's answer during Register (manager.go,
+        PluginConnected keeps it as endpointInfo.opts), not the options inside the RegisterRequest."""
+        return self.kubelet.options.get(self.request.endpoint, self.request.options)
+
+    @property
     def plugin(self) -> pb_grpc.DevicePluginAsyncStub:
         if self.stub is None:
             raise StepSkippedError("no plugin registered")
@@ -256,7 +262,7 @@ async def _stream_stays_open(s: _Session) -> str:
 
 
 async def _preferred(s: _Session) -> str:
-    if not s.request.options.get_preferred_allocation_available:
+    if not s.options.get_preferred_allocation_available:
         raise StepSkippedError("the plugin does not offer GetPreferredAllocation")
     available = s.healthy_ids()
     size = min(2, len(available))
@@ -318,7 +324,7 @@ async def _allocate_unknown(s: _Session) -> str:
 async def _pre_start(s: _Session) -> str:
     # manager.go, callPreStartContainerIfNeeded: called only when the options require it; an error
     # fails the container.
-    if not s.request.options.pre_start_required:
+    if not s.options.pre_start_required:
         raise StepSkippedError("the plugin does not require PreStartContainer")
     device = s.healthy_ids()[0]
     await s.rpc(lambda p: p.PreStartContainer(pb.PreStartContainerRequest(devices_ids=[device]), timeout=s.timeout))
@@ -381,7 +387,10 @@ async def run_checks(
         session = _Session(kubelet, timeout, resource)
         try:
             for name, check in STEPS:
+                replaced = session.replaced
                 step = await timed_step(name, check(session), _failure, limit=DETAIL_LIMIT)
+                if session.replaced > replaced and name != "kubelet restart: re-register":
+                    step.detail += f" (on the endpoint of a later registration: {session.replaced - replaced} followed)"
                 report.steps.append(step)
                 if name == "Register" and step.result is Result.FAIL:
                     break

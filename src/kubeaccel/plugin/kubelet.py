@@ -39,6 +39,10 @@ from kubeaccel.plugin.server import API_VERSION, KUBELET_SOCKET
 
 DIAL_TIMEOUT_S = 10.0  # client.go, dial: context.WithTimeout(ctx, 10*time.Second) with grpc.WithBlock()
 _DIAL_RETRY_S = 0.05
+# Each channel its own connections, as each grpc-go ClientConn of the kubelet has: grpc's shared
+# subchannel pool would hand a new channel the backoff state (and stale "No such file") of an earlier
+# channel to the same path, after a plugin restarted its server there.
+CHANNEL_OPTIONS = [("grpc.use_local_subchannel_pool", 1)]
 
 
 class _Registration(pb_grpc.RegistrationServicer):
@@ -55,9 +59,9 @@ class _Registration(pb_grpc.RegistrationServicer):
             problem = await _dial(endpoint, DIAL_TIMEOUT_S)
         if problem is None:
             try:
-                async with grpc.aio.insecure_channel(f"unix://{endpoint}") as channel:
+                async with grpc.aio.insecure_channel(f"unix://{endpoint}", options=CHANNEL_OPTIONS) as channel:
                     options = await pb_grpc.DevicePluginStub(channel).GetDevicePluginOptions(
-                        pb.Empty(), timeout=DIAL_TIMEOUT_S)
+                        pb.Empty(), timeout=DIAL_TIMEOUT_S, wait_for_ready=True)  # the blocking dial
             except grpc.aio.AioRpcError as exc:
                 problem = f"failed to get device plugin options: {exc.code().name}: {exc.details()}"
             else:
@@ -143,7 +147,7 @@ class KubeletStandIn:
         return await asyncio.wait_for(self.received.get(), timeout)
 
     def plugin_channel(self, endpoint: str) -> grpc.aio.Channel:
-        return grpc.aio.insecure_channel(f"unix://{self.endpoint_path(endpoint)}")
+        return grpc.aio.insecure_channel(f"unix://{self.endpoint_path(endpoint)}", options=CHANNEL_OPTIONS)
 
     async def __aenter__(self) -> KubeletStandIn:
         await self.start()
