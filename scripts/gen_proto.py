@@ -5,7 +5,7 @@
     .venv/bin/python scripts/gen_proto.py --out DIR  # write elsewhere (DIR/plugin, DIR/dra)
 
 Two sets: the Device Plugin API (plugin/proto/api.proto -> plugin/_generated) and the DRA APIs
-(dra/proto/*.proto: plugin registration, DRA v1 and v1beta1, DRA health v1 -> dra/_generated).
+(dra/proto/*.proto: plugin registration, DRA v1 and v1beta1, DRA health v1 and v1alpha1 -> dra/_generated).
 Each .proto is staged at ``kubeaccel/<half>/_generated/<name>.proto`` inside a temp include root,
 so protoc writes ``from kubeaccel.<half>._generated import <name>_pb2`` into the gRPC module: the
 imports are right by construction, nothing is edited after generation. Types come from
@@ -49,7 +49,7 @@ class ProtoSet:
 
 
 PLUGIN = ProtoSet("plugin", ("api", "podresources"))
-DRA = ProtoSet("dra", ("pluginregistration", "dra_v1", "dra_v1beta1", "health_v1"))
+DRA = ProtoSet("dra", ("pluginregistration", "dra_v1", "dra_v1beta1", "health_v1", "health_v1alpha1"))
 SETS = (PLUGIN, DRA)
 
 

@@ -11,7 +11,15 @@ import importlib.util
 import sys
 from pathlib import Path
 
-from kubeaccel.dra._generated import dra_v1_pb2, dra_v1beta1_pb2, health_v1_pb2, pluginregistration_pb2
+import pytest
+
+from kubeaccel.dra._generated import (
+    dra_v1_pb2,
+    dra_v1beta1_pb2,
+    health_v1_pb2,
+    health_v1alpha1_pb2,
+    pluginregistration_pb2,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 COMMITTED = ROOT / "src/kubeaccel/dra/_generated"
@@ -29,7 +37,7 @@ def _load_generator():  # scripts/ is not a package; load the generator as the C
 def test_committed_stubs_are_not_stale(tmp_path: Path) -> None:
     gen = _load_generator()
     written = gen.generate(tmp_path, gen.DRA)
-    assert len(written) == 4 * 4 + 1
+    assert len(written) == 5 * 4 + 1
     for fresh in written:
         committed = COMMITTED / fresh.name
         assert committed.exists(), f"{fresh.name} is not committed: run scripts/gen_proto.py"
@@ -80,17 +88,20 @@ def test_registration_matches_the_kubelet() -> None:
         "pluginregistration.Registration.GetInfo", "pluginregistration.Registration.NotifyRegistrationStatus"]
 
 
-def test_health_matches_the_kubelet() -> None:
-    d = health_v1_pb2.DESCRIPTOR
+@pytest.mark.parametrize(("module", "version"), [(health_v1_pb2, "v1"), (health_v1alpha1_pb2, "v1alpha1")])
+def test_health_matches_the_kubelet(module, version: str) -> None:
+    # k8s.io/kubelet v0.37.2 pkg/apis/dra-health/{v1,v1alpha1}/api.proto: the same messages, two packages;
+    # the kubelet negotiates either (pkg/kubelet/cm/dra/plugin/dra_plugin.go, the supported health services).
+    d = module.DESCRIPTOR
     service = d.services_by_name["DRAResourceHealth"]
-    assert service.full_name == "v1.DRAResourceHealth"  # the kubelet's drahealthv1.DRAResourceHealthService
+    assert service.full_name == f"{version}.DRAResourceHealth"
     (method,) = service.methods
     assert (method.name, method.server_streaming) == ("NodeWatchResources", True)
-    assert dict(health_v1_pb2.HealthStatus.items()) == {"UNKNOWN": 0, "HEALTHY": 1, "UNHEALTHY": 2}
-    assert _fields(health_v1_pb2, "DeviceIdentifier") == {"pool_name": 1, "device_name": 2}
-    assert _fields(health_v1_pb2, "DeviceHealth") == {
+    assert dict(module.HealthStatus.items()) == {"UNKNOWN": 0, "HEALTHY": 1, "UNHEALTHY": 2}
+    assert _fields(module, "DeviceIdentifier") == {"pool_name": 1, "device_name": 2}
+    assert _fields(module, "DeviceHealth") == {
         "device": 1, "health": 2, "last_updated_time": 3, "health_check_timeout_seconds": 4, "message": 5}
-    assert _fields(health_v1_pb2, "NodeWatchResourcesResponse") == {"devices": 1}
+    assert _fields(module, "NodeWatchResourcesResponse") == {"devices": 1}
 
 
 def test_service_names_are_the_ones_the_kubelet_negotiates() -> None:
