@@ -407,5 +407,5 @@ def test_a_missing_go_reference_fails_naming_the_step(monkeypatch: pytest.Monkey
     import fixtures.goref as goref
 
     monkeypatch.setattr(goref, "CACHE", tmp_path)
-    with pytest.raises(pytest.fail.Exception, match="35-go-references.sh"):
+    with pytest.raises(pytest.fail.Exception, match=r"35-go-references\.sh"):
         goref.go_binary("bench/goplugin", "goplugin")

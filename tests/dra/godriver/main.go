@@ -3,16 +3,20 @@
 // at the cluster's version, so `kubeaccel dra check` is graded against the helper's real behaviour:
 //
 //   - the helper registers and serves; it never re-creates its registration socket once deleted;
+//
 //   - ResourceSlices are published through the helper's controller, asynchronously, here after
 //     -publish-delay (the controller may take a while after registration);
+//
 //   - the helper fetches every claim of a NodePrepareResources call first and fails the whole call
 //     when one cannot be read (an unknown claim is not a per-claim error);
+//
 //   - a driver-wide CDI spec is written once at start (device "common", as dra-example-driver does)
 //     and named in every claim's CDI IDs; each claim gets its own spec, removed on unprepare;
+//
 //   - health is served as the helper serves it (v1 and v1alpha1 by default; -health chooses).
 //
-//	godriver -driver NAME -node NODE -kubeconfig FILE -registry-dir DIR -plugin-dir DIR -cdi-dir DIR
-//	         [-devices N] [-publish-delay D] [-health both|v1|v1alpha1|off|unsupported]
+//     godriver -driver NAME -node NODE -kubeconfig FILE -registry-dir DIR -plugin-dir DIR -cdi-dir DIR
+//     [-devices N] [-publish-delay D] [-health both|v1|v1alpha1|off|unsupported]
 package main
 
 import (
