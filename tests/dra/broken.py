@@ -1,8 +1,9 @@
 """A deliberately broken DRA driver for the checker's tests, built on the same generated stubs.
 
-It registers correctly but prepares badly: malformed CDI IDs, a second prepare of the same claim
-fails ("already prepared"), an unknown claim fails the whole call, and its registration socket is
-never re-created once deleted. The checker must fail exactly those steps.
+It registers correctly but prepares badly: malformed CDI IDs (FAIL: the runtime cannot start the
+container), a second prepare of the same claim fails ("already prepared"), an unknown claim fails the
+whole call (WARN: legal, the kubelet never sends one), and its registration socket is never
+re-created once deleted (fine: the kubelet never deletes it).
 """
 
 from __future__ import annotations

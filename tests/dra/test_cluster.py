@@ -237,9 +237,12 @@ def test_checker_fails_a_broken_driver(cluster: LocalCluster) -> None:
     assert results["GetInfo"] == Result.PASS
     assert results["claim created and allocated"] == Result.PASS
     assert results["NodePrepareResources"] == Result.FAIL  # malformed CDI IDs
-    assert results["unknown claim"] == Result.FAIL  # failed the whole call
+    # A whole-call error for a claim that does not exist is legal (the kubelet never sends one): WARN.
+    assert results["unknown claim"] == Result.WARN
     assert results["health stream"] == Result.SKIP
-    assert results["kubelet restart: re-register"] == Result.FAIL  # socket never re-created
+    # The kubelet re-dials the registration socket it finds; it never deletes one, so a driver that
+    # never re-creates its socket is found again.
+    assert results["kubelet restart: re-register"] == Result.PASS
     detail = {s.name: s.detail for s in report.steps}
     assert "malformed CDI device IDs" in detail["NodePrepareResources"]
 

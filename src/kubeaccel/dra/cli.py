@@ -156,13 +156,13 @@ def device_classes(config_path: Path, driver: str, extended_resource: bool) -> N
               help="Kubeconfig of the cluster the driver publishes to (default: KUBECONFIG).")
 @click.option("--cdi-dir", type=_dir, default=None, help="Also check that CDI specs appear and go here.")
 @click.option("--timeout", type=click.FloatRange(min=0.1), default=10.0, show_default=True,
-              help="Seconds to wait for each answer.")
+              help="Seconds to wait for each answer, for the registration socket and for ResourceSlices.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def check(  # noqa: PLR0917
     registry_dir: Path, driver: str | None, node_name: str | None, namespace: str, kubeconfig: Path | None,
     cdi_dir: Path | None, timeout: float, as_json: bool,
 ) -> None:
-    """Play the kubelet against any DRA driver and grade it (exit 1 on any failure)."""
+    """Play the kubelet against any DRA driver and grade it (exit 1 on any FAIL; WARN exits 0)."""
     from kubeaccel.dra.checker import run_checks
 
     report = asyncio.run(run_checks(registry_dir, driver=driver, node=node_name or _default_node(),
