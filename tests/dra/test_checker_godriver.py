@@ -25,14 +25,17 @@ import signal
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
+from click.testing import CliRunner
 from fixtures.cluster import LocalCluster
 from fixtures.goref import go_binary
 
+from kubeaccel.cli import cli
 from kubeaccel.conformance import Result
 from kubeaccel.dra.checker import Report, run_checks
 
@@ -70,7 +73,7 @@ def _table(report: Report) -> str:
     return "\n".join(f"{s.name}: {s.result} {s.detail}" for s in report.steps)
 
 
-def _check(cluster: LocalCluster, base: Path, ns: str) -> asyncio.Future[Report] | object:
+def _check(cluster: LocalCluster, base: Path, ns: str) -> Coroutine[Any, Any, Report]:
     return run_checks(base / "registry", node=cluster.nodes[0], namespace=ns, kubeconfig=cluster.kubeconfig,
                       cdi_dir=base / "cdi", timeout=15)
 
@@ -93,7 +96,7 @@ def test_helper_driver_started_after_the_checker(cluster: LocalCluster) -> None:
     base, ns = _base(), cluster.create_namespace("gdr")
 
     async def scenario() -> Report:
-        checking = asyncio.ensure_future(_check(cluster, base, ns))  # type: ignore[arg-type]
+        checking = asyncio.ensure_future(_check(cluster, base, ns))
         await asyncio.sleep(1.0)  # the checker waits for a socket that is not there yet
         with _godriver(cluster, base, "-publish-delay", "2s", "-health", "v1alpha1"):
             return await checking
@@ -120,7 +123,7 @@ def test_helper_driver_started_before_the_checker(cluster: LocalCluster) -> None
     try:
         with _godriver(cluster, base, "-health", "v1") as proc:
             _wait_for_socket(base, proc)
-            report = asyncio.run(_check(cluster, base, ns))  # type: ignore[arg-type]
+            report = asyncio.run(_check(cluster, base, ns))
             assert proc.poll() is None  # still serving after the checker's kubelet restart
     finally:
         shutil.rmtree(base, ignore_errors=True)
@@ -132,9 +135,26 @@ def test_helper_driver_without_health_support_skips_the_health_step(cluster: Loc
     try:
         with _godriver(cluster, base, "-health", "unsupported") as proc:
             _wait_for_socket(base, proc)
-            report = asyncio.run(_check(cluster, base, ns))  # type: ignore[arg-type]
+            report = asyncio.run(_check(cluster, base, ns))
     finally:
         shutil.rmtree(base, ignore_errors=True)
     health = next(s for s in report.steps if s.name == "health stream")
     assert report.passed, _table(report)
     assert health.result is Result.SKIP and "UNIMPLEMENTED" in health.detail, _table(report)
+
+
+def test_dra_check_json_carries_the_warning_and_exits_zero(cluster: LocalCluster) -> None:
+    base, ns = _base(), cluster.create_namespace("gdr")
+    try:
+        with _godriver(cluster, base) as proc:
+            _wait_for_socket(base, proc)
+            result = CliRunner().invoke(cli, [
+                "dra", "check", "--registry-dir", str(base / "registry"), "--node-name", cluster.nodes[0],
+                "--namespace", ns, "--kubeconfig", str(cluster.kubeconfig), "--cdi-dir", str(base / "cdi"),
+                "--timeout", "15", "--json"])
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.output)
+    assert data["passed"] is True and data["failed"] == [] and data["warned"] == ["unknown claim"], data
+    assert data["driver"] == GO_DRIVER
