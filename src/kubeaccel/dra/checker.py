@@ -60,12 +60,13 @@ class Report(Graded):
 
 
 async def _find_socket(s: Session) -> str:
-    # plugin_watcher.go: every socket in the registry directory is a candidate; the operation
+    # plugin_watcher.go (traversePluginDir, handleCreateEvent): every unix socket under the registry
+    # directory, subdirectories included, whatever its name unless it starts with "."; the operation
     # generator (GenerateRegisterPluginFunc) calls GetInfo on it. A driver that starts after the
     # kubelet is found when its socket appears: waited for within the timeout.
     deadline = time.monotonic() + s.timeout
     while True:
-        candidates = sorted(p for p in s.registry_dir.glob("*.sock") if p.is_socket())
+        candidates = sorted(p for p in s.registry_dir.rglob("*") if not p.name.startswith(".") and p.is_socket())
         for path in candidates:
             s.socket = path
             try:
