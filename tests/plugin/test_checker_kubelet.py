@@ -409,3 +409,24 @@ def test_a_missing_go_reference_fails_naming_the_step(monkeypatch: pytest.Monkey
     monkeypatch.setattr(goref, "CACHE", tmp_path)
     with pytest.raises(pytest.fail.Exception, match=r"35-go-references\.sh"):
         goref.go_binary("bench/goplugin", "goplugin")
+
+
+def test_our_daemon_started_after_the_checker_passes_with_no_warning(tmp_path: Path) -> None:
+    from fixtures.plugin import write_sim_config
+
+    from kubeaccel.devices.config import load_config
+    from kubeaccel.plugin.daemon import BackgroundDaemon, Daemon
+
+    socket_dir = short_socket_dir()
+    config = write_sim_config(tmp_path / "c.yaml", tmp_path / "state.json", tmp_path / "dev")
+
+    async def scenario() -> Report:
+        checking = asyncio.ensure_future(run_checks(socket_dir, timeout=10))
+        await asyncio.sleep(0.3)  # kubelet.sock is there before the daemon starts
+        with BackgroundDaemon(Daemon(lambda: load_config(config), socket_dir)):
+            return await checking
+
+    report = asyncio.run(scenario())
+    shutil.rmtree(socket_dir, ignore_errors=True)
+    assert report.passed, _table(report)
+    assert {s.result for s in report.steps} <= {Result.PASS, Result.SKIP}, _table(report)
