@@ -147,6 +147,26 @@ class _Session:
         self.stream = self.plugin.ListAndWatch(pb.Empty())
         return await _read(self.stream, self.timeout)
 
+    async def first_list(self) -> pb.ListAndWatchResponse | None:
+        """The first list of a new stream; when the stream ends or fails before one and the plugin
+        registers again (it restarted), the new endpoint's, as the kubelet would read it. None: ended
+        with no new registration; a failure with none is raised."""
+        while True:
+            failure: grpc.aio.AioRpcError | None = None
+            try:
+                response = await self.open_stream()
+            except grpc.aio.AioRpcError as exc:
+                response, failure = None, exc
+            if response is not None:
+                return response
+            again = await self.wait_registration(self.timeout)
+            if again is None:
+                if failure is not None:
+                    raise failure
+                return None
+            await self.connect(again[1])
+            self.replaced += 1
+
     async def close(self) -> None:
         if self.stream is not None:
             self.stream.cancel()
@@ -199,11 +219,7 @@ async def _first_list(s: _Session) -> str:
     # client.go, Run: the kubelet reads ListAndWatch for as long as the plugin lives; until the first
     # list arrives the resource has no devices (manager.go, genericDeviceUpdateCallback).
     try:
-        response = await s.open_stream()
-        while response is None and (again := await s.wait_registration(s.timeout)) is not None:
-            await s.connect(again[1])  # ended because the plugin restarted: the kubelet reads the new one
-            s.replaced += 1
-            response = await s.open_stream()
+        response = await s.first_list()
     except TimeoutError:
         raise CheckFailedError(f"no device list within {s.timeout:g}s: the first list must be sent at once") from None
     if response is None:
@@ -251,7 +267,7 @@ async def _stream_stays_open(s: _Session) -> str:
         await s.connect(again[1])
         s.replaced += 1
         replaced += 1
-        first = await s.open_stream()
+        first = await s.first_list()
         if first is None:
             raise CheckFailedError("the re-registered endpoint's stream ended at once")
         s.devices = list(first.devices)
@@ -347,10 +363,7 @@ async def _kubelet_restart(s: _Session) -> str:
     arrived, request = got
     await s.connect(request)
     try:
-        response = await s.open_stream()
-        while response is None and (again := await s.wait_registration(s.timeout)) is not None:
-            await s.connect(again[1])
-            response = await s.open_stream()
+        response = await s.first_list()
     except TimeoutError:
         raise CheckFailedError(f"re-registered, but no device list within {s.timeout:g}s") from None
     if response is None:
