@@ -430,3 +430,43 @@ def test_our_daemon_started_after_the_checker_passes_with_no_warning(tmp_path: P
     shutil.rmtree(socket_dir, ignore_errors=True)
     assert report.passed, _table(report)
     assert {s.result for s in report.steps} <= {Result.PASS, Result.SKIP}, _table(report)
+
+
+class _Flapping(_Weaker):
+    """Ends every ListAndWatch after one list and registers again: the kubelet marks its devices
+    unhealthy each time (PluginDisconnected), so following it forever would hide a broken plugin."""
+
+    def __init__(self, socket_dir: Path) -> None:
+        self.socket_dir = socket_dir
+        self.tasks: set[asyncio.Task[None]] = set()
+
+    async def _register(self) -> None:
+        await asyncio.sleep(0.05)
+        async with grpc.aio.insecure_channel(f"unix://{self.socket_dir}/kubelet.sock") as channel:
+            with contextlib.suppress(grpc.aio.AioRpcError):
+                await pb_grpc.RegistrationStub(channel).Register(pb.RegisterRequest(
+                    version="v1beta1", endpoint="p.sock", resource_name="example.com/p"), timeout=5)
+
+    async def ListAndWatch(self, request, context) -> AsyncIterator[pb.ListAndWatchResponse]:  # type: ignore[no-untyped-def]
+        yield pb.ListAndWatchResponse(devices=[pb.Device(ID="d-0", health="Healthy")])
+        task = asyncio.get_running_loop().create_task(self._register())
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+
+def test_a_plugin_that_keeps_restarting_fails_the_stream_step() -> None:
+    socket_dir = short_socket_dir()
+
+    async def scenario() -> Report:
+        plugin = asyncio.create_task(_serve(socket_dir, _Flapping(socket_dir)))
+        try:
+            return await run_checks(socket_dir, timeout=3)
+        finally:
+            plugin.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await plugin
+
+    report = asyncio.run(scenario())
+    shutil.rmtree(socket_dir, ignore_errors=True)
+    stays = next(s for s in report.steps if s.name == "ListAndWatch: stays open")
+    assert stays.result is Result.FAIL and "keeps restarting" in stays.detail, _table(report)

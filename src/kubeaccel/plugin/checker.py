@@ -40,6 +40,7 @@ from kubeaccel.plugin.kubelet import KubeletStandIn
 
 UNKNOWN_ID = "kubeaccel-check-no-such-device"
 QUIET_PERIOD_S = 0.5  # how long ListAndWatch must stay open with no end
+MAX_FOLLOWS = 5  # re-registrations followed within one step: a plugin that restarts forever fails
 DETAIL_LIMIT = 600  # a detail may quote a plugin's error text, of any length
 T = TypeVar("T")
 
@@ -151,7 +152,7 @@ class _Session:
         """The first list of a new stream; when the stream ends or fails before one and the plugin
         registers again (it restarted), the new endpoint's, as the kubelet would read it. None: ended
         with no new registration; a failure with none is raised."""
-        while True:
+        for _ in range(MAX_FOLLOWS + 1):
             failure: grpc.aio.AioRpcError | None = None
             try:
                 response = await self.open_stream()
@@ -166,6 +167,8 @@ class _Session:
                 return None
             await self.connect(again[1])
             self.replaced += 1
+        raise CheckFailedError(f"the stream ended {MAX_FOLLOWS + 1} times, each followed by a new registration: "
+                               "the plugin keeps restarting")
 
     async def close(self) -> None:
         if self.stream is not None:
@@ -267,6 +270,9 @@ async def _stream_stays_open(s: _Session) -> str:
         await s.connect(again[1])
         s.replaced += 1
         replaced += 1
+        if replaced > MAX_FOLLOWS:
+            raise CheckFailedError(f"the stream ended {replaced} times, each followed by a new registration: the "
+                                   "plugin keeps restarting, and the kubelet marks its devices unhealthy each time")
         first = await s.first_list()
         if first is None:
             raise CheckFailedError("the re-registered endpoint's stream ended at once")
