@@ -313,7 +313,7 @@ class Manager:
         entries = list(self.entries.values())
         self.entries.clear()
         for entry in entries:
-            entry.plugin.backend.close()  # wake every watch thread first, so no join waits
+            entry.plugin.stop_watching()  # wake every watch thread first, so no join waits
         for entry in entries:
             await self._stop_entry(entry)
 

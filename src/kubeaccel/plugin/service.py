@@ -282,9 +282,17 @@ class ResourcePlugin(pb_grpc.DevicePluginServicer):
         self.metrics.set_devices(self.resource_name, snapshot)
         log.info("%s: %d devices, %d healthy", self.resource_name, len(snapshot), len(snapshot.healthy()))
 
-    def close(self, *, remove_cdi: bool = True) -> None:
+    def stop_watching(self) -> None:
+        """End the watch thread: stop first, then close the backend to wake it.
+
+        In that order: a closed backend's ``wait_for_change`` returns at once, and a watch thread
+        not yet told to stop would rescan in a tight loop until it is.
+        """
         self._stop.set()
         self.backend.close()
+
+    def close(self, *, remove_cdi: bool = True) -> None:
+        self.stop_watching()
         if self._thread is not None:
             self._thread.join(timeout=0.5)  # the backend's close wakes it; never hold up shutdown
         if remove_cdi and self.cdi_dir is not None and self._cdi_written is not None:

@@ -81,6 +81,8 @@ class NvidiaBackend:
         self._failed_at: dict[str, float] = {}
         self._changed = threading.Event()
         self._closed = threading.Event()
+        # Which control nodes exist is looked up once per scan, not on every Allocate (pod start path).
+        self._control_nodes = self._find_control_nodes()
         self.silent = nvml.watch([g.uuid for g in self._gpus]) if self._gpus else []
         self._thread = threading.Thread(target=self._watch, name=f"nvml-health {resource_name}", daemon=True)
         self._thread.start()
@@ -92,6 +94,7 @@ class NvidiaBackend:
     def scan(self) -> Devices:
         with self._lock:
             failed = set(self._failed_at)
+        self._control_nodes = self._find_control_nodes()  # nvidia-uvm appears when its module loads
         return Devices(self._device(g, g.uuid not in failed) for g in self._gpus)
 
     def _device(self, gpu: Gpu, healthy: bool) -> Device:
@@ -106,13 +109,17 @@ class NvidiaBackend:
             attributes=(("uuid", gpu.uuid), ("name", gpu.name), ("pci", gpu.pci_bus_id)),
         )
 
-    def container_allocation(self, devices: Sequence[Device]) -> ContainerAllocation:
-        ordered = sorted(devices, key=lambda d: sort_key(d.index))
-        nodes = [n for d in ordered for n in d.nodes]
+    def _find_control_nodes(self) -> tuple[DeviceNode, ...]:
+        found = []
         for control in CONTROL_NODES:
             host = under_root(self._root, control)
             if os.path.exists(host):
-                nodes.append(DeviceNode(str(host), control))
+                found.append(DeviceNode(str(host), control))
+        return tuple(found)
+
+    def container_allocation(self, devices: Sequence[Device]) -> ContainerAllocation:
+        ordered = sorted(devices, key=lambda d: sort_key(d.index)) if len(devices) > 1 else devices
+        nodes = [*(n for d in ordered for n in d.nodes), *self._control_nodes]
         names = [d.id if self._config.visible_devices == "uuid" else d.index for d in ordered]
         return ContainerAllocation(
             envs={"NVIDIA_VISIBLE_DEVICES": ",".join(names)} if names else {},
@@ -127,6 +134,8 @@ class NvidiaBackend:
         return False
 
     def close(self) -> None:
+        if self._closed.is_set():
+            return  # idempotent: NVML is shut down once
         self._closed.set()
         self._changed.set()
         self._thread.join(timeout=5)
