@@ -85,7 +85,7 @@ def test_resource_slice_taints_unhealthy_devices_or_leaves_them_out() -> None:
     assert by_name["sim-1"]["taints"] == [{"key": HEALTH_TAINT_KEY, "value": "Unhealthy", "effect": "NoSchedule"}]
     assert by_name["sim-1"]["attributes"] == {
         "id": {"string": "sim-1"}, "index": {"int": 1}, "model": {"string": "VE3"}, "numaNode": {"int": 1},
-        "resource": {"string": SIM}}
+        "resource": {"string": SIM}, "resource.kubernetes.io/numaNode": {"int": 1}}
     untainted = resource_slice(NODE, DRIVER, pool, 8, taints=False)
     assert [d["name"] for d in untainted["spec"]["devices"]] == ["sim-0"]
 

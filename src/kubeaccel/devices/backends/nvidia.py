@@ -23,18 +23,49 @@ changing them). MIG instances are not advertised.
 
 from __future__ import annotations
 
+import functools
+import logging
 import os
 import threading
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt
 
-from kubeaccel.devices.backends._nvml import EVENT_DOUBLE_BIT_ECC, EVENT_XID_CRITICAL, Gpu, HealthEvent, Nvml
+from kubeaccel.devices.backends._mig import (
+    Selection,
+    capability_nodes,
+    profile_name,
+    read_mig_minors,
+    selection,
+    unserved_profiles,
+)
+from kubeaccel.devices.backends._nvml import (
+    EVENT_DOUBLE_BIT_ECC,
+    EVENT_XID_CRITICAL,
+    Gpu,
+    HealthEvent,
+    MigDevice,
+    Nvml,
+)
+from kubeaccel.devices.backends._pci import pci_attributes
 from kubeaccel.devices.backends._poll import read_int, under_root
-from kubeaccel.devices.model import Backend, ContainerAllocation, Device, DeviceNode, Devices, Health, sort_key
+from kubeaccel.devices.model import (
+    AttributeValue,
+    Backend,
+    ContainerAllocation,
+    Device,
+    DeviceNode,
+    Devices,
+    Health,
+    semver,
+    sort_key,
+)
+
+log = logging.getLogger(__name__)
 
 CONTROL_NODES = ("/dev/nvidiactl", "/dev/nvidia-uvm", "/dev/nvidia-uvm-tools", "/dev/nvidia-modeset")
 APPLICATION_XIDS = (13, 31, 43, 45, 68, 109)
@@ -64,6 +95,12 @@ class Config(BaseModel):
         alias="recoverAfterSeconds",
         description="Quiet time after the last critical event before an unhealthy GPU is probed again.",
     )
+    mig_strategy: Literal["none", "single", "mixed"] = Field(
+        default="none",
+        alias="migStrategy",
+        description="MIG devices as NVIDIA's plugin serves them: none (whole GPUs), single (MIG devices as this "
+        "resource), mixed (an entry named <domain>/mig-<profile> serves that profile, others whole GPUs).",
+    )
 
 
 class NvidiaBackend:
@@ -74,8 +111,10 @@ class NvidiaBackend:
         self._config = config
         self._nvml = nvml
         self._root = root
-        self._gpus = sorted(nvml.gpus(), key=lambda g: g.index)
+        self._gpus = sorted(nvml.gpus(mig=config.mig_strategy != "none"), key=lambda g: g.index)
         self._by_uuid = {g.uuid: g for g in self._gpus}
+        # Everything but health is read once, here: a scan only applies health (no NVML call, no sysfs).
+        self._static = self._devices(selection(config.mig_strategy, resource_name, self._gpus), nvml.driver_version())
         self._lock = threading.Lock()
         # uuid -> monotonic time of its last critical event; absent = healthy.
         self._failed_at: dict[str, float] = {}
@@ -92,18 +131,83 @@ class NvidiaBackend:
     def scan(self) -> Devices:
         with self._lock:
             failed = set(self._failed_at)
-        return Devices(self._device(g, g.uuid not in failed) for g in self._gpus)
+        if not failed:
+            return self._all_healthy
+        return Devices.ordered({
+            d.id: replace(d, health=Health.UNHEALTHY) if parent in failed else d for d, parent in self._static
+        })
 
-    def _device(self, gpu: Gpu, healthy: bool) -> Device:
-        raw_numa = read_int(under_root(self._root, f"/sys/bus/pci/devices/{gpu.pci_bus_id}/numa_node"))
+    @functools.cached_property
+    def _all_healthy(self) -> Devices:
+        return Devices(d for d, _ in self._static)
+
+    def _devices(self, chosen: Selection, driver_version: str) -> list[tuple[Device, str]]:
+        """Each served device with the UUID of the GPU whose health it shares, in natural ID order."""
+        shared = _driver_attributes(driver_version)
+        numa = {g.uuid: self._numa(g) for g in self._gpus}
+        out = [(self._device(g, numa[g.uuid], shared), g.uuid) for g in chosen.gpus]
+        minors = read_mig_minors(self._root) if chosen.migs else {}
+        out += [(self._mig_device(g, m, numa[g.uuid], shared, minors), g.uuid) for g, m in chosen.migs]
+        if self._config.mig_strategy == "mixed":
+            extra = unserved_profiles(self._resource_name, self._gpus)
+            if extra:
+                log.warning(
+                    "%s (migStrategy: mixed) serves whole GPUs only; MIG devices here not served by this entry: %s; "
+                    "add an entry named <domain>/mig-<profile> for each to serve them",
+                    self._resource_name, ", ".join(f"{p} x{n}" for p, n in extra.items()),
+                )
+        return sorted(out, key=lambda pair: sort_key(pair[0].id))
+
+    def _numa(self, gpu: Gpu) -> int | None:
+        raw = read_int(under_root(self._root, f"/sys/bus/pci/devices/{gpu.pci_bus_id}/numa_node"))
+        return raw if raw is not None and raw >= 0 else None
+
+    def _facts(self, gpu: Gpu) -> list[tuple[str, AttributeValue]]:
+        """What selectors see of a GPU (a MIG device's are its parent's), NVIDIA's DRA driver's names."""
+        facts: list[tuple[str, AttributeValue]] = [("productName", gpu.name[:64])]
+        if gpu.brand:
+            facts.append(("brand", gpu.brand))
+        if gpu.architecture:
+            facts.append(("architecture", gpu.architecture))
+        version = semver(gpu.cuda_compute_capability)
+        if version is not None:
+            facts.append(("cudaComputeCapability", version))
+        return facts
+
+    def _device(self, gpu: Gpu, numa: int | None, shared: list[tuple[str, AttributeValue]]) -> Device:
         node = f"/dev/nvidia{gpu.minor}"
         return Device(
             id=gpu.uuid,
             index=str(gpu.index),
-            health=Health.HEALTHY if healthy else Health.UNHEALTHY,
-            numa_node=raw_numa if raw_numa is not None and raw_numa >= 0 else None,
+            numa_node=numa,
             nodes=(DeviceNode(str(under_root(self._root, node)), node),),
-            attributes=(("uuid", gpu.uuid), ("name", gpu.name), ("pci", gpu.pci_bus_id)),
+            attributes=(
+                ("uuid", gpu.uuid), ("name", gpu.name), ("pci", gpu.pci_bus_id), ("type", "gpu"),
+                *self._facts(gpu), *shared,
+                *pci_attributes(self._root, f"/sys/bus/pci/devices/{gpu.pci_bus_id}", gpu.pci_bus_id),
+            ),
+            capacity=(("memory", gpu.memory_bytes),) if gpu.memory_bytes else (),
+        )
+
+    def _mig_device(
+        self, gpu: Gpu, mig: MigDevice, numa: int | None, shared: list[tuple[str, AttributeValue]],
+        minors: dict[tuple[int, int, int | None], int],
+    ) -> Device:
+        parent = f"/dev/nvidia{gpu.minor}"
+        paths = (parent, *capability_nodes(gpu, mig, minors))
+        return Device(
+            id=mig.uuid,
+            index=f"{gpu.index}:{mig.index}",  # NVIDIA's MIG index form, as NVIDIA_VISIBLE_DEVICES takes it
+            numa_node=numa,
+            nodes=tuple(DeviceNode(str(under_root(self._root, p)), p) for p in paths),
+            attributes=(
+                ("uuid", mig.uuid), ("parentUUID", gpu.uuid), ("type", "mig"),
+                ("profile", profile_name(mig, gpu.memory_bytes)),
+                ("gpuInstance", mig.gpu_instance), ("computeInstance", mig.compute_instance),
+                *self._facts(gpu), *shared,
+                *pci_attributes(self._root, f"/sys/bus/pci/devices/{gpu.pci_bus_id}", gpu.pci_bus_id),
+            ),
+            capacity=(("memory", mig.memory_bytes), ("multiprocessors", mig.multiprocessors)),
         )
 
     def container_allocation(self, devices: Sequence[Device]) -> ContainerAllocation:
@@ -181,6 +285,11 @@ class NvidiaBackend:
             else:
                 with self._lock:
                     self._failed_at[uuid] = now
+
+
+def _driver_attributes(driver_version: str) -> list[tuple[str, AttributeValue]]:
+    version = semver(driver_version)
+    return [("driverVersion", version)] if version is not None else []
 
 
 def create(resource_name: str, config: Config, *, root: Path = Path("/"), nvml: Nvml | None = None) -> Backend:
