@@ -18,7 +18,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from kubeaccel.devices.model import AttributeValue, Device, Devices, Version
+from kubeaccel.devices.model import AttributeValue, Device, Devices, Version, semver
 from kubeaccel.devices.quantity import MAX_QUANTITY, format_quantity
 from kubeaccel.errors import ConfigError
 
@@ -107,14 +107,16 @@ class Pool:
         return cls(resource_name, pool_name(node, resource_name), device_names(devices))
 
 
-def _value(raw: AttributeValue) -> dict[str, Any]:
-    """One attribute value in the API's form; typed values keep their type, plain text is guessed as before."""
+def _value(raw: AttributeValue) -> dict[str, Any] | None:
+    """One attribute value in the API's form; typed values keep their type, plain text is guessed as before.
+
+    None for a value the API would refuse (an int beyond int64, a version that is not semver)."""
     if isinstance(raw, bool):
         return {"bool": raw}
     if isinstance(raw, int):
-        return {"int": raw}
+        return {"int": raw} if -(2**63) <= raw < 2**63 else None
     if isinstance(raw, Version):
-        return {"version": str(raw)}
+        return {"version": str(raw)} if semver(raw) == raw else None
     if raw.isdecimal() and len(raw) < 19:
         return {"int": int(raw)}
     if raw in ("true", "false"):
@@ -135,9 +137,9 @@ def device_attributes(resource_name: str, device: Device) -> dict[str, dict[str,
     qualified ones keep their domain (``device.attributes["resource.kubernetes.io"].numaNode``)."""
     attrs: dict[str, dict[str, Any]] = {}
     for key, raw in device.attributes:
-        if _attribute_name(key):
-            attrs[key] = _value(raw)
-    attrs["index"] = _value(device.index)
+        if _attribute_name(key) and (value := _value(raw)) is not None:
+            attrs[key] = value
+    attrs["index"] = _value(device.index) or {"string": device.index[:MAX_ATTRIBUTE_STRING]}
     attrs["resource"] = {"string": resource_name}
     attrs["id"] = {"string": device.id[:MAX_ATTRIBUTE_STRING]}
     if device.numa_node is not None:
