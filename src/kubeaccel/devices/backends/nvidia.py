@@ -3,7 +3,17 @@
 Each full GPU is one device. Its ID (what the kubelet sees) is the GPU's UUID, which survives
 reboots and re-enumeration; its index (``KUBEACCEL_DEVICES_*``) is NVML's GPU index. The GPUs
 are enumerated once when the backend starts (GPUs are not hot-plugged; restart the plugin after
-changing them). MIG instances are not advertised.
+changing them), and everything but health is read then: a scan makes no NVML or sysfs call.
+
+* DRA facts (NVIDIA's DRA driver's names and types): ``productName``, ``brand``,
+  ``architecture`` (strings), ``cudaComputeCapability`` and ``driverVersion`` (versions,
+  ``9.0.0``, ``580.159.4``), ``uuid``, ``type`` (``gpu`` / ``mig``), the standard
+  ``resource.kubernetes.io/pciBusID`` and ``pcieRoot``; capacity ``memory`` (bytes, from
+  ``nvmlDeviceGetMemoryInfo``). What the driver cannot tell is left out.
+* MIG (``migStrategy``, see ``_mig``): ``none`` serves whole GPUs; ``single`` serves MIG devices
+  under this resource; ``mixed`` serves whole GPUs with MIG off, or, for an entry named
+  ``<domain>/mig-<profile>``, the MIG devices of that profile. A MIG device's ID is its
+  ``MIG-…`` UUID, its index ``<gpu>:<mig>``; it shares its GPU's health.
 
 * Device nodes: ``/dev/nvidia<minor>`` per GPU, plus the control nodes that exist on the node
   (``/dev/nvidiactl``, ``/dev/nvidia-uvm``, ``/dev/nvidia-uvm-tools``, ``/dev/nvidia-modeset``).
