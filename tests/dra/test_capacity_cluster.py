@@ -122,3 +122,25 @@ def test_memory_selector_places_the_executor_on_a_device_with_enough(cluster: Lo
         kube.close()
         cluster.kubectl("delete", "pods", "--all", "-n", ns, "--grace-period=0", "--force", check=False)
         cluster.kubectl("delete", "resourceclaims", "--all", "-n", ns, "--wait=false", check=False)
+
+
+# The selectors docs/dra.md and docs/backends.md show, over the attribute types we publish.
+DOC_SELECTORS = [
+    f'device.capacity["{DRIVER}"].memory.compareTo(quantity("80Gi")) >= 0',
+    f'device.attributes["{DRIVER}"].cudaComputeCapability.isGreaterThan(semver("8.0.0"))',
+    f'device.attributes["{DRIVER}"].driverVersion.compareTo(semver("550.0.0")) >= 0',
+    f'device.attributes["{DRIVER}"].architecture == "Hopper"',
+    'device.attributes["resource.kubernetes.io"].numaNode == 1',
+    'device.attributes["resource.kubernetes.io"].pcieRoot == "pci0000:3a"',
+]
+
+
+def test_documented_selectors_compile(cluster: LocalCluster) -> None:
+    ns = cluster.create_namespace("dracel")
+    kube = kdra.connect(cluster.kubeconfig)
+    try:
+        for i, expression in enumerate(DOC_SELECTORS):
+            requests = spark_dra.requests(_conf(selector=expression), "executor")
+            kube.create(spark_dra.claim_template(f"doc-{i}", ns, "executor", requests), ns)
+    finally:
+        kube.close()
