@@ -9,7 +9,7 @@ that a scan makes none. Sysfs trees are real files and symlinks in temp dirs.
 
 Matrix: every fact published with its DRA type; facts read once (no NVML or sysfs call per scan);
 facts a driver cannot tell left out; MIG off (or unsupported) x each strategy = whole GPUs;
-single (devices, nodes, attributes, shared health) and what it refuses; mixed, one entry per
+single (devices, nodes, attributes, health per GPU/compute instance, recovery) and what it refuses; mixed, one entry per
 resource; missing capability minors; a bad ``migStrategy``; NVIDIA's profile names.
 """
 
@@ -81,6 +81,12 @@ class FactsNvml(FakeNvmlLibrary):
                     raise pynvml.NVMLError(pynvml.NVML_ERROR_NOT_SUPPORTED)
                 return refuse
         return object.__getattribute__(self, name)
+
+    def emit_at(self, gpu: int, *, gi: int, ci: int, xid: int) -> None:
+        """An XID event on GPU ``gpu`` naming a GPU instance and compute instance, as NVML reports MIG errors."""
+        self.events.put(pynvml.c_nvmlEventData_t(
+            device=self.handles[gpu], eventType=pynvml.nvmlEventTypeXidCriticalError, eventData=xid,
+            gpuInstanceId=gi, computeInstanceId=ci))
 
     def _mig(self, handle: object) -> Mig | None:
         found = self.mig_handles.get(ctypes.cast(handle, ctypes.c_void_p).value or 0)
@@ -277,10 +283,30 @@ def test_single_serves_mig_devices_under_the_resource(tmp_path: Path) -> None:
         assert attrs["parentUUID"] == {"string": UUID0}  # type: ignore[index]
         assert attrs["gpuInstance"] == {"int": 7} and attrs["computeInstance"] == {"int": 0}  # type: ignore[index]
         assert entry["capacity"] == {"memory": {"value": "9856Mi"}, "multiprocessors": {"value": "16"}}
-        # A MIG device's health is its GPU's: an XID on GPU 0 takes both down.
-        lib.emit(0, pynvml.nvmlEventTypeXidCriticalError, xid=79)
+        # An XID that names a GPU and compute instance takes down that MIG device only ...
+        lib.emit_at(0, gi=8, ci=0, xid=79)
+        assert b.wait_for_change(5.0)
+        by_index = {d.index: d.health for d in b.scan().values()}
+        assert by_index == {"0:0": Health.HEALTHY, "0:1": Health.UNHEALTHY}
+        # ... one about the whole GPU (instance IDs 0xFFFFFFFF) takes down all its MIG devices.
+        lib.emit_at(0, gi=0xFFFFFFFF, ci=0xFFFFFFFF, xid=79)
         assert b.wait_for_change(5.0)
         assert [d.health for d in b.scan().values()] == [Health.UNHEALTHY, Health.UNHEALTHY]
+    finally:
+        b.close()
+
+
+def test_a_failed_mig_device_recovers_when_its_gpu_answers(tmp_path: Path) -> None:
+    tree = pci_tree(tmp_path)
+    mig_minors(tree, MINORS)
+    lib = FactsNvml(GPUS[:1], memory=H100_MEMORY, mig={0: [Mig(0, 7, 0, 1, 1, 9856), Mig(1, 8, 0, 1, 1, 9856)]})
+    b = make_facts(tree, lib, migStrategy="single", recoverAfterSeconds=0.2)
+    try:
+        lib.emit_at(0, gi=7, ci=0, xid=79)
+        assert b.wait_for_change(5.0)
+        assert [d.healthy for d in b.scan().values()] == [False, True]
+        assert b.wait_for_change(5.0)  # the re-probe (of GPU 0) after the quiet period
+        assert all(d.healthy for d in b.scan().values())
     finally:
         b.close()
 

@@ -47,6 +47,7 @@ BRANDS = {
     14: "Nvidia", 15: "GeForceRTX", 16: "TitanRTX",
 }
 MIG_ENABLED = 1  # NVML_DEVICE_MIG_ENABLE
+_ALL_INSTANCES = 0xFFFFFFFF  # an event's GPU / compute instance ID when it concerns the whole GPU
 
 
 @dataclass(frozen=True)
@@ -92,6 +93,9 @@ class HealthEvent:
     uuid: str | None
     event_type: int
     xid: int
+    # The MIG placement NVML names (GPU instance, compute instance); None = the whole GPU.
+    gpu_instance: int | None = None
+    compute_instance: int | None = None
 
 
 def sysfs_bus_id(nvml_bus_id: str | bytes) -> str:
@@ -284,7 +288,12 @@ class Nvml:
         # ctypes pointers compare by identity, not address: match handles by the address they hold.
         address = _address(data.device)
         uuid = next((u for u, h in self._handles.items() if address is not None and _address(h) == address), None)
-        return HealthEvent(uuid=uuid, event_type=int(data.eventType), xid=int(data.eventData))
+        gi, ci = (getattr(data, name, _ALL_INSTANCES) for name in ("gpuInstanceId", "computeInstanceId"))
+        return HealthEvent(
+            uuid=uuid, event_type=int(data.eventType), xid=int(data.eventData),
+            gpu_instance=None if gi == _ALL_INSTANCES else int(gi),
+            compute_instance=None if ci == _ALL_INSTANCES else int(ci),
+        )
 
     def probe(self, uuid: str) -> bool:
         """True when the GPU answers NVML again (re-reads it by UUID): the recovery check."""

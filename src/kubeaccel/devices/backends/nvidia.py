@@ -13,7 +13,8 @@ changing them), and everything but health is read then: a scan makes no NVML or 
 * MIG (``migStrategy``, see ``_mig``): ``none`` serves whole GPUs; ``single`` serves MIG devices
   under this resource; ``mixed`` serves whole GPUs with MIG off, or, for an entry named
   ``<domain>/mig-<profile>``, the MIG devices of that profile. A MIG device's ID is its
-  ``MIG-…`` UUID, its index ``<gpu>:<mig>``; it shares its GPU's health.
+  ``MIG-…`` UUID, its index ``<gpu>:<mig>``. An NVML event on its GPU makes it unhealthy unless
+  the event names another GPU/compute instance; recovery re-probes its GPU.
 
 * Device nodes: ``/dev/nvidia<minor>`` per GPU, plus the control nodes that exist on the node
   (``/dev/nvidiactl``, ``/dev/nvidia-uvm``, ``/dev/nvidia-uvm-tools``, ``/dev/nvidia-modeset``).
@@ -41,7 +42,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Literal
+from typing import Literal, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt
 
@@ -125,8 +126,9 @@ class NvidiaBackend:
         self._by_uuid = {g.uuid: g for g in self._gpus}
         # Everything but health is read once, here: a scan only applies health (no NVML call, no sysfs).
         self._static = self._devices(selection(config.mig_strategy, resource_name, self._gpus), nvml.driver_version())
+        self._parent = {d.id: p.parent for d, p in self._static}
         self._lock = threading.Lock()
-        # uuid -> monotonic time of its last critical event; absent = healthy.
+        # served device ID -> monotonic time of its last critical event; absent = healthy.
         self._failed_at: dict[str, float] = {}
         self._changed = threading.Event()
         self._closed = threading.Event()
@@ -144,20 +146,22 @@ class NvidiaBackend:
         if not failed:
             return self._all_healthy
         return Devices.ordered({
-            d.id: replace(d, health=Health.UNHEALTHY) if parent in failed else d for d, parent in self._static
+            d.id: replace(d, health=Health.UNHEALTHY) if d.id in failed else d for d, _ in self._static
         })
 
     @functools.cached_property
     def _all_healthy(self) -> Devices:
         return Devices(d for d, _ in self._static)
 
-    def _devices(self, chosen: Selection, driver_version: str) -> list[tuple[Device, str]]:
-        """Each served device with the UUID of the GPU whose health it shares, in natural ID order."""
+    def _devices(self, chosen: Selection, driver_version: str) -> list[tuple[Device, _Placement]]:
+        """Each served device with where NVML events about it come from, in natural ID order."""
         shared = _driver_attributes(driver_version)
         numa = {g.uuid: self._numa(g) for g in self._gpus}
-        out = [(self._device(g, numa[g.uuid], shared), g.uuid) for g in chosen.gpus]
+        out = [(self._device(g, numa[g.uuid], shared), _Placement(g.uuid)) for g in chosen.gpus]
         minors = read_mig_minors(self._root) if chosen.migs else {}
-        out += [(self._mig_device(g, m, numa[g.uuid], shared, minors), g.uuid) for g, m in chosen.migs]
+        for g, m in chosen.migs:
+            where = _Placement(g.uuid, m.gpu_instance, m.compute_instance)
+            out.append((self._mig_device(g, m, numa[g.uuid], shared, minors), where))
         if self._config.mig_strategy == "mixed":
             extra = unserved_profiles(self._resource_name, self._gpus)
             if extra:
@@ -267,12 +271,12 @@ class NvidiaBackend:
             if not self._gpus:
                 self._closed.wait(_EVENT_WAIT_MS / 1000)
             if event is not None and self.is_critical(event):
-                self._mark_failed(event.uuid)
+                self._mark_failed(event)
             self._recover()
 
-    def _mark_failed(self, uuid: str | None) -> None:
+    def _mark_failed(self, event: HealthEvent) -> None:
         now = time.monotonic()
-        targets = [uuid] if uuid in self._by_uuid else list(self._by_uuid)
+        targets = [d.id for d, where in self._static if event.uuid not in self._by_uuid or where.hit_by(event)]
         with self._lock:
             newly_failed = any(t not in self._failed_at for t in targets)
             for target in targets:
@@ -287,14 +291,31 @@ class NvidiaBackend:
         now = time.monotonic()
         with self._lock:
             due = [u for u, t in self._failed_at.items() if now - t >= quiet]
-        for uuid in due:
-            if self._nvml.probe(uuid):
+        for device_id in due:
+            if self._nvml.probe(self._parent[device_id]):  # a MIG device's GPU answers for it
                 with self._lock:
-                    self._failed_at.pop(uuid, None)
+                    self._failed_at.pop(device_id, None)
                 self._changed.set()
             else:
                 with self._lock:
-                    self._failed_at[uuid] = now
+                    self._failed_at[device_id] = now
+
+
+class _Placement(NamedTuple):
+    """Where a served device sits: its GPU, and for a MIG device its GPU and compute instance."""
+
+    parent: str
+    gpu_instance: int | None = None
+    compute_instance: int | None = None
+
+    def hit_by(self, event: HealthEvent) -> bool:
+        """An event on the GPU concerns a whole GPU always, and a MIG device unless it names another
+        instance (NVIDIA's plugin attributes MIG events the same way)."""
+        if event.uuid != self.parent:
+            return False
+        if self.gpu_instance is None or event.gpu_instance is None or event.compute_instance is None:
+            return True
+        return (event.gpu_instance, event.compute_instance) == (self.gpu_instance, self.compute_instance)
 
 
 def _driver_attributes(driver_version: str) -> list[tuple[str, AttributeValue]]:
