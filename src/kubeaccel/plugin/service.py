@@ -127,6 +127,9 @@ def allocate_container(
             )
         response.cdi_devices.extend(pb.CDIDevice(name=cdi_spec.qualified(kind, n)) for n in wanted)
         return response
+    if cdi and extra.cdi_devices:  # the backend's spec (nvidia: kubeaccel's or NVIDIA's) carries nodes and mounts
+        response.cdi_devices.extend(pb.CDIDevice(name=n) for n in extra.cdi_devices)
+        return response
     nodes = _unique([*(n for d in chosen for n in d.nodes), *extra.device_nodes])
     if nodes:
         response.devices.extend(
@@ -138,9 +141,8 @@ def allocate_container(
             pb.Mount(container_path=m.container_path, host_path=m.host_path, read_only=m.read_only)
             for m in dict.fromkeys(extra.mounts)
         )
-    if cdi:  # the backend names its vendor's own spec (NVIDIA's nvidia-ctk)
-        names_ = extra.cdi_devices or tuple(f"{resource_name}={i}" for i in indices)
-        response.cdi_devices.extend(pb.CDIDevice(name=n) for n in names_)
+    if cdi:
+        response.cdi_devices.extend(pb.CDIDevice(name=f"{resource_name}={i}") for i in indices)
     return response
 
 
@@ -226,7 +228,19 @@ class ResourcePlugin(pb_grpc.DevicePluginServicer):
         """
         if self.cdi_dir is None:
             return
-        document = cdi_document(self.resource_name, self.backend, devices)
+        if isinstance(self.backend, cdi_spec.SpecSource):
+            try:
+                document = self.backend.cdi_spec(devices)
+            except KubeaccelError as exc:  # e.g. no driver under the NVIDIA driver root
+                if initial:
+                    raise
+                log.error("%s: keeping the previous CDI spec: %s", self.resource_name, exc.message)
+                return
+            if document is None:  # the devices are named in a spec someone else keeps: ours must go
+                self._remove_cdi()
+                return
+        else:
+            document = cdi_document(self.resource_name, self.backend, devices)
         if document == self._cdi_written:
             return
         try:
@@ -287,13 +301,18 @@ class ResourcePlugin(pb_grpc.DevicePluginServicer):
         self.backend.close()
         if self._thread is not None:
             self._thread.join(timeout=0.5)  # the backend's close wakes it; never hold up shutdown
-        if remove_cdi and self.cdi_dir is not None and self._cdi_written is not None:
+        if remove_cdi:
+            self._remove_cdi()
+        self._wake_streams()  # any stream still waiting notices the end
+
+    def _remove_cdi(self) -> None:
+        if self.cdi_dir is not None and self._cdi_written is not None:
             try:
                 cdi_spec.remove_spec(self.cdi_dir, self.cdi_file)
             except OSError as exc:
                 log.warning("%s: cannot remove the CDI spec: %s", self.resource_name, exc)
             self._cdi_written = None
-        self._wake_streams()  # any stream still waiting notices the end
+            self.cdi_names = None
 
     def _wake_streams(self) -> None:
         with self._cond:

@@ -8,8 +8,12 @@ changing them). MIG instances are not advertised.
 * Device nodes: ``/dev/nvidia<minor>`` per GPU, plus the control nodes that exist on the node
   (``/dev/nvidiactl``, ``/dev/nvidia-uvm``, ``/dev/nvidia-uvm-tools``, ``/dev/nvidia-modeset``).
 * NUMA: ``/sys/bus/pci/devices/<bus id>/numa_node`` (negative or missing = none).
-* Env: ``NVIDIA_VISIBLE_DEVICES`` = comma list of indices, or of UUIDs with
-  ``visibleDevices: uuid``; CDI names ``nvidia.com/gpu=<index|uuid>`` likewise.
+* Env: ``NVIDIA_VISIBLE_DEVICES`` = comma list of UUIDs (``visibleDevices: uuid``, the default:
+  a UUID survives re-enumeration), or of indices with ``visibleDevices: index``.
+* CDI (``cdi: true``, see ``cdi_spec``): when NVIDIA's own spec (kind ``nvidia.com/gpu``) is in
+  ``cdiSpecDirs``, Allocate names its entries and kubeaccel writes none; otherwise kubeaccel writes a
+  complete spec of kind ``nvidia.kubeaccel.io/gpu`` from the files under ``driverRoot``
+  (``kubeaccel.devices.nvcdi``), named by UUID (or index, as ``visibleDevices`` says).
 * Health: a background thread waits on NVML events (XID critical errors and double-bit ECC
   errors). XIDs in ``ignoredXids`` (by default 13, 31, 43, 45, 68, 109: application errors that
   leave the GPU usable) and single-bit (corrected) ECC errors do not count. An event NVML cannot
@@ -23,22 +27,32 @@ changing them). MIG instances are not advertised.
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt
+from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StrictStr, field_validator
 
+from kubeaccel.devices import cdi, nvcdi
 from kubeaccel.devices.backends._nvml import EVENT_DOUBLE_BIT_ECC, EVENT_XID_CRITICAL, Gpu, HealthEvent, Nvml
 from kubeaccel.devices.backends._poll import read_int, under_root
 from kubeaccel.devices.model import Backend, ContainerAllocation, Device, DeviceNode, Devices, Health, sort_key
+from kubeaccel.devices.naming import devices_env_var
+from kubeaccel.devices.policy import AllocationError
+from kubeaccel.devices.policy import names as id_list
+
+log = logging.getLogger(__name__)
 
 CONTROL_NODES = ("/dev/nvidiactl", "/dev/nvidia-uvm", "/dev/nvidia-uvm-tools", "/dev/nvidia-modeset")
 APPLICATION_XIDS = (13, 31, 43, 45, 68, 109)
-CDI_KIND = "nvidia.com/gpu"
+# kubeaccel's own spec; NVIDIA's (nvidia-ctk) is nvidia.com/gpu, so the two never name the same device.
+CDI_KIND = nvcdi.KIND
+NVIDIA_CDI_KIND = nvcdi.NVIDIA_KIND
 # How long one nvmlEventSetWait blocks: bounds how late close() and recovery probes happen.
 _EVENT_WAIT_MS = 200
 
@@ -49,10 +63,47 @@ class Config(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
 
     visible_devices: Literal["index", "uuid"] = Field(
-        default="index",
+        default="uuid",
         alias="visibleDevices",
-        description="What NVIDIA_VISIBLE_DEVICES and the CDI names list: GPU indices or UUIDs.",
+        description="What NVIDIA_VISIBLE_DEVICES and kubeaccel's CDI names list: GPU UUIDs or indices.",
     )
+    driver_root: StrictStr = Field(
+        default="/",
+        alias="driverRoot",
+        description="Where this process sees the driver install (libraries, binaries, firmware) for the CDI spec.",
+    )
+    host_driver_root: StrictStr | None = Field(
+        default=None,
+        alias="hostDriverRoot",
+        description="Where the container runtime sees that install; the spec's host paths start here "
+        "(default: driverRoot).",
+    )
+    cdi_spec_dirs: list[StrictStr] = Field(
+        default=[str(d) for d in cdi.RUNTIME_SPEC_DIRS],
+        alias="cdiSpecDirs",
+        description="Where to look for NVIDIA's own CDI spec (nvidia.com/gpu), as the runtime reads them.",
+    )
+    nvidia_cdi_hook_path: StrictStr | None = Field(
+        default=nvcdi.DEFAULT_HOOK_PATH,
+        alias="nvidiaCdiHookPath",
+        description="nvidia-cdi-hook (or nvidia-ctk) on the host, under the driver root; its hooks are added "
+        "when it exists there. null: never (links become bind mounts).",
+    )
+
+    @field_validator("driver_root", "host_driver_root", "nvidia_cdi_hook_path")
+    @classmethod
+    def _absolute(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith("/"):
+            raise ValueError(f"{value[:64]!r} is not an absolute path")
+        return value
+
+    @field_validator("cdi_spec_dirs")
+    @classmethod
+    def _absolute_dirs(cls, value: list[str]) -> list[str]:
+        for item in value:
+            if not item.startswith("/"):
+                raise ValueError(f"{item[:64]!r} is not an absolute path")
+        return value
     ignored_xids: list[StrictInt] = Field(
         default=list(APPLICATION_XIDS),
         alias="ignoredXids",
@@ -66,8 +117,20 @@ class Config(BaseModel):
     )
 
 
+@dataclass(frozen=True)
+class _CdiPlan:
+    """What Allocate names, decided when the plugin last synced its CDI spec (replaced whole)."""
+
+    names: Mapping[str, str] = field(default_factory=dict)  # device ID -> qualified CDI name
+    problem: str | None = None  # set: no spec may be used (Allocate refuses with it)
+    hint: str | None = None
+
+
 class NvidiaBackend:
     """``Backend`` over the node's GPUs; NVML is reached through the ``Nvml`` adapter only."""
+
+    # None until the plugin asks for a CDI spec (``cdi: true``); then Allocate names CDI devices.
+    _cdi_plan: _CdiPlan | None = None
 
     def __init__(self, resource_name: str, config: Config, nvml: Nvml, *, root: Path = Path("/")) -> None:
         self._resource_name = resource_name
@@ -117,8 +180,82 @@ class NvidiaBackend:
         return ContainerAllocation(
             envs={"NVIDIA_VISIBLE_DEVICES": ",".join(names)} if names else {},
             device_nodes=tuple(nodes),
-            cdi_devices=tuple(f"{CDI_KIND}={n}" for n in names),
+            cdi_devices=self._cdi_names(ordered),
         )
+
+    def _cdi_names(self, devices: Sequence[Device]) -> tuple[str, ...]:
+        plan = self._cdi_plan
+        if plan is None:
+            return ()
+        if plan.problem is not None:
+            raise AllocationError(plan.problem, hint=plan.hint)
+        missing = [d.id for d in devices if d.id not in plan.names]
+        if missing:
+            raise AllocationError(
+                f"cannot allocate: no CDI spec entry for GPU(s) {id_list(missing)}",
+                hint="regenerate NVIDIA's spec (nvidia-ctk cdi generate) or remove it so kubeaccel writes its own",
+            )
+        return tuple(plan.names[d.id] for d in devices)
+
+    def cdi_spec(self, devices: Devices) -> dict[str, Any] | None:
+        """The spec to write for ``devices``, or None when NVIDIA's own spec names them (or one is unreadable).
+
+        Decides what Allocate names from now on. ``UnavailableError`` (naming the path) when the
+        driver root holds no driver.
+        """
+        config = self._config
+        scan = cdi.find_kind([Path(d) for d in config.cdi_spec_dirs], NVIDIA_CDI_KIND)
+        if scan.unreadable:
+            for path, why in scan.unreadable:
+                log.warning("%s: CDI spec %s cannot be read: %s", self._resource_name, path, why)
+            shown = "; ".join(f"{path} ({why})" for path, why in scan.unreadable[:3])
+            more = len(scan.unreadable) - 3
+            self._cdi_plan = _CdiPlan(
+                problem=f"kubeaccel writes no NVIDIA CDI spec while a spec file it cannot read may be NVIDIA's "
+                f"({NVIDIA_CDI_KIND}) and would conflict: {shown}" + (f" and {more} more" if more > 0 else ""),
+                hint=f"fix or remove {scan.unreadable[0][0]} (nvidia-ctk cdi generate --output=/etc/cdi/nvidia.yaml "
+                "rewrites NVIDIA's), or leave its directory out of the resource's cdiSpecDirs",
+            )
+            return None
+        if scan.found is not None:
+            found = scan.found
+            chosen = {d.id: d.id if d.id in found.names else d.index for d in devices.values()
+                      if d.id in found.names or d.index in found.names}
+            self._cdi_plan = _CdiPlan({i: cdi.qualified(NVIDIA_CDI_KIND, n) for i, n in chosen.items()})
+            unnamed = [d.id for d in devices.values() if d.id not in chosen]
+            if unnamed:
+                log.warning("%s: NVIDIA's CDI spec %s has no entry for GPU(s) %s", self._resource_name,
+                            ", ".join(map(str, found.paths)), id_list(unnamed))
+            return None
+        root = Path(config.driver_root)
+        host_root = Path(config.host_driver_root or config.driver_root)
+        files = nvcdi.discover(root, firmware_class_path=self._firmware_class_path())
+        hook = config.nvidia_cdi_hook_path
+        if hook is not None and not (root / hook.lstrip("/")).is_file():
+            hook = None
+        by_uuid = self._config.visible_devices == "uuid"
+        gpus = [nvcdi.Gpu((d.id, d.index), n) for d in devices.values() for n in d.nodes[:1]]
+        document = nvcdi.spec(
+            gpus,
+            self._control_nodes(),
+            files,
+            driver_root=root,
+            host_root=host_root,
+            hook_path=str(host_root / hook.lstrip("/")) if hook is not None else None,
+            env={devices_env_var(self._resource_name).replace("KUBEACCEL_DEVICES_", "KUBEACCEL_CDI_", 1): CDI_KIND},
+        )
+        self._cdi_plan = _CdiPlan({d.id: cdi.qualified(CDI_KIND, d.id if by_uuid else d.index)
+                                   for d in devices.values()})
+        return document
+
+    def _control_nodes(self) -> list[DeviceNode]:
+        return [DeviceNode(str(host), c) for c in CONTROL_NODES if os.path.exists(host := under_root(self._root, c))]
+
+    def _firmware_class_path(self) -> str:
+        try:
+            return under_root(self._root, "/sys/module/firmware_class/parameters/path").read_text()[:4096].strip()
+        except (OSError, UnicodeDecodeError):
+            return ""
 
     def wait_for_change(self, timeout: float) -> bool:
         if self._changed.wait(timeout) and not self._closed.is_set():
