@@ -5,6 +5,12 @@ serves (valid kind, one entry per real device with its nodes, a common env marke
 exactly those entries and sends no DeviceSpecs for them; a device that goes Absent leaves the
 spec, one that returns comes back (atomic rewrites: no temp files left); replicas share one entry;
 stopping removes the spec; a missing CDI dir is created with a warning.
+
+NVIDIA (issue 19; the real daemon, NVML replaced by the fake of ``tests/devices/test_nvidia.py``, a
+fake driver root): the daemon writes kubeaccel's complete spec (kind ``nvidia.kubeaccel.io/gpu``,
+the driver's libraries and hooks) and Allocate names its UUID entries with no DeviceSpecs; NVIDIA's
+own spec appearing in the spec dirs makes the daemon drop ours and name NVIDIA's; an unreadable spec
+there makes Allocate fail with ``INVALID_ARGUMENT`` naming the file, and no spec of ours is written.
 """
 
 from __future__ import annotations
@@ -108,3 +114,93 @@ def test_missing_cdi_dir_is_created_with_a_warning(tmp_path: Path, caplog: pytes
         shutil.rmtree(socket_dir, ignore_errors=True)
     warning = [r.getMessage() for r in caplog.records if "did not exist" in r.getMessage()]
     assert len(warning) == 1 and "no CDI support" in warning[0]
+
+
+# -- NVIDIA: kubeaccel's complete spec or NVIDIA's own ------------------------------------------------
+
+NV_RESOURCE = "nvidia.com/gpu"
+NV_SPEC = cdi.spec_file_name(NV_RESOURCE)
+
+
+def _nvidia_daemon(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, socket_dir: Path) -> tuple[Daemon, Path, Path]:
+    from devices.test_nvidia import GPUS, FakeNvmlLibrary
+    from fixtures.nvdriver import make_driver_root
+
+    from kubeaccel.devices.backends._nvml import Nvml
+
+    monkeypatch.setattr(Nvml, "load", classmethod(lambda cls: cls(FakeNvmlLibrary(GPUS))))
+    driver = make_driver_root(tmp_path / "driver")  # its dev/ is the daemon's --root too
+    specs, cdi_dir = tmp_path / "etc-cdi", tmp_path / "run-cdi"
+    specs.mkdir()
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump({"resources": [{
+        "name": NV_RESOURCE, "backend": "nvidia", "cdi": True, "driverRoot": str(driver),
+        "cdiSpecDirs": [str(specs), str(cdi_dir)]}]}))
+    return Daemon(lambda: load_config(config), socket_dir, cdi_dir=cdi_dir, root=driver), specs, cdi_dir
+
+
+async def _allocate(socket_dir: Path, ids: list[str]) -> pb.ContainerAllocateResponse:
+    async with KubeletStandIn(socket_dir) as kubelet:
+        _, request = await kubelet.next_registration(timeout=10)
+        async with kubelet.plugin_channel(request.endpoint) as channel:
+            response = await pb_grpc.DevicePluginStub(channel).Allocate(
+                pb.AllocateRequest(container_requests=[pb.ContainerAllocateRequest(devices_ids=ids)]), timeout=5)
+            return response.container_responses[0]
+
+
+def test_nvidia_daemon_writes_a_complete_spec_and_names_it_by_uuid(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from devices.test_nvidia import UUID1
+
+    socket_dir = short_socket_dir()
+    daemon, _, cdi_dir = _nvidia_daemon(tmp_path, monkeypatch, socket_dir)
+    try:
+        with BackgroundDaemon(daemon):
+            doc = json.loads((cdi_dir / NV_SPEC).read_text())
+            assert doc["kind"] == "nvidia.kubeaccel.io/gpu"
+            hosts = {m["containerPath"] for m in doc["containerEdits"]["mounts"]}
+            assert {"/usr/bin/nvidia-smi", "/usr/lib/x86_64-linux-gnu/libnvidia-ml.so.580.159.04"} <= hosts
+            got = asyncio.run(_allocate(socket_dir, [UUID1]))
+            assert [c.name for c in got.cdi_devices] == [f"nvidia.kubeaccel.io/gpu={UUID1}"]
+            assert list(got.devices) == []  # the spec carries the nodes
+            assert got.envs["NVIDIA_VISIBLE_DEVICES"] == UUID1
+            assert got.envs["KUBEACCEL_DEVICES_NVIDIA_COM_GPU"] == "1"  # the index, for Spark's addresses
+        assert not (cdi_dir / NV_SPEC).exists()
+    finally:
+        shutil.rmtree(socket_dir, ignore_errors=True)
+
+
+def test_nvidia_daemon_names_nvidias_own_spec_and_writes_none(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from devices.test_nvidia import UUID0
+
+    socket_dir = short_socket_dir()
+    daemon, specs, cdi_dir = _nvidia_daemon(tmp_path, monkeypatch, socket_dir)
+    (specs / "nvidia.yaml").write_text(yaml.safe_dump({
+        "cdiVersion": "0.5.0", "kind": "nvidia.com/gpu", "devices": [{"name": "0"}, {"name": UUID0}]}))
+    try:
+        with BackgroundDaemon(daemon):
+            assert not (cdi_dir / NV_SPEC).exists()
+            got = asyncio.run(_allocate(socket_dir, [UUID0]))
+            assert [c.name for c in got.cdi_devices] == [f"nvidia.com/gpu={UUID0}"]
+    finally:
+        shutil.rmtree(socket_dir, ignore_errors=True)
+
+
+def test_nvidia_daemon_refuses_while_a_spec_is_unreadable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import grpc
+    from devices.test_nvidia import UUID0
+
+    socket_dir = short_socket_dir()
+    daemon, specs, cdi_dir = _nvidia_daemon(tmp_path, monkeypatch, socket_dir)
+    broken = specs / "nvidia.json"
+    broken.write_bytes(b"\x00\x01 not json")
+    try:
+        with BackgroundDaemon(daemon):
+            assert not (cdi_dir / NV_SPEC).exists()  # no second, possibly conflicting spec
+            with pytest.raises(grpc.aio.AioRpcError) as err:
+                asyncio.run(_allocate(socket_dir, [UUID0]))
+            assert err.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+            assert str(broken) in (err.value.details() or "")
+    finally:
+        shutil.rmtree(socket_dir, ignore_errors=True)

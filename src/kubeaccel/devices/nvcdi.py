@@ -15,7 +15,7 @@ driver root):
 * firmware: ``nvidia/<version>/gsp*.bin`` and ``ucodes*.bin`` under the kernel's firmware paths;
 * binaries: ``nvidia-smi``, ``nvidia-debugdump``, ``nvidia-persistenced``, the MPS control and
   server, ``nvidia-imex`` and ``nvidia-imex-ctl``, first found on the default ``PATH``;
-* IPC: the persistenced and fabric-manager sockets and the MPS pipe directory, where present;
+* IPC: the persistenced and fabric-manager sockets, where present;
 * symlinks: ``<soname> -> <file>`` and ``<name>.so -> <soname>`` where the install has them, and
   ``libcuda.so -> libcuda.so.1``. NVIDIA makes these with its ``create-symlinks`` hook and then
   runs ``update-ldcache`` (and ``enable-cuda-compat``). With a hook binary (``nvidia-cdi-hook``
@@ -115,6 +115,11 @@ def _resolved(root: Path, path: Path) -> Path | None:
     return path if path.is_file() else None
 
 
+def _is_file(path: Path) -> bool:
+    """Anything but a directory (a socket counts), as nvidia-ctk's file locator takes it."""
+    return path.exists() and not path.is_dir()
+
+
 def _glob(root: Path, directory: str, pattern: str) -> list[Path]:
     base = _inside(root, directory)
     if not base.is_dir():
@@ -208,9 +213,10 @@ def discover(driver_root: Path, *, firmware_class_path: str = "") -> DriverFiles
                      None)
         if found is not None:
             binaries.append(_relative(root, found))
-    ipc = [next((f"{d}/{s}" for d in ("/run", "/var/run") if _inside(root, f"{d}/{s}").exists()), "") for s in SOCKETS]
-    if _inside(root, "/tmp/nvidia-mps").exists():
-        ipc.append("/tmp/nvidia-mps")
+    # Sockets only: nvidia-ctk 1.20 looks for the MPS pipe directory (/tmp/nvidia-mps) with a locator
+    # that accepts files alone, so it never mounts it; we agree (MPS clients set their pipe dir).
+    ipc = [next((f"{d}/{s}" for d in ("/run", "/var/run") if _is_file(_inside(root, f"{d}/{s}"))), "")
+           for s in SOCKETS]
     listings: dict[str, dict[str, str]] = {}
     links = [link for lib in libraries for link in _links(root, lib, listings)]
     return DriverFiles(
