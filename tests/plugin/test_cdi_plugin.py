@@ -11,6 +11,9 @@ fake driver root): the daemon writes kubeaccel's complete spec (kind ``nvidia.ku
 the driver's libraries and hooks) and Allocate names its UUID entries with no DeviceSpecs; NVIDIA's
 own spec appearing in the spec dirs makes the daemon drop ours and name NVIDIA's; an unreadable spec
 there makes Allocate fail with ``INVALID_ARGUMENT`` naming the file, and no spec of ours is written.
+On the real node (kubelet + containerd 2 with CDI), a busybox pod that asks for the GPU resource gets,
+through kubeaccel's spec alone, the GPU's node, the fake driver's libraries (and their soname links),
+its firmware and ``nvidia-smi``.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from fixtures.cluster import RealNode
 from fixtures.plugin import SIM_RESOURCE, short_socket_dir, write_sim_config
 
 from kubeaccel.devices import cdi
@@ -122,7 +126,10 @@ NV_RESOURCE = "nvidia.com/gpu"
 NV_SPEC = cdi.spec_file_name(NV_RESOURCE)
 
 
-def _nvidia_daemon(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, socket_dir: Path) -> tuple[Daemon, Path, Path]:
+def _nvidia_daemon(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, socket_dir: Path, *, resource: str = NV_RESOURCE,
+    cdi_dir: Path | None = None, **keys: object,
+) -> tuple[Daemon, Path, Path]:
     from devices.test_nvidia import GPUS, FakeNvmlLibrary
     from fixtures.nvdriver import make_driver_root
 
@@ -130,12 +137,12 @@ def _nvidia_daemon(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, socket_dir: 
 
     monkeypatch.setattr(Nvml, "load", classmethod(lambda cls: cls(FakeNvmlLibrary(GPUS))))
     driver = make_driver_root(tmp_path / "driver")  # its dev/ is the daemon's --root too
-    specs, cdi_dir = tmp_path / "etc-cdi", tmp_path / "run-cdi"
+    specs, cdi_dir = tmp_path / "etc-cdi", cdi_dir or tmp_path / "run-cdi"
     specs.mkdir()
     config = tmp_path / "c.yaml"
     config.write_text(yaml.safe_dump({"resources": [{
-        "name": NV_RESOURCE, "backend": "nvidia", "cdi": True, "driverRoot": str(driver),
-        "cdiSpecDirs": [str(specs), str(cdi_dir)]}]}))
+        "name": resource, "backend": "nvidia", "cdi": True, "driverRoot": str(driver),
+        "cdiSpecDirs": [str(specs), str(cdi_dir)], **keys}]}))
     return Daemon(lambda: load_config(config), socket_dir, cdi_dir=cdi_dir, root=driver), specs, cdi_dir
 
 
@@ -204,3 +211,61 @@ def test_nvidia_daemon_refuses_while_a_spec_is_unreadable(tmp_path: Path, monkey
             assert str(broken) in (err.value.details() or "")
     finally:
         shutil.rmtree(socket_dir, ignore_errors=True)
+
+
+@pytest.mark.real_node
+@pytest.mark.cluster
+@pytest.mark.slow
+def test_real_node_container_gets_the_driver_through_kubeaccels_spec(
+    real_node: RealNode, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without hook binaries (busybox has no ldconfig): the links arrive as mounts of the same files."""
+    from fixtures.cluster import wait_for
+
+    from kubeaccel.cluster.images import BUSYBOX_IMAGE
+    from kubeaccel.cluster.nodepaths import DEVICE_PLUGIN_DIR
+
+    resource = "example.com/gpu"  # not nvidia.com/gpu: leave the node's real GPU resource alone
+    daemon, _, _ = _nvidia_daemon(tmp_path, monkeypatch, DEVICE_PLUGIN_DIR, resource=resource,
+                                  cdi_dir=real_node.cdi_dir, nvidiaCdiHookPath=None)
+    cluster, node = real_node.cluster, real_node.node_name
+    lib = "/usr/lib/x86_64-linux-gnu"
+    script = (f"echo VISIBLE=$NVIDIA_VISIBLE_DEVICES; echo MARK=$KUBEACCEL_CDI_EXAMPLE_COM_GPU; "
+              f"for n in /dev/nvidia*; do [ -c $n ] && echo NODE=$n; done; ls {lib}; "
+              f"head -c 4 {lib}/libcuda.so.1 | od -c | head -1; sh /usr/bin/nvidia-smi; "
+              "cat /lib/firmware/nvidia/580.159.04/gsp_ga10x.bin; echo")
+    pod = json.dumps({
+        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "gpu"},
+        "spec": {"nodeName": node, "restartPolicy": "Never", "terminationGracePeriodSeconds": 1,
+                 "containers": [{"name": "main", "image": BUSYBOX_IMAGE, "imagePullPolicy": "Never",
+                                 "command": ["sh", "-c", script], "resources": {"limits": {resource: "1"}}}]},
+    })
+
+    def allocatable() -> str:
+        path = "{.status.allocatable." + resource.replace(".", "\\.") + "}"
+        return cluster.kubectl("get", "node", node, "-o", f"jsonpath={path}").stdout
+
+    def phase(ns: str) -> str:
+        return cluster.kubectl("get", "pod", "gpu", "-n", ns, "-o", "jsonpath={.status.phase}", check=False).stdout
+
+    with BackgroundDaemon(daemon):
+        assert (real_node.cdi_dir / cdi.spec_file_name(resource)).exists()
+        wait_for(f"{resource} allocatable", lambda: allocatable() == "2")
+        ns = cluster.create_namespace("nvcdi")
+        cluster.apply(pod, ns)
+        wait_for("pod finished", lambda: phase(ns) in ("Succeeded", "Failed"), timeout=120)
+        out = cluster.kubectl("logs", "gpu", "-n", ns).stdout
+        events = cluster.kubectl("get", "events", "-n", ns, check=False).stdout
+        assert phase(ns) == "Succeeded", out + events
+    lines = out.splitlines()
+    visible = next(x for x in lines if x.startswith("VISIBLE=")).removeprefix("VISIBLE=")
+    assert visible.startswith("GPU-")  # a UUID, as NVIDIA's plugin gives
+    index = "0" if visible.startswith("GPU-aaaa") else "1"
+    assert "MARK=nvidia.kubeaccel.io/gpu" in lines  # the runtime applied our spec
+    assert [x for x in lines if x.startswith("NODE=")] == [
+        "NODE=/dev/nvidia-uvm", "NODE=/dev/nvidia-uvm-tools", f"NODE=/dev/nvidia{index}", "NODE=/dev/nvidiactl"]
+    for name in ("libcuda.so.580.159.04", "libcuda.so.1", "libcuda.so", "libnvidia-ml.so.580.159.04",
+                 "libnvidia-ml.so.1", "libnvidia-ptxjitcompiler.so.1"):
+        assert name in lines, out
+    assert any("E   L   F" in x for x in lines), out  # libcuda.so.1 is the library itself
+    assert "fake" in lines and "firmware" in lines
