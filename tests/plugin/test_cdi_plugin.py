@@ -269,3 +269,18 @@ def test_real_node_container_gets_the_driver_through_kubeaccels_spec(
         assert name in lines, out
     assert any("E   L   F" in x for x in lines), out  # libcuda.so.1 is the library itself
     assert "fake" in lines and "firmware" in lines
+
+
+def test_nvidia_daemon_without_a_driver_under_its_root_stops_naming_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from kubeaccel.errors import UnavailableError
+
+    socket_dir = short_socket_dir()
+    daemon, _, _ = _nvidia_daemon(tmp_path, monkeypatch, socket_dir, driverRoot=str(tmp_path / "no-driver"))
+    try:
+        with pytest.raises(UnavailableError) as err, BackgroundDaemon(daemon):
+            pass
+        assert str(tmp_path / "no-driver") in err.value.message and "libnvidia-ml" in err.value.message
+    finally:
+        shutil.rmtree(socket_dir, ignore_errors=True)
