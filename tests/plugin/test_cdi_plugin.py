@@ -216,24 +216,32 @@ def test_nvidia_daemon_refuses_while_a_spec_is_unreadable(tmp_path: Path, monkey
 @pytest.mark.real_node
 @pytest.mark.cluster
 @pytest.mark.slow
+@pytest.mark.parametrize("hooks", [False, True], ids=["bind-mounted-links", "nvidia-ctk-hooks"])
 def test_real_node_container_gets_the_driver_through_kubeaccels_spec(
-    real_node: RealNode, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    real_node: RealNode, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, hooks: bool
 ) -> None:
-    """Without hook binaries (busybox has no ldconfig): the links arrive as mounts of the same files."""
+    """Without a hook binary the links arrive as mounts of the same files; with one (the real
+    nvidia-ctk, as NVIDIA's toolkit installs it) its hooks make the links and the container's ld cache."""
+    from devices.test_nvcdi import nvidia_ctk
     from fixtures.cluster import wait_for
 
     from kubeaccel.cluster.images import BUSYBOX_IMAGE
     from kubeaccel.cluster.nodepaths import DEVICE_PLUGIN_DIR
 
     resource = "example.com/gpu"  # not nvidia.com/gpu: leave the node's real GPU resource alone
+    hook = {"nvidiaCdiHookPath": "/usr/bin/nvidia-ctk"} if hooks else {"nvidiaCdiHookPath": None}
     daemon, _, _ = _nvidia_daemon(tmp_path, monkeypatch, DEVICE_PLUGIN_DIR, resource=resource,
-                                  cdi_dir=real_node.cdi_dir, nvidiaCdiHookPath=None)
+                                  cdi_dir=real_node.cdi_dir, **hook)
+    if hooks:
+        (tmp_path / "driver/usr/bin/nvidia-ctk").symlink_to(nvidia_ctk())
     cluster, node = real_node.cluster, real_node.node_name
     lib = "/usr/lib/x86_64-linux-gnu"
     script = (f"echo VISIBLE=$NVIDIA_VISIBLE_DEVICES; echo MARK=$KUBEACCEL_CDI_EXAMPLE_COM_GPU; "
               f"for n in /dev/nvidia*; do [ -c $n ] && echo NODE=$n; done; ls {lib}; "
               f"head -c 4 {lib}/libcuda.so.1 | od -c | head -1; sh /usr/bin/nvidia-smi; "
-              "cat /lib/firmware/nvidia/580.159.04/gsp_ga10x.bin; echo")
+              "cat /lib/firmware/nvidia/580.159.04/gsp_ga10x.bin; echo; "
+              f"echo LINK=$(readlink {lib}/libcuda.so.1); cat /etc/ld.so.conf.d/*nvcr* 2>/dev/null; "
+              "[ -s /etc/ld.so.cache ] && echo CACHE; true")
     pod = json.dumps({
         "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "gpu"},
         "spec": {"nodeName": node, "restartPolicy": "Never", "terminationGracePeriodSeconds": 1,
@@ -249,7 +257,8 @@ def test_real_node_container_gets_the_driver_through_kubeaccels_spec(
         return cluster.kubectl("get", "pod", "gpu", "-n", ns, "-o", "jsonpath={.status.phase}", check=False).stdout
 
     with BackgroundDaemon(daemon):
-        assert (real_node.cdi_dir / cdi.spec_file_name(resource)).exists()
+        spec = json.loads((real_node.cdi_dir / cdi.spec_file_name(resource)).read_text())
+        assert ("hooks" in spec["containerEdits"]) is hooks
         wait_for(f"{resource} allocatable", lambda: allocatable() == "2")
         ns = cluster.create_namespace("nvcdi")
         cluster.apply(pod, ns)
@@ -257,6 +266,7 @@ def test_real_node_container_gets_the_driver_through_kubeaccels_spec(
         out = cluster.kubectl("logs", "gpu", "-n", ns).stdout
         events = cluster.kubectl("get", "events", "-n", ns, check=False).stdout
         assert phase(ns) == "Succeeded", out + events
+        cluster.kubectl("delete", "namespace", ns, "--wait=false")
     lines = out.splitlines()
     visible = next(x for x in lines if x.startswith("VISIBLE=")).removeprefix("VISIBLE=")
     assert visible.startswith("GPU-")  # a UUID, as NVIDIA's plugin gives
@@ -267,8 +277,12 @@ def test_real_node_container_gets_the_driver_through_kubeaccels_spec(
     for name in ("libcuda.so.580.159.04", "libcuda.so.1", "libcuda.so", "libnvidia-ml.so.580.159.04",
                  "libnvidia-ml.so.1", "libnvidia-ptxjitcompiler.so.1"):
         assert name in lines, out
-    assert any("E   L   F" in x for x in lines), out  # libcuda.so.1 is the library itself
+    assert any("E   L   F" in x for x in lines), out  # libcuda.so.1 leads to the library itself
     assert "fake" in lines and "firmware" in lines
+    if hooks:  # create-symlinks made a real link; update-ldcache added the folder and built the cache
+        assert "LINK=libcuda.so.580.159.04" in lines and lib in lines and "CACHE" in lines, out
+    else:
+        assert "LINK=" in lines  # a bind mount of the file, not a link
 
 
 def test_nvidia_daemon_without_a_driver_under_its_root_stops_naming_it(
