@@ -298,3 +298,18 @@ def test_nvidia_daemon_without_a_driver_under_its_root_stops_naming_it(
         assert str(tmp_path / "no-driver") in err.value.message and "libnvidia-ml" in err.value.message
     finally:
         shutil.rmtree(socket_dir, ignore_errors=True)
+
+
+def test_nvidia_replicas_share_their_gpus_entry(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from devices.test_nvidia import UUID1
+
+    socket_dir = short_socket_dir()
+    daemon, _, cdi_dir = _nvidia_daemon(tmp_path, monkeypatch, socket_dir, replicas=2)
+    try:
+        with BackgroundDaemon(daemon):
+            doc = json.loads((cdi_dir / NV_SPEC).read_text())
+            assert doc["kind"] == "nvidia.kubeaccel.io/gpu" and "mounts" in doc["containerEdits"]
+            got = asyncio.run(_allocate(socket_dir, [f"{UUID1}::0", f"{UUID1}::1"]))
+            assert [c.name for c in got.cdi_devices] == [f"nvidia.kubeaccel.io/gpu={UUID1}"]
+    finally:
+        shutil.rmtree(socket_dir, ignore_errors=True)

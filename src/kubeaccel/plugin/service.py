@@ -22,6 +22,7 @@ from kubeaccel.devices import cdi as cdi_spec
 from kubeaccel.devices.model import Backend, Device, DeviceNode, Devices, Resettable, sort_key
 from kubeaccel.devices.naming import devices_env_var
 from kubeaccel.devices.policy import AllocationError, check_allocation, names, preferred_allocation
+from kubeaccel.devices.sharing import SharedBackend
 from kubeaccel.errors import KubeaccelError
 from kubeaccel.plugin._generated import api_pb2 as pb
 from kubeaccel.plugin._generated import api_pb2_grpc as pb_grpc
@@ -228,9 +229,11 @@ class ResourcePlugin(pb_grpc.DevicePluginServicer):
         """
         if self.cdi_dir is None:
             return
-        if isinstance(self.backend, cdi_spec.SpecSource):
+        # Replicas (SharedBackend) share their device's entry: the inner backend decides on its own devices.
+        source = self.backend.inner if isinstance(self.backend, SharedBackend) else self.backend
+        if isinstance(source, cdi_spec.SpecSource):
             try:
-                document = self.backend.cdi_spec(devices)
+                document = source.cdi_spec(devices if source is self.backend else source.scan())
             except KubeaccelError as exc:  # e.g. no driver under the NVIDIA driver root
                 if initial:
                     raise
