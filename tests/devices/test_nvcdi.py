@@ -1,6 +1,7 @@
 """kubeaccel's NVIDIA CDI spec against the real ``nvidia-ctk cdi generate`` over the same fake driver root.
 
-Matrix: a Debian layout (``usr/lib/x86_64-linux-gnu``) and a RHEL one (``usr/lib64``); with NVIDIA's
+Matrix: a Debian layout (``usr/lib/x86_64-linux-gnu``), the same with a merged ``/usr`` (``/lib`` a link
+to ``usr/lib``: every library reachable twice) and a RHEL one (``usr/lib64``); with NVIDIA's
 hooks (a hook binary under the driver root) and without (the bind-mount equivalents). Compared:
 the mounted host files with their container paths and options, the device nodes, the hooks' meaning
 (the links ``create-symlinks`` makes, the folders ``update-ldcache`` adds, the driver version
@@ -85,9 +86,10 @@ def env(edits: dict[str, Any]) -> dict[str, str]:
     return dict(e.split("=", 1) for e in edits.get("env", []))
 
 
-@pytest.fixture(params=[LIBDIR, "usr/lib64"], ids=["debian", "rhel"])
+@pytest.fixture(params=[(LIBDIR, False), (LIBDIR, True), ("usr/lib64", False)], ids=["debian", "merged-usr", "rhel"])
 def driver_root(request: pytest.FixtureRequest, tmp_path: Path) -> Path:
-    return make_driver_root(tmp_path / "driver", libdir_name=request.param)
+    libdir, merged = request.param
+    return make_driver_root(tmp_path / "driver", libdir_name=libdir, merged_usr=merged)
 
 
 def test_spec_agrees_with_nvidia_ctk(driver_root: Path) -> None:

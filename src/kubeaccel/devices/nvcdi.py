@@ -127,6 +127,24 @@ def _glob(root: Path, directory: str, pattern: str) -> list[Path]:
     return sorted(base.glob(pattern))
 
 
+def _canonical(root: Path, path: Path) -> Path:
+    """``path`` with every symlink resolved, as nvidia-ctk's library locator does, so a merged-/usr
+    install (``/lib -> usr/lib``) yields each library once, under ``/usr/lib``. Kept as is if the
+    resolution leaves the root."""
+    real = Path(os.path.realpath(path))
+    try:
+        real.relative_to(root)
+    except ValueError:
+        return path
+    return real
+
+
+def _libs(root: Path, directories: Iterable[str], pattern: str) -> list[Path]:
+    """Library files matching ``pattern`` in ``directories``, canonical, each once, in search order."""
+    found = (_canonical(root, p) for d in directories for p in _glob(root, d, pattern))
+    return list(dict.fromkeys(p for p in found if p.is_file()))
+
+
 def _first_version(root: Path) -> str | None:
     for prefix in ("libcuda.so.", "libnvidia-ml.so."):
         for directory in LIBRARY_DIRS:
@@ -186,22 +204,17 @@ def discover(driver_root: Path, *, firmware_class_path: str = "") -> DriverFiles
     """The driver's files under ``driver_root``; ``UnavailableError`` naming the root when there is no driver."""
     root = Path(os.path.normpath(driver_root))
     version = _first_version(root)
-    nvml = [] if version is None else [p for d in LIBRARY_DIRS for p in _glob(root, d, f"libnvidia-ml.so.{version}")]
-    if version is None or not nvml:
+    if version is None or not _libs(root, LIBRARY_DIRS, f"libnvidia-ml.so.{version}"):
         raise UnavailableError(
             f"NVIDIA driver not found under the driver root {root}: no libnvidia-ml.so.<version> in "
             f"{', '.join(str(_inside(root, d)) for d in LIBRARY_DIRS[1:4])} or the other library directories",
             hint="set the nvidia resource's driverRoot to where the driver is installed (the host's / as the "
             "plugin sees it, e.g. /host, or /run/nvidia/driver for a driver container), or install the driver",
         )
-    versioned = [p for d in LIBRARY_DIRS for p in _glob(root, d, f"lib*.so.{version}")]
-    dirs = _unique(_relative(root, p.parent) for p in versioned)
-    libraries: list[str] = []
-    for directory in [*dirs, *(f"{d.rstrip('/')}/vdpau" for d in dirs)]:
-        libraries += [_relative(root, p) for p in _glob(root, directory, f"*.so.{version}") if p.is_file()]
-    for directory in dirs:
-        libraries += [_relative(root, p) for p in _glob(root, directory, "libnvidia-nvvm70.so.*") if p.is_file()]
-    libraries = list(_unique(libraries))
+    dirs = _unique(_relative(root, p.parent) for p in _libs(root, LIBRARY_DIRS, f"lib*.so.{version}"))
+    found = _libs(root, [*dirs, *(f"{d.rstrip('/')}/vdpau" for d in dirs)], f"*.so.{version}")
+    found += _libs(root, dirs, "libnvidia-nvvm70.so.*")
+    libraries = list(_unique(_relative(root, p) for p in found))
     firmware: list[str] = []
     for directory in _firmware_dirs(firmware_class_path):
         for pattern in ("gsp*.bin", "ucodes*.bin"):
