@@ -212,9 +212,9 @@ def discover(driver_root: Path, *, firmware_class_path: str = "") -> DriverFiles
             "plugin sees it, e.g. /host, or /run/nvidia/driver for a driver container), or install the driver",
         )
     dirs = _unique(_relative(root, p.parent) for p in _libs(root, LIBRARY_DIRS, f"lib*.so.{version}"))
-    found = _libs(root, [*dirs, *(f"{d.rstrip('/')}/vdpau" for d in dirs)], f"*.so.{version}")
-    found += _libs(root, dirs, "libnvidia-nvvm70.so.*")
-    libraries = list(_unique(_relative(root, p) for p in found))
+    libs = _libs(root, [*dirs, *(f"{d.rstrip('/')}/vdpau" for d in dirs)], f"*.so.{version}")
+    libs += _libs(root, dirs, "libnvidia-nvvm70.so.*")
+    libraries = list(_unique(_relative(root, p) for p in libs))
     firmware: list[str] = []
     for directory in _firmware_dirs(firmware_class_path):
         for pattern in ("gsp*.bin", "ucodes*.bin"):
@@ -222,10 +222,10 @@ def discover(driver_root: Path, *, firmware_class_path: str = "") -> DriverFiles
                          if p.is_file()]
     binaries: list[str] = []
     for name in BINARIES:
-        found = next((p for d in BIN_DIRS if (p := _inside(root, f"{d}/{name}")).is_file() and os.access(p, os.X_OK)),
-                     None)
-        if found is not None:
-            binaries.append(_relative(root, found))
+        binary = next((p for d in BIN_DIRS if (p := _inside(root, f"{d}/{name}")).is_file() and os.access(p, os.X_OK)),
+                      None)
+        if binary is not None:
+            binaries.append(_relative(root, binary))
     # Sockets only: nvidia-ctk 1.20 looks for the MPS pipe directory (/tmp/nvidia-mps) with a locator
     # that accepts files alone, so it never mounts it; we agree (MPS clients set their pipe dir).
     ipc = [next((f"{d}/{s}" for d in ("/run", "/var/run") if _is_file(_inside(root, f"{d}/{s}"))), "")
