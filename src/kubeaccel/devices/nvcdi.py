@@ -31,21 +31,29 @@ Paths are found under ``driver_root`` (where this process sees the install) and 
 
 from __future__ import annotations
 
+import logging
 import os
 import re
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 from kubeaccel.devices import cdi
-from kubeaccel.devices.model import DeviceNode
+from kubeaccel.devices.model import Device, DeviceNode, Devices
+from kubeaccel.devices.naming import devices_env_var
+from kubeaccel.devices.policy import AllocationError
+from kubeaccel.devices.policy import names as id_list
 from kubeaccel.errors import UnavailableError
+
+log = logging.getLogger(__name__)
 
 # The kind of kubeaccel's own spec: never NVIDIA's ``nvidia.com/gpu``, so the two never collide.
 KIND = "nvidia.kubeaccel.io/gpu"
 NVIDIA_KIND = "nvidia.com/gpu"
 DEFAULT_HOOK_PATH = "/usr/bin/nvidia-cdi-hook"
+# A custom firmware search path the kernel was given (read under the node root, like /sys elsewhere).
+FIRMWARE_CLASS_PATH = "/sys/module/firmware_class/parameters/path"
 
 # nvidia-ctk's library search order (pkg/lookup/library.go) without an ldcache.
 LIBRARY_DIRS = (
@@ -318,3 +326,96 @@ def spec(
         hooks=hooks,
     )
     return cdi.spec(kind, entries, common)
+
+
+# -- the decision: NVIDIA's spec, ours, or none -----------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What Allocate names, decided when the plugin last synced its CDI spec (replaced whole)."""
+
+    names: Mapping[str, str] = field(default_factory=dict)  # device ID -> qualified CDI name
+    problem: str | None = None  # set: no spec may be used, Allocate refuses with it
+    hint: str | None = None
+
+    def names_for(self, devices: Sequence[Device]) -> tuple[str, ...]:
+        """The CDI names of ``devices``; ``AllocationError`` (one clear message) when there are none."""
+        if self.problem is not None:
+            raise AllocationError(self.problem, hint=self.hint)
+        missing = [d.id for d in devices if d.id not in self.names]
+        if missing:
+            raise AllocationError(
+                f"cannot allocate: no CDI spec entry for GPU(s) {id_list(missing)}",
+                hint="regenerate NVIDIA's spec (nvidia-ctk cdi generate) or remove it so kubeaccel writes its own",
+            )
+        return tuple(self.names[d.id] for d in devices)
+
+
+def _read_first_line(path: Path) -> str:
+    try:
+        with path.open("rb") as fh:
+            return fh.read(4096).decode("utf-8", "replace").strip()
+    except OSError:
+        return ""
+
+
+def decide(
+    resource_name: str,
+    devices: Devices,
+    *,
+    spec_dirs: Sequence[Path],
+    driver_root: Path,
+    host_root: Path,
+    hook_path: str | None,
+    control_nodes: Sequence[DeviceNode],
+    by_uuid: bool,
+    firmware_class_path: Path | None = None,
+) -> tuple[dict[str, Any] | None, Plan]:
+    """The spec kubeaccel writes (None: none) and what Allocate names, in this order:
+
+    1. a spec file in ``spec_dirs`` that cannot be read: none, and Allocate refuses naming it (it
+       may be NVIDIA's, and a second spec for the same GPUs would conflict);
+    2. NVIDIA's own spec (kind ``nvidia.com/gpu``): none; Allocate names its entry by UUID, else index;
+    3. otherwise kubeaccel's complete spec from ``driver_root`` (``UnavailableError`` naming the
+       root when it holds no driver), named by UUID (or index without ``by_uuid``).
+
+    ``hook_path`` (a host path under the driver root) is used where it exists under ``driver_root``.
+    """
+    scan = cdi.find_kind(spec_dirs, NVIDIA_KIND)
+    if scan.unreadable:
+        for path, why in scan.unreadable:
+            log.warning("%s: CDI spec %s cannot be read: %s", resource_name, path, why)
+        shown = "; ".join(f"{path} ({why})" for path, why in scan.unreadable[:3])
+        more = len(scan.unreadable) - 3
+        return None, Plan(
+            problem=f"kubeaccel writes no NVIDIA CDI spec while a spec file it cannot read may be NVIDIA's "
+            f"({NVIDIA_KIND}) and would conflict: {shown}" + (f" and {more} more" if more > 0 else ""),
+            hint=f"fix or remove {scan.unreadable[0][0]} (nvidia-ctk cdi generate --output=/etc/cdi/nvidia.yaml "
+            "rewrites NVIDIA's), or leave its directory out of the resource's cdiSpecDirs",
+        )
+    if scan.found is not None:
+        found = scan.found
+        chosen = {d.id: d.id if d.id in found.names else d.index for d in devices.values()
+                  if d.id in found.names or d.index in found.names}
+        unnamed = [d.id for d in devices.values() if d.id not in chosen]
+        if unnamed:
+            log.warning("%s: NVIDIA's CDI spec %s has no entry for GPU(s) %s", resource_name,
+                        ", ".join(map(str, found.paths)), id_list(unnamed))
+        return None, Plan({i: cdi.qualified(NVIDIA_KIND, n) for i, n in chosen.items()})
+    files = discover(driver_root, firmware_class_path=_read_first_line(firmware_class_path)
+                     if firmware_class_path is not None else "")
+    if hook_path is not None and not (driver_root / hook_path.lstrip("/")).is_file():
+        hook_path = None
+    gpus = [Gpu((d.id, d.index), n) for d in devices.values() for n in d.nodes[:1]]
+    marker = devices_env_var(resource_name).replace("KUBEACCEL_DEVICES_", "KUBEACCEL_CDI_", 1)
+    document = spec(
+        gpus,
+        control_nodes,
+        files,
+        driver_root=driver_root,
+        host_root=host_root,
+        hook_path=str(host_root / hook_path.lstrip("/")) if hook_path is not None else None,
+        env={marker: KIND},
+    )
+    return document, Plan({d.id: cdi.qualified(KIND, d.id if by_uuid else d.index) for d in devices.values()})

@@ -27,12 +27,10 @@ changing them). MIG instances are not advertised.
 
 from __future__ import annotations
 
-import logging
 import os
 import threading
 import time
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -42,11 +40,6 @@ from kubeaccel.devices import cdi, nvcdi
 from kubeaccel.devices.backends._nvml import EVENT_DOUBLE_BIT_ECC, EVENT_XID_CRITICAL, Gpu, HealthEvent, Nvml
 from kubeaccel.devices.backends._poll import read_int, under_root
 from kubeaccel.devices.model import Backend, ContainerAllocation, Device, DeviceNode, Devices, Health, sort_key
-from kubeaccel.devices.naming import devices_env_var
-from kubeaccel.devices.policy import AllocationError
-from kubeaccel.devices.policy import names as id_list
-
-log = logging.getLogger(__name__)
 
 CONTROL_NODES = ("/dev/nvidiactl", "/dev/nvidia-uvm", "/dev/nvidia-uvm-tools", "/dev/nvidia-modeset")
 APPLICATION_XIDS = (13, 31, 43, 45, 68, 109)
@@ -117,20 +110,11 @@ class Config(BaseModel):
     )
 
 
-@dataclass(frozen=True)
-class _CdiPlan:
-    """What Allocate names, decided when the plugin last synced its CDI spec (replaced whole)."""
-
-    names: Mapping[str, str] = field(default_factory=dict)  # device ID -> qualified CDI name
-    problem: str | None = None  # set: no spec may be used (Allocate refuses with it)
-    hint: str | None = None
-
-
 class NvidiaBackend:
     """``Backend`` over the node's GPUs; NVML is reached through the ``Nvml`` adapter only."""
 
     # None until the plugin asks for a CDI spec (``cdi: true``); then Allocate names CDI devices.
-    _cdi_plan: _CdiPlan | None = None
+    _cdi_plan: nvcdi.Plan | None = None
 
     def __init__(self, resource_name: str, config: Config, nvml: Nvml, *, root: Path = Path("/")) -> None:
         self._resource_name = resource_name
@@ -185,77 +169,25 @@ class NvidiaBackend:
 
     def _cdi_names(self, devices: Sequence[Device]) -> tuple[str, ...]:
         plan = self._cdi_plan
-        if plan is None:
-            return ()
-        if plan.problem is not None:
-            raise AllocationError(plan.problem, hint=plan.hint)
-        missing = [d.id for d in devices if d.id not in plan.names]
-        if missing:
-            raise AllocationError(
-                f"cannot allocate: no CDI spec entry for GPU(s) {id_list(missing)}",
-                hint="regenerate NVIDIA's spec (nvidia-ctk cdi generate) or remove it so kubeaccel writes its own",
-            )
-        return tuple(plan.names[d.id] for d in devices)
+        return () if plan is None else plan.names_for(devices)
 
     def cdi_spec(self, devices: Devices) -> dict[str, Any] | None:
-        """The spec to write for ``devices``, or None when NVIDIA's own spec names them (or one is unreadable).
-
-        Decides what Allocate names from now on. ``UnavailableError`` (naming the path) when the
-        driver root holds no driver.
-        """
+        """``cdi.SpecSource``: kubeaccel's spec for ``devices``, or None where NVIDIA's names them
+        (``nvcdi.decide``); from now on Allocate names what was decided here."""
         config = self._config
-        scan = cdi.find_kind([Path(d) for d in config.cdi_spec_dirs], NVIDIA_CDI_KIND)
-        if scan.unreadable:
-            for path, why in scan.unreadable:
-                log.warning("%s: CDI spec %s cannot be read: %s", self._resource_name, path, why)
-            shown = "; ".join(f"{path} ({why})" for path, why in scan.unreadable[:3])
-            more = len(scan.unreadable) - 3
-            self._cdi_plan = _CdiPlan(
-                problem=f"kubeaccel writes no NVIDIA CDI spec while a spec file it cannot read may be NVIDIA's "
-                f"({NVIDIA_CDI_KIND}) and would conflict: {shown}" + (f" and {more} more" if more > 0 else ""),
-                hint=f"fix or remove {scan.unreadable[0][0]} (nvidia-ctk cdi generate --output=/etc/cdi/nvidia.yaml "
-                "rewrites NVIDIA's), or leave its directory out of the resource's cdiSpecDirs",
-            )
-            return None
-        if scan.found is not None:
-            found = scan.found
-            chosen = {d.id: d.id if d.id in found.names else d.index for d in devices.values()
-                      if d.id in found.names or d.index in found.names}
-            self._cdi_plan = _CdiPlan({i: cdi.qualified(NVIDIA_CDI_KIND, n) for i, n in chosen.items()})
-            unnamed = [d.id for d in devices.values() if d.id not in chosen]
-            if unnamed:
-                log.warning("%s: NVIDIA's CDI spec %s has no entry for GPU(s) %s", self._resource_name,
-                            ", ".join(map(str, found.paths)), id_list(unnamed))
-            return None
-        root = Path(config.driver_root)
-        host_root = Path(config.host_driver_root or config.driver_root)
-        files = nvcdi.discover(root, firmware_class_path=self._firmware_class_path())
-        hook = config.nvidia_cdi_hook_path
-        if hook is not None and not (root / hook.lstrip("/")).is_file():
-            hook = None
-        by_uuid = self._config.visible_devices == "uuid"
-        gpus = [nvcdi.Gpu((d.id, d.index), n) for d in devices.values() for n in d.nodes[:1]]
-        document = nvcdi.spec(
-            gpus,
-            self._control_nodes(),
-            files,
-            driver_root=root,
-            host_root=host_root,
-            hook_path=str(host_root / hook.lstrip("/")) if hook is not None else None,
-            env={devices_env_var(self._resource_name).replace("KUBEACCEL_DEVICES_", "KUBEACCEL_CDI_", 1): CDI_KIND},
+        controls = [DeviceNode(str(h), c) for c in CONTROL_NODES if os.path.exists(h := under_root(self._root, c))]
+        document, self._cdi_plan = nvcdi.decide(
+            self._resource_name,
+            devices,
+            spec_dirs=[Path(d) for d in config.cdi_spec_dirs],
+            driver_root=Path(config.driver_root),
+            host_root=Path(config.host_driver_root or config.driver_root),
+            hook_path=config.nvidia_cdi_hook_path,
+            control_nodes=controls,
+            by_uuid=config.visible_devices == "uuid",
+            firmware_class_path=under_root(self._root, nvcdi.FIRMWARE_CLASS_PATH),
         )
-        self._cdi_plan = _CdiPlan({d.id: cdi.qualified(CDI_KIND, d.id if by_uuid else d.index)
-                                   for d in devices.values()})
         return document
-
-    def _control_nodes(self) -> list[DeviceNode]:
-        return [DeviceNode(str(host), c) for c in CONTROL_NODES if os.path.exists(host := under_root(self._root, c))]
-
-    def _firmware_class_path(self) -> str:
-        try:
-            return under_root(self._root, "/sys/module/firmware_class/parameters/path").read_text()[:4096].strip()
-        except (OSError, UnicodeDecodeError):
-            return ""
 
     def wait_for_change(self, timeout: float) -> bool:
         if self._changed.wait(timeout) and not self._closed.is_set():
