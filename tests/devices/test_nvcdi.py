@@ -168,3 +168,11 @@ def test_links_that_leave_the_driver_root_are_not_followed(tmp_path: Path) -> No
     files = nvcdi.discover(root)  # the version now comes from libnvidia-ml
     assert files.version == VERSION
     assert all("passwd" not in p for p in files.libraries)
+
+
+def test_a_driver_root_reached_through_a_link_lists_each_library_once(tmp_path: Path) -> None:
+    make_driver_root(tmp_path / "driver", nodes=False, merged_usr=True)
+    (tmp_path / "host").symlink_to("driver")  # e.g. the host's / mounted where a link points
+    files = nvcdi.discover(tmp_path / "host")
+    assert files.library_dirs == (f"/{LIBDIR}",)
+    assert len(files.libraries) == len(set(files.libraries)) == 11

@@ -210,7 +210,7 @@ def _firmware_dirs(firmware_class_path: str) -> list[str]:
 
 def discover(driver_root: Path, *, firmware_class_path: str = "") -> DriverFiles:
     """The driver's files under ``driver_root``; ``UnavailableError`` naming the root when there is no driver."""
-    root = Path(os.path.normpath(driver_root))
+    root = Path(os.path.realpath(driver_root))  # found paths are canonical: so is the root
     version = _first_version(root)
     if version is None or not _libs(root, LIBRARY_DIRS, f"libnvidia-ml.so.{version}"):
         raise UnavailableError(
@@ -265,7 +265,7 @@ def driver_edits(
     With ``hook_path`` (an ``nvidia-cdi-hook`` or ``nvidia-ctk`` binary on the host): NVIDIA's
     hooks. Without: each link becomes a bind mount of the file it resolves to.
     """
-    root = Path(os.path.normpath(driver_root))
+    root = Path(os.path.realpath(driver_root))  # found paths are canonical: so is the root
 
     def host(path: str) -> str:
         return str(_inside(host_root, path))
