@@ -176,3 +176,15 @@ def test_a_driver_root_reached_through_a_link_lists_each_library_once(tmp_path: 
     files = nvcdi.discover(tmp_path / "host")
     assert files.library_dirs == (f"/{LIBDIR}",)
     assert len(files.libraries) == len(set(files.libraries)) == 11
+
+
+def test_module_prints_the_spec_for_a_driver_root(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    root = make_driver_root(tmp_path / "d")
+    assert nvcdi.main([str(root), "/usr/bin/nvidia-cdi-hook"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert [d["name"] for d in doc["devices"]] == ["0", "1"]
+    assert hooks(doc["containerEdits"]) == hooks(reference(root, "/usr/bin/nvidia-cdi-hook")["containerEdits"])
+    assert nvcdi.main([str(tmp_path / "empty")]) == 4
+    assert "libnvidia-ml" in capsys.readouterr().err

@@ -419,3 +419,36 @@ def decide(
         env={marker: KIND},
     )
     return document, Plan({d.id: cdi.qualified(KIND, d.id if by_uuid else d.index) for d in devices.values()})
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m kubeaccel.devices.nvcdi [DRIVER_ROOT [HOOK_PATH]]``: kubeaccel's spec for the GPU nodes
+    under ``DRIVER_ROOT/dev`` (named by minor number; no NVML needed), as JSON, to set beside
+    ``nvidia-ctk cdi generate --mode=management --driver-root DRIVER_ROOT`` on a real node."""
+    import json
+    import sys
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    root = Path(args[0] if args else "/")
+    hook = args[1] if len(args) > 1 else None
+    dev = root / "dev"
+    gpus = [Gpu((p.name.removeprefix("nvidia"),), DeviceNode(str(p), f"/dev/{p.name}"))
+            for p in sorted(dev.glob("nvidia[0-9]*")) if p.name.removeprefix("nvidia").isdecimal()]
+    controls = [DeviceNode(str(dev / n), f"/dev/{n}") for n in ("nvidiactl", "nvidia-uvm", "nvidia-uvm-tools",
+                                                              "nvidia-modeset") if (dev / n).exists()]
+    try:
+        files = discover(root, firmware_class_path=_read_first_line(Path(FIRMWARE_CLASS_PATH)))
+    except UnavailableError as exc:
+        print(f"error: {exc.message}\nhint: {exc.hint}", file=sys.stderr)
+        return exc.exit_code
+    document = spec(gpus, controls, files, driver_root=root, host_root=root, hook_path=hook, env={})
+    try:
+        print(json.dumps(document, indent=1))
+        sys.stdout.flush()
+    except BrokenPipeError:  # a reader that stopped early (| head): not an error of ours
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
