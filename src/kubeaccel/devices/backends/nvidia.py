@@ -19,8 +19,12 @@ changing them), and everything but health is read then: a scan makes no NVML or 
 * Device nodes: ``/dev/nvidia<minor>`` per GPU, plus the control nodes that exist on the node
   (``/dev/nvidiactl``, ``/dev/nvidia-uvm``, ``/dev/nvidia-uvm-tools``, ``/dev/nvidia-modeset``).
 * NUMA: ``/sys/bus/pci/devices/<bus id>/numa_node`` (negative or missing = none).
-* Env: ``NVIDIA_VISIBLE_DEVICES`` = comma list of indices, or of UUIDs with
-  ``visibleDevices: uuid``; CDI names ``nvidia.com/gpu=<index|uuid>`` likewise.
+* Env: ``NVIDIA_VISIBLE_DEVICES`` = comma list of UUIDs (``visibleDevices: uuid``, the default:
+  a UUID survives re-enumeration), or of indices with ``visibleDevices: index``.
+* CDI (``cdi: true``, see ``cdi_spec``): when NVIDIA's own spec (kind ``nvidia.com/gpu``) is in
+  ``cdiSpecDirs``, Allocate names its entries and kubeaccel writes none; otherwise kubeaccel writes a
+  complete spec of kind ``nvidia.kubeaccel.io/gpu`` from the files under ``driverRoot``
+  (``kubeaccel.devices.nvcdi``), named by UUID (or index, as ``visibleDevices`` says).
 * Health: a background thread waits on NVML events (XID critical errors and double-bit ECC
   errors). XIDs in ``ignoredXids`` (by default 13, 31, 43, 45, 68, 109: application errors that
   leave the GPU usable) and single-bit (corrected) ECC errors do not count. An event NVML cannot
@@ -42,10 +46,11 @@ import time
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Literal, NamedTuple
+from typing import Any, Literal, NamedTuple
 
-from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt
+from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StrictStr, field_validator
 
+from kubeaccel.devices import cdi, nvcdi
 from kubeaccel.devices.backends._mig import (
     Selection,
     capability_nodes,
@@ -80,7 +85,9 @@ log = logging.getLogger(__name__)
 
 CONTROL_NODES = ("/dev/nvidiactl", "/dev/nvidia-uvm", "/dev/nvidia-uvm-tools", "/dev/nvidia-modeset")
 APPLICATION_XIDS = (13, 31, 43, 45, 68, 109)
-CDI_KIND = "nvidia.com/gpu"
+# kubeaccel's own spec; NVIDIA's (nvidia-ctk) is nvidia.com/gpu, so the two never name the same device.
+CDI_KIND = nvcdi.KIND
+NVIDIA_CDI_KIND = nvcdi.NVIDIA_KIND
 # How long one nvmlEventSetWait blocks: bounds how late close() and recovery probes happen.
 _EVENT_WAIT_MS = 200
 
@@ -91,10 +98,47 @@ class Config(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
 
     visible_devices: Literal["index", "uuid"] = Field(
-        default="index",
+        default="uuid",
         alias="visibleDevices",
-        description="What NVIDIA_VISIBLE_DEVICES and the CDI names list: GPU indices or UUIDs.",
+        description="What NVIDIA_VISIBLE_DEVICES and kubeaccel's CDI names list: GPU UUIDs or indices.",
     )
+    driver_root: StrictStr = Field(
+        default="/",
+        alias="driverRoot",
+        description="Where this process sees the driver install (libraries, binaries, firmware) for the CDI spec.",
+    )
+    host_driver_root: StrictStr | None = Field(
+        default=None,
+        alias="hostDriverRoot",
+        description="Where the container runtime sees that install; the spec's host paths start here "
+        "(default: driverRoot).",
+    )
+    cdi_spec_dirs: list[StrictStr] = Field(
+        default=[str(d) for d in cdi.RUNTIME_SPEC_DIRS],
+        alias="cdiSpecDirs",
+        description="Where to look for NVIDIA's own CDI spec (nvidia.com/gpu), as the runtime reads them.",
+    )
+    nvidia_cdi_hook_path: StrictStr | None = Field(
+        default=nvcdi.DEFAULT_HOOK_PATH,
+        alias="nvidiaCdiHookPath",
+        description="nvidia-cdi-hook (or nvidia-ctk) on the host, under the driver root; its hooks are added "
+        "when it exists there. null: never (links become bind mounts).",
+    )
+
+    @field_validator("driver_root", "host_driver_root", "nvidia_cdi_hook_path")
+    @classmethod
+    def _absolute(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith("/"):
+            raise ValueError(f"{value[:64]!r} is not an absolute path")
+        return value
+
+    @field_validator("cdi_spec_dirs")
+    @classmethod
+    def _absolute_dirs(cls, value: list[str]) -> list[str]:
+        for item in value:
+            if not item.startswith("/"):
+                raise ValueError(f"{item[:64]!r} is not an absolute path")
+        return value
     ignored_xids: list[StrictInt] = Field(
         default=list(APPLICATION_XIDS),
         alias="ignoredXids",
@@ -116,6 +160,9 @@ class Config(BaseModel):
 
 class NvidiaBackend:
     """``Backend`` over the node's GPUs; NVML is reached through the ``Nvml`` adapter only."""
+
+    # None until the plugin asks for a CDI spec (``cdi: true``); then Allocate names CDI devices.
+    _cdi_plan: nvcdi.Plan | None = None
 
     def __init__(self, resource_name: str, config: Config, nvml: Nvml, *, root: Path = Path("/")) -> None:
         self._resource_name = resource_name
@@ -242,8 +289,30 @@ class NvidiaBackend:
         return ContainerAllocation(
             envs={"NVIDIA_VISIBLE_DEVICES": ",".join(names)} if names else {},
             device_nodes=tuple(nodes),
-            cdi_devices=tuple(f"{CDI_KIND}={n}" for n in names),
+            cdi_devices=self._cdi_names(ordered),
         )
+
+    def _cdi_names(self, devices: Sequence[Device]) -> tuple[str, ...]:
+        plan = self._cdi_plan
+        return () if plan is None else plan.names_for(devices)
+
+    def cdi_spec(self, devices: Devices) -> dict[str, Any] | None:
+        """``cdi.SpecSource``: kubeaccel's spec for ``devices``, or None where NVIDIA's names them
+        (``nvcdi.decide``); from now on Allocate names what was decided here."""
+        config = self._config
+        controls = list(self._find_control_nodes())
+        document, self._cdi_plan = nvcdi.decide(
+            self._resource_name,
+            devices,
+            spec_dirs=[Path(d) for d in config.cdi_spec_dirs],
+            driver_root=Path(config.driver_root),
+            host_root=Path(config.host_driver_root or config.driver_root),
+            hook_path=config.nvidia_cdi_hook_path,
+            control_nodes=controls,
+            by_uuid=config.visible_devices == "uuid",
+            firmware_class_path=under_root(self._root, nvcdi.FIRMWARE_CLASS_PATH),
+        )
+        return document
 
     def wait_for_change(self, timeout: float) -> bool:
         if self._changed.wait(timeout) and not self._closed.is_set():
