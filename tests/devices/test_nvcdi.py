@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 import yaml
-from fixtures.nvdriver import LIBDIR, VERSION, make_driver_root
+from fixtures.nvdriver import LIBDIR, VERSION, make_cloud_driver_root, make_driver_root
 
 from kubeaccel.devices import nvcdi
 from kubeaccel.devices.model import DeviceNode
@@ -45,11 +45,12 @@ def nvidia_ctk() -> Path:
     return binary
 
 
-def reference(root: Path, hook: str) -> dict[str, Any]:
+def reference(root: Path, hook: str, *, path: str | None = None) -> dict[str, Any]:
+    env = {**os.environ, "PATH": path} if path is not None else None
     out = subprocess.run(
         [str(nvidia_ctk()), "--quiet", "cdi", "generate", "--mode=management", f"--driver-root={root}",
          f"--nvidia-cdi-hook-path={hook}", "--format=yaml"],
-        check=True, capture_output=True, text=True, timeout=60,
+        check=True, capture_output=True, text=True, timeout=60, env=env,
     )
     doc = yaml.safe_load(out.stdout)
     assert isinstance(doc, dict)
@@ -188,3 +189,17 @@ def test_module_prints_the_spec_for_a_driver_root(tmp_path: Path, capsys: pytest
     assert hooks(doc["containerEdits"]) == hooks(reference(root, "/usr/bin/nvidia-cdi-hook")["containerEdits"])
     assert nvcdi.main([str(tmp_path / "empty")]) == 4
     assert "libnvidia-ml" in capsys.readouterr().err
+
+
+def test_a_driver_outside_the_default_directories_is_found_through_the_linker_cache(tmp_path: Path) -> None:
+    # As on the lent H200: the driver in /usr/local/nvidia/{lib64,bin}, known to ld.so.cache only.
+    # nvidia-ctk reads the cache and finds binaries on PATH (the node's has /usr/local/nvidia/bin).
+    root = make_cloud_driver_root(tmp_path / "d")
+    hook = str(root / "usr/bin/nvidia-cdi-hook")
+    theirs = reference(root, hook, path=f"/usr/local/nvidia/bin:{os.environ.get('PATH', '')}")
+    mine = ours(root, hook)
+    void = {("/dev/null", "/var/run/nvidia-container-devices/void", ("ro", "nosuid", "nodev", "bind"))}
+    assert mounts(mine["containerEdits"]) == mounts(theirs["containerEdits"]) - void
+    assert any(c == "/usr/local/nvidia/bin/nvidia-smi" for _, c, _ in mounts(mine["containerEdits"]))
+    assert hooks(mine["containerEdits"]) == hooks(theirs["containerEdits"])
+    assert nvcdi.discover(root).library_dirs == ("/usr/local/nvidia/lib64",)

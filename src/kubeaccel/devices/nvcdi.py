@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from kubeaccel.devices import cdi
+from kubeaccel.devices import cdi, ldcache
 from kubeaccel.devices.model import Device, DeviceNode, Devices
 from kubeaccel.devices.naming import devices_env_var
 from kubeaccel.devices.policy import AllocationError
@@ -153,9 +153,9 @@ def _libs(root: Path, directories: Iterable[str], pattern: str) -> list[Path]:
     return list(dict.fromkeys(p for p in found if p.is_file()))
 
 
-def _first_version(root: Path) -> str | None:
+def _first_version(root: Path, search: tuple[str, ...]) -> str | None:
     for prefix in ("libcuda.so.", "libnvidia-ml.so."):
-        for directory in LIBRARY_DIRS:
+        for directory in search:
             for candidate in _glob(root, directory, prefix + "*.*"):
                 real = _resolved(root, candidate)
                 if real is not None and real.name.startswith(prefix):
@@ -211,15 +211,19 @@ def _firmware_dirs(firmware_class_path: str) -> list[str]:
 def discover(driver_root: Path, *, firmware_class_path: str = "") -> DriverFiles:
     """The driver's files under ``driver_root``; ``UnavailableError`` naming the root when there is no driver."""
     root = Path(os.path.realpath(driver_root))  # found paths are canonical: so is the root
-    version = _first_version(root)
-    if version is None or not _libs(root, LIBRARY_DIRS, f"libnvidia-ml.so.{version}"):
+    # As nvidia-ctk: the linker's cache first (a driver outside the distribution's directories,
+    # e.g. /usr/local/nvidia/lib64 on GPU clouds), then the default directories.
+    cached = ldcache.directories(root, ("libcuda.so", "libnvidia"))
+    search = _unique([*cached, *LIBRARY_DIRS])
+    version = _first_version(root, search)
+    if version is None or not _libs(root, search, f"libnvidia-ml.so.{version}"):
         raise UnavailableError(
             f"NVIDIA driver not found under the driver root {root}: no libnvidia-ml.so.<version> in "
             f"{', '.join(str(_inside(root, d)) for d in LIBRARY_DIRS[1:4])} or the other library directories",
             hint="set the nvidia resource's driverRoot to where the driver is installed (the host's / as the "
             "plugin sees it, e.g. /host, or /run/nvidia/driver for a driver container), or install the driver",
         )
-    dirs = _unique(_relative(root, p.parent) for p in _libs(root, LIBRARY_DIRS, f"lib*.so.{version}"))
+    dirs = _unique(_relative(root, p.parent) for p in _libs(root, search, f"lib*.so.{version}"))
     libs = _libs(root, [*dirs, *(f"{d.rstrip('/')}/vdpau" for d in dirs)], f"*.so.{version}")
     libs += _libs(root, dirs, "libnvidia-nvvm70.so.*")
     libraries = list(_unique(_relative(root, p) for p in libs))
@@ -229,8 +233,10 @@ def discover(driver_root: Path, *, firmware_class_path: str = "") -> DriverFiles
             firmware += [_relative(root, p) for p in _glob(root, f"{directory}/nvidia/{version}", pattern)
                          if p.is_file()]
     binaries: list[str] = []
+    # Beside BIN_DIRS, the bin/ next to a cached driver library directory (/usr/local/nvidia/bin).
+    bin_dirs = _unique([*BIN_DIRS, *(str(PurePosixPath(d).parent / "bin") for d in cached)])
     for name in BINARIES:
-        binary = next((p for d in BIN_DIRS if (p := _inside(root, f"{d}/{name}")).is_file() and os.access(p, os.X_OK)),
+        binary = next((p for d in bin_dirs if (p := _inside(root, f"{d}/{name}")).is_file() and os.access(p, os.X_OK)),
                       None)
         if binary is not None:
             binaries.append(_relative(root, binary))
