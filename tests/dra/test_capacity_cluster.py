@@ -142,5 +142,8 @@ def test_documented_selectors_compile(cluster: LocalCluster) -> None:
         for i, expression in enumerate(DOC_SELECTORS):
             requests = spark_dra.requests(_conf(selector=expression), "executor")
             kube.create(spark_dra.claim_template(f"doc-{i}", ns, "executor", requests), ns)
+        # The model shorthand too (a VE's model is an int attribute, a simulated one's a string).
+        conf = {**_conf(selector="true"), "spark.kubeaccel.dra.executor.sim.model": "3"}
+        kube.create(spark_dra.claim_template("doc-model", ns, "executor", spark_dra.requests(conf, "executor")), ns)
     finally:
         kube.close()

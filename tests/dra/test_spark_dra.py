@@ -32,7 +32,8 @@ def test_requests_with_selectors() -> None:
     assert (req.name, req.device_class, req.count) == ("ve", "ve.nec.com", 2)
     assert req.selectors == (
         'device.attributes["dra.kubeaccel.io"].numaNode == 1',
-        'device.attributes["dra.kubeaccel.io"].model == "VE \\"3\\""',
+        '"model" in device.attributes["dra.kubeaccel.io"] && '
+        'string(device.attributes["dra.kubeaccel.io"].model) == "VE \\"3\\""',
         'device.attributes["dra.kubeaccel.io"].index < 4',
     )
     assert dra.requests(conf, "driver") == []

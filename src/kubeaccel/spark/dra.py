@@ -145,7 +145,11 @@ def requests(conf: Mapping[str, str], role: str) -> list[ClaimRequest]:
             if not model or len(model) > 64:
                 raise ConfigError(f"{prefix}.model={own['model']!r} must be 1 to 64 characters",
                                   hint="the model attribute as `kubeaccel dra devices -o yaml` shows it")
-            expression = f"device.attributes[{_cel_string(driver)}].model == {_cel_string(model)}"
+            # string(): a VE's sysfs model is a number, published as an int attribute; a bare
+            # `== "3"` never matches an int. The guard keeps a device without the attribute a non-match.
+            scope = f"device.attributes[{_cel_string(driver)}]"
+            expression = f'"model" in {scope} && string({scope}.model) == {_cel_string(model)}'
+
             selectors.append((f"{prefix}.model", expression))
         if "minMemory" in own:
             raw = own["minMemory"].strip()
