@@ -27,6 +27,12 @@ class Metrics:
                               registry=self.registry)
         self.publishes = Counter("kubeaccel_dra_slice_publishes", "ResourceSlice publish passes, by result.",
                                  ["result"], registry=self.registry)
+        self.cdi_errors = Counter("kubeaccel_dra_cdi_spec_errors",
+                                  "CDI spec files the driver could not list, remove or write at start, by operation.",
+                                  ["op"], registry=self.registry)
+        self.publish_skipped = Counter("kubeaccel_dra_slice_changes_coalesced",
+                                       "Inventory changes folded into a later ResourceSlice write (the floor).",
+                                       registry=self.registry)
         self._http: tuple[WSGIServer, threading.Thread] | None = None
 
     def set_pools(self, pools: Mapping[str, Pool]) -> None:
