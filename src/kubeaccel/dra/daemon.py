@@ -245,6 +245,8 @@ class DraDaemon:
             inventory.start()
             if options.metrics_port is not None:
                 self.metrics_port = self.metrics.serve(options.metrics_port, options.metrics_addr)
+            for path in (options.endpoint, options.registration_socket):
+                claim_socket(path)  # before restore touches the CDI dir: a live driver there is not ours to disturb
             driver = self.driver = Driver(options.driver, inventory, checkpoint, options.cdi_dir,
                                           self.access.read_claim, metrics=self.metrics)
             driver.restore()
