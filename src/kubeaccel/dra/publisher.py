@@ -6,8 +6,9 @@ the highest one found. Then, on every inventory change, each pool is re-applied 
 generation bumped — at most one write pass per ``MIN_INTERVAL_S`` (0.2 s): changes that arrive
 sooner (a flapping device) are folded into the next pass, which always publishes the inventory as
 it is then, so the API server ends in the latest state. The generation moves only when a pass has
-been written: a failed one (an outage) is retried with the same generation. After ``RESYNC_S`` of quiet the API server's copies are compared with ours and
-republished if someone deleted or edited them. Taints mark unhealthy devices; if the API server
+been written: a failed one (an outage) is retried with the same generation. After ``RESYNC_S``
+of quiet the API server's copies are compared with ours and republished if someone deleted or
+edited them. Taints mark unhealthy devices; if the API server
 drops them (``DRADeviceTaints`` off), unhealthy devices are left out instead. An unreachable API
 server is retried with backoff while the DRA service keeps answering from the checkpoint.
 ``withdraw`` deletes our slices.
