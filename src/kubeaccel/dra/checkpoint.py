@@ -177,6 +177,7 @@ class Checkpoint:
         self.journal = journal  # the number of the journal appended to
         self.records = 0  # records in that journal
         self.compactions = 0
+        self.writes = 0  # journal appends (each one fdatasync), however many records each carried
         self._fd: int | None = None
         self._stale = False  # the journal's tail is unknown (a failed write) or the file is gone: compact first
         self._pending: list[Pending] = []
@@ -330,6 +331,7 @@ class Checkpoint:
         try:
             _write_all(self._fd, data)
             os.fdatasync(self._fd)
+            self.writes += 1
             if os.fstat(self._fd).st_nlink == 0:  # the file (or its directory) was removed under us
                 raise FileNotFoundError(2, f"{self.journal_path} was removed")
         except OSError:
