@@ -407,11 +407,13 @@ def test_an_idle_driver_sleeps_and_wakes_on_a_socket_event(node: DraNode) -> Non
     assert node.info().name
 
 
-@pytest.mark.parametrize("state", ["idle", "publishing to a dead API server", "after prepares"])
+@pytest.mark.parametrize("state", ["idle", "publishing to a dead API server", "after prepares", "serving metrics"])
 def test_sigterm_stops_within_a_second(node: DraNode, state: str) -> None:
     args = _run_args(node)
     if state == "publishing to a dead API server":
         args.remove("--no-publish")
+    if state == "serving metrics":
+        args += ["--metrics-port", "0", "--metrics-addr", "127.0.0.1"]
     proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         _wait(lambda: proc.poll() is None and node.options.registration_socket.exists(), timeout=30)
