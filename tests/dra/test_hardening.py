@@ -266,9 +266,15 @@ def test_leftover_temp_files_are_removed_at_start_and_others_kept(node: DraNode)
     theirs = [o.cdi_dir / ".nvidia.json.tmp", o.cdi_dir / "vendor.json", o.state_dir / "notes.txt"]
     for path in ours + theirs:
         path.write_text("{")
+    # Orphans: one of ours (our kind), one of another kubeaccel driver on the node (its own kind).
+    mine = o.cdi_dir / "kubeaccel-dra-1111.json"
+    mine.write_text(json.dumps({"cdiVersion": "0.5.0", "kind": "dra.kubeaccel.io/claim", "devices": []}))
+    other = o.cdi_dir / "kubeaccel-dra-2222.json"
+    other.write_text(json.dumps({"cdiVersion": "0.5.0", "kind": "gpu.kubeaccel.io/claim", "devices": []}))
     node.start()
     assert [p.exists() for p in ours] == [False, False]
     assert [p.exists() for p in theirs] == [True, True, True]
+    assert (mine.exists(), other.exists()) == (False, True)
 
 
 def test_a_cdi_spec_that_cannot_be_removed_is_logged_counted_and_serving_goes_on(tmp_path: Path) -> None:

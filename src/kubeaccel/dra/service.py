@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import time
@@ -33,7 +34,7 @@ from kubeaccel.dra._generated import dra_v1_pb2, dra_v1_pb2_grpc, dra_v1beta1_pb
 from kubeaccel.dra._generated import health_v1_pb2 as hpb
 from kubeaccel.dra._generated import health_v1_pb2_grpc as hpb_grpc
 from kubeaccel.dra.checkpoint import UID, Checkpoint, PreparedClaim, PreparedDevice
-from kubeaccel.dra.claims import ClaimError, allocated, claim_spec, spec_file
+from kubeaccel.dra.claims import ClaimError, allocated, cdi_kind, claim_spec, spec_file
 from kubeaccel.dra.inventory import Inventory
 from kubeaccel.dra.metrics import Metrics
 from kubeaccel.errors import KubeaccelError, NotFoundError, UnavailableError
@@ -45,6 +46,7 @@ MAX_ERROR_CHARS = 1024
 MAX_FIELD_CHARS = 253
 MAX_CONCURRENT_READS = 32  # ResourceClaim GETs in flight at once (one call may name thousands of claims)
 HEALTH_CHECK_TIMEOUT_S = 0  # the kubelet's default (30 s) suits our backends' change signals
+MAX_SPEC_BYTES = 4 << 20  # a claim's spec is a few KiB; more is not one we wrote
 SPEC_PREFIX = spec_file("").removesuffix(".json")  # kubeaccel-dra-: our per-claim spec files
 
 ClaimReader = Callable[[str, str], Awaitable[Mapping[str, Any]]]
@@ -123,9 +125,11 @@ class Driver:
             log.error("cannot read the CDI directory %s: %s", self.cdi_dir, exc.strerror or exc)
             self.metrics.cdi_errors.labels("list").inc()
             names = []
+        kind = cdi_kind(self.driver)
         for name in names:
             interrupted = name.startswith(f".{SPEC_PREFIX}") and name.endswith(".tmp")
-            orphan = name.startswith(SPEC_PREFIX) and name.endswith(".json") and name not in owned
+            orphan = (name.startswith(SPEC_PREFIX) and name.endswith(".json") and name not in owned
+                      and _spec_kind(self.cdi_dir / name) in (kind, None))
             if interrupted or orphan:
                 log.info("removing %s CDI spec %s", "a half-written" if interrupted else "orphaned",
                          self.cdi_dir / name)
@@ -269,6 +273,19 @@ class Driver:
         if known:
             log.info("unprepared claim %s/%s (%s)", ref.namespace, ref.name, ref.uid)
         return ""
+
+
+def _spec_kind(path: Path) -> str | None:
+    """The CDI kind a spec file declares; None when it is not a readable spec (then it is nobody's).
+    Another kubeaccel driver on the node (another driver name) names its files the same way: its
+    specs declare its own kind and are left alone."""
+    try:
+        with path.open("rb") as fh:
+            data = json.loads(fh.read(MAX_SPEC_BYTES + 1)[:MAX_SPEC_BYTES].decode("utf-8"))
+    except (OSError, ValueError, RecursionError):
+        return None
+    kind = data.get("kind") if isinstance(data, dict) else None
+    return kind if isinstance(kind, str) else None
 
 
 def _merge(devices: Sequence[Any], ids: Mapping[tuple[str, str], str]) -> list[PreparedDevice]:
