@@ -14,7 +14,10 @@ socket (sync gRPC client, the kubelet's ``v1`` protos). For kubeaccel the proces
   prepared and checkpointed (each timed claim is unprepared again, also timed, so the level holds);
 * idle CPU over ``--idle`` seconds with 5,000 claims checkpointed, as % of a core, and RSS;
 * restart time with 5,000 claims: SIGTERM, start, until a checkpointed claim is answered again
-  (interpreter start-up, checkpoint load, CDI restore, sockets), median of ``--restarts``.
+  without an API read (interpreter start-up, checkpoint load, CDI restore, sockets), median of
+  ``--restarts``.
+
+``--baseline SRC`` runs kubeaccel a second time from another checkout's ``src`` (before / after).
 
 ``--peer`` adds another driver measured in the same run, interleaved level by level so a busy
 host slows both alike: a command template filled with the directories, the kubeconfig, the driver
@@ -82,12 +85,14 @@ def claim_body(namespace: str, name: str) -> dict[str, Any]:
 
 
 class _ClaimHandler(BaseHTTPRequestHandler):
+    gets = 0  # ResourceClaim reads served (a restart must answer checkpointed claims without one)
     protocol_version = "HTTP/1.1"
     disable_nagle_algorithm = True  # headers and body go out in two writes: no 40 ms delayed-ACK stall
 
     def do_GET(self) -> None:
         match = _CLAIM_PATH.fullmatch(self.path.split("?")[0])
         if match:
+            type(self).gets += 1
             self._send(200, claim_body(match[1], match[2]))
         else:
             self._send(404, {"apiVersion": "v1", "kind": "Status", "status": "Failure", "reason": "NotFound",
@@ -140,6 +145,7 @@ class Driver:
     command: list[str]
     proc: subprocess.Popen[bytes] | None = None
     channel: grpc.Channel | None = None
+    env: dict[str, str] | None = None
     filled: int = 0
     results: dict[str, float] = field(default_factory=dict)
 
@@ -155,13 +161,14 @@ class Driver:
         """Start the process; seconds until a checkpointed claim (or, with none, registration) answers."""
         t0 = time.perf_counter()
         with self.base.joinpath("log").open("ab") as log:
-            self.proc = subprocess.Popen(self.command, stdout=subprocess.DEVNULL, stderr=log)
+            self.proc = subprocess.Popen(self.command, stdout=subprocess.DEVNULL, stderr=log, env=self.env)
         while not (self.registration.exists() and serving(self.registration) and self.endpoint.exists()):
             if self.proc.poll() is not None:
                 raise SystemExit(f"{self.name} exited with {self.proc.returncode}: see {self.base / 'log'}")
             time.sleep(0.005)
         self.channel = grpc.insecure_channel(f"unix://{self.endpoint}")
         if self.filled:
+            gets = _ClaimHandler.gets
             while True:
                 try:
                     answer = self.prepare(["f0"])
@@ -169,6 +176,7 @@ class Driver:
                     time.sleep(0.005)
                     continue
                 assert not answer.claims[claim_uid("f0")].error, answer
+                assert _ClaimHandler.gets == gets, "a checkpointed claim was read from the API server"
                 break
         return time.perf_counter() - t0
 
@@ -255,17 +263,19 @@ def peer_command(template: str, base: Path, kubeconfig: Path) -> list[str]:
                                        cdi=base / "cdi", kubeconfig=kubeconfig, driver=DEFAULT_DRIVER, node=NODE))
 
 
-def run(levels: list[int], calls: int, idle: float, restarts: int, peer: str | None) -> list[Driver]:
+def run(levels: list[int], calls: int, idle: float, restarts: int, peer: str | None,
+        baseline: Path | None = None) -> list[Driver]:
     server = ClaimServer()
     drivers: list[Driver] = []
     try:
-        for name, command in (("kubeaccel", kubeaccel_command), ("peer", None)):
-            if name == "peer" and not peer:
+        for name in ("kubeaccel", "baseline", "peer"):
+            if (name == "peer" and not peer) or (name == "baseline" and baseline is None):
                 continue
             base = make_base(f"kdbench-{name}-")
             kubeconfig = server.kubeconfig(base / "kubeconfig")
-            argv = command(base, kubeconfig) if command else peer_command(peer or "", base, kubeconfig)
-            drivers.append(Driver(name, base, argv))
+            argv = peer_command(peer or "", base, kubeconfig) if name == "peer" else kubeaccel_command(base, kubeconfig)
+            env = {**os.environ, "PYTHONPATH": str(baseline)} if name == "baseline" else None
+            drivers.append(Driver(name, base, argv, env=env))
         for driver in drivers:
             driver.start()
         for level in levels:  # interleaved: both drivers at one level before the next
@@ -307,9 +317,11 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--idle", type=float, default=30.0, help="seconds of idle time to measure CPU over")
     parser.add_argument("--restarts", type=int, default=5)
     parser.add_argument("--peer", default=None, help="command template of another driver (see above)")
+    parser.add_argument("--baseline", type=Path, default=None,
+                        help="also run kubeaccel from this src directory (another checkout: before / after)")
     args = parser.parse_args(argv)
     levels = [int(x) for x in args.levels.split(",")]
-    drivers = run(levels, args.calls, args.idle, args.restarts, args.peer)
+    drivers = run(levels, args.calls, args.idle, args.restarts, args.peer, args.baseline)
     keys = list(drivers[0].results)
     print(f"\n{'':28s}" + "".join(f"{d.name:>12s}" for d in drivers))
     for key in keys:

@@ -58,6 +58,7 @@ SAFETY_TICK_S = 30.0  # a pass even without an event: a missed event cannot wedg
 BACKOFF_MIN_S = 0.1
 BACKOFF_MAX_S = 5.0
 PUBLISH_STOP_WAIT_S = 0.5  # how long a stop waits for a ResourceSlice write under way
+CLAIMS_STOP_WAIT_S = 0.3  # claims under way when the servers stop get this long to finish
 DEFAULT_STATE_DIR = Path("/var/lib/kubeaccel/dra")
 # What a kubelet restart (or an operator) does to our sockets: removed, created, renamed over.
 _DIR_EVENTS = flags.CREATE | flags.DELETE | flags.MOVED_FROM | flags.MOVED_TO
@@ -285,6 +286,8 @@ class DraDaemon:
                 follow_task.cancel()
             for server in reversed(self.servers):
                 await server.stop(0)
+            if self.driver is not None:
+                await self.driver.drain(CLAIMS_STOP_WAIT_S)
             if publish_task is not None:
                 await self._end_publishing(publish_task)
             inventory.close()

@@ -107,6 +107,7 @@ class Driver:
         self._read_claim = read_claim
         self._locks: dict[str, tuple[asyncio.Lock, int]] = {}  # per claim UID, while someone uses it
         self._reads: asyncio.Semaphore | None = None
+        self._inflight: set[asyncio.Future[Any]] = set()
         self.unremovable: list[str] = []  # spec files restore() could not remove
 
     # -- start ------------------------------------------------------------------------------------
@@ -172,7 +173,15 @@ class Driver:
         tasks = [asyncio.ensure_future(one(ref)) for ref in refs]
         if not tasks:
             return []
+        self._inflight.update(tasks)
+        for task in tasks:
+            task.add_done_callback(self._inflight.discard)
         return await asyncio.shield(asyncio.gather(*tasks))
+
+    async def drain(self, timeout: float) -> None:
+        """On stop, after the servers: let claims under way finish (cancelled calls leave them running)."""
+        if self._inflight:
+            await asyncio.wait(set(self._inflight), timeout=timeout)
 
     # -- prepare ------------------------------------------------------------------------------------
 
