@@ -249,3 +249,19 @@ def test_a_journal_cut_anywhere_loads_the_records_before_the_cut(tmp_path: Path,
     whole = data[:cut].count(b"\n")  # records before the cut: put 0, put 1, put 2, put 3, del 1
     expected = {0: set(), 1: {0}, 2: {0, 1}, 3: {0, 1, 2}, 4: {0, 1, 2, 3}, 5: {0, 2, 3}}[whole]
     assert set(load(tmp_path).claims) == {claim(i).uid for i in expected}
+
+
+def test_a_journal_removed_under_the_driver_fails_that_write_and_the_next_starts_anew(tmp_path: Path) -> None:
+    async def main() -> None:
+        cp = Checkpoint.load(tmp_path)
+        await cp.put(claim(0))
+        journal(tmp_path).unlink()  # an operator, a cleanup job
+        with pytest.raises(OSError, match="cannot save the checkpoint"):
+            await cp.put(claim(1))
+        assert sorted(cp.claims) == [claim(0).uid]  # memory follows the disk
+        await cp.put(claim(2))  # a new snapshot with everything, then a new journal
+        cp.close()
+        assert cp.compactions == 1
+
+    asyncio.run(main())
+    assert sorted(load(tmp_path).claims) == [claim(0).uid, claim(2).uid]

@@ -179,6 +179,7 @@ class Checkpoint:
         self.compactions = 0
         self.writes = 0  # journal appends (each one fdatasync), however many records each carried
         self._fd: int | None = None
+        self._retry_compaction_at = 0  # after a failed compaction: not before the journal holds this many
         self._stale = False  # the journal's tail is unknown (a failed write) or the file is gone: compact first
         self._pending: list[Pending] = []
         self._flusher: asyncio.Task[None] | None = None
@@ -319,11 +320,12 @@ class Checkpoint:
                 if not future.done():
                     future.set_result(None)
             self.records += len(batch)
-            if self.records > max(COMPACT_MIN_RECORDS, 2 * len(self.claims)):
+            if self.records > max(COMPACT_MIN_RECORDS, 2 * len(self.claims), self._retry_compaction_at):
                 try:
                     await asyncio.to_thread(self._compact_sync, dict(self.claims))
-                except OSError as exc:  # the journal still holds everything: only log it
+                except OSError as exc:  # the journal still holds everything: log, and wait before a retry
                     log.warning("cannot compact the checkpoint in %s: %s", self.directory, exc)
+                    self._retry_compaction_at = self.records + max(COMPACT_MIN_RECORDS, len(self.claims))
 
     def _append_sync(self, data: bytes) -> None:
         if self._fd is None:
@@ -355,7 +357,7 @@ class Checkpoint:
             raise
         _fsync_dir(self.directory)
         old_path, old_fd = self.journal_path, self._fd
-        self.journal, self.records, self._stale = following, 0, False
+        self.journal, self.records, self._stale, self._retry_compaction_at = following, 0, False, 0
         if old_fd is not None:
             os.close(old_fd)
         self._fd = None
