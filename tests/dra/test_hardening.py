@@ -336,6 +336,15 @@ def test_damaged_state_is_one_clear_error_through_the_cli(node: DraNode, kind: s
     assert "Traceback" not in out.stderr
 
 
+def test_a_lock_that_is_not_a_file_is_one_clear_error(node: DraNode) -> None:
+    (node.options.state_dir / "lock").mkdir()
+    out = subprocess.run(_run_args(node), capture_output=True, text=True, timeout=60, check=False)
+    assert out.returncode == 2, out.stderr
+    assert f"cannot use the state directory {node.options.state_dir}" in out.stderr
+    assert "Traceback" not in out.stderr
+    assert list(node.options.registry_dir.iterdir()) == []
+
+
 # -- many claims, concurrency ---------------------------------------------------------------------------
 
 
