@@ -109,6 +109,8 @@ def test_version_1_is_read(tmp_path: Path) -> None:
 
     (tmp_path / "checkpoint.json").write_text(json.dumps({"version": 1, "claims": {claim(7).uid: asdict(claim(7))}}))
     assert load(tmp_path).claims == {claim(7).uid: claim(7)}
+    fill(tmp_path, range(2))  # an upgraded driver journals on top of the old file
+    assert sorted(load(tmp_path).claims) == sorted([claim(0).uid, claim(1).uid, claim(7).uid])
 
 
 def _valid_document() -> dict[str, Any]:
