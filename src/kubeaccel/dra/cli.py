@@ -6,6 +6,7 @@ import asyncio
 import json
 import logging
 import os
+import signal
 import socket
 from pathlib import Path
 
@@ -71,7 +72,11 @@ def run(  # noqa: PLR0917 - one parameter per click option
     cdi_dir: Path, kubeconfig: Path | None, device_classes: bool, withdraw: bool, publish: bool,
     metrics_port: int | None, metrics_addr: str, root: Path, log_level: str,
 ) -> None:
-    """Serve every configured resource to the kubelet through DRA until SIGTERM."""
+    """Serve every configured resource to the kubelet through DRA until SIGTERM.
+
+    Exit 1 when another driver holds --state-dir (its PID is named); 2 on bad input or damaged state.
+    """
+    _early_signals()  # a SIGTERM while starting ends the process at once; the daemon's loop takes over
     from kubeaccel.dra.daemon import DraDaemon, KubeAccess, Options, check_dirs
 
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -89,6 +94,16 @@ def run(  # noqa: PLR0917 - one parameter per click option
     access.kube()  # a missing or broken kubeconfig is a clear error now (no request is sent yet)
     daemon = DraDaemon(lambda: load_config(config_path), options, access=access)
     asyncio.run(daemon.run(handle_signals=True))
+
+
+def _early_signals() -> None:
+    """Until the event loop runs: SIGTERM/SIGINT end the process cleanly (``finally`` blocks still run)."""
+
+    def terminate(signum: int, frame: object) -> None:
+        raise SystemExit(0)
+
+    signal.signal(signal.SIGTERM, terminate)
+    signal.signal(signal.SIGINT, terminate)
 
 
 @dra.command()
