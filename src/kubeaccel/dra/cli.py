@@ -13,7 +13,7 @@ from pathlib import Path
 import click
 
 from kubeaccel.cliopts import PathParam, echo_verdict
-from kubeaccel.devices.config import build_backends, load_config
+from kubeaccel.devices.config import build_resources, load_config
 from kubeaccel.dra.model import DEFAULT_DRIVER, Pool, check_driver_name, device_class, resource_slices
 from kubeaccel.dra.registration import DEFAULT_PLUGINS_DIR, DEFAULT_REGISTRY_DIR
 
@@ -118,11 +118,11 @@ def devices(config_path: Path, driver: str, node_name: str | None, output: str, 
     check_driver_name(driver)
     config = load_config(config_path)
     node = node_name or _default_node()
-    backends = build_backends(config, root=root)
+    pairs = build_resources(config, root=root)  # a skipped optional entry leaves no gap: keep the pairs
     try:
-        found = [(r.name, b.scan()) for r, b in zip(config.resources, backends, strict=True)]
+        found = [(r.name, b.scan()) for r, b in pairs]
     finally:
-        for backend in backends:
+        for _, backend in pairs:
             backend.close()
     pools = [Pool.of(node, name, devs) for name, devs in found]
     if output == "yaml":

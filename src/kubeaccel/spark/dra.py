@@ -149,7 +149,6 @@ def requests(conf: Mapping[str, str], role: str) -> list[ClaimRequest]:
             # `== "3"` never matches an int. The guard keeps a device without the attribute a non-match.
             scope = f"device.attributes[{_cel_string(driver)}]"
             expression = f'"model" in {scope} && string({scope}.model) == {_cel_string(model)}'
-
             selectors.append((f"{prefix}.model", expression))
         if "minMemory" in own:
             raw = own["minMemory"].strip()
