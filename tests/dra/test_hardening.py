@@ -37,7 +37,7 @@ from dra.node import DictAccess, DraNode, claim_json, make_node
 from kubeaccel.dra._generated import dra_v1_pb2 as pb
 from kubeaccel.dra._generated import dra_v1_pb2_grpc as pb_grpc
 from kubeaccel.dra.checkpoint import Checkpoint
-from kubeaccel.dra.ownership import serving
+from kubeaccel.sockets import serving
 
 KUBEACCEL = Path(sys.executable).parent / "kubeaccel"
 FILENODE = Path(__file__).with_name("filenode.py")

@@ -33,7 +33,7 @@ import grpc
 from kubeaccel.background import InThread
 from kubeaccel.devices.cdi import DEFAULT_SPEC_DIR
 from kubeaccel.devices.config import PluginConfig, build_backends
-from kubeaccel.devices.watch import DirWatch, flags
+from kubeaccel.devices.watch import LoopDirWatch, flags
 from kubeaccel.dra._generated import dra_v1_pb2_grpc, dra_v1beta1_pb2_grpc, health_v1_pb2_grpc
 from kubeaccel.dra._generated import pluginregistration_pb2_grpc as reg_grpc
 from kubeaccel.dra.checkpoint import Checkpoint
@@ -206,9 +206,12 @@ class DraDaemon:
     passes: int = 0  # supervision passes (idle: one per SAFETY_TICK_S)
     metrics: Metrics = field(default_factory=Metrics)
     metrics_port: int | None = None  # the bound port once serving
-    _watch: DirWatch | None = None
     _wake: asyncio.Event = field(default_factory=asyncio.Event)
+    _dirs: LoopDirWatch = field(init=False)
     _blocked: set[Path] = field(default_factory=set)  # socket paths someone else serves on (warned once)
+
+    def __post_init__(self) -> None:
+        self._dirs = LoopDirWatch(self._wake)
 
     async def run(self, *, handle_signals: bool = False) -> None:
         options = self.options
@@ -281,7 +284,7 @@ class DraDaemon:
             await self._supervise_until_stopped(loop)
         finally:
             self.stop_requested.set()
-            self._close_watch(loop)
+            self._dirs.close()
             if follow_task is not None:
                 follow_task.cancel()
             for server in reversed(self.servers):
@@ -327,32 +330,14 @@ class DraDaemon:
     def _open_watch(self, loop: asyncio.AbstractEventLoop) -> bool:
         names = {s.path.name for s in self.servers}
         dirs = list(dict.fromkeys(s.path.parent for s in self.servers))
-        try:
-            watch = DirWatch(dirs, names, _DIR_EVENTS)
-        except OSError:
-            return False
-        loop.add_reader(watch.fileno(), self._on_dir_event)
-        self._watch = watch
-        return True
-
-    def _close_watch(self, loop: asyncio.AbstractEventLoop) -> None:
-        if self._watch is not None:
-            with contextlib.suppress(Exception):
-                loop.remove_reader(self._watch.fileno())
-            self._watch.close()
-            self._watch = None
-
-    def _on_dir_event(self) -> None:
-        if self._watch is not None and self._watch.drain():
-            self._wake.set()
+        return self._dirs.open(loop, dirs, names, _DIR_EVENTS)
 
     async def _supervise_until_stopped(self, loop: asyncio.AbstractEventLoop) -> None:
         backoff = BACKOFF_MIN_S
         while not self.stop_requested.is_set():
             self._wake.clear()
             healthy = await self._supervise()
-            if self._watch is None or self._watch.gone:  # a directory went away (or inotify is unavailable)
-                self._close_watch(loop)
+            if self._dirs.lost:  # a directory went away (or inotify is unavailable)
                 healthy = self._open_watch(loop) and healthy
             if healthy:
                 backoff, timeout = BACKOFF_MIN_S, SAFETY_TICK_S

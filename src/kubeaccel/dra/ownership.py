@@ -7,27 +7,23 @@ conflict too (the in-process tests run several daemons). The holder writes its P
 after taking the lock, so a second start can name it. A second start only opens the file and asks
 for the lock: it touches no socket, no checkpoint, no CDI spec.
 
-``claim_socket`` is the device plugin's ownership probe for our two sockets: a socket with a live
-server behind it is never taken over, a stale one is removed, anything else there is never deleted.
-(``kubeaccel.plugin.server.claim_socket_path`` does the same for the plugin; the two halves may not
-import each other, so the probe lives here as well.)
+``claim_socket`` is the device plugin's ownership probe (``kubeaccel.sockets``, shared by both
+node-side daemons) for our two sockets: a socket with a live server behind it is never taken over,
+a stale one is removed, anything else there is never deleted.
 """
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import fcntl
 import os
-import socket
-import stat
 from pathlib import Path
 
+from kubeaccel import sockets
 from kubeaccel.errors import ConfigError, KubeaccelError
 
 LOCK_NAME = "lock"
 EXIT_ALREADY_RUNNING = 1
-PROBE_TIMEOUT_S = 0.5
 
 
 class AlreadyRunningError(KubeaccelError):
@@ -98,33 +94,8 @@ def _read_pid(fd: int) -> int | None:
 
 
 def claim_socket(path: Path) -> None:
-    """Make ``path`` free for our server, or raise ``ConfigError`` saying why it is not ours to take."""
-    try:
-        st = path.lstat()
-    except FileNotFoundError:
-        return
-    if not stat.S_ISSOCK(st.st_mode):
-        kind = "a directory" if stat.S_ISDIR(st.st_mode) else "not a socket"
-        raise ConfigError(f"cannot serve on {path}: it exists and is {kind}",
-                          hint="remove it by hand (it is not ours), or use other kubelet directories")
-    if serving(path):
-        raise ConfigError(f"another process is serving on {path}",
-                          hint="another DRA driver with this name but another --state-dir? stop it first")
-    with contextlib.suppress(FileNotFoundError):
-        path.unlink()
+    """Make ``path`` free for our server (``kubeaccel.sockets.claim``), or say why it is not ours to take."""
+    sockets.claim(path, busy_hint="another DRA driver with this name but another --state-dir? stop it first",
+                  elsewhere_hint="use other kubelet directories")
 
 
-def serving(path: Path) -> bool:
-    """True when a server accepts connections on the unix socket ``path`` (a connect probe)."""
-    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    probe.settimeout(PROBE_TIMEOUT_S)
-    try:
-        probe.connect(str(path))
-    except OSError as exc:
-        if exc.errno in (errno.ECONNREFUSED, errno.ENOENT, errno.ENOTSOCK):
-            return False
-        raise ConfigError(f"cannot probe {path}: {exc.strerror or exc}", hint="check the kubelet's directories") \
-            from None
-    finally:
-        probe.close()
-    return True

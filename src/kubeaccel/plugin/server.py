@@ -8,11 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import os
 import re
-import socket
-import stat
 import threading
 from concurrent import futures
 from pathlib import Path
@@ -20,6 +17,7 @@ from typing import Any
 
 import grpc
 
+from kubeaccel import sockets
 from kubeaccel.errors import ConfigError, UnavailableError
 from kubeaccel.paths import file_identity
 from kubeaccel.plugin._generated import api_pb2 as pb
@@ -59,39 +57,13 @@ def check_socket_path(socket_dir: Path, resource_name: str) -> Path:
 
 
 def claim_socket_path(path: Path) -> None:
-    """Make ``path`` free for our server, or explain why it is not ours to take.
-
-    A socket nobody listens on (left by an earlier run) is removed. A socket with a live server
-    behind it (connect-probe) is another process: two daemons with one config would take over each
-    other's socket, so that is an error naming it. Anything else at that name is never deleted.
-    """
-    try:
-        st = path.lstat()
-    except FileNotFoundError:
-        return
-    if not stat.S_ISSOCK(st.st_mode):
-        kind = "a directory" if stat.S_ISDIR(st.st_mode) else "not a socket"
-        raise ConfigError(
-            f"cannot serve on {path}: it exists and is {kind}",
-            hint="remove it by hand (it is not ours), or use another --socket-dir",
-        )
-    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    probe.settimeout(0.5)
-    try:
-        probe.connect(str(path))
-    except OSError as exc:
-        if exc.errno not in (errno.ECONNREFUSED, errno.ENOENT):
-            raise ConfigError(f"cannot probe {path}: {exc.strerror}", hint="check the socket directory") from None
-    else:
-        raise ConfigError(
-            f"another process is serving on {path}",
-            hint="is a second kubeaccel plugin running with the same config? stop it first "
-            "(two daemons would take over each other's socket)",
-        )
-    finally:
-        probe.close()
-    with contextlib.suppress(FileNotFoundError):
-        path.unlink()
+    """Make ``path`` free for our server (``kubeaccel.sockets.claim``), or explain why it is not ours."""
+    sockets.claim(
+        path,
+        busy_hint="is a second kubeaccel plugin running with the same config? stop it first "
+        "(two daemons would take over each other's socket)",
+        elsewhere_hint="use another --socket-dir",
+    )
 
 
 def _serialize(message: object) -> bytes:
