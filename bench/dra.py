@@ -1,6 +1,7 @@
 """DRA benchmark: the real scheduler placing pods through DRA vs the device-plugin path, same run, same cluster.
 
     .venv/bin/python bench/dra.py [--nodes 100] [--devices 8] [--pods 800] [--calls 400]
+    .venv/bin/python bench/dra.py --node [...]   # the node side alone: see bench/dra_node.py
 
 A local control plane (Kubernetes 1.37) with ``--nodes`` kwok nodes. Each node gets
 ``--devices`` simulated devices twice: as a ResourceSlice of kubeaccel's DRA driver (built by
@@ -24,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import sys
 import tempfile
 import threading
 import time
@@ -174,6 +176,11 @@ def add_nodes(kube: Kube, count: int, resources: dict[str, str]) -> list[str]:
 
 
 def main() -> None:
+    if sys.argv[1:2] == ["--node"]:  # the node-side benchmark needs no cluster
+        from dra_node import main as node_main
+
+        node_main(sys.argv[2:])
+        return
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--nodes", type=int, default=100)
     parser.add_argument("--devices", type=int, default=8)

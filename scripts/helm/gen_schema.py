@@ -124,6 +124,12 @@ def values_schema() -> dict[str, Any]:
                 "additionalProperties": False,
                 "properties": {"specDir": {"type": "string", "pattern": "^/"}},
             },
+            "nvidiaDriverRoot": {
+                "type": "object",
+                "additionalProperties": False,
+                "properties": {"hostPath": {"type": "string", "pattern": "^(/.*)?$"},
+                               "mountPath": {"type": "string", "pattern": "^/"}},
+            },
             "logLevel": {"enum": ["debug", "info", "warning", "error"]},
             "metrics": {
                 "type": "object",

@@ -4,6 +4,7 @@ least-privilege guard every rendering of the DaemonSet must pass."""
 from __future__ import annotations
 
 import importlib.util
+import json
 import subprocess
 from functools import cache
 from pathlib import Path
@@ -19,7 +20,7 @@ CHART = REPO / "deploy" / "helm" / "kubeaccel-device-plugin"
 K8S_VERSION = "1.37"  # the local cluster's (kubeaccel.cluster.spec); kubernetes-validate knows it
 HELM = helm_binary()
 
-ALLOWED_HOST_PATHS = {"/var/lib/kubelet/device-plugins", "/dev", "/sys", "/var/run/cdi"}
+ALLOWED_HOST_PATHS = {"/var/lib/kubelet/device-plugins", "/dev", "/sys", "/var/run/cdi", "/etc/cdi"}
 READ_ONLY_HOST_PATHS = {"/dev", "/sys"}
 
 
@@ -33,7 +34,9 @@ def helm(*args: str, stdin: str | None = None, check: bool = True) -> subprocess
 def template(values: dict[str, Any] | None = None, *extra: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     """``helm template kubeaccel CHART -n kube-system`` with ``values`` as a values file on stdin."""
     return helm("template", "kubeaccel", str(CHART), "--namespace", "kube-system", "--values", "-", *extra,
-                stdin=yaml.safe_dump(values or {}), check=check)  # fmt: skip
+                # JSON (valid YAML): every string quoted, where YAML 1.1 (Helm's parser) reads a bare
+                # y or n as a boolean that PyYAML writes unquoted.
+                stdin=json.dumps(values or {}), check=check)  # fmt: skip
 
 
 def rendered(values: dict[str, Any] | None = None, *extra: str) -> list[dict[str, Any]]:

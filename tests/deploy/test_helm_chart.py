@@ -152,6 +152,22 @@ def test_cdi_spec_dir_is_mounted_only_when_a_resource_uses_cdi() -> None:
     assert {"name": "cdi", "hostPath": {"path": "/var/run/cdi", "type": "DirectoryOrCreate"}} in pod["volumes"]
 
 
+def test_nvidia_cdi_sees_nvidias_own_spec_and_the_driver_root_read_only() -> None:
+    nvidia = {"name": "nvidia.com/gpu", "backend": "nvidia", "cdi": True, "driverRoot": "/driver-root",
+              "hostDriverRoot": "/"}
+    docs = rendered({"config": {"resources": [nvidia]}, "nvidiaDriverRoot": {"hostPath": "/"}})
+    pod = find(docs, "DaemonSet")["spec"]["template"]["spec"]
+    volumes = {v["name"]: v.get("hostPath") for v in pod["volumes"]}
+    mounts = {m["name"]: m for m in container(docs)["volumeMounts"]}
+    assert volumes["nvidia-driver-root"] == {"path": "/", "type": "Directory"}
+    assert mounts["nvidia-driver-root"] == {"name": "nvidia-driver-root", "mountPath": "/driver-root", "readOnly": True}
+    # NVIDIA's own spec in /etc/cdi is seen (read-only) so that Allocate names it instead of writing ours.
+    assert volumes["cdi-etc"]["path"] == "/etc/cdi" and mounts["cdi-etc"]["readOnly"] is True
+    # Without a hostPath nothing of the host's driver is mounted.
+    plain = find(rendered({"config": {"resources": [nvidia]}}), "DaemonSet")["spec"]["template"]["spec"]
+    assert "nvidia-driver-root" not in {v["name"] for v in plain["volumes"]}
+
+
 def test_a_changed_config_changes_the_pod_template() -> None:
     def checksum(values: dict[str, Any]) -> str:
         return str(

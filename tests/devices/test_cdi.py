@@ -67,3 +67,110 @@ def test_write_into_a_file_is_a_clear_error(tmp_path: Path) -> None:
     blocker.write_text("not a dir")
     with pytest.raises(cdi.CdiError, match="cannot write CDI specs"):
         cdi.write_spec(blocker, "kubeaccel-a.json", {})
+
+
+# -- specs written by others (find_kind) ----------------------------------------------------------
+
+NVIDIA_SPEC = {"cdiVersion": "0.5.0", "kind": "nvidia.com/gpu",
+               "devices": [{"name": "0", "containerEdits": {}}, {"name": "GPU-abc", "containerEdits": {}}]}
+
+
+def test_find_kind_reads_yaml_and_json_and_skips_ours_and_other_kinds(tmp_path: Path) -> None:
+    etc, run = tmp_path / "etc", tmp_path / "run"
+    etc.mkdir()
+    run.mkdir()
+    import yaml
+
+    (etc / "nvidia.yaml").write_text(yaml.safe_dump(NVIDIA_SPEC))
+    (run / "other.json").write_text(json.dumps({**NVIDIA_SPEC, "kind": "nec.com/ve"}))
+    (run / "more.json").write_text(json.dumps({**NVIDIA_SPEC, "devices": [{"name": "all"}]}))
+    (run / "kubeaccel-nvidia.com_gpu.json").write_text("not even json")  # ours: never read
+    (run / "notes.txt").write_text("not a spec")  # the runtime reads .json and .yaml only
+    scan = cdi.find_kind([etc, run, tmp_path / "missing"], "nvidia.com/gpu")
+    assert scan.unreadable == ()
+    assert scan.found is not None
+    assert scan.found.paths == (etc / "nvidia.yaml", run / "more.json")
+    assert scan.found.names == {"0", "GPU-abc", "all"}
+    assert cdi.find_kind([run], "example.com/none").found is None
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "why"),
+    [
+        ("a.yaml", b"kind: [unclosed", "not valid YAML"),
+        ("a.json", b"{", "not valid JSON"),
+        ("a.yaml", b"- just\n- a list\n", "not a mapping"),
+        ("a.yaml", b"\xff\xfe\x00bytes", "not UTF-8"),
+        ("a.yaml", b"a: &x [1]\nb: *x\n", "aliases"),
+        ("a.json", b'{"kind": 3}', "no string 'kind'"),
+        ("a.json", b'{"kind": "nvidia.com/gpu", "devices": {"name": "0"}}', "without a 'devices' list"),
+        ("a.json", b'{"kind": "nvidia.com/gpu", "devices": [{"name": "bad name"}]}', "no valid 'name'"),
+        ("a.json", b"[" * 100_000 + b"]" * 100_000, "not valid JSON"),
+    ],
+)
+def test_unreadable_specs_are_named_with_the_reason(tmp_path: Path, name: str, content: bytes, why: str) -> None:
+    (tmp_path / name).write_bytes(content)
+    scan = cdi.find_kind([tmp_path], "nvidia.com/gpu")
+    assert scan.found is None
+    assert [p for p, _ in scan.unreadable] == [tmp_path / name]
+    assert why in scan.unreadable[0][1]
+
+
+def test_a_huge_spec_is_not_read_past_the_bound(tmp_path: Path) -> None:
+    huge = tmp_path / "huge.yaml"
+    with huge.open("wb") as fh:  # sparse: 2 GiB on paper, nothing on disk
+        fh.truncate(2 * 1024**3)
+    scan = cdi.find_kind([tmp_path], "nvidia.com/gpu")
+    assert scan.unreadable == ((huge, "larger than 1024 KiB"),)
+
+
+@given(st.binary(max_size=2000))
+def test_random_bytes_never_raise(content: bytes) -> None:
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in ("x.yaml", "x.json"):
+            (Path(tmp) / name).write_bytes(content)
+        scan = cdi.find_kind([Path(tmp)], "nvidia.com/gpu")
+        read = {p.name for p in scan.found.paths} if scan.found else set()
+        assert read | {p.name for p, _ in scan.unreadable} <= {"x.yaml", "x.json"}
+
+
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=10),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4),
+    max_leaves=20,
+)
+
+
+@given(st.one_of(_json, st.fixed_dictionaries({"kind": st.just("nvidia.com/gpu"), "devices": _json}),
+                 st.fixed_dictionaries({"kind": st.just("nvidia.com/gpu"),
+                                        "devices": st.lists(st.dictionaries(st.just("name"), _json), max_size=3)})))
+def test_wrong_types_are_unreadable_or_valid_never_a_traceback(document: object) -> None:
+    import tempfile
+
+    import yaml
+
+    with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / "x.json").write_text(json.dumps(document))
+        (Path(tmp) / "x.yaml").write_text(yaml.safe_dump(document))  # the same document, as YAML
+        scan = cdi.find_kind([Path(tmp)], "nvidia.com/gpu")
+        if scan.found is not None:
+            assert all(NAME_RE.fullmatch(n) for n in scan.found.names)
+            assert scan.unreadable == () and len(scan.found.paths) == 2  # both forms read alike
+        else:
+            assert len(scan.unreadable) in (0, 2)
+
+
+def test_hooks_and_mount_options_in_the_document() -> None:
+    edits = cdi.ContainerEdits.of(
+        mounts=[cdi.BindMount("/h/lib.so", "/lib.so"), Mount("/a", "/b", read_only=False)],
+        hooks=[cdi.Hook("/usr/bin/nvidia-cdi-hook", ("nvidia-cdi-hook", "update-ldcache", "--folder", "/lib"),
+                        env=("NVIDIA_CTK_DEBUG=false",))],
+    )
+    out = edits.as_dict()
+    assert out["mounts"][0]["options"] == ["ro", "nosuid", "nodev", "rbind", "rprivate"]
+    assert out["mounts"][1]["options"] == ["rbind", "rw"]
+    assert out["hooks"] == [{"hookName": "createContainer", "path": "/usr/bin/nvidia-cdi-hook",
+                             "args": ["nvidia-cdi-hook", "update-ldcache", "--folder", "/lib"],
+                             "env": ["NVIDIA_CTK_DEBUG=false"]}]

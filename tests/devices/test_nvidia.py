@@ -163,8 +163,8 @@ def test_container_allocation_env_nodes_and_cdi(tree: Path) -> None:
     try:
         d = b.scan()
         alloc = b.container_allocation([d[UUID1], d[UUID0]])
-        assert alloc.envs == {"NVIDIA_VISIBLE_DEVICES": "0,1"}
-        assert alloc.cdi_devices == ("nvidia.com/gpu=0", "nvidia.com/gpu=1")
+        assert alloc.envs == {"NVIDIA_VISIBLE_DEVICES": f"{UUID0},{UUID1}"}  # UUIDs by default: stable
+        assert alloc.cdi_devices == ()  # no CDI names until the plugin asks for a spec (cdi: true)
         # Control nodes only where they exist: this tree has nvidiactl and nvidia-uvm.
         assert [n.container_path for n in alloc.device_nodes] == [
             "/dev/nvidia0",
@@ -176,12 +176,11 @@ def test_container_allocation_env_nodes_and_cdi(tree: Path) -> None:
         b.close()
 
 
-def test_visible_devices_by_uuid(tree: Path) -> None:
-    b = make(tree, FakeNvmlLibrary(GPUS), visibleDevices="uuid")
+def test_visible_devices_by_index(tree: Path) -> None:
+    b = make(tree, FakeNvmlLibrary(GPUS), visibleDevices="index")
     try:
         alloc = b.container_allocation([b.scan()[UUID1]])
-        assert alloc.envs == {"NVIDIA_VISIBLE_DEVICES": UUID1}
-        assert alloc.cdi_devices == (f"nvidia.com/gpu={UUID1}",)
+        assert alloc.envs == {"NVIDIA_VISIBLE_DEVICES": "1"}
     finally:
         b.close()
 
@@ -301,9 +300,120 @@ def test_bus_id_conversion(raw: str | bytes, sysfs: str) -> None:
         ({"recoverAfterSeconds": 0}, "recoverAfterSeconds"),
         ({"ignoredXids": ["x"]}, "ignoredXids"),
         ({"replicas": 2}, "replicas"),
+        ({"driverRoot": "host"}, "driverRoot"),
+        ({"hostDriverRoot": 1}, "hostDriverRoot"),
+        ({"cdiSpecDirs": ["etc/cdi"]}, "cdiSpecDirs"),
+        ({"nvidiaCdiHookPath": "nvidia-cdi-hook"}, "nvidiaCdiHookPath"),
     ],
 )
 def test_bad_config_names_the_key(keys: dict[str, object], fragment: str) -> None:
     with pytest.raises(ValidationError) as err:
         nvidia.Config.model_validate(keys)
     assert fragment in str(err.value)
+
+
+# -- CDI (issue 19): kubeaccel's own complete spec, or NVIDIA's when it is on the node ----------------
+
+
+def cdi_backend(tree: Path, **keys: object) -> nvidia.NvidiaBackend:
+    from fixtures.nvdriver import make_driver_root
+
+    make_driver_root(tree / "driver", nodes=False)
+    (tree / "cdi").mkdir(exist_ok=True)
+    return make(tree, FakeNvmlLibrary(GPUS), driverRoot=str(tree / "driver"), cdiSpecDirs=[str(tree / "cdi")], **keys)
+
+
+def test_own_cdi_spec_names_gpus_by_uuid(tree: Path) -> None:
+    b = cdi_backend(tree)
+    try:
+        devices = b.scan()
+        doc = b.cdi_spec(devices)
+        assert doc is not None and doc["kind"] == "nvidia.kubeaccel.io/gpu" == nvidia.CDI_KIND
+        assert [d["name"] for d in doc["devices"]] == [UUID0, "0", UUID1, "1"]
+        common = doc["containerEdits"]
+        assert f"{tree}/driver/usr/lib/x86_64-linux-gnu/libcuda.so.580.159.04" in {
+            m["hostPath"] for m in common["mounts"]}
+        assert [n["path"] for n in common["deviceNodes"]] == ["/dev/nvidiactl", "/dev/nvidia-uvm"]
+        assert {h["args"][1] for h in common["hooks"]} == {"create-symlinks", "enable-cuda-compat", "update-ldcache"}
+        assert common["hooks"][0]["path"] == f"{tree}/driver/usr/bin/nvidia-cdi-hook"
+        assert "KUBEACCEL_CDI_NVIDIA_COM_GPU=nvidia.kubeaccel.io/gpu" in common["env"]
+        alloc = b.container_allocation([devices[UUID1]])
+        assert alloc.cdi_devices == (f"nvidia.kubeaccel.io/gpu={UUID1}",)
+    finally:
+        b.close()
+
+
+def test_own_cdi_spec_by_index_without_hooks_and_with_a_host_root(tree: Path) -> None:
+    b = cdi_backend(tree, visibleDevices="index", nvidiaCdiHookPath=None, hostDriverRoot="/host")
+    try:
+        devices = b.scan()
+        doc = b.cdi_spec(devices)
+        assert doc is not None and "hooks" not in doc["containerEdits"]
+        mounts = {m["containerPath"]: m["hostPath"] for m in doc["containerEdits"]["mounts"]}
+        lib = "/usr/lib/x86_64-linux-gnu/libcuda.so.580.159.04"
+        assert mounts[lib] == "/host" + lib  # the runtime's view of the install
+        assert mounts["/usr/lib/x86_64-linux-gnu/libcuda.so.1"] == "/host" + lib  # the link, as a mount
+        assert b.container_allocation([devices[UUID1]]).cdi_devices == ("nvidia.kubeaccel.io/gpu=1",)
+    finally:
+        b.close()
+
+
+def test_nvidias_own_spec_is_used_by_uuid_else_index(tree: Path) -> None:
+    import json
+
+    b = cdi_backend(tree)
+    (tree / "cdi/nvidia.json").write_text(json.dumps({
+        "cdiVersion": "0.5.0", "kind": "nvidia.com/gpu",
+        "devices": [{"name": "0"}, {"name": "1"}, {"name": UUID1}, {"name": "all"}]}))
+    try:
+        devices = b.scan()
+        assert b.cdi_spec(devices) is None  # no spec of ours beside NVIDIA's
+        alloc = b.container_allocation([devices[UUID0], devices[UUID1]])
+        assert alloc.cdi_devices == ("nvidia.com/gpu=0", f"nvidia.com/gpu={UUID1}")
+    finally:
+        b.close()
+
+
+def test_a_gpu_nvidias_spec_lacks_is_refused_by_name(tree: Path) -> None:
+    from kubeaccel.devices.policy import AllocationError
+
+    b = cdi_backend(tree)
+    (tree / "cdi/nvidia.yaml").write_text("cdiVersion: 0.5.0\nkind: nvidia.com/gpu\ndevices:\n- name: '0'\n")
+    try:
+        devices = b.scan()
+        assert b.cdi_spec(devices) is None
+        assert b.container_allocation([devices[UUID0]]).cdi_devices == ("nvidia.com/gpu=0",)
+        with pytest.raises(AllocationError, match=UUID1):
+            b.container_allocation([devices[UUID1]])
+    finally:
+        b.close()
+
+
+def test_an_unreadable_spec_refuses_ours_naming_the_file(tree: Path, caplog: pytest.LogCaptureFixture) -> None:
+    from kubeaccel.devices.policy import AllocationError
+
+    b = cdi_backend(tree)
+    broken = tree / "cdi/nvidia.yaml"
+    broken.write_text("kind: nvidia.com/gpu\ndevices: [\n")
+    try:
+        devices = b.scan()
+        assert b.cdi_spec(devices) is None
+        assert str(broken) in caplog.text
+        with pytest.raises(AllocationError) as err:
+            b.container_allocation([devices[UUID0]])
+        assert str(broken) in err.value.message and "not valid YAML" in err.value.message
+        assert err.value.hint and "nvidia-ctk cdi generate" in err.value.hint
+        broken.unlink()  # fixed: our own spec again
+        assert b.cdi_spec(devices) is not None
+        assert b.container_allocation([devices[UUID0]]).cdi_devices == (f"nvidia.kubeaccel.io/gpu={UUID0}",)
+    finally:
+        b.close()
+
+
+def test_a_driver_root_without_nvml_is_unavailable_naming_it(tree: Path) -> None:
+    b = make(tree, FakeNvmlLibrary(GPUS), driverRoot=str(tree / "nowhere"), cdiSpecDirs=[str(tree / "cdi")])
+    try:
+        with pytest.raises(UnavailableError, match=str(tree / "nowhere")):
+            b.cdi_spec(b.scan())
+    finally:
+        b.close()

@@ -203,3 +203,38 @@ def test_bad_config_names_the_key(keys: dict[str, object], fragment: str) -> Non
     with pytest.raises(ValidationError) as err:
         ve.Config.model_validate(keys)
     assert fragment in str(err.value)
+
+
+# DRA facts (issue 19, item 3): capacity from sysfs, fwVersion, the standard PCI attributes.
+def test_dra_capacity_and_attributes_from_sysfs(tree: FakeVETree) -> None:
+    import shutil
+
+    from kubeaccel.devices.model import Devices
+    from kubeaccel.dra.model import Pool, resource_slice
+
+    sysfs = tree.root / "sys/class/ve/ve1"
+    for attr, value in (("num_of_core", "8"), ("memory_size", "48"), ("type", "20B"), ("fw_version", "5399")):
+        (sysfs / attr).write_text(f"{value}\n")
+    # On a host, device/ links to the PCI function under its root complex.
+    real = tree.root / "sys/devices/pci0000:3a/0000:3a:00.0/0000:3b:00.0"
+    real.mkdir(parents=True)
+    (real / "numa_node").write_text("0\n")
+    shutil.rmtree(sysfs / "device")
+    (sysfs / "device").symlink_to(Path("../../../devices/pci0000:3a/0000:3a:00.0/0000:3b:00.0"))
+    devices = backend(tree).scan()
+    slot0 = devices["veslot0"]
+    assert dict(slot0.capacity) == {"cores": 8, "memory": 48 * 10**9}
+    doc = resource_slice("n", "dra.kubeaccel.io", Pool.of("n", "nec.com/ve", Devices([slot0])), 1)
+    (entry,) = doc["spec"]["devices"]
+    assert entry["capacity"] == {"cores": {"value": "8"}, "memory": {"value": "48G"}}
+    attrs = entry["attributes"]
+    assert attrs["model"] == {"int": 1} and attrs["type"] == {"string": "20B"}
+    assert attrs["serial"] == {"string": "0123456789abcdef0123456789abcdef"}
+    assert attrs["fwVersion"] == {"int": 5399}
+    assert attrs["resource.kubernetes.io/numaNode"] == {"int": 0} and attrs["numaNode"] == {"int": 0}
+    assert attrs["resource.kubernetes.io/pciBusID"] == {"string": "0000:3b:00.0"}
+    assert attrs["resource.kubernetes.io/pcieRoot"] == {"string": "pci0000:3a"}
+    # A VE whose sysfs lacks them (and has no NUMA node) publishes neither capacity nor the standard NUMA node.
+    slot2 = devices["veslot2"]
+    assert slot2.capacity == ()
+    assert "resource.kubernetes.io/numaNode" not in [k for k, _ in slot2.attributes]

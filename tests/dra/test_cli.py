@@ -34,6 +34,19 @@ def test_devices_yaml_is_what_the_daemon_publishes(config: Path) -> None:
     assert [d["name"] for d in doc["spec"]["devices"]] == ["sim-0", "sim-1", "sim-2"]
 
 
+def test_devices_keep_entries_and_backends_paired_when_an_optional_one_is_skipped(tmp_path: Path) -> None:
+    # No NVIDIA driver here: the optional GPU entry is skipped; the VE-like entry after it must not be
+    # paired with the wrong name (it raised on a strict zip before).
+    path = tmp_path / "mixed.yaml"
+    path.write_text(yaml.safe_dump({"resources": [
+        {"name": "nvidia.com/gpu", "backend": "nvidia", "optional": True},
+        {"name": "example.com/sim", "backend": "simulated", "count": 2}]}))
+    out = _run("devices", "--config", str(path), "--node-name", "n1", "-o", "yaml")
+    assert out.returncode == 0, out.stderr
+    (doc,) = yaml.safe_load_all(out.stdout)
+    assert {d["attributes"]["resource"]["string"] for d in doc["spec"]["devices"]} == {"example.com/sim"}
+
+
 def test_device_classes(config: Path) -> None:
     out = _run("device-classes", "--config", str(config), "--driver", "dra.example.com")
     assert out.returncode == 0, out.stderr

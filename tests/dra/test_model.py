@@ -85,7 +85,7 @@ def test_resource_slice_taints_unhealthy_devices_or_leaves_them_out() -> None:
     assert by_name["sim-1"]["taints"] == [{"key": HEALTH_TAINT_KEY, "value": "Unhealthy", "effect": "NoSchedule"}]
     assert by_name["sim-1"]["attributes"] == {
         "id": {"string": "sim-1"}, "index": {"int": 1}, "model": {"string": "VE3"}, "numaNode": {"int": 1},
-        "resource": {"string": SIM}}
+        "resource": {"string": SIM}, "resource.kubernetes.io/numaNode": {"int": 1}}
     untainted = resource_slice(NODE, DRIVER, pool, 8, taints=False)
     assert [d["name"] for d in untainted["spec"]["devices"]] == ["sim-0"]
 
@@ -96,7 +96,10 @@ def test_attributes_are_always_valid(attrs: list[tuple[str, str]]) -> None:
     device = Device("x", "3", attributes=tuple(attrs))
     out = device_attributes(SIM, device)
     for key, value in out.items():
-        assert C_IDENT.fullmatch(key)
+        # The API's rule: an identifier, or a DNS subdomain (at most 63 characters here) / an identifier.
+        domain, slash, name = key.rpartition("/")
+        assert C_IDENT.fullmatch(name)
+        assert not slash or (DNS_SUBDOMAIN.fullmatch(domain) and len(domain) <= 63)
         (kind, v), = value.items()
         assert kind in ("int", "bool", "string")
         if kind == "string":
@@ -180,3 +183,101 @@ def test_a_big_pool_is_split_over_slices_of_one_generation() -> None:
     assert {s["spec"]["pool"]["resourceSliceCount"] for s in slices} == {3}
     assert len({s["metadata"]["name"] for s in slices}) == 3
     assert resource_slices(NODE, DRIVER, Pool.of(NODE, SIM, Devices()), 1)[0]["spec"]["devices"] == []
+
+
+# ---- attributes and capacity: typed values, qualified names, quantities, the API's limits --------
+
+from kubeaccel.devices.model import Version, semver  # noqa: E402
+from kubeaccel.devices.quantity import MAX_QUANTITY, format_quantity, parse_quantity  # noqa: E402
+from kubeaccel.dra.model import MAX_ATTRIBUTES_AND_CAPACITY, slice_device  # noqa: E402
+from kubeaccel.errors import ConfigError as _ConfigError  # noqa: E402
+
+_SEMVER = re.compile(r"(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)")  # semver.org 2.0 core, no pre-release
+_QUALIFIED = re.compile(r"((?=.{1,63}/)[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
+                        r"[A-Za-z_][A-Za-z0-9_]{0,31}")
+
+
+@pytest.mark.parametrize(("raw", "version"), [("580.159.04", "580.159.4"), ("9.0", "9.0.0"), ("12", "12.0.0"),
+                                              ("1.2.3", "1.2.3"), ("v1", None), ("1.2.3.4", None), ("", None),
+                                              ("1..2", None), ("٣.1", None)])
+def test_semver_normalises_driver_versions(raw: str, version: str | None) -> None:
+    assert semver(raw) == version
+
+
+@given(st.text(max_size=80))
+def test_semver_is_a_valid_version_or_none(raw: str) -> None:
+    out = semver(raw)
+    assert out is None or (isinstance(out, Version) and _SEMVER.fullmatch(out) and len(out) <= 64)
+
+
+@pytest.mark.parametrize(("text", "value"), [("80Gi", 80 * 2**30), ("141G", 141 * 10**9), ("0", 0), ("16", 16),
+                                             (" 1Ki ", 1024), ("2E", 2 * 10**18)])
+def test_parse_quantity(text: str, value: int) -> None:
+    assert parse_quantity(text) == value
+
+
+@pytest.mark.parametrize("text", ["80 Gi", "-1", "1.5Gi", "80gb", "", "Gi", "9Ei", "1m"])
+def test_bad_quantities_say_what_is_allowed(text: str) -> None:
+    with pytest.raises(ValueError, match=r"quantity|larger than"):
+        parse_quantity(text)
+
+
+@given(st.integers(min_value=0, max_value=MAX_QUANTITY))
+def test_formatted_quantities_parse_back(value: int) -> None:
+    assert parse_quantity(format_quantity(value)) == value
+
+
+def test_format_quantity_picks_the_largest_exact_suffix() -> None:
+    assert [format_quantity(v) for v in (150754820096, 48 * 10**9, 80 * 2**30, 8, 0)] == [
+        "143771Mi", "48G", "80Gi", "8", "0"]
+
+
+values = st.one_of(st.text(max_size=100), st.integers(), st.booleans(),
+                   st.text(max_size=20).map(lambda t: semver(t) or "x"), st.text(max_size=80).map(Version))
+names = st.one_of(st.text(max_size=40), st.from_regex(r"[a-z]{1,10}(\.[a-z]{1,10})?/[A-Za-z_]\w{0,40}", fullmatch=True))
+
+
+@settings(deadline=None)
+@given(st.lists(st.tuples(names, values), max_size=60),
+       st.lists(st.tuples(names, st.integers(min_value=-5, max_value=2**64)), max_size=40),
+       st.one_of(st.none(), st.integers(min_value=0, max_value=1023)))
+def test_any_backend_facts_make_a_slice_entry_the_api_accepts(
+    attributes: list[tuple[str, Any]], capacity: list[tuple[str, int]], numa: int | None
+) -> None:
+    device = Device("d-0", "0", numa_node=numa, attributes=tuple(attributes), capacity=tuple(capacity))
+    entry = slice_device(SIM, "d-0", device, taints=True)
+    assert entry is not None
+    attrs, caps = entry["attributes"], entry.get("capacity", {})
+    assert len(attrs) + len(caps) <= MAX_ATTRIBUTES_AND_CAPACITY
+    assert {"index", "resource", "id"} <= attrs.keys()  # ours are never dropped
+    for name, value in [*attrs.items(), *caps.items()]:
+        assert _QUALIFIED.fullmatch(name), name
+        assert len(value) == 1
+    for value in attrs.values():
+        (kind, v), = value.items()
+        assert kind in ("int", "bool", "string", "version")
+        if kind in ("string", "version"):
+            assert len(v) <= 64
+        if kind == "version":
+            assert _SEMVER.fullmatch(v)
+        if kind == "int":
+            assert -(2**63) <= v < 2**63
+    for value in caps.values():
+        assert 0 <= parse_quantity(value["value"]) <= MAX_QUANTITY
+
+
+def test_simulated_memory_becomes_capacity() -> None:
+    backend = create(SIM, Config.model_validate({"count": 2, "memory": "80Gi"}))
+    try:
+        devices = backend.scan()
+    finally:
+        backend.close()
+    entry = slice_device(SIM, "sim-0", devices["sim-0"], taints=True)
+    assert entry is not None and entry["capacity"] == {"memory": {"value": "80Gi"}}
+
+
+def test_simulated_bad_memory_names_the_key() -> None:
+    from kubeaccel.devices.config import parse_config
+
+    with pytest.raises(_ConfigError, match=r"resources\[0\]\.memory: .*is not a quantity"):
+        parse_config({"resources": [{"name": SIM, "backend": "simulated", "count": 1, "memory": "80 GB"}]})

@@ -110,3 +110,87 @@ def test_an_api_server_that_fails_at_first_gets_the_slices_and_stale_ones_go(tmp
         assert stored["spec"]["pool"]["generation"] == 10
 
     _run(api, tmp_path, {}, check)
+
+
+class FailingApplies(MemoryApi):
+    """Lists fine, then refuses the first ``apply_failures`` writes (an outage mid-pass)."""
+
+    def __init__(self, apply_failures: int) -> None:
+        super().__init__()
+        self.apply_failures = apply_failures
+
+    def apply(self, manifest: Mapping[str, Any]) -> dict[str, Any]:
+        if self.apply_failures:
+            self.apply_failures -= 1
+            raise UnavailableError("cannot reach the Kubernetes API server")
+        return super().apply(manifest)
+
+
+def test_failed_writes_do_not_move_the_generation(tmp_path: Path) -> None:
+    api = FailingApplies(apply_failures=4)
+    api.slices["old"] = {"metadata": {"name": "old"}, "spec": {"pool": {"name": "x", "generation": 9}, "devices": []}}
+
+    def check(publisher: Publisher) -> None:
+        assert publisher.errors == 4
+        (stored,) = api.slices.values()
+        assert stored["spec"]["pool"]["generation"] == 10  # four failed passes, one written: 9 + 1
+        assert publisher.generation == 10
+
+    _run(api, tmp_path, {}, check)
+
+
+def test_a_flapping_device_is_written_at_most_once_per_interval_and_ends_in_the_latest_state(tmp_path: Path) -> None:
+    """A device flips every 10 ms for 1.2 s: the publisher writes at most one pass per ``min_interval_s``
+    (however fast or slow this machine is: the bound is counted over the time the run really took),
+    and the API server ends with the last state, whatever it was when the flapping stopped."""
+    import threading
+    import time
+
+    api = MemoryApi()
+    state_file = tmp_path / "state.json"
+    state_file.write_text("{}")
+    interval = 0.1
+
+    def write(states: dict[str, str]) -> None:
+        tmp = tmp_path / "state.tmp"
+        tmp.write_text(json.dumps(states))
+        tmp.replace(state_file)
+
+    async def main() -> None:
+        backend = create(SIM, Config(count=3, stateFile=state_file))
+        inventory = Inventory(NODE, [backend])
+        inventory.start()
+        publisher = Publisher(DRIVER, inventory, api.slice_api())
+        publisher.min_interval_s = interval
+        stop = asyncio.Event()
+        begin = time.monotonic()
+        task = asyncio.create_task(publisher.run(stop))
+
+        def flap() -> None:
+            for i in range(120):
+                write({"sim-1": "Unhealthy"} if i % 2 == 0 else {})
+                time.sleep(0.01)
+            write({"sim-2": "Unhealthy"})  # the last word
+
+        flapper = threading.Thread(target=flap)
+        flapper.start()
+        while flapper.is_alive():
+            await asyncio.sleep(0.02)
+        flapper.join()
+        for _ in range(500):  # until the last state is written
+            stored = [bool(d.get("taints")) for s in api.slices.values() for d in s["spec"]["devices"]]
+            if stored == [False, False, True] and publisher.published.is_set():
+                break
+            await asyncio.sleep(0.02)
+        elapsed = time.monotonic() - begin
+        stop.set()
+        await task
+        inventory.close()
+        assert stored == [False, False, True]  # the latest state, not one from the middle of the flapping
+        assert inventory.version > 20  # it did flap (the watch saw many of the 121 changes)
+        assert api.applied <= elapsed / interval + 1, (api.applied, elapsed)
+        assert api.applied == publisher.passes  # one pool: one write per pass
+        (slice_,) = api.slices.values()
+        assert slice_["spec"]["pool"]["generation"] == api.applied == publisher.generation
+
+    asyncio.run(main())

@@ -19,7 +19,7 @@ from kubeaccel.dra._generated import dra_v1_pb2, dra_v1beta1_pb2, dra_v1beta1_pb
 from kubeaccel.dra._generated import health_v1_pb2 as hpb
 from kubeaccel.dra._generated import health_v1_pb2_grpc as hpb_grpc
 from kubeaccel.dra._generated import pluginregistration_pb2 as reg_pb
-from kubeaccel.dra.checkpoint import FILE_NAME
+from kubeaccel.dra.checkpoint import Checkpoint
 
 
 def _wait(predicate, timeout: float = 10.0) -> None:
@@ -28,6 +28,16 @@ def _wait(predicate, timeout: float = 10.0) -> None:
         if time.monotonic() > deadline:
             raise AssertionError("condition not met in time")
         time.sleep(0.01)
+
+
+def _on_disk(node: DraNode) -> dict[str, object]:
+    """The claims a restart would find: the state dir copied (the running driver holds the original)."""
+    copy = node.base / "state-copy"
+    shutil.rmtree(copy, ignore_errors=True)
+    shutil.copytree(node.options.state_dir, copy)
+    found = Checkpoint.load(copy)
+    found.close()
+    return dict(found.claims)
 
 
 def _spec_files(node: DraNode) -> list[str]:
@@ -68,8 +78,7 @@ def test_prepare_writes_a_cdi_spec_and_is_idempotent(dra_node: DraNode) -> None:
     again = dra_node.prepare(claim).claims[claim.uid]
     assert again == first
     assert dra_node.access.reads == reads  # answered from the checkpoint
-    saved = json.loads((dra_node.options.state_dir / FILE_NAME).read_text())
-    assert list(saved["claims"]) == [claim.uid]
+    assert list(_on_disk(dra_node)) == [claim.uid]
 
 
 def test_unprepare_removes_and_is_idempotent(dra_node: DraNode) -> None:
@@ -80,7 +89,7 @@ def test_unprepare_removes_and_is_idempotent(dra_node: DraNode) -> None:
         assert _spec_files(dra_node) == []
     never = dra_v1_pb2.Claim(namespace="ns", name="never", uid=str(uuid.uuid4()))
     assert dra_node.unprepare(never).claims[never.uid].error == ""
-    assert json.loads((dra_node.options.state_dir / FILE_NAME).read_text())["claims"] == {}
+    assert _on_disk(dra_node) == {}
 
 
 @pytest.mark.parametrize(

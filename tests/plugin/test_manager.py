@@ -9,9 +9,13 @@ close stops everything.
 from __future__ import annotations
 
 import asyncio
+import threading
+import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from kubeaccel.devices.backends.simulated import Config, create
+from kubeaccel.devices.model import ContainerAllocation, Device, Devices
 from kubeaccel.errors import UnavailableError
 from kubeaccel.plugin._generated import api_pb2 as pb
 from kubeaccel.plugin.daemon import Manager
@@ -112,5 +116,46 @@ def test_supervisor_decisions(tmp_path: Path) -> None:
 
         await manager.close()
         assert all(s.stopped for s in servers) and manager.entries == {}
+
+    asyncio.run(main())
+
+
+class _ClosedReturnsAtOnce:
+    """A backend whose ``wait_for_change`` returns at once after ``close`` (as NVIDIA's does); counts scans."""
+
+    def __init__(self) -> None:
+        self.inner = create("example.com/c", Config(count=2))
+        self.resource_name = self.inner.resource_name
+        self.scans = 0
+        self.closed = threading.Event()
+
+    def scan(self) -> Devices:
+        self.scans += 1
+        return self.inner.scan()
+
+    def container_allocation(self, devices: Sequence[Device]) -> ContainerAllocation:
+        return self.inner.container_allocation(devices)
+
+    def wait_for_change(self, timeout: float) -> bool:
+        self.closed.wait(timeout)
+        return False
+
+    def close(self) -> None:
+        self.closed.set()
+        time.sleep(0.3)  # NVIDIA's close joins its health thread: the watch thread must not spin meanwhile
+
+
+def test_close_stops_watch_threads_before_closing_backends(tmp_path: Path) -> None:
+    """Regression (seen on a GPU node): closing backends first left each watch thread rescanning
+    in a tight loop until its plugin was stopped (120 scans in one shutdown)."""
+    backend = _ClosedReturnsAtOnce()
+
+    async def main() -> None:
+        manager = Manager(tmp_path, server_factory=FakeServer, registrar=Recorder())
+        await manager.add(ResourcePlugin(backend))
+        await asyncio.sleep(0.05)
+        before = backend.scans
+        await manager.close()
+        assert backend.scans - before <= 1, f"{backend.scans - before} rescans while closing"
 
     asyncio.run(main())

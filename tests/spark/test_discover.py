@@ -47,7 +47,10 @@ def _never_probe(resource: str, backend: str) -> list[str]:
         ("nec.com/ve", {"VE_NODE_NUMBER": "4"}, ("4",), "VE_NODE_NUMBER"),
         # ours wins over the native one, even when both are set
         ("nec.com/ve", {"KUBEACCEL_DEVICES_NEC_COM_VE": "0", "_VENODELIST": "7"}, ("0",), VE_VAR),
-        ("nvidia.com/gpu", {"NVIDIA_VISIBLE_DEVICES": "0,2"}, ("0", "2"), "NVIDIA_VISIBLE_DEVICES"),
+        # A container sees its GPUs renumbered from 0: host GPUs 0 and 2 are CUDA devices 0 and 1.
+        ("nvidia.com/gpu", {"NVIDIA_VISIBLE_DEVICES": "0,2"}, ("0", "1"), "NVIDIA_VISIBLE_DEVICES"),
+        ("nvidia.com/gpu", {"NVIDIA_VISIBLE_DEVICES": "GPU-a,GPU-b,GPU-c"}, ("0", "1", "2"), "NVIDIA_VISIBLE_DEVICES"),
+        ("nvidia.com/gpu", {"KUBEACCEL_DEVICES_NVIDIA_COM_GPU": "3"}, ("0",), "KUBEACCEL_DEVICES_NVIDIA_COM_GPU"),
         ("example.com/sim", {"KUBEACCEL_DEVICES_EXAMPLE_COM_SIM": "sim-1"}, ("sim-1",), SIM_VAR),
     ],
 )
@@ -247,3 +250,9 @@ def test_console_script_does_not_import_heavy_modules() -> None:
         check=False,
     )
     assert done.stderr.strip() == "[]"
+
+
+def test_gpus_are_renumbered_when_the_resource_is_inferred_too() -> None:
+    # What Spark's tasks address is the container's view: its GPUs count from 0.
+    found = d.resolve(None, {"KUBEACCEL_DEVICES_NVIDIA_COM_GPU": "5,2"}, probe=_never_probe)
+    assert found.addresses == ("0", "1") and found.name == "gpu"

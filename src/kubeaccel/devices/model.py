@@ -14,6 +14,34 @@ from enum import StrEnum
 from typing import Protocol, runtime_checkable
 
 
+class Version(str):
+    """An attribute value that is a semantic version (DRA ``version``, e.g. ``9.0.0``), not a string.
+
+    Build it with ``semver()``, which normalises what drivers report (``580.159.04``, ``9.0``).
+    """
+
+    __slots__ = ()
+
+
+# What an attribute may hold: DRA's int, bool, string and version (``Version``) types.
+AttributeValue = str | int | bool
+
+_SEMVER_CORE = re.compile(r"(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)")
+
+
+def semver(raw: str) -> Version | None:
+    """``580.159.04`` → ``580.159.4``, ``9.0`` → ``9.0.0``; None for text that is no dotted version.
+
+    One to three dot-separated decimal numbers; leading zeros dropped (semver forbids them), missing
+    parts are 0. Anything else (letters, a fourth part, more than 64 characters) is not a version.
+    """
+    parts = raw.strip().split(".")
+    if not 1 <= len(parts) <= 3 or not all(p.isascii() and p.isdecimal() and len(p) <= 18 for p in parts):
+        return None
+    text = ".".join(str(int(p)) for p in [*parts, "0", "0"][:3])
+    return Version(text) if _SEMVER_CORE.fullmatch(text) and len(text) <= 64 else None
+
+
 class Health(StrEnum):
     """The two health values of the kubelet API (``Healthy`` / ``Unhealthy``)."""
 
@@ -52,7 +80,11 @@ class Device:
     health: Health = Health.HEALTHY
     numa_node: int | None = None
     nodes: tuple[DeviceNode, ...] = ()
-    attributes: tuple[tuple[str, str], ...] = ()
+    # Facts for DRA selectors: name -> value. A name is an identifier (published in the driver's
+    # domain) or a qualified ``domain/identifier`` (a standard one, ``resource.kubernetes.io/pcieRoot``).
+    attributes: tuple[tuple[str, AttributeValue], ...] = ()
+    # Countable amounts for DRA capacity: name -> integer in base units (bytes for ``memory``).
+    capacity: tuple[tuple[str, int], ...] = ()
 
     @property
     def healthy(self) -> bool:

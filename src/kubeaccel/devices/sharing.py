@@ -87,7 +87,7 @@ class SharedBackend:
         out: dict[str, Device] = {}
         for rid, base in self._order:
             d = real[base]
-            out[rid] = Device(rid, d.index, d.health, d.numa_node, d.nodes, d.attributes)
+            out[rid] = Device(rid, d.index, d.health, d.numa_node, d.nodes, d.attributes, d.capacity)
         return Devices.ordered(out)
 
     def container_allocation(self, devices: Sequence[Device]) -> ContainerAllocation:

@@ -17,6 +17,7 @@ done, so a reader never acts on a half-written file.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import select
@@ -174,3 +175,45 @@ class FileWatcher:
         self._closed.set()
         if self._watch is not None:
             self._watch.close()
+
+
+class LoopDirWatch:
+    """A ``DirWatch`` read by an asyncio loop: a relevant event sets ``wake``.
+
+    The supervision of both node-side daemons: they sleep on ``wake`` (with a long safety timeout)
+    instead of polling their sockets, and reopen the watch when ``lost`` (a watched directory went
+    away, or inotify is unavailable and they fall back to the timeout).
+    """
+
+    def __init__(self, wake: asyncio.Event) -> None:
+        self.wake = wake
+        self._watch: DirWatch | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    @property
+    def lost(self) -> bool:
+        return self._watch is None or self._watch.gone
+
+    def open(self, loop: asyncio.AbstractEventLoop, directories: Sequence[Path], names: Collection[str] | None,
+             mask: int) -> bool:
+        """Start watching (closing any earlier watch); False when inotify cannot watch them."""
+        self.close()
+        try:
+            watch = DirWatch(directories, names, mask)
+        except OSError:
+            return False
+        loop.add_reader(watch.fileno(), self._on_event)
+        self._watch, self._loop = watch, loop
+        return True
+
+    def close(self) -> None:
+        if self._watch is not None:
+            if self._loop is not None:
+                with contextlib.suppress(Exception):  # the loop may be closing already
+                    self._loop.remove_reader(self._watch.fileno())
+            self._watch.close()
+            self._watch = self._loop = None
+
+    def _on_event(self) -> None:
+        if self._watch is not None and self._watch.drain():
+            self.wake.set()

@@ -6,13 +6,14 @@ import asyncio
 import json
 import logging
 import os
+import signal
 import socket
 from pathlib import Path
 
 import click
 
 from kubeaccel.cliopts import PathParam, echo_verdict
-from kubeaccel.devices.config import build_backends, load_config
+from kubeaccel.devices.config import build_resources, load_config
 from kubeaccel.dra.model import DEFAULT_DRIVER, Pool, check_driver_name, device_class, resource_slices
 from kubeaccel.dra.registration import DEFAULT_PLUGINS_DIR, DEFAULT_REGISTRY_DIR
 
@@ -71,7 +72,11 @@ def run(  # noqa: PLR0917 - one parameter per click option
     cdi_dir: Path, kubeconfig: Path | None, device_classes: bool, withdraw: bool, publish: bool,
     metrics_port: int | None, metrics_addr: str, root: Path, log_level: str,
 ) -> None:
-    """Serve every configured resource to the kubelet through DRA until SIGTERM."""
+    """Serve every configured resource to the kubelet through DRA until SIGTERM.
+
+    Exit 1 when another driver holds --state-dir (its PID is named); 2 on bad input or damaged state.
+    """
+    _early_signals()  # a SIGTERM while starting ends the process at once; the daemon's loop takes over
     from kubeaccel.dra.daemon import DraDaemon, KubeAccess, Options, check_dirs
 
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -91,6 +96,16 @@ def run(  # noqa: PLR0917 - one parameter per click option
     asyncio.run(daemon.run(handle_signals=True))
 
 
+def _early_signals() -> None:
+    """Until the event loop runs: SIGTERM/SIGINT end the process cleanly (``finally`` blocks still run)."""
+
+    def terminate(signum: int, frame: object) -> None:
+        raise SystemExit(0)
+
+    signal.signal(signal.SIGTERM, terminate)
+    signal.signal(signal.SIGINT, terminate)
+
+
 @dra.command()
 @_config_option
 @_driver_option
@@ -103,11 +118,11 @@ def devices(config_path: Path, driver: str, node_name: str | None, output: str, 
     check_driver_name(driver)
     config = load_config(config_path)
     node = node_name or _default_node()
-    backends = build_backends(config, root=root)
+    pairs = build_resources(config, root=root)  # a skipped optional entry leaves no gap: keep the pairs
     try:
-        found = [(r.name, b.scan()) for r, b in zip(config.resources, backends, strict=True)]
+        found = [(r.name, b.scan()) for r, b in pairs]
     finally:
-        for backend in backends:
+        for _, backend in pairs:
             backend.close()
     pools = [Pool.of(node, name, devs) for name, devs in found]
     if output == "yaml":

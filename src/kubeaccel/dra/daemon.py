@@ -1,11 +1,18 @@
 """The DRA daemon: config → backends → inventory; the registration and DRA sockets; the slice publisher.
 
-Start order follows the kubelet's contract: the checkpoint is loaded and the CDI specs restored, the
-DRA endpoint listens, and only then the registration socket appears (the kubelet dials the endpoint
-as soon as it has read ``GetInfo``). A supervisor pass every ``POLL_INTERVAL_S`` re-creates either
-socket when it was deleted or replaced (a kubelet restart that cleared the directory, an operator),
-so the kubelet's watcher finds it again and re-registers. The API server may be down at start or
-later: the publisher retries with backoff and prepared claims keep being served from the checkpoint.
+Ownership first: the state directory's lock (``kubeaccel.dra.ownership``) is taken before anything
+else is touched, so a second driver for the same directories exits 1 naming the holder and changes
+nothing. Then the kubelet's contract: the checkpoint is loaded and the CDI specs restored, the DRA
+endpoint listens, and only then the registration socket appears (the kubelet dials the endpoint as
+soon as it has read ``GetInfo``). A socket path is only taken when nothing serves there.
+
+Supervision is event-driven, as in the device plugin: inotify on the registry directory and the
+endpoint's directory wakes the supervisor when either socket is deleted or replaced (a kubelet
+restart that cleared the directory, an operator), and it serves again there so the kubelet's
+watcher re-registers the driver. Between events it sleeps (a safety-net pass every
+``SAFETY_TICK_S``; a backoff while a directory is gone or a socket cannot be re-created). The API
+server may be down at start or later: the publisher retries with backoff and prepared claims keep
+being served from the checkpoint.
 """
 
 from __future__ import annotations
@@ -26,12 +33,14 @@ import grpc
 from kubeaccel.background import InThread
 from kubeaccel.devices.cdi import DEFAULT_SPEC_DIR
 from kubeaccel.devices.config import PluginConfig, build_backends
+from kubeaccel.devices.watch import LoopDirWatch, flags
 from kubeaccel.dra._generated import dra_v1_pb2_grpc, dra_v1beta1_pb2_grpc, health_v1_pb2_grpc
 from kubeaccel.dra._generated import pluginregistration_pb2_grpc as reg_grpc
 from kubeaccel.dra.checkpoint import Checkpoint
 from kubeaccel.dra.inventory import Inventory
 from kubeaccel.dra.metrics import Metrics
 from kubeaccel.dra.model import DEFAULT_DRIVER, check_driver_name, device_class
+from kubeaccel.dra.ownership import StateLock, claim_socket
 from kubeaccel.dra.publisher import Publisher, SliceApi
 from kubeaccel.dra.registration import (
     DEFAULT_PLUGINS_DIR,
@@ -45,8 +54,14 @@ from kubeaccel.paths import file_identity
 
 log = logging.getLogger(__name__)
 
-POLL_INTERVAL_S = 0.05
+SAFETY_TICK_S = 30.0  # a pass even without an event: a missed event cannot wedge the daemon
+BACKOFF_MIN_S = 0.1
+BACKOFF_MAX_S = 5.0
+PUBLISH_STOP_WAIT_S = 0.5  # how long a stop waits for a ResourceSlice write under way
+CLAIMS_STOP_WAIT_S = 0.3  # claims under way when the servers stop get this long to finish
 DEFAULT_STATE_DIR = Path("/var/lib/kubeaccel/dra")
+# What a kubelet restart (or an operator) does to our sockets: removed, created, renamed over.
+_DIR_EVENTS = flags.CREATE | flags.DELETE | flags.MOVED_FROM | flags.MOVED_TO
 
 
 @dataclass(frozen=True)
@@ -74,7 +89,11 @@ class Options:
 
 
 class SocketServer:
-    """One gRPC server on one unix socket; ``intact`` is False once the socket file was deleted or replaced."""
+    """One gRPC server on one unix socket; ``intact`` is False once the socket file was deleted or replaced.
+
+    ``start`` takes the path only when nothing serves there (``claim_socket``): a stale socket is
+    removed, a live one or anything that is not a socket is a ``ConfigError``.
+    """
 
     def __init__(self, path: Path, install: Callable[[grpc.aio.Server], None]) -> None:
         self.path = path
@@ -84,11 +103,14 @@ class SocketServer:
 
     async def start(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with contextlib.suppress(FileNotFoundError):
-            self.path.unlink()  # ours by name: a previous run's socket
+        claim_socket(self.path)
         server = grpc.aio.server()
         self._install(server)
-        server.add_insecure_port(f"unix://{self.path}")
+        try:
+            server.add_insecure_port(f"unix://{self.path}")
+        except RuntimeError as exc:
+            raise ConfigError(f"cannot listen on {self.path}: {exc}", hint="check the kubelet's directories") \
+                from None
         await server.start()
         self._server = server
         self._identity = file_identity(self.path)
@@ -181,27 +203,54 @@ class DraDaemon:
     publisher: Publisher | None = None
     servers: list[SocketServer] = field(default_factory=list)
     restarts: int = 0
+    passes: int = 0  # supervision passes (idle: one per SAFETY_TICK_S)
     metrics: Metrics = field(default_factory=Metrics)
     metrics_port: int | None = None  # the bound port once serving
-    _seen_version: int = 0
+    _wake: asyncio.Event = field(default_factory=asyncio.Event)
+    _dirs: LoopDirWatch = field(init=False)
+    _blocked: set[Path] = field(default_factory=set)  # socket paths someone else serves on (warned once)
+
+    def __post_init__(self) -> None:
+        self._dirs = LoopDirWatch(self._wake)
 
     async def run(self, *, handle_signals: bool = False) -> None:
         options = self.options
-        check_driver_name(options.driver)
-        check_dirs(options)
-        config = self.load()
-        checkpoint = Checkpoint.load(options.state_dir)
-        backends = build_backends(config, root=options.root)
         loop = asyncio.get_running_loop()
-        if handle_signals:
+        if handle_signals:  # first: a SIGTERM during start ends it cleanly
             loop.add_signal_handler(signal.SIGTERM, self.stop_requested.set)
             loop.add_signal_handler(signal.SIGINT, self.stop_requested.set)
+        try:
+            check_driver_name(options.driver)
+            lock = StateLock.acquire(options.state_dir, options.driver)  # before any file or socket is touched
+            try:
+                check_dirs(options)
+                config = self.load()
+                checkpoint = Checkpoint.load(options.state_dir)
+                try:
+                    await self._serve(config, checkpoint)
+                finally:
+                    await checkpoint.drain()
+                    checkpoint.close()
+            finally:
+                lock.release()
+        finally:
+            if handle_signals:
+                for sig in (signal.SIGTERM, signal.SIGINT):
+                    loop.remove_signal_handler(sig)
+
+    async def _serve(self, config: PluginConfig, checkpoint: Checkpoint) -> None:
+        options = self.options
+        loop = asyncio.get_running_loop()
+        backends = build_backends(config, root=options.root)
         inventory = self.inventory = Inventory(options.node, backends)
         publish_task: asyncio.Task[None] | None = None
+        follow_task: asyncio.Task[None] | None = None
         try:
             inventory.start()
             if options.metrics_port is not None:
                 self.metrics_port = self.metrics.serve(options.metrics_port, options.metrics_addr)
+            for path in (options.endpoint, options.registration_socket):
+                claim_socket(path)  # before restore touches the CDI dir: a live driver there is not ours to disturb
             driver = self.driver = Driver(options.driver, inventory, checkpoint, options.cdi_dir,
                                           self.access.read_claim, metrics=self.metrics)
             driver.restore()
@@ -227,30 +276,46 @@ class DraDaemon:
                 self.publisher = Publisher(options.driver, inventory,
                                            self.access.slice_api(options.driver, options.node), self.metrics)
                 publish_task = asyncio.create_task(self.publisher.run(self.stop_requested))
+            follow_task = asyncio.create_task(self._follow_inventory(inventory))
+            self._open_watch(loop)
             self.started.set()
             log.info("DRA driver %s serving %s on node %s (endpoint %s)", options.driver,
                      ", ".join(r.name for r in config.resources), options.node, options.endpoint)
-            while not self.stop_requested.is_set():
-                await self._supervise()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self.stop_requested.wait(), POLL_INTERVAL_S)
+            await self._supervise_until_stopped(loop)
         finally:
             self.stop_requested.set()
+            self._dirs.close()
+            if follow_task is not None:
+                follow_task.cancel()
             for server in reversed(self.servers):
                 await server.stop(0)
+            if self.driver is not None:
+                await self.driver.drain(CLAIMS_STOP_WAIT_S)
             if publish_task is not None:
-                await publish_task
-            if options.publish and options.withdraw and self.publisher is not None:
-                try:
-                    await asyncio.to_thread(self.publisher.withdraw)
-                except KubeaccelError as exc:
-                    log.warning("could not delete the ResourceSlices: %s", exc.message)
+                await self._end_publishing(publish_task)
             inventory.close()
             self.access.close()
             self.metrics.close()
-            if handle_signals:
-                for sig in (signal.SIGTERM, signal.SIGINT):
-                    loop.remove_signal_handler(sig)
+
+    async def _end_publishing(self, task: asyncio.Task[None]) -> None:
+        """The publisher sees ``stop_requested``; a write under way gets a moment, then is left to its
+        thread (its result no longer matters). ``--withdraw`` deletes the slices last."""
+        done, _ = await asyncio.wait({task}, timeout=PUBLISH_STOP_WAIT_S)
+        if not done:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if self.options.withdraw and self.publisher is not None:
+            try:
+                await asyncio.to_thread(self.publisher.withdraw)
+            except KubeaccelError as exc:
+                log.warning("could not delete the ResourceSlices: %s", exc.message)
+
+    async def _follow_inventory(self, inventory: Inventory) -> None:
+        version = 0
+        while True:
+            self.metrics.set_pools(inventory.pools)
+            version = await inventory.changed(version)
 
     async def _apply_device_classes(self, config: PluginConfig) -> None:
         for resource in config.resources:
@@ -260,19 +325,54 @@ class DraDaemon:
             except KubeaccelError as exc:
                 log.warning("cannot apply DeviceClass %s: %s", manifest["metadata"]["name"], exc.message)
 
-    async def _supervise(self) -> None:
-        if self.inventory is not None and self.inventory.version != self._seen_version:
-            self._seen_version = self.inventory.version
-            self.metrics.set_pools(self.inventory.pools)
+    # -- supervision --------------------------------------------------------------------------------
+
+    def _open_watch(self, loop: asyncio.AbstractEventLoop) -> bool:
+        names = {s.path.name for s in self.servers}
+        dirs = list(dict.fromkeys(s.path.parent for s in self.servers))
+        return self._dirs.open(loop, dirs, names, _DIR_EVENTS)
+
+    async def _supervise_until_stopped(self, loop: asyncio.AbstractEventLoop) -> None:
+        backoff = BACKOFF_MIN_S
+        while not self.stop_requested.is_set():
+            self._wake.clear()
+            healthy = await self._supervise()
+            if self._dirs.lost:  # a directory went away (or inotify is unavailable)
+                healthy = self._open_watch(loop) and healthy
+            if healthy:
+                backoff, timeout = BACKOFF_MIN_S, SAFETY_TICK_S
+            else:
+                timeout, backoff = backoff, min(backoff * 2, BACKOFF_MAX_S)
+            waits = [asyncio.ensure_future(e.wait()) for e in (self.stop_requested, self._wake)]
+            try:
+                await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for w in waits:
+                    w.cancel()
+
+    async def _supervise(self) -> bool:
+        """One pass: serve again on every socket that was deleted or replaced; True when all are ours."""
+        self.passes += 1
+        healthy = True
         for server in self.servers:
-            if not server.intact():
+            if server.intact():
+                continue
+            if server.path not in self._blocked:
                 log.info("socket %s was removed: serving it again", server.path)
-                try:
-                    await server.stop(0)
-                    await server.start()
-                    self.restarts += 1
-                except Exception as exc:  # the directory vanished: keep trying, never exit
-                    log.warning("cannot re-create %s: %s", server.path, exc)
+            try:
+                await server.stop(0)
+                await server.start()
+                self.restarts += 1
+                self._blocked.discard(server.path)
+            except ConfigError as exc:  # someone else serves there now: never taken over
+                if server.path not in self._blocked:
+                    log.warning("%s; retrying", exc.message)
+                    self._blocked.add(server.path)
+                healthy = False
+            except Exception as exc:  # the directory vanished: keep trying, never exit
+                log.warning("cannot re-create %s: %s", server.path, exc)
+                healthy = False
+        return healthy
 
 
 class BackgroundDraDaemon(InThread[DraDaemon]):

@@ -16,7 +16,10 @@ from kubeaccel.dra.model import Pool, pools
 
 log = logging.getLogger(__name__)
 
-RESCAN_INTERVAL_S = 1.0
+# Backends wake their watch on a change (inotify, NVML events, their own sysfs poll); the rescan
+# after this long without one is only a safety net, as in the device plugin (an idle node: no work).
+RESCAN_INTERVAL_S = 30.0
+RETRY_INTERVAL_S = 1.0
 
 
 class Inventory:
@@ -49,7 +52,7 @@ class Inventory:
                 self.rescan(name)
             except Exception:  # a flaky backend must not end the watch
                 log.exception("%s: rescan failed", name)
-                self._stop.wait(RESCAN_INTERVAL_S)
+                self._stop.wait(RETRY_INTERVAL_S)
 
     def rescan(self, name: str) -> bool:
         """Scan one backend now; True (and a new version) when its devices changed."""
@@ -84,4 +87,4 @@ class Inventory:
         for backend in self.backends.values():
             backend.close()
         for thread in self._threads:
-            thread.join(RESCAN_INTERVAL_S * 2)
+            thread.join(RETRY_INTERVAL_S * 2)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import socket
 import threading
 from collections.abc import Mapping
 from wsgiref.simple_server import WSGIServer
@@ -27,6 +29,12 @@ class Metrics:
                               registry=self.registry)
         self.publishes = Counter("kubeaccel_dra_slice_publishes", "ResourceSlice publish passes, by result.",
                                  ["result"], registry=self.registry)
+        self.cdi_errors = Counter("kubeaccel_dra_cdi_spec_errors",
+                                  "CDI spec files the driver could not list, remove or write at start, by operation.",
+                                  ["op"], registry=self.registry)
+        self.publish_skipped = Counter("kubeaccel_dra_slice_changes_coalesced",
+                                       "Inventory changes folded into a later ResourceSlice write (the floor).",
+                                       registry=self.registry)
         self._http: tuple[WSGIServer, threading.Thread] | None = None
 
     def set_pools(self, pools: Mapping[str, Pool]) -> None:
@@ -42,9 +50,17 @@ class Metrics:
         return int(server.server_port)
 
     def close(self) -> None:
+        """Stop serving at once: ``shutdown`` alone waits for the server loop's 0.5 s poll, so a throwaway
+        connection wakes the loop to see the request (a stop must take well under a second)."""
         if self._http is not None:
             server, thread = self._http
-            server.shutdown()
+            stopper = threading.Thread(target=server.shutdown, name="metrics shutdown", daemon=True)
+            stopper.start()
+            host, port = server.server_address[:2]
+            host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(str(host), str(host))
+            with contextlib.suppress(OSError):
+                socket.create_connection((host, int(port)), timeout=0.2).close()
+            stopper.join(timeout=5)
             server.server_close()
             thread.join(timeout=5)
             self._http = None

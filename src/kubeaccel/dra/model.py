@@ -18,7 +18,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from kubeaccel.devices.model import Device, Devices
+from kubeaccel.devices.model import AttributeValue, Device, Devices, Version, semver
+from kubeaccel.devices.quantity import MAX_QUANTITY, format_quantity
 from kubeaccel.errors import ConfigError
 
 API_VERSION = "resource.k8s.io/v1"
@@ -32,7 +33,14 @@ _DNS_SUBDOMAIN = re.compile(r"(?=.{1,253}$)[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0
 _NOT_LABEL = re.compile(r"[^a-z0-9-]+")
 _C_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,31}")
 MAX_ATTRIBUTE_STRING = 64  # resource.k8s.io/v1 DeviceAttributeMaxValueLength
+# The standard attributes of k8s.io/dynamic-resource-allocation v0.37 (package deviceattribute).
+STANDARD_PREFIX = "resource.kubernetes.io/"
+STANDARD_NUMA_NODE = STANDARD_PREFIX + "numaNode"
+STANDARD_PCI_BUS_ID = STANDARD_PREFIX + "pciBusID"
+STANDARD_PCIE_ROOT = STANDARD_PREFIX + "pcieRoot"
 MAX_DEVICES_PER_SLICE = 128
+MAX_ATTRIBUTES_AND_CAPACITY = 32  # resource.k8s.io/v1 ResourceSliceMaxAttributesAndCapacitiesPerDevice
+_CORE_ATTRIBUTES = frozenset({"index", "resource", "id", "numaNode", STANDARD_NUMA_NODE})
 
 
 def check_driver_name(name: str) -> str:
@@ -99,7 +107,16 @@ class Pool:
         return cls(resource_name, pool_name(node, resource_name), device_names(devices))
 
 
-def _value(raw: str) -> dict[str, Any]:
+def _value(raw: AttributeValue) -> dict[str, Any] | None:
+    """One attribute value in the API's form; typed values keep their type, plain text is guessed as before.
+
+    None for a value the API would refuse (an int beyond int64, a version that is not semver)."""
+    if isinstance(raw, bool):
+        return {"bool": raw}
+    if isinstance(raw, int):
+        return {"int": raw} if -(2**63) <= raw < 2**63 else None
+    if isinstance(raw, Version):
+        return {"version": str(raw)} if semver(raw) == raw else None
     if raw.isdecimal() and len(raw) < 19:
         return {"int": int(raw)}
     if raw in ("true", "false"):
@@ -107,35 +124,50 @@ def _value(raw: str) -> dict[str, Any]:
     return {"string": raw[:MAX_ATTRIBUTE_STRING]}
 
 
+def _attribute_name(key: str) -> bool:
+    """An identifier (the driver's domain) or ``domain/identifier`` (a standard or vendor attribute)."""
+    domain, slash, name = key.rpartition("/")
+    if not _C_IDENTIFIER.fullmatch(name):
+        return False
+    return not slash or (bool(_DNS_SUBDOMAIN.fullmatch(domain)) and len(domain) <= 63)
+
+
 def device_attributes(resource_name: str, device: Device) -> dict[str, dict[str, Any]]:
-    """Attributes in the driver's domain (unqualified names): CEL sees ``device.attributes["<driver>"].index``."""
+    """Attributes: unqualified names are the driver's (CEL: ``device.attributes["<driver>"].index``);
+    qualified ones keep their domain (``device.attributes["resource.kubernetes.io"].numaNode``)."""
     attrs: dict[str, dict[str, Any]] = {}
     for key, raw in device.attributes:
-        if _C_IDENTIFIER.fullmatch(key):
-            attrs[key] = _value(raw)
-    attrs["index"] = _value(device.index)
+        if _attribute_name(key) and (value := _value(raw)) is not None:
+            attrs[key] = value
+    attrs["index"] = _value(device.index) or {"string": device.index[:MAX_ATTRIBUTE_STRING]}
     attrs["resource"] = {"string": resource_name}
     attrs["id"] = {"string": device.id[:MAX_ATTRIBUTE_STRING]}
     if device.numa_node is not None:
         attrs["numaNode"] = {"int": device.numa_node}
+        # k8s.io/dynamic-resource-allocation v0.37 deviceattribute.StandardDeviceAttributeNUMANode:
+        # a scalar int, published only for a device with NUMA affinity.
+        attrs[STANDARD_NUMA_NODE] = {"int": device.numa_node}
     return dict(sorted(attrs.items()))
 
 
 def device_capacity(device: Device) -> dict[str, dict[str, str]]:
-    """Capacity where the backend knows it: VE ``num_of_core`` and ``memory_size`` (GB)."""
-    known = dict(device.attributes)
-    capacity: dict[str, dict[str, str]] = {}
-    if known.get("num_of_core", "").isdecimal():
-        capacity["cores"] = {"value": known["num_of_core"]}
-    if known.get("memory_size", "").isdecimal():
-        capacity["memory"] = {"value": f"{known['memory_size']}G"}
-    return capacity
+    """Capacity as the backend reports it (``memory`` in bytes, ``cores``), as quantities (``143771Mi``)."""
+    return {
+        name: {"value": format_quantity(value)}
+        for name, value in sorted(device.capacity)
+        if _attribute_name(name) and 0 <= value <= MAX_QUANTITY
+    }
 
 
 def slice_device(resource_name: str, name: str, device: Device, *, taints: bool) -> dict[str, Any] | None:
     """One ``devices[]`` entry; an unhealthy device is tainted, or left out (None) when taints are off."""
-    entry: dict[str, Any] = {"name": name, "attributes": device_attributes(resource_name, device)}
+    attributes = device_attributes(resource_name, device)
     capacity = device_capacity(device)
+    spare = MAX_ATTRIBUTES_AND_CAPACITY - len(capacity)
+    if len(attributes) > spare:  # the API refuses the slice: keep ours, then the backend's in name order
+        keep = [k for k in attributes if k in _CORE_ATTRIBUTES] + [k for k in attributes if k not in _CORE_ATTRIBUTES]
+        attributes = {k: attributes[k] for k in sorted(keep[:spare])}
+    entry: dict[str, Any] = {"name": name, "attributes": attributes}
     if capacity:
         entry["capacity"] = capacity
     if not device.healthy:

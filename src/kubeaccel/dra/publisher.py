@@ -3,8 +3,12 @@
 On start: every slice of this driver on this node that is not one we publish now is deleted (a
 resource removed from the config, a previous run's naming), and pool generations continue above
 the highest one found. Then, on every inventory change, each pool is re-applied with the
-generation bumped; after ``RESYNC_S`` of quiet the API server's copies are compared with ours and
-republished if someone deleted or edited them. Taints mark unhealthy devices; if the API server
+generation bumped — at most one write pass per ``MIN_INTERVAL_S`` (0.2 s): changes that arrive
+sooner (a flapping device) are folded into the next pass, which always publishes the inventory as
+it is then, so the API server ends in the latest state. The generation moves only when a pass has
+been written: a failed one (an outage) is retried with the same generation. After ``RESYNC_S``
+of quiet the API server's copies are compared with ours and republished if someone deleted or
+edited them. Taints mark unhealthy devices; if the API server
 drops them (``DRADeviceTaints`` off), unhealthy devices are left out instead. An unreachable API
 server is retried with backoff while the DRA service keeps answering from the checkpoint.
 ``withdraw`` deletes our slices.
@@ -27,6 +31,7 @@ log = logging.getLogger(__name__)
 
 BACKOFF_MIN_S = 0.2
 BACKOFF_MAX_S = 10.0
+MIN_INTERVAL_S = 0.2  # the floor between two write passes (documented in docs/dra.md; at least 0.1 s)
 RESYNC_S = 60.0  # how often the slices are compared with the API server's (someone deleted or edited one)
 
 
@@ -73,12 +78,15 @@ class Publisher:
         self.published = asyncio.Event()  # set while the API server has the current version
         self.errors = 0
         self.resync_s = RESYNC_S
+        self.min_interval_s = MIN_INTERVAL_S
+        self.passes = 0  # write passes attempted (each applies every pool once)
 
-    def _desired(self) -> dict[str, dict[str, Any]]:
+    def _desired(self, generation: int | None = None) -> dict[str, dict[str, Any]]:
+        generation = self.generation if generation is None else generation
         return {
             m["metadata"]["name"]: m
             for pool in self.inventory.pools.values()
-            for m in resource_slices(self.inventory.node, self.driver, pool, self.generation, taints=self.taints)
+            for m in resource_slices(self.inventory.node, self.driver, pool, generation, taints=self.taints)
         }
 
     def _drifted(self) -> bool:
@@ -99,24 +107,37 @@ class Publisher:
                 if name not in wanted:
                     log.info("deleting stale ResourceSlice %s", name)
                     self.api.delete(name)
-        self.generation += 1
-        for manifest in self._desired().values():
+        following = self.generation + 1  # taken only once every pool is written
+        for manifest in self._desired(following).values():
             stored = self.api.apply(manifest)
             if self.taints and _has_dropped_taints(manifest, stored):
                 log.warning("the API server dropped device taints (DRADeviceTaints off): unhealthy devices are "
                             "left out of the ResourceSlices instead")
                 self.taints = False
-                self.generation += 1
-                for again in self._desired().values():
+                following += 1
+                for again in self._desired(following).values():
                     self.api.apply(again)
-                return
+                break
+        self.generation = following
 
     async def run(self, stop: asyncio.Event) -> None:
         backoff = BACKOFF_MIN_S
         first = True
         warned = False
+        loop = asyncio.get_running_loop()
+        last_pass = -float("inf")
+        written = 0  # the inventory version last written
         while not stop.is_set():
+            floor = last_pass + self.min_interval_s - loop.time()
+            if floor > 0:
+                await _sleep_or_stop(stop, floor)
+                if stop.is_set():
+                    break
             version = self.inventory.version
+            if written and version - written > 1:
+                self.metrics.publish_skipped.inc(version - written - 1)
+            last_pass = loop.time()
+            self.passes += 1
             try:
                 await asyncio.to_thread(self._sync, first)
             except KubeaccelError as exc:
@@ -133,7 +154,7 @@ class Publisher:
             if warned:
                 log.info("ResourceSlices published again")
             first, warned, backoff = False, False, BACKOFF_MIN_S
-            self.published_version = version
+            self.published_version = written = version
             self.published.set()
             while not stop.is_set():
                 waiter = asyncio.ensure_future(self.inventory.changed(version, self.resync_s))

@@ -36,7 +36,7 @@ from typing import Protocol
 from kubeaccel.background import InThread
 from kubeaccel.devices.cdi import DEFAULT_SPEC_DIR, CdiError
 from kubeaccel.devices.config import PluginConfig, ResourceConfig, build_resources
-from kubeaccel.devices.watch import DirWatch, flags
+from kubeaccel.devices.watch import LoopDirWatch, flags
 from kubeaccel.errors import ConfigError, KubeaccelError, UnavailableError
 from kubeaccel.paths import file_identity
 from kubeaccel.plugin._generated import api_pb2 as pb
@@ -313,7 +313,7 @@ class Manager:
         entries = list(self.entries.values())
         self.entries.clear()
         for entry in entries:
-            entry.plugin.backend.close()  # wake every watch thread first, so no join waits
+            entry.plugin.stop_watching()  # wake every watch thread first, so no join waits
         for entry in entries:
             await self._stop_entry(entry)
 
@@ -351,8 +351,8 @@ class Daemon:
         self.reload_requested = asyncio.Event()
         self.started = threading.Event()  # servers are listening (set from the loop thread)
         self.reloads = 0  # completed reloads (tests wait on this)
-        self._watch: DirWatch | None = None
         self._wake = asyncio.Event()
+        self._dirs = LoopDirWatch(self._wake)
 
     # -- building --------------------------------------------------------------------------------
 
@@ -422,24 +422,7 @@ class Daemon:
     # -- supervision ----------------------------------------------------------------------------
 
     def _open_watch(self, loop: asyncio.AbstractEventLoop) -> bool:
-        try:
-            watch = DirWatch(self.socket_dir, None, _DIR_EVENTS)
-        except OSError:
-            return False
-        loop.add_reader(watch.fileno(), self._on_dir_event)
-        self._watch = watch
-        return True
-
-    def _close_watch(self, loop: asyncio.AbstractEventLoop) -> None:
-        if self._watch is not None:
-            with contextlib.suppress(Exception):
-                loop.remove_reader(self._watch.fileno())
-            self._watch.close()
-            self._watch = None
-
-    def _on_dir_event(self) -> None:
-        if self._watch is not None and self._watch.drain():
-            self._wake.set()
+        return self._dirs.open(loop, [self.socket_dir], None, _DIR_EVENTS)
 
     async def _sleep(self, timeout: float) -> None:
         """Until stop, reload, a directory event, a finished registration or ``timeout``."""
@@ -490,15 +473,15 @@ class Daemon:
                 if self.reload_requested.is_set():
                     self.reload_requested.clear()
                     await self._reload()
-                if self._watch is None or self._watch.gone:
-                    self._close_watch(loop)
+                if self._dirs.lost:
+                    self._dirs.close()
                     await self._wait_for_dir(loop)
                     continue
                 self._wake.clear()
                 due = await self.manager.tick()
                 await self._sleep(min(due - time.monotonic(), SAFETY_TICK_S))
         finally:
-            self._close_watch(loop)
+            self._dirs.close()
             await self.manager.close()
             await self.metrics.close()
             if handle_signals:

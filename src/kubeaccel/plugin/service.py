@@ -22,6 +22,7 @@ from kubeaccel.devices import cdi as cdi_spec
 from kubeaccel.devices.model import Backend, Device, DeviceNode, Devices, Resettable, sort_key
 from kubeaccel.devices.naming import devices_env_var
 from kubeaccel.devices.policy import AllocationError, check_allocation, names, preferred_allocation
+from kubeaccel.devices.sharing import SharedBackend
 from kubeaccel.errors import KubeaccelError
 from kubeaccel.plugin._generated import api_pb2 as pb
 from kubeaccel.plugin._generated import api_pb2_grpc as pb_grpc
@@ -127,6 +128,9 @@ def allocate_container(
             )
         response.cdi_devices.extend(pb.CDIDevice(name=cdi_spec.qualified(kind, n)) for n in wanted)
         return response
+    if cdi and extra.cdi_devices:  # the backend's spec (nvidia: kubeaccel's or NVIDIA's) carries nodes and mounts
+        response.cdi_devices.extend(pb.CDIDevice(name=n) for n in extra.cdi_devices)
+        return response
     nodes = _unique([*(n for d in chosen for n in d.nodes), *extra.device_nodes])
     if nodes:
         response.devices.extend(
@@ -138,9 +142,8 @@ def allocate_container(
             pb.Mount(container_path=m.container_path, host_path=m.host_path, read_only=m.read_only)
             for m in dict.fromkeys(extra.mounts)
         )
-    if cdi:  # the backend names its vendor's own spec (NVIDIA's nvidia-ctk)
-        names_ = extra.cdi_devices or tuple(f"{resource_name}={i}" for i in indices)
-        response.cdi_devices.extend(pb.CDIDevice(name=n) for n in names_)
+    if cdi:
+        response.cdi_devices.extend(pb.CDIDevice(name=f"{resource_name}={i}") for i in indices)
     return response
 
 
@@ -226,7 +229,21 @@ class ResourcePlugin(pb_grpc.DevicePluginServicer):
         """
         if self.cdi_dir is None:
             return
-        document = cdi_document(self.resource_name, self.backend, devices)
+        # Replicas (SharedBackend) share their device's entry: the inner backend decides on its own devices.
+        source = self.backend.inner if isinstance(self.backend, SharedBackend) else self.backend
+        if isinstance(source, cdi_spec.SpecSource):
+            try:
+                document = source.cdi_spec(devices if source is self.backend else source.scan())
+            except KubeaccelError as exc:  # e.g. no driver under the NVIDIA driver root
+                if initial:
+                    raise
+                log.error("%s: keeping the previous CDI spec: %s", self.resource_name, exc.message)
+                return
+            if document is None:  # the devices are named in a spec someone else keeps: ours must go
+                self._remove_cdi()
+                return
+        else:
+            document = cdi_document(self.resource_name, self.backend, devices)
         if document == self._cdi_written:
             return
         try:
@@ -282,18 +299,31 @@ class ResourcePlugin(pb_grpc.DevicePluginServicer):
         self.metrics.set_devices(self.resource_name, snapshot)
         log.info("%s: %d devices, %d healthy", self.resource_name, len(snapshot), len(snapshot.healthy()))
 
-    def close(self, *, remove_cdi: bool = True) -> None:
+    def stop_watching(self) -> None:
+        """End the watch thread: stop first, then close the backend to wake it.
+
+        In that order: a closed backend's ``wait_for_change`` returns at once, and a watch thread
+        not yet told to stop would rescan in a tight loop until it is.
+        """
         self._stop.set()
         self.backend.close()
+
+    def close(self, *, remove_cdi: bool = True) -> None:
+        self.stop_watching()
         if self._thread is not None:
             self._thread.join(timeout=0.5)  # the backend's close wakes it; never hold up shutdown
-        if remove_cdi and self.cdi_dir is not None and self._cdi_written is not None:
+        if remove_cdi:
+            self._remove_cdi()
+        self._wake_streams()  # any stream still waiting notices the end
+
+    def _remove_cdi(self) -> None:
+        if self.cdi_dir is not None and self._cdi_written is not None:
             try:
                 cdi_spec.remove_spec(self.cdi_dir, self.cdi_file)
             except OSError as exc:
                 log.warning("%s: cannot remove the CDI spec: %s", self.resource_name, exc)
             self._cdi_written = None
-        self._wake_streams()  # any stream still waiting notices the end
+            self.cdi_names = None
 
     def _wake_streams(self) -> None:
         with self._cond:

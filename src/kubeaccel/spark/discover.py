@@ -52,6 +52,11 @@ NATIVE_VARS: dict[str, tuple[_NativeVar, ...]] = {
 # Backend module (``kubeaccel.devices.backends.<module>``) to probe when no variable is set.
 PROBE_BACKENDS: dict[str, str] = {"nec.com/ve": "ve", "nvidia.com/gpu": "nvidia"}
 
+# Resources whose allocated devices a container sees renumbered from 0: a container given host GPUs
+# 1 and 3 (by device nodes, CDI or NVIDIA_VISIBLE_DEVICES=<UUIDs>) has CUDA devices 0 and 1, and
+# those are the addresses Spark's tasks must use (torch.cuda.set_device, CUDA_VISIBLE_DEVICES).
+RENUMBERED = frozenset({"nvidia.com/gpu"})
+
 # NVIDIA container runtime values that name no device, or all of them (then we probe).
 _NVIDIA_NONE = frozenset({"none", "void", ""})
 _NVIDIA_ALL = "all"
@@ -122,6 +127,8 @@ def resolve(
         addresses = split_addresses(env[var])
         if not addresses:
             raise NotFoundError(f"{var} is set but empty: no devices allocated", hint="check the pod's resource limits")
+        if any(var == devices_env_var(r) for r in RENUMBERED):
+            addresses = _renumbered(addresses)
         return Discovery(name or inferred_name, addresses, var)
 
     if not is_valid_resource_name(resource):
@@ -131,10 +138,11 @@ def resolve(
         )
     name = name or spark_resource_name(resource)
     var = devices_env_var(resource)
+    renumber = _renumbered if resource in RENUMBERED else tuple
     if var in env:
         addresses = split_addresses(env[var])
         if addresses:
-            return Discovery(name, addresses, var)
+            return Discovery(name, renumber(addresses), var)
 
     probe_all = False
     for native in NATIVE_VARS.get(resource, ()):
@@ -149,7 +157,7 @@ def resolve(
                 continue
         addresses = split_addresses(value, native.separator)
         if addresses:
-            return Discovery(name, addresses, native.name)
+            return Discovery(name, renumber(addresses), native.name)
 
     backend = PROBE_BACKENDS.get(resource)
     probe_error = ""
@@ -169,6 +177,10 @@ def resolve(
         hint=f"request {resource} in the pod's limits (Spark: spark.executor.resource.{name}.amount and "
         f".vendor={resource.split('/', 1)[0]}) and run the kubeaccel device plugin on the node",
     )
+
+
+def _renumbered(addresses: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(str(i) for i in range(len(addresses)))
 
 
 def probe_backend(resource: str, backend: str, root: str = "/") -> list[str]:

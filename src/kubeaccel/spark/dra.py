@@ -9,7 +9,9 @@ Confs (validated here; a mistake is a ``ConfigError`` naming the key):
 * per resource, ``spark.kubeaccel.dra.<role>.<name>.``:
   ``deviceClass`` (default ``<name>.<vendor>``, the class ``kubeaccel dra device-classes`` makes),
   ``numaNode`` (an int: every device on that NUMA node), ``model`` (a string attribute),
-  ``selector`` (any CEL expression over ``device``; the API server compiles it).
+  ``minMemory`` (a quantity such as ``80Gi``: devices whose ``memory`` capacity is at least that),
+  ``selector`` (any CEL expression over ``device``; the API server compiles it, and one it refuses
+  is reported naming the conf it came from: ``invalid_selector``).
 
 ``claim_template`` builds one ResourceClaimTemplate per app and role (owned by the driver pod when
 an owner is given, so it goes with the app); ``pod_fragment`` is what the driver pod spec and the
@@ -33,20 +35,23 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from kubeaccel.errors import ConfigError
+from kubeaccel.devices.quantity import parse_quantity
+from kubeaccel.errors import ConfigError, InvalidError
 
 ENABLED = "spark.kubeaccel.dra.enabled"
 DRIVER_NAME = "spark.kubeaccel.dra.driverName"
 DEFAULT_DRIVER = "dra.kubeaccel.io"
 _PREFIX = "spark.kubeaccel.dra."
 _PER_RESOURCE = re.compile(r"^spark\.kubeaccel\.dra\.(driver|executor)\.([^.]+)\.(.+)$")
-_FIELDS = ("deviceClass", "numaNode", "model", "selector")
+_FIELDS = ("deviceClass", "numaNode", "model", "minMemory", "selector")
 _RESOURCE_KEY = re.compile(r"^spark\.(driver|executor)\.resource\.([^.]+)\.(amount|vendor)$")
 _DNS_SUBDOMAIN = re.compile(r"(?=.{1,253}$)[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
 _DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
 MAX_SELECTOR = 10 * 1024  # resource.k8s.io/v1 CELSelectorExpressionMaxLength
 MAX_COUNT = 32  # DeviceRequest count limit (AllocationResultsMaxSize is 32 per request)
 CLAIM_NAME = "accelerators"
+SELECTOR_CONFS = "kubeaccel.io/selector-confs"
+_SELECTOR_FIELD = re.compile(r"requests\[(\d+)\]\.exactly\.selectors\[(\d+)\]")
 
 
 @dataclass(frozen=True)
@@ -57,7 +62,11 @@ class ClaimRequest:
     name: str
     device_class: str
     count: int
-    selectors: tuple[str, ...] = ()
+    selected: tuple[tuple[str, str], ...] = ()  # (the conf that made it, CEL expression), in conf order
+
+    @property
+    def selectors(self) -> tuple[str, ...]:
+        return tuple(expression for _, expression in self.selected)
 
 
 def enabled(conf: Mapping[str, str]) -> bool:
@@ -124,25 +133,39 @@ def requests(conf: Mapping[str, str], role: str) -> list[ClaimRequest]:
         if not _DNS_SUBDOMAIN.fullmatch(device_class):
             raise ConfigError(f"{prefix}.deviceClass={device_class!r} is not a DeviceClass name",
                               hint="a lower-case DNS subdomain, e.g. ve.nec.com (kubectl get deviceclasses)")
-        selectors = []
+        selectors: list[tuple[str, str]] = []
         if "numaNode" in own:
             raw = own["numaNode"].strip()
             if not raw.isdecimal() or int(raw) > 1023:
                 raise ConfigError(f"{prefix}.numaNode={own['numaNode']!r} is not a NUMA node number",
                                   hint="use 0, 1, ... (see `kubeaccel dra devices`)")
-            selectors.append(f"device.attributes[{_cel_string(driver)}].numaNode == {int(raw)}")
+            selectors.append((f"{prefix}.numaNode", f"device.attributes[{_cel_string(driver)}].numaNode == {int(raw)}"))
         if "model" in own:
             model = own["model"].strip()
             if not model or len(model) > 64:
                 raise ConfigError(f"{prefix}.model={own['model']!r} must be 1 to 64 characters",
                                   hint="the model attribute as `kubeaccel dra devices -o yaml` shows it")
-            selectors.append(f"device.attributes[{_cel_string(driver)}].model == {_cel_string(model)}")
+            # string(): a VE's sysfs model is a number, published as an int attribute; a bare
+            # `== "3"` never matches an int. The guard keeps a device without the attribute a non-match.
+            scope = f"device.attributes[{_cel_string(driver)}]"
+            expression = f'"model" in {scope} && string({scope}.model) == {_cel_string(model)}'
+            selectors.append((f"{prefix}.model", expression))
+        if "minMemory" in own:
+            raw = own["minMemory"].strip()
+            try:
+                parse_quantity(raw)
+            except ValueError as exc:
+                raise ConfigError(f"{prefix}.minMemory: {exc}",
+                                  hint="a quantity such as 80Gi; `kubeaccel dra devices -o yaml` shows each device's "
+                                  "capacity.memory") from None
+            selectors.append((f"{prefix}.minMemory", f"device.capacity[{_cel_string(driver)}].memory"
+                              f".compareTo(quantity({_cel_string(raw)})) >= 0"))
         if "selector" in own:
             expression = own["selector"].strip()
             if not expression or len(expression) > MAX_SELECTOR:
                 raise ConfigError(f"{prefix}.selector must be a CEL expression of 1 to {MAX_SELECTOR} characters",
                                   hint='e.g. device.attributes["dra.kubeaccel.io"].index < 4')
-            selectors.append(expression)
+            selectors.append((f"{prefix}.selector", expression))
         out.append(ClaimRequest(role, name, device_class, int(amount), tuple(selectors)))
     return out
 
@@ -158,6 +181,9 @@ def claim_template(
     """One ResourceClaimTemplate for the role's requests (one device request per Spark resource)."""
     metadata: dict[str, Any] = {"name": template_name(app_name, role), "namespace": namespace,
                                 "labels": {"app.kubernetes.io/managed-by": "kubeaccel", "spark-role": role}}
+    sources = [[conf for conf, _ in c.selected] for c in claims]
+    if any(sources):  # which conf made each selector: a refused one is reported by its conf (``invalid_selector``)
+        metadata["annotations"] = {SELECTOR_CONFS: json.dumps(sources, separators=(",", ":"))}
     if owner is not None:
         metadata["ownerReferences"] = [{"apiVersion": "v1", "kind": "Pod", "name": owner["metadata"]["name"],
                                         "uid": owner["metadata"]["uid"], "controller": True}]
@@ -186,3 +212,32 @@ def quota(claims: list[ClaimRequest], pods: int = 1) -> dict[str, int]:
         key = f"{c.device_class}.deviceclass.resource.k8s.io/devices"
         out[key] = out.get(key, 0) + c.count * pods
     return out
+
+
+def invalid_selector(template: Mapping[str, Any], error: InvalidError) -> ConfigError | None:
+    """The API server refused ``template`` over a CEL selector: the error again, naming the conf it came from.
+
+    None when the refusal is about something else (the caller re-raises the original)."""
+    try:
+        sources = json.loads(template["metadata"]["annotations"][SELECTOR_CONFS])
+        requests_ = template["spec"]["spec"]["devices"]["requests"]
+    except (KeyError, TypeError, ValueError):
+        return None
+    for text in (*error.causes, error.message):
+        match = _SELECTOR_FIELD.search(text)
+        if not match:
+            continue
+        i, j = int(match.group(1)), int(match.group(2))
+        try:
+            conf = sources[i][j]
+            expression = requests_[i]["exactly"]["selectors"][j]["cel"]["expression"]
+        except (IndexError, KeyError, TypeError):
+            return None
+        detail = text[match.end():].lstrip(".").removeprefix("cel.expression").lstrip(": ")
+        return ConfigError(
+            f"{conf}: the API server could not compile the CEL selector {expression[:200]!r}: {detail[:800]}",
+            hint=f"fix {conf}; attributes are device.attributes[\"<domain>\"].<name>, capacity "
+            'device.capacity["<domain>"].<name> (a quantity: .compareTo(quantity("80Gi")) >= 0); '
+            "`kubeaccel dra devices -o yaml` shows what a node publishes",
+        )
+    return None

@@ -23,10 +23,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kubeaccel.errors import AlreadyExistsError, KubeaccelError, UnavailableError
+from kubeaccel.errors import AlreadyExistsError, InvalidError, KubeaccelError, UnavailableError
 from kubeaccel.kube.client import Kube
 from kubeaccel.kube.rest import PODS
-from kubeaccel.spark import uploads
+from kubeaccel.spark import dra, uploads
 from kubeaccel.spark.builder import AppManifests, Generated, build, owner_reference
 from kubeaccel.spark.conf import SubmitRequest
 from kubeaccel.spark.ids import SubmissionId
@@ -137,6 +137,11 @@ def _create_recorded(kube: Kube, ledger: Ledger, manifest: dict[str, Any], names
     except AlreadyExistsError:
         ledger.forget(kind, name)  # someone else's object of that name: a rollback must not delete it
         raise
+    except InvalidError as exc:  # a claim template's CEL selector: say which conf made it
+        named = dra.invalid_selector(manifest, exc) if kind == "ResourceClaimTemplate" else None
+        if named is None:
+            raise
+        raise named from exc
     ledger.step_done()
     return created
 

@@ -22,9 +22,11 @@ EVENT_DOUBLE_BIT_ECC = 0x2
 EVENT_XID_CRITICAL = 0x8
 HEALTH_EVENTS = EVENT_XID_CRITICAL | EVENT_DOUBLE_BIT_ECC | EVENT_SINGLE_BIT_ECC
 ERROR_NOT_SUPPORTED = 3
+ERROR_NOT_FOUND = 6
 ERROR_DRIVER_NOT_LOADED = 9
 ERROR_TIMEOUT = 10
 ERROR_LIBRARY_NOT_FOUND = 12
+ERROR_FUNCTION_NOT_FOUND = 13
 
 _INSTALL_HINT = (
     "install the NVIDIA driver on the node (it provides libnvidia-ml.so.1) and give the plugin's "
@@ -33,15 +35,55 @@ _INSTALL_HINT = (
 )
 
 
+# nvml.h nvmlDeviceArchitecture_t and nvmlBrandType_t, spelled as NVIDIA's DRA driver publishes them
+# (go-nvlib's GetArchitectureAsString / GetBrandAsString).
+ARCHITECTURES = {
+    2: "Kepler", 3: "Maxwell", 4: "Pascal", 5: "Volta", 6: "Turing", 7: "Ampere", 8: "Ada Lovelace",
+    9: "Hopper", 10: "Blackwell", 13: "Rubin", 0xFFFFFFFF: "Unknown",
+}
+BRANDS = {
+    0: "Unknown", 1: "Quadro", 2: "Tesla", 3: "NVS", 4: "Grid", 5: "GeForce", 6: "Titan", 7: "NvidiaVApps",
+    8: "NvidiaVPC", 9: "NvidiaVCS", 10: "NvidiaVWS", 11: "NvidiaCloudGaming", 12: "QuadroRTX", 13: "NvidiaRTX",
+    14: "Nvidia", 15: "GeForceRTX", 16: "TitanRTX",
+}
+MIG_ENABLED = 1  # NVML_DEVICE_MIG_ENABLE
+_ALL_INSTANCES = 0xFFFFFFFF  # an event's GPU / compute instance ID when it concerns the whole GPU
+
+
+@dataclass(frozen=True)
+class MigDevice:
+    """One MIG device (a compute instance inside a GPU instance) of a MIG-enabled GPU."""
+
+    index: int  # NVML's MIG device index under its GPU
+    uuid: str  # MIG-…
+    gpu_instance: int  # GI ID: /proc/driver/nvidia-caps/mig-minors "gpu<minor>/gi<GI>/access"
+    compute_instance: int  # CI ID: "gpu<minor>/gi<GI>/ci<CI>/access"
+    gpu_slices: int  # nvmlDeviceAttributes_t.gpuInstanceSliceCount
+    compute_slices: int  # computeInstanceSliceCount
+    memory_bytes: int  # memorySizeMB, in bytes
+    multiprocessors: int
+
+
 @dataclass(frozen=True)
 class Gpu:
-    """What the backend needs to know about one GPU."""
+    """What the backend needs to know about one GPU, read once at start.
+
+    The descriptive fields (``brand`` … ``memory_bytes``) are empty or 0 where the driver cannot
+    tell (an old driver, a call not supported on this GPU): they are facts for selectors, and a GPU
+    that cannot report one is still served.
+    """
 
     index: int
     uuid: str
     minor: int
     pci_bus_id: str  # sysfs form: 0000:3b:00.0
     name: str
+    brand: str = ""
+    architecture: str = ""
+    cuda_compute_capability: str = ""  # "9.0"
+    memory_bytes: int = 0
+    mig_enabled: bool = False
+    migs: tuple[MigDevice, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -51,6 +93,9 @@ class HealthEvent:
     uuid: str | None
     event_type: int
     xid: int
+    # The MIG placement NVML names (GPU instance, compute instance); None = the whole GPU.
+    gpu_instance: int | None = None
+    compute_instance: int | None = None
 
 
 def sysfs_bus_id(nvml_bus_id: str | bytes) -> str:
@@ -116,7 +161,8 @@ class Nvml:
         with contextlib.suppress(lib.NVMLError):
             lib.nvmlShutdown()
 
-    def gpus(self) -> list[Gpu]:
+    def gpus(self, *, mig: bool = False) -> list[Gpu]:
+        """Every GPU with its facts; with ``mig``, also whether MIG mode is on and its MIG devices."""
         lib = self._lib
         try:
             count = lib.nvmlDeviceGetCount()
@@ -125,6 +171,7 @@ class Nvml:
                 handle = lib.nvmlDeviceGetHandleByIndex(index)
                 uuid = _text(lib.nvmlDeviceGetUUID(handle))
                 self._handles[uuid] = handle
+                mig_enabled = mig and self._mig_enabled(handle)
                 found.append(
                     Gpu(
                         index=index,
@@ -132,6 +179,12 @@ class Nvml:
                         minor=int(lib.nvmlDeviceGetMinorNumber(handle)),
                         pci_bus_id=sysfs_bus_id(lib.nvmlDeviceGetPciInfo(handle).busId),
                         name=_text(lib.nvmlDeviceGetName(handle)),
+                        brand=BRANDS.get(self._optional("nvmlDeviceGetBrand", handle, -1), ""),
+                        architecture=ARCHITECTURES.get(self._optional("nvmlDeviceGetArchitecture", handle, -1), ""),
+                        cuda_compute_capability=self._compute_capability(handle),
+                        memory_bytes=self._optional("nvmlDeviceGetMemoryInfo", handle, 0, field="total"),
+                        mig_enabled=mig_enabled,
+                        migs=self._migs(handle) if mig_enabled else (),
                     )
                 )
         except lib.NVMLError as exc:
@@ -140,6 +193,68 @@ class Nvml:
                 hint="check the GPUs with nvidia-smi on the node; a GPU that fell off the bus needs a reset or reboot",
             ) from exc
         return found
+
+    def driver_version(self) -> str:
+        """The kernel driver's version as NVML reports it (``580.159.04``); empty where it cannot."""
+        call = getattr(self._lib, "nvmlSystemGetDriverVersion", None)
+        try:
+            return _text(call()) if call is not None else ""
+        except self._lib.NVMLError:
+            return ""
+
+    def _optional(self, name: str, handle: Any, default: int, *, field: str | None = None) -> int:
+        """A descriptive integer fact; ``default`` where the driver (or an older nvidia-ml-py) lacks the call."""
+        call = getattr(self._lib, name, None)
+        if call is None:
+            return default
+        try:
+            value = call(handle)
+        except self._lib.NVMLError:
+            return default
+        return int(getattr(value, field) if field else value)
+
+    def _compute_capability(self, handle: Any) -> str:
+        call = getattr(self._lib, "nvmlDeviceGetCudaComputeCapability", None)
+        try:
+            major, minor = call(handle) if call is not None else (None, None)
+        except self._lib.NVMLError:
+            return ""
+        return f"{int(major)}.{int(minor)}" if major is not None and minor is not None else ""
+
+    def _mig_enabled(self, handle: Any) -> bool:
+        try:
+            current, _pending = self._lib.nvmlDeviceGetMigMode(handle)
+        except self._lib.NVMLError as exc:
+            if getattr(exc, "value", None) in (ERROR_NOT_SUPPORTED, ERROR_FUNCTION_NOT_FOUND):
+                return False  # not a MIG-capable GPU (or a driver without MIG)
+            raise
+        return int(current) == MIG_ENABLED
+
+    def _migs(self, handle: Any) -> tuple[MigDevice, ...]:
+        """The MIG devices that exist on a MIG-enabled GPU (empty slots are skipped)."""
+        lib = self._lib
+        out = []
+        for slot in range(int(lib.nvmlDeviceGetMaxMigDeviceCount(handle))):
+            try:
+                mig = lib.nvmlDeviceGetMigDeviceHandleByIndex(handle, slot)
+            except lib.NVMLError as exc:
+                if getattr(exc, "value", None) == ERROR_NOT_FOUND:
+                    continue
+                raise
+            attrs = lib.nvmlDeviceGetAttributes(mig)
+            out.append(
+                MigDevice(
+                    index=slot,
+                    uuid=_text(lib.nvmlDeviceGetUUID(mig)),
+                    gpu_instance=int(lib.nvmlDeviceGetGpuInstanceId(mig)),
+                    compute_instance=int(lib.nvmlDeviceGetComputeInstanceId(mig)),
+                    gpu_slices=int(attrs.gpuInstanceSliceCount),
+                    compute_slices=int(attrs.computeInstanceSliceCount),
+                    memory_bytes=int(attrs.memorySizeMB) * 2**20,
+                    multiprocessors=int(attrs.multiprocessorCount),
+                )
+            )
+        return tuple(out)
 
     def watch(self, uuids: list[str]) -> list[str]:
         """Register health events for these GPUs; returns those that cannot report events."""
@@ -173,7 +288,12 @@ class Nvml:
         # ctypes pointers compare by identity, not address: match handles by the address they hold.
         address = _address(data.device)
         uuid = next((u for u, h in self._handles.items() if address is not None and _address(h) == address), None)
-        return HealthEvent(uuid=uuid, event_type=int(data.eventType), xid=int(data.eventData))
+        gi, ci = (getattr(data, name, _ALL_INSTANCES) for name in ("gpuInstanceId", "computeInstanceId"))
+        return HealthEvent(
+            uuid=uuid, event_type=int(data.eventType), xid=int(data.eventData),
+            gpu_instance=None if gi == _ALL_INSTANCES else int(gi),
+            compute_instance=None if ci == _ALL_INSTANCES else int(ci),
+        )
 
     def probe(self, uuid: str) -> bool:
         """True when the GPU answers NVML again (re-reads it by UUID): the recovery check."""

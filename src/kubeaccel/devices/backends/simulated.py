@@ -34,9 +34,10 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, field_validator
 
 from kubeaccel.devices.model import ContainerAllocation, Device, DeviceNode, Devices, Health
+from kubeaccel.devices.quantity import parse_quantity
 from kubeaccel.devices.watch import FileWatcher
 from kubeaccel.errors import ConfigError
 
@@ -84,6 +85,21 @@ class Config(BaseModel):
     device_dir: Path | None = Field(
         default=None, alias="deviceDir", description="Create one plain file per device here as its device node."
     )
+    memory: str | None = Field(
+        default=None,
+        description="Memory capacity of each device, a quantity such as 80Gi (published as DRA capacity memory).",
+    )
+
+    @field_validator("memory")
+    @classmethod
+    def _quantity(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_quantity(value)  # ValueError says what a quantity looks like
+        return value
+
+    @property
+    def memory_bytes(self) -> int | None:
+        return parse_quantity(self.memory) if self.memory is not None else None
 
 
 _Fingerprint = tuple[int, int, int] | None
@@ -166,6 +182,8 @@ class SimulatedBackend:
         with self._lock:
             states = dict(self._states)
         count, numa = self._config.count, self._config.numa_nodes
+        memory = self._config.memory_bytes
+        capacity = (("memory", memory),) if memory is not None else ()
         devices = []
         for i in range(count):
             device_id = self._id(i)
@@ -182,6 +200,7 @@ class SimulatedBackend:
                     health=Health(state),
                     numa_node=i * numa // count,
                     nodes=nodes,
+                    capacity=capacity,
                 )
             )
         return Devices(devices)

@@ -35,6 +35,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, StrictFloat, field_validator
 
+from kubeaccel.devices.backends._pci import pci_attributes
 from kubeaccel.devices.backends._poll import ChangePoller, read_int, read_text, under_root
 from kubeaccel.devices.model import (
     Backend,
@@ -54,6 +55,17 @@ _SLOT_LINK = re.compile(r"^veslot(\d+)$")
 _VE_NODE = re.compile(r"^ve(\d+)$")
 # Attributes shown by `kubeaccel plugin devices` when the driver provides them.
 _INFO_ATTRIBUTES = ("model", "type", "serial", "num_of_core", "memory_size", "fw_version")
+
+
+def _capacity(info: dict[str, str]) -> tuple[tuple[str, int], ...]:
+    """DRA capacity from sysfs: ``cores`` (``num_of_core``) and ``memory`` (``memory_size``, in GB)."""
+    out: list[tuple[str, int]] = []
+    cores, memory = info.get("num_of_core", ""), info.get("memory_size", "")
+    if cores.isascii() and cores.isdecimal() and len(cores) < 10:
+        out.append(("cores", int(cores)))
+    if memory.isascii() and memory.isdecimal() and len(memory) < 10:
+        out.append(("memory", int(memory) * 10**9))
+    return tuple(out)
 
 
 class Config(BaseModel):
@@ -162,8 +174,9 @@ class VEBackend:
     def _device(self, slot: int, node: str | None) -> Device:
         link = f"/dev/veslot{slot}"
         nodes = [DeviceNode(str(under_root(self._root, link)), link)]
-        attributes = [("slot", str(slot))]
+        attributes: list[tuple[str, str]] = [("slot", str(slot))]
         numa: int | None = None
+        capacity: tuple[tuple[str, int], ...] = ()
         if node is not None:
             nodes.insert(0, DeviceNode(str(under_root(self._root, f"/dev/{node}")), f"/dev/{node}"))
             attributes.append(("device", f"/dev/{node}"))
@@ -177,6 +190,11 @@ class VEBackend:
                 value = read_text(sysfs / attr)
                 if value:
                     attributes.append((attr, value))
+            info = dict(attributes)
+            if "fw_version" in info:
+                attributes.append(("fwVersion", info["fw_version"]))
+            attributes.extend(pci_attributes(self._root, f"/sys/class/ve/{node}/device"))
+            capacity = _capacity(info)
         return Device(
             id=f"veslot{slot}",
             index=str(slot),
@@ -184,6 +202,7 @@ class VEBackend:
             numa_node=numa,
             nodes=tuple(nodes),
             attributes=tuple(attributes),
+            capacity=capacity,
         )
 
     def scan(self) -> Devices:
