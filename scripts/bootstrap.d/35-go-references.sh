@@ -33,7 +33,7 @@ build() {  # build SOURCE_DIR NAME
   log "building $name from $1 (module proxy; a few minutes on 2 cores the first time)"
   local start=$SECONDS tmp
   tmp=$(mktemp "$out/.build.XXXXXX")
-  (cd "$src" && GOTOOLCHAIN=local GOFLAGS=-mod=mod CGO_ENABLED=0 nice -n 10 go build -trimpath -o "$tmp" .)
+  (cd "$src" && GOTOOLCHAIN=local GOFLAGS="-mod=mod -buildvcs=false" CGO_ENABLED=0 nice -n 10 go build -trimpath -o "$tmp" .)
   mv "$tmp" "$out/$name"
   log "built $name in $((SECONDS - start)) s: $out/$name"
 }
