@@ -417,24 +417,31 @@ async def checks(report: Report, root: Path, nvdp: Path) -> None:
 
 # -- CDI --------------------------------------------------------------------------------------
 
-def _paths(spec: dict[str, Any]) -> dict[str, set[str]]:
+def _edits(spec: dict[str, Any]) -> dict[str, set[str]]:
+    """What a spec's edits give a container: mounts (container path and options), nodes, hooks, env."""
     edits = [spec.get("containerEdits") or {}] + [d.get("containerEdits") or {} for d in spec.get("devices", [])]
     out: dict[str, set[str]] = {"mounts": set(), "deviceNodes": set(), "hooks": set(), "env": set()}
     for e in edits:
-        out["mounts"] |= {m.get("hostPath", "") for m in e.get("mounts") or []}
+        out["mounts"] |= {f"{m.get('containerPath')} {','.join(m.get('options') or [])}" for m in e.get("mounts") or []}
         out["deviceNodes"] |= {d.get("path", "") for d in e.get("deviceNodes") or []}
-        out["hooks"] |= {" ".join(h.get("args", [])[:2]) for h in e.get("hooks") or []}
+        out["hooks"] |= {" ".join(h.get("args", [])) for h in e.get("hooks") or []}
         out["env"] |= set(e.get("env") or [])
     return out
 
 
-async def cdi_step(report: Report, root: Path) -> None:
-    ctk_spec = report.out / "nvidia-ctk.yaml"
-    if not ctk_spec.exists():
-        raise RuntimeError("nvidia-ctk wrote no spec (see nvidia-ctk.txt)")
-    theirs = yaml.safe_load(ctk_spec.read_text())
+async def cdi_step(report: Report, root: Path, ctk: Path) -> None:
+    """kubeaccel's own spec (no NVIDIA spec on this node) against nvidia-ctk's compute spec
+    (--mode=management: no graphics files, which kubeaccel leaves out too), same hook binary."""
+    hook = str(ctk.resolve())
+    theirs_path = report.out / "nvidia-ctk-compute.yaml"
+    argv = [str(ctk), "--quiet", "cdi", "generate", "--mode=management", f"--nvidia-cdi-hook-path={hook}",
+            f"--output={theirs_path}"]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False)
+    if done.returncode != 0 or not theirs_path.exists():
+        raise RuntimeError(f"nvidia-ctk cdi generate failed: {done.stderr[-300:]}")
+    theirs = yaml.safe_load(theirs_path.read_text())
     cdi_dir = root / "cdi"
-    config = config_file(root, "cdi", cdi=True)
+    config = config_file(root, "cdi", cdi=True, nvidiaCdiHookPath=hook)
     sock = root / "cdi-sock"
     s = await start_plugin(kubeaccel_argv("plugin", "run", "--config", str(config), "--socket-dir", str(sock),
                                           "--cdi-dir", str(cdi_dir), "--log-level", "info"),
@@ -444,23 +451,24 @@ async def cdi_step(report: Report, root: Path) -> None:
         with grpc.insecure_channel(f"unix://{sock / s.endpoint}") as ch:
             answer = pb_grpc.DevicePluginStub(ch).Allocate(
                 pb.AllocateRequest(container_requests=[pb.ContainerAllocateRequest(devices_ids=[uuid])]), timeout=10)
+        written = sorted(cdi_dir.glob("*.json")) if cdi_dir.exists() else []
+        ours = json.loads(written[0].read_text()) if written else None
     finally:
         await stop_plugin(s)
+    names = list(answer.container_responses[0].cdi_devices)
     report.save("cdi-allocate.txt", str(answer))
-    written = sorted(cdi_dir.glob("*")) if cdi_dir.exists() else []
-    if not written:
-        names = list(answer.container_responses[0].cdi_devices)
-        report.row("CDI vs nvidia-ctk", "no spec", "", f"Allocate names {names}")
+    if ours is None:
+        report.row("CDI vs nvidia-ctk", "no spec", "", f"Allocate names {[n.name for n in names]}")
         return
-    ours = yaml.safe_load(written[0].read_text())
     report.save("cdi-kubeaccel.yaml", yaml.safe_dump(ours))
-    a, b = _paths(ours), _paths(theirs)
-    diff = {k: (sorted(b[k] - a[k])[:10], sorted(a[k] - b[k])[:10]) for k in ("mounts", "deviceNodes", "hooks")}
-    same = all(not x and not y for x, y in diff.values())
+    a, b = _edits(ours), _edits(theirs)
+    diff = {k: {"only nvidia-ctk": sorted(b[k] - a[k]), "only kubeaccel": sorted(a[k] - b[k])} for k in a}
     report.save("cdi-diff.json", json.dumps(diff, indent=1))
+    same = all(not v["only nvidia-ctk"] and not v["only kubeaccel"] for k, v in diff.items() if k != "env")
     report.row("CDI vs nvidia-ctk", "agree" if same else "differ",
-               f"{len(a['mounts'])} vs {len(b['mounts'])} mounts, {len(a['hooks'])} vs {len(b['hooks'])} hooks",
-               "" if same else "cdi-diff.json: (only nvidia-ctk, only kubeaccel)")
+               f"{len(a['mounts'])} vs {len(b['mounts'])} mounts, {len(a['hooks'])} vs {len(b['hooks'])} hooks, "
+               f"{len(a['deviceNodes'])} vs {len(b['deviceNodes'])} nodes",
+               f"Allocate names {[n.name for n in names]}" + ("" if same else "; see cdi-diff.json"))
 
 
 # -- CUDA on the allocated device -------------------------------------------------------------
@@ -512,7 +520,7 @@ def main() -> None:
         ("cuda", lambda root: cuda_step(report)),
         ("profile", lambda root: asyncio.run(startup_profile(report, root))),
         ("check", lambda root: asyncio.run(checks(report, root, args.nvidia_plugin))),
-        ("cdi", lambda root: asyncio.run(cdi_step(report, root))),
+        ("cdi", lambda root: asyncio.run(cdi_step(report, root, args.nvidia_ctk))),
     ]
     for name, run in steps:
         if wanted and name not in wanted:
