@@ -383,7 +383,7 @@ async def checks(report: Report, root: Path, nvdp: Path) -> None:
     results = []
     check_dir = root / "check"
     check_dir.mkdir()
-    checker = kubeaccel_argv("plugin", "check", "--socket-dir", str(check_dir), "--timeout", "20")
+    checker = kubeaccel_argv("plugin", "check", "--socket-dir", str(check_dir), "--timeout", "20", "--json")
     proc = subprocess.Popen(checker, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     await asyncio.sleep(1.0)
     plugin = subprocess.Popen(kubeaccel_argv("plugin", "run", "--config", str(config), "--socket-dir", str(check_dir)),
@@ -392,7 +392,7 @@ async def checks(report: Report, root: Path, nvdp: Path) -> None:
     plugin.terminate()
     plugin.wait(timeout=10)
     results.append(("kubeaccel", proc.returncode, out))
-    nv_checker = kubeaccel_argv("plugin", "check", "--socket-dir", str(NVIDIA_DIR), "--timeout", "20")
+    nv_checker = kubeaccel_argv("plugin", "check", "--socket-dir", str(NVIDIA_DIR), "--timeout", "20", "--json")
     for order in ("checker first", "plugin first"):
         plugin_first = order == "plugin first"
         nv = None
@@ -410,9 +410,13 @@ async def checks(report: Report, root: Path, nvdp: Path) -> None:
         results.append((f"nvidia, {order}", proc.returncode, out))
     report.save("checks.txt", "\n".join(f"== {name}: exit {rc}\n{out}" for name, rc, out in results))
     for name, rc, out in results:
-        fails = sum(1 for ln in out.splitlines() if "FAIL" in ln)
-        warns = sum(1 for ln in out.splitlines() if "WARN" in ln)
-        report.row(f"plugin check: {name}", "pass" if rc == 0 else f"exit {rc}", f"{fails} FAIL, {warns} WARN lines")
+        try:
+            graded = json.loads(out[out.index("{"):])
+            failed, warned = graded.get("failed", []), graded.get("warned", [])
+        except ValueError:
+            failed, warned = ["(no JSON report)"], []
+        report.row(f"plugin check: {name}", "pass" if rc == 0 else f"exit {rc}",
+                   f"{len(failed)} FAIL, {len(warned)} WARN", f"failed {failed}; warned {warned}"[:200])
 
 
 # -- CDI --------------------------------------------------------------------------------------
