@@ -100,7 +100,7 @@ def test_spec_agrees_with_nvidia_ctk(driver_root: Path) -> None:
     common, their_common = mine["containerEdits"], theirs["containerEdits"]
     void = {("/dev/null", "/var/run/nvidia-container-devices/void", ("ro", "nosuid", "nodev", "bind"))}
     assert mounts(common) == mounts(their_common) - void
-    assert len(mounts(common)) == 5 + 11 + 2  # binaries, libraries (vdpau too), firmware
+    assert len(mounts(common)) == 5 + 12 + 2  # binaries, libraries (vdpau too), firmware
     caps = {n for n in nodes(theirs) if n[0].startswith("/dev/nvidia-caps/")}
     assert nodes(mine) == nodes(theirs) - caps
     assert hooks(common) == hooks(their_common)
@@ -176,7 +176,7 @@ def test_a_driver_root_reached_through_a_link_lists_each_library_once(tmp_path: 
     (tmp_path / "host").symlink_to("driver")  # e.g. the host's / mounted where a link points
     files = nvcdi.discover(tmp_path / "host")
     assert files.library_dirs == (f"/{LIBDIR}",)
-    assert len(files.libraries) == len(set(files.libraries)) == 11
+    assert len(files.libraries) == len(set(files.libraries)) == 12
 
 
 def test_module_prints_the_spec_for_a_driver_root(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -191,6 +191,8 @@ def _links(root: Path, library: str, listings: dict[str, dict[str, str]]) -> lis
     stem = lib.name.split(".so.", 1)[0] + ".so"
     if stem in _EXTRA_LINKS:
         links.append((_EXTRA_LINKS[stem], str(lib.parent / stem)))
+    if stem == "libGLX_nvidia.so":  # the GLX vendor-neutral dispatch's indirect-rendering name (nvidia-ctk does too)
+        links.append((lib.name, str(lib.parent / "libGLX_indirect.so.0")))
     # The SONAME link is the one ldconfig made next to the file: it points at the file itself.
     soname = min((name for name, target in in_dir.items()
                    if name.startswith(stem + ".") and target in (lib.name, library)), default=lib.name)
@@ -233,8 +235,9 @@ def discover(driver_root: Path, *, firmware_class_path: str = "") -> DriverFiles
             firmware += [_relative(root, p) for p in _glob(root, f"{directory}/nvidia/{version}", pattern)
                          if p.is_file()]
     binaries: list[str] = []
-    # Beside BIN_DIRS, the bin/ next to a cached driver library directory (/usr/local/nvidia/bin).
-    bin_dirs = _unique([*BIN_DIRS, *(str(PurePosixPath(d).parent / "bin") for d in cached)])
+    # First the bin/ next to a cached driver library directory (/usr/local/nvidia/bin: on such nodes
+    # it leads PATH, which is where nvidia-ctk looks first; seen on the lent H200), then BIN_DIRS.
+    bin_dirs = _unique([*(str(PurePosixPath(d).parent / "bin") for d in cached), *BIN_DIRS])
     for name in BINARIES:
         binary = next((p for d in bin_dirs if (p := _inside(root, f"{d}/{name}")).is_file() and os.access(p, os.X_OK)),
                       None)
