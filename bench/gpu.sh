@@ -2,9 +2,10 @@
 # kubeaccel on a machine with an NVIDIA GPU, beside NVIDIA's own device plugin (see bench/gpu.py).
 # Downloads nothing: it needs, under .gpu/ (git-ignored, carried with the checkout):
 #   .gpu/whl/*.whl                 kubeaccel's runtime wheels for the machine's Python
-#   .gpu/nvidia-device-plugin      NVIDIA/k8s-device-plugin built from source (-mod=vendor)
+#   .gpu/nvidia-device-plugin      NVIDIA/k8s-device-plugin's binary (v0.20.0 measured)
 #   .gpu/nvidia-ctk                the NVIDIA Container Toolkit CLI (Go module, for `cdi generate`)
-# bench/gpu-prepare.sh fills .gpu/ on a machine with the Go module proxy and PyPI.
+# bench/gpu-prepare.sh NVIDIA_PLUGIN_BINARY fills .gpu/ (it copies NVIDIA's plugin, which you build from its
+# source; nothing of NVIDIA's plugin is built or kept in this repository).
 # Output: one table on stdout; raw outputs under $OUT (default /tmp/gpu-bench).
 set -uo pipefail
 cd "$(dirname "$0")/.."
