@@ -53,7 +53,7 @@ import yaml
 from kubeaccel.dra._generated import dra_v1_pb2 as pb
 from kubeaccel.dra._generated import dra_v1_pb2_grpc as pb_grpc
 from kubeaccel.dra.model import DEFAULT_DRIVER, pool_name
-from kubeaccel.dra.ownership import serving
+from kubeaccel.sockets import serving
 from kubeaccel.dra.registration import registration_socket_name
 
 SIM = "example.com/sim"

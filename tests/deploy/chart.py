@@ -35,8 +35,9 @@ def template(values: dict[str, Any] | None = None, *extra: str, check: bool = Tr
     """``helm template kubeaccel CHART -n kube-system`` with ``values`` as a values file on stdin."""
     return helm("template", "kubeaccel", str(CHART), "--namespace", "kube-system", "--values", "-", *extra,
                 # JSON (valid YAML): every string quoted, where YAML 1.1 (Helm's parser) reads a bare
-                # y or n as a boolean that PyYAML writes unquoted.
-                stdin=json.dumps(values or {}), check=check)  # fmt: skip
+                # y or n as a boolean that PyYAML writes unquoted; raw UTF-8, since Go's YAML refuses
+                # the surrogate-pair escapes json writes for characters beyond the BMP.
+                stdin=json.dumps(values or {}, ensure_ascii=False), check=check)  # fmt: skip
 
 
 def rendered(values: dict[str, Any] | None = None, *extra: str) -> list[dict[str, Any]]:
