@@ -165,6 +165,10 @@ def check(  # noqa: PLR0917
     """Play the kubelet against any DRA driver and grade it (exit 1 on any failure)."""
     from kubeaccel.dra.checker import run_checks
 
+    if kubeconfig is not None:  # a broken kubeconfig is one clear error before the first step, not a FAIL
+        from kubeaccel.dra.daemon import KubeAccess
+
+        KubeAccess(kubeconfig).kube()
     report = asyncio.run(run_checks(registry_dir, driver=driver, node=node_name or _default_node(),
                                     namespace=namespace, kubeconfig=kubeconfig, cdi_dir=cdi_dir, timeout=timeout))
     if as_json:
