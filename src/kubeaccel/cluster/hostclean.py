@@ -220,6 +220,11 @@ def cluster_pids(root: Path, programs: Iterable[str]) -> list[int]:
     return found
 
 
+def link_names() -> list[str]:
+    net = Path("/sys/class/net")
+    return sorted(p.name for p in net.iterdir()) if net.is_dir() else []
+
+
 def delete_link(name: str) -> bool:
     if not Path("/sys/class/net", name).exists():
         return False
