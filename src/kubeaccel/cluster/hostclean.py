@@ -146,9 +146,10 @@ def pids_in_cgroups(roots: Iterable[Path]) -> set[int]:
     for root in roots:
         if not root.is_dir():
             continue
-        for procs in root.rglob("cgroup.procs"):
-            with contextlib.suppress(OSError, ValueError):
-                pids.update(int(p) for p in procs.read_text().split())
+        for parent, _, files in os.walk(root):  # tolerates cgroups removed meanwhile, as remove_cgroups does
+            if "cgroup.procs" in files:
+                with contextlib.suppress(OSError, ValueError):
+                    pids.update(int(p) for p in Path(parent, "cgroup.procs").read_text().split())
     return pids
 
 
@@ -161,9 +162,12 @@ def remove_cgroups(roots: Iterable[Path]) -> None:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
         for root in roots:
-            for sub in sorted((p for p in root.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)):
-                with contextlib.suppress(OSError):
-                    sub.rmdir()
+            # os.walk, bottom-up, ignores a directory removed while it walks (the kubelet and containerd remove
+            # pod cgroups at the same time); pathlib's rglob raised FileNotFoundError out of `down` there
+            for parent, dirs, _ in os.walk(root, topdown=False):
+                for name in dirs:
+                    with contextlib.suppress(OSError):
+                        os.rmdir(os.path.join(parent, name))
             with contextlib.suppress(OSError):
                 root.rmdir()
         if not any(r.exists() for r in roots):
