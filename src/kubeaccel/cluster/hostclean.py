@@ -10,6 +10,7 @@ import ctypes
 import ctypes.util
 import os
 import re
+import shlex
 import shutil
 import signal
 import subprocess
@@ -82,7 +83,12 @@ def rules_jumping_to(rules: str, chains: set[str]) -> list[list[str]]:
     """``-D`` argument lists for every rule (from ``iptables -S``) that jumps to one of ``chains``."""
     deletions = []
     for line in rules.splitlines():
-        parts = line.split()
+        # iptables -S quotes what has spaces, as the CNI plugins' comments do (`--comment "name: \"x\" id: ..."`):
+        # split as a shell would, or the -D names no existing rule and the chain can never be deleted
+        try:
+            parts = shlex.split(line)
+        except ValueError:
+            continue
         if len(parts) > 2 and parts[0] == "-A" and parts[1] not in chains:
             for flag in ("-j", "-g"):
                 if flag in parts and parts[parts.index(flag) + 1] in chains:
