@@ -1,6 +1,7 @@
 """Soak: cycles of `cluster up --real-node` → a pod with an emptyDir and a projected service-account token
 (and, in the `dra` cycles, a DRA claim served by `kubeaccel dra run`, its CDI spec in the node's dir) →
-`cluster down`, each in a fresh state dir; after each cycle nothing is left: no process whose command line
+`cluster down`; and cycles whose `up --real-node` is killed (SIGKILL, with the supervisor) once the kubelet
+started, then `down`; each in a fresh state dir; after each cycle nothing is left: no process whose command line
 names the state dir, no mount under it, and no veth link, network namespace, KUBE-*/CNI-* iptables chain,
 `kubeaccel` cgroup or `kubeaccel0` bridge that was not there before.
 
@@ -146,7 +147,39 @@ def _claim(kubectl: list[str], pod: dict[str, object]) -> None:
     spec["containers"][0]["resources"] = {"claims": [{"name": "dev"}]}
 
 
+def _killed_cycle(state: Path) -> dict[str, float]:
+    """`up --real-node` killed (SIGKILL) once the kubelet is started, and the supervisor with it: `down` finishes."""
+    from kubeaccel.cluster import process
+    from kubeaccel.cluster.layout import Layout
+
+    layout = Layout(state)
+    start = time.monotonic()
+    up = subprocess.Popen([KUBEACCEL, "cluster", "up", "--state-dir", str(state), "--nodes", "0", "--real-node"],
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        while not layout.pid_file("kubelet").exists() and up.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert up.poll() is None, "`up` ended before the kubelet started"
+    finally:
+        up.kill()
+        up.wait()
+    record = process.read_record(layout, "supervisor")
+    if record is not None:
+        os.kill(record.pid, 9)
+    assert processes_of(state), "nothing was left running: the crash did not happen mid-flight"
+    times = {"up killed": time.monotonic() - start}
+    mark = time.monotonic()
+    down = subprocess.run([KUBEACCEL, "cluster", "down", "--state-dir", str(state)],
+                          capture_output=True, text=True, timeout=300, check=False)  # fmt: skip
+    assert down.returncode == 0, down.stderr
+    times["down"] = time.monotonic() - mark
+    return times
+
+
 def _cycle(state: Path, kind: str) -> dict[str, float]:
+    if kind == "killed":
+        return _killed_cycle(state)
     times: dict[str, float] = {}
     start = time.monotonic()
     up = subprocess.run([KUBEACCEL, "cluster", "up", "--state-dir", str(state), "--nodes", "0", "--real-node"],
@@ -184,7 +217,7 @@ def _cycle(state: Path, kind: str) -> dict[str, float]:
     return times
 
 
-@pytest.mark.parametrize("kind", ["pod", "dra"])
+@pytest.mark.parametrize("kind", ["pod", "dra", "killed"])
 def test_up_pod_down_cycles_leave_nothing_behind(kind: str) -> None:
     cycles = int(os.environ.get("KUBEACCEL_SOAK_CYCLES", SOAK_CYCLES))
     with _real_node_slot():

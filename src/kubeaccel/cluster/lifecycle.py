@@ -415,7 +415,10 @@ def down(state_dir: Path) -> list[str]:
         had_node = layout.node.exists() or realnode.claimed_by(layout)
         snapshot = realnode.host_snapshot(layout) if had_node else None
         stopped = _teardown(layout, ClusterState.load(layout, strict=False))
-        left = leftovers(layout) + (realnode.leftovers(snapshot) if snapshot is not None else [])
+        on_host = realnode.leftovers(snapshot) if snapshot is not None else []
+        left = leftovers(layout) + on_host
+        if snapshot is not None and on_host:  # kept, so that the next `down` knows again what was there before
+            realnode.keep_host_snapshot(layout, snapshot)
     layout.lock_file.unlink(missing_ok=True)
     # The user's own files remain in a --state-dir they chose, and so does that dir.
     with contextlib.suppress(OSError):

@@ -363,6 +363,12 @@ def host_snapshot(layout: Layout) -> dict[str, Any]:
     return snapshot
 
 
+def keep_host_snapshot(layout: Layout, snapshot: dict[str, Any]) -> None:
+    paths = node_paths(layout)
+    paths.root.mkdir(parents=True, exist_ok=True)
+    paths.host_snapshot.write_text(json.dumps(snapshot))
+
+
 def claimed_by(layout: Layout) -> bool:
     """Whether the machine's real-node claim names this state dir."""
     with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
