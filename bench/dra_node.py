@@ -53,8 +53,8 @@ import yaml
 from kubeaccel.dra._generated import dra_v1_pb2 as pb
 from kubeaccel.dra._generated import dra_v1_pb2_grpc as pb_grpc
 from kubeaccel.dra.model import DEFAULT_DRIVER, pool_name
-from kubeaccel.sockets import serving
 from kubeaccel.dra.registration import registration_socket_name
+from kubeaccel.sockets import serving
 
 SIM = "example.com/sim"
 NODE = "bench-node"

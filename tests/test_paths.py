@@ -51,3 +51,39 @@ def test_file_identity_tells_a_replaced_file_from_the_one_before(tmp_path: Path)
     other.write_text("b")
     os.replace(other, path)  # a new server's socket in the same place
     assert file_identity(path) not in (None, first)
+
+
+def test_the_user_file_reader_takes_text_up_to_its_bound_and_names_the_rest(tmp_path: Path) -> None:
+    from kubeaccel.errors import KubeaccelError, NotFoundError
+    from kubeaccel.paths import read_user_text
+
+    exact = tmp_path / "exact"
+    exact.write_text("é" * 8)  # 16 bytes
+    assert read_user_text(exact, "--x", max_bytes=16) == "é" * 8
+    with pytest.raises(ConfigError, match=r"--x '.*exact' is larger than 15 bytes"):
+        read_user_text(exact, "--x", max_bytes=15)
+    empty = tmp_path / "empty"
+    empty.write_bytes(b"")
+    assert read_user_text(empty, "--x", allow_empty=True) == ""
+    with pytest.raises(ConfigError, match="is empty"):
+        read_user_text(empty, "--x")
+    with pytest.raises(NotFoundError, match="does not exist"):
+        read_user_text(tmp_path / "absent", "--x", missing=NotFoundError)
+    with pytest.raises(KubeaccelError) as caught:
+        read_user_text(tmp_path / "absent", "--x")
+    assert caught.value.exit_code == 2
+
+
+def test_a_fifo_with_a_writer_is_refused_without_reading_it(tmp_path: Path) -> None:
+    from kubeaccel.paths import read_user_text
+
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+    writer = os.open(fifo, os.O_WRONLY)  # a writer that never writes nor closes: a blocking read waits forever
+    try:
+        with pytest.raises(ConfigError, match="is a FIFO, not a regular file"):
+            read_user_text(fifo, "--x")
+    finally:
+        os.close(writer)
+        os.close(reader)

@@ -1,6 +1,6 @@
-"""CLI pieces shared by the command groups: --kubeconfig/--context/--output, JSON output, checked
-number options, the log setup (source locations only at --log-level debug), and the verdict of a
-conformance check."""
+"""CLI pieces shared by the command groups: --kubeconfig/--context/--output, JSON output, tables and log
+lines that survive a pipe whole, checked number options, the log setup (source locations only at
+--log-level debug), and the verdict of a conformance check."""
 
 from __future__ import annotations
 
@@ -45,7 +45,8 @@ def output_option(func: F) -> F:
     )(func)
 
 
-CELL_LIMIT = 200  # a cell comes from the server (a pod's status reason): bounded, whatever it holds
+CELL_LIMIT = 1024  # a cell comes from the server (a pod's status reason): bounded, whatever it holds; a
+# Kubernetes name (at most 253 characters) always fits whole
 
 
 def _cell(value: object) -> str:
@@ -59,6 +60,51 @@ def echo_table(headers: Sequence[str], rows: Iterable[Sequence[object]]) -> None
     cells = [[_cell(h) for h in headers], *([_cell(v) for v in row] for row in rows)]
     widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
     click.echo("\n".join("   ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in cells))
+
+
+def is_terminal(*, stderr: bool = False) -> bool:
+    """Whether the command's output goes to a person (a terminal) rather than a pipe, a file or a CI log."""
+    stream = sys.stderr if stderr else sys.stdout
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):  # a replaced or closed stream
+        return False
+
+
+def print_table(table: Any, *, stderr: bool = False) -> None:
+    """A rich Table on a terminal; into a pipe or a file, its title and plain aligned rows, never wrapped
+    nor cut (rich would size it to 80 columns and elide long cells), so names survive ``| grep`` whole."""
+    if is_terminal(stderr=stderr):
+        from rich.console import Console
+
+        Console(stderr=stderr).print(table)
+        return
+    if table.title:
+        click.echo(_plain(table.title), err=stderr)
+    columns = [[_plain(cell) for cell in column.cells] for column in table.columns]
+    rows = [[_plain(column.header) for column in table.columns], *(list(row) for row in zip(*columns, strict=True))]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(columns))]
+    click.echo(
+        "\n".join("   ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows),
+        err=stderr,
+    )
+
+
+def _plain(value: object) -> str:
+    """A cell's text without rich markup or styles, one line, no terminal escapes."""
+    from rich.errors import MarkupError
+    from rich.text import Text
+
+    if isinstance(value, Text):
+        text = value.plain
+    elif isinstance(value, str):
+        try:
+            text = Text.from_markup(value).plain
+        except MarkupError:  # text that only looks like markup (a name with brackets): shown as it is
+            text = value
+    else:
+        text = str(value)
+    return "".join(ch if ch.isprintable() else " " for ch in text)
 
 
 def echo_json(data: Any) -> None:
@@ -120,10 +166,22 @@ def setup_logging(level: str) -> None:
 
 
 def console(*, stderr: bool = False, width: int | None = None) -> Any:
-    """A rich Console whose `log()` shows `file.py:line` only at --log-level debug."""
+    """A rich Console whose `log()` shows `file.py:line` only at --log-level debug; into a pipe or a file
+    its printed lines are never wrapped (``soft_wrap``), and ``log_line`` writes plain lines instead of
+    ``log()``'s 80-column layout."""
     from rich.console import Console
 
-    return Console(stderr=stderr, width=width, log_path=_state["debug"])
+    return Console(stderr=stderr, width=width, log_path=_state["debug"], soft_wrap=not is_terminal(stderr=stderr))
+
+
+def log_line(out: Any, message: str) -> None:
+    """``out.log(message)`` on a terminal; into a pipe or a file one plain ``[HH:MM:SS] message`` line, whole."""
+    if out.is_terminal:
+        out.log(message)
+        return
+    import time
+
+    click.echo(f"[{time.strftime('%H:%M:%S')}] {message}", err=out.stderr)
 
 
 def _printable(text: str) -> str:

@@ -30,7 +30,7 @@ from typing import Any
 
 import click
 
-from kubeaccel.cliopts import PathParam
+from kubeaccel.cliopts import PathParam, console, log_line, print_table
 from kubeaccel.errors import KubeaccelError, NotFoundError, UnavailableError
 
 RESOURCE = "nec.com/ve"
@@ -501,10 +501,8 @@ def print_outcome(console: Any, result: Any) -> None:
 
 def render(result: DemoResult) -> None:
     """The closing tables: nodes, the plugin pod, devices, allocations, and the app's result."""
-    from rich.console import Console
     from rich.table import Table
 
-    console = Console()
     devices = Table(title=f"Devices on the real node ({RESOURCE}, simulated)")
     for column in ("device ID", "index", "NUMA", "health"):
         devices.add_column(column)
@@ -516,8 +514,8 @@ def render(result: DemoResult) -> None:
         devices,
         allocations_table(result.allocations, result.tasks),
     ):
-        console.print(table)
-    print_outcome(console, result)
+        print_table(table)
+    print_outcome(console(), result)
 
 
 @click.command("demo")
@@ -538,19 +536,17 @@ def demo(keep: bool, state_dir: Path | None, devices: int, executors: int, dra: 
     DaemonSet pod) on simulated nec.com/ve devices, the kubeaccel Spark image, and a Pi app
     whose tasks report the VEs they were given.
     """
-    from rich.console import Console
-
     from kubeaccel.cluster.spec import default_state_dir
 
     if executors > devices:
         raise click.BadParameter(f"{executors} executors need at least as many devices", param_hint="--executors")
-    console = Console(stderr=True)
+    progress = console(stderr=True)
     options = DemoOptions(state_dir=state_dir or default_state_dir(), keep=keep, devices=devices, executors=executors)
-    with console.status("kubeaccel demo") as status:
+    with progress.status("kubeaccel demo") as status:
 
         def report(message: str) -> None:
             status.update(message)
-            console.log(message)
+            log_line(progress, message)
 
         if dra:  # the same demo through DRA: kubeaccel.demo_dra
             from kubeaccel.demo_dra import render_dra, run_demo_dra

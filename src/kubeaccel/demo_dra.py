@@ -322,10 +322,10 @@ def run_demo_dra(options: DemoOptions, report: Report, *, numa: int = 1) -> DraD
 
 def render_dra(result: DraDemoResult) -> None:
     """The closing tables: nodes, the DRA driver pod, slice devices, claims, allocations, the result."""
-    from rich.console import Console
     from rich.table import Table
 
-    console = Console()
+    from kubeaccel.cliopts import console, print_table
+
     slices = Table(title=f"ResourceSlice devices on the real node ({RESOURCE}, simulated)")
     for column in ("slice", "device", "index", "NUMA", "tainted"):
         slices.add_column(column)
@@ -344,5 +344,5 @@ def render_dra(result: DraDemoResult) -> None:
         claims,
         allocations_table(result.allocations, result.tasks),
     ):
-        console.print(table)
-    print_outcome(console, result)
+        print_table(table)
+    print_outcome(console(), result)

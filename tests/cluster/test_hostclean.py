@@ -71,6 +71,19 @@ def test_rules_jumping_to_new_chains_become_deletions() -> None:
     ]
 
 
+def test_a_quoted_comment_of_the_cni_bridge_plugin_stays_one_argument() -> None:
+    # as `iptables -t nat -S` prints the rule the bridge plugin adds for each pod: split on spaces, the -D
+    # matched no rule and the CNI-* chain stayed on the host after `down`
+    line = (
+        '-A POSTROUTING -s 10.244.0.2/32 -m comment --comment "name: \\"kubeaccel\\" id: \\"b58b4cd3\\"" '
+        "-j CNI-a4b20c50c1036a18d21d6134"
+    )
+    assert rules_jumping_to(line, {"CNI-a4b20c50c1036a18d21d6134"}) == [
+        ["-D", "POSTROUTING", "-s", "10.244.0.2/32", "-m", "comment", "--comment", 'name: "kubeaccel" id: "b58b4cd3"',
+         "-j", "CNI-a4b20c50c1036a18d21d6134"],
+    ]  # fmt: skip
+
+
 # Which processes belong to a cluster, by command line (what `down` stops when no PID file records them).
 _SEGMENT = st.text(alphabet="abcxyz-_.0123456789", min_size=1, max_size=8).filter(lambda s: s not in (".", ".."))
 

@@ -57,7 +57,7 @@ def test_device_classes(config: Path) -> None:
     ("args", "message"),
     [
         (["run", "--config", "/nonexistent.yaml", "--registry-dir", "/tmp", "--plugins-dir", "/tmp"],
-         "config file /nonexistent.yaml does not exist"),
+         "config file '/nonexistent.yaml' does not exist"),
         (["run", "--config", "CONFIG", "--driver", "Not_A_Name"], "is not a valid DRA driver name"),
         (["run", "--config", "CONFIG", "--registry-dir", "/nonexistent"], "pass --registry-dir"),
         (["check", "--registry-dir", "/nonexistent"], "plugin registry directory /nonexistent does not exist"),

@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 from pydantic import ValidationError
 
-from kubeaccel.cliopts import PathParam
+from kubeaccel.cliopts import PathParam, console, print_table
 from kubeaccel.errors import ConfigError
 from kubeaccel.paths import user_path
 
@@ -105,25 +105,24 @@ def status_command(state_dir: Path | None, as_json: bool) -> None:
             "nodes": [{"name": n, "ready": r, "allocatable": a} for n, r, a in nodes],
         }, indent=2))
     else:
-        from rich.console import Console
         from rich.table import Table
 
-        console = Console()
-        console.print(f"server      {info.server}  ({'ready' if ready else 'NOT READY'})")
-        console.print(f"kubeconfig  {info.kubeconfig}")
-        console.print(f"state dir   {info.state_dir}")
+        out = console()
+        out.print(f"server      {info.server}  ({'ready' if ready else 'NOT READY'})")
+        out.print(f"kubeconfig  {info.kubeconfig}")
+        out.print(f"state dir   {info.state_dir}")
         def shown(name: str, alive: bool) -> str:
             restarts = info.restarts.get(name, 0)
             return f"{name}:{'up' if alive else 'DEAD'}" + (f" (restarted {restarts}x)" if restarts else "")
 
         procs = "  ".join(shown(name, alive) for name, alive in sorted(info.components.items()))
-        console.print(f"processes   {procs}")
+        out.print(f"processes   {procs}")
         if nodes:
             table = Table("node", "ready", "allocatable")
             for name, node_ready, allocatable in nodes:
                 resources = ", ".join(f"{k}={v}" for k, v in allocatable.items())
                 table.add_row(name, "yes" if node_ready else "no", resources)
-            console.print(table)
+            print_table(table)
     if not healthy:
         raise UnavailableError(
             "the cluster is not healthy",

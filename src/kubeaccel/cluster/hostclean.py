@@ -10,6 +10,7 @@ import ctypes
 import ctypes.util
 import os
 import re
+import shlex
 import shutil
 import signal
 import subprocess
@@ -82,7 +83,12 @@ def rules_jumping_to(rules: str, chains: set[str]) -> list[list[str]]:
     """``-D`` argument lists for every rule (from ``iptables -S``) that jumps to one of ``chains``."""
     deletions = []
     for line in rules.splitlines():
-        parts = line.split()
+        # iptables -S quotes what has spaces, as the CNI plugins' comments do (`--comment "name: \"x\" id: ..."`):
+        # split as a shell would, or the -D names no existing rule and the chain can never be deleted
+        try:
+            parts = shlex.split(line)
+        except ValueError:
+            continue
         if len(parts) > 2 and parts[0] == "-A" and parts[1] not in chains:
             for flag in ("-j", "-g"):
                 if flag in parts and parts[parts.index(flag) + 1] in chains:
@@ -146,9 +152,10 @@ def pids_in_cgroups(roots: Iterable[Path]) -> set[int]:
     for root in roots:
         if not root.is_dir():
             continue
-        for procs in root.rglob("cgroup.procs"):
-            with contextlib.suppress(OSError, ValueError):
-                pids.update(int(p) for p in procs.read_text().split())
+        for parent, _, files in os.walk(root):  # tolerates cgroups removed meanwhile, as remove_cgroups does
+            if "cgroup.procs" in files:
+                with contextlib.suppress(OSError, ValueError):
+                    pids.update(int(p) for p in Path(parent, "cgroup.procs").read_text().split())
     return pids
 
 
@@ -161,9 +168,12 @@ def remove_cgroups(roots: Iterable[Path]) -> None:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
         for root in roots:
-            for sub in sorted((p for p in root.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)):
-                with contextlib.suppress(OSError):
-                    sub.rmdir()
+            # os.walk, bottom-up, ignores a directory removed while it walks (the kubelet and containerd remove
+            # pod cgroups at the same time); pathlib's rglob raised FileNotFoundError out of `down` there
+            for parent, dirs, _ in os.walk(root, topdown=False):
+                for name in dirs:
+                    with contextlib.suppress(OSError):
+                        os.rmdir(os.path.join(parent, name))
             with contextlib.suppress(OSError):
                 root.rmdir()
         if not any(r.exists() for r in roots):
@@ -218,6 +228,11 @@ def cluster_pids(root: Path, programs: Iterable[str]) -> list[int]:
         if is_cluster_process(argv, root, wanted):
             found.append(int(entry.name))
     return found
+
+
+def link_names() -> list[str]:
+    net = Path("/sys/class/net")
+    return sorted(p.name for p in net.iterdir()) if net.is_dir() else []
 
 
 def delete_link(name: str) -> bool:

@@ -27,7 +27,7 @@ from kubeaccel.cluster.layout import Layout
 from kubeaccel.cluster.lock import locked
 from kubeaccel.cluster.ports import free_soon, pick_free, require_free
 from kubeaccel.cluster.spec import ClusterSpec
-from kubeaccel.cluster.state import ClusterState, remove_created, write_control_plane_files
+from kubeaccel.cluster.state import CREATED, ClusterState, remove_created, write_control_plane_files
 from kubeaccel.cluster.versions import KUBE_VERSION
 from kubeaccel.errors import ConfigError, KubeaccelError, NotFoundError, UnavailableError
 
@@ -40,8 +40,8 @@ REPAIR_ATTEMPTS = 3
 # `down` waits out a supervisor restart or a short command on the same state dir rather than leave all running.
 DOWN_LOCK_WAIT = 30.0
 # Every program a cluster runs with its state dir in its arguments (the supervisor is matched by its module).
-PROGRAMS = ("etcd", *CONTROL_PLANE, "containerd", "kubelet")
-STRAY_GRACE = 2.0
+PROGRAMS = ("etcd", *CONTROL_PLANE, "containerd", "kubelet", "containerd-shim-runc-v2")
+STRAY_GRACE = 3.0  # after SIGTERM, then as long again after SIGKILL
 
 
 @dataclass
@@ -349,25 +349,28 @@ def _start_real_node(layout: Layout, spec: ClusterSpec, state: ClusterState, pro
 
 
 def _teardown(layout: Layout, state: ClusterState | None, keep_logs: bool = False) -> list[str]:
-    # The supervisor first: it would restart what is being stopped.
+    # Supervisors first, recorded or not (a PID file lost to a kill -9 of `up`): they would restart what is
+    # being stopped.
+    stopped = _stop_strays(layout, programs=())
     supervisor.stop(layout)
     real_node = state is not None and state.real_node is not None
     if real_node or (layout.node.exists()):
         from kubeaccel.cluster import realnode
 
-        stopped = realnode.down(layout)
-    else:
-        stopped = []
+        stopped += realnode.down(layout)
     stopped += process.stop_all(layout)
     stopped += _stop_strays(layout)
+    # Whatever is still mounted under the state dir (a pod volume of a node whose records were lost), deepest first.
+    hostclean.unmount_all([layout.root])
     remove_created(layout, keep_logs=keep_logs)
     return stopped
 
 
-def _stop_strays(layout: Layout) -> list[str]:
+def _stop_strays(layout: Layout, programs: tuple[str, ...] = PROGRAMS) -> list[str]:
     """Stop processes of this cluster that no PID file records any more (an ``up`` killed between starting a
-    process and recording it, a PID file removed by hand): found by their command lines naming the state dir."""
-    pids = hostclean.cluster_pids(layout.root, PROGRAMS)
+    process and recording it, a PID file removed by hand): found by their command lines naming the state dir.
+    ``programs=()``: only supervisors."""
+    pids = hostclean.cluster_pids(layout.root, programs)
     names = []
     for pid in pids:
         with contextlib.suppress(OSError):
@@ -400,17 +403,49 @@ def _zombie(pid: int) -> bool:
 
 
 def down(state_dir: Path) -> list[str]:
-    """Stop every process of the cluster in ``state_dir`` and remove what ``up`` created. Safe to repeat."""
+    """Stop every process of the cluster in ``state_dir`` and remove what ``up`` created, then check that
+    nothing is left: a KubeaccelError (exit 1) names what could not be stopped or removed. Safe to repeat;
+    after a crash (a kill -9 of ``up``, of the supervisor or of the demo) it finishes the job."""
+    from kubeaccel.cluster import realnode
+
     layout = Layout(state_dir)
     if not layout.root.exists():
         return []
     with locked(layout, wait=DOWN_LOCK_WAIT):
+        had_node = layout.node.exists() or realnode.claimed_by(layout)
+        snapshot = realnode.host_snapshot(layout) if had_node else None
         stopped = _teardown(layout, ClusterState.load(layout, strict=False))
+        on_host = realnode.leftovers(snapshot) if snapshot is not None else []
+        left = leftovers(layout) + on_host
+        if snapshot is not None and on_host:  # kept, so that the next `down` knows again what was there before
+            realnode.keep_host_snapshot(layout, snapshot)
     layout.lock_file.unlink(missing_ok=True)
     # The user's own files remain in a --state-dir they chose, and so does that dir.
     with contextlib.suppress(OSError):
         layout.root.rmdir()
+    if left:
+        raise KubeaccelError(
+            f"cluster down left {len(left)} thing(s) behind in or for {layout.root}: {'; '.join(left[:20])}",
+            hint="run `kubeaccel cluster down` again; if they stay, stop or remove them by hand (as root)",
+            exit_code=1,
+        )
     return stopped
+
+
+def leftovers(layout: Layout) -> list[str]:
+    """What of the cluster in ``layout`` is still there after a teardown: its processes (by command line),
+    mounts under the state dir, and files ``up`` created."""
+    found = []
+    for pid in hostclean.cluster_pids(layout.root, PROGRAMS):
+        if not _zombie(pid):
+            argv0 = ""
+            with contextlib.suppress(OSError):
+                argv0 = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode(errors="replace")
+            found.append(f"process {pid} ({os.path.basename(argv0)})")
+    mountinfo = Path("/proc/self/mountinfo").read_text()
+    found += [f"mount {m}" for m in hostclean.mounts_under(mountinfo, [layout.root])]
+    found += [f"file {layout.root / n}" for n in CREATED if os.path.lexists(layout.root / n)]
+    return found
 
 
 def status(state_dir: Path) -> tuple[ClusterInfo, bool, list[tuple[str, bool, dict[str, str]]]]:

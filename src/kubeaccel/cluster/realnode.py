@@ -241,6 +241,7 @@ def _snapshot_host(paths: NodePaths) -> None:
     snapshot = {
         "iptables": hostclean.snapshot_iptables(),
         "netns": hostclean.netns_names(),
+        "links": hostclean.link_names(),
         "kubelet_root_existed": KUBELET_DEFAULT_ROOT.exists(),
     }
     paths.host_snapshot.write_text(json.dumps(snapshot))
@@ -330,10 +331,7 @@ def down(layout: Layout) -> list[str]:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, 9)
     stopped += process.stop_all(layout, grace=2.0, names=("containerd",))
-    try:
-        snapshot = json.loads(paths.host_snapshot.read_text())
-    except (OSError, ValueError):
-        snapshot = {"iptables": {}, "netns": [], "kubelet_root_existed": True}
+    snapshot = host_snapshot(layout)
     new_netns = [n for n in hostclean.netns_names() if n not in set(snapshot.get("netns", []))]
     hostclean.remove_netns(new_netns)
     hostclean.unmount_all([layout.node, KUBELET_DEFAULT_ROOT])
@@ -350,3 +348,48 @@ def down(layout: Layout) -> list[str]:
     # Wait briefly for the kernel to release the last detached mounts before the state dir is removed.
     time.sleep(0.1)
     return stopped
+
+
+def host_snapshot(layout: Layout) -> dict[str, Any]:
+    """What existed on the host before this node's ``up`` (iptables chains, netns, links), for ``down``; a
+    node whose ``up`` was killed before writing it gets a snapshot that removes and checks only what is ours
+    by name (the bridge, the cgroups)."""
+    try:
+        snapshot = json.loads(node_paths(layout).host_snapshot.read_text())
+    except (OSError, ValueError):
+        snapshot = None
+    if not isinstance(snapshot, dict):
+        return {"iptables": {}, "netns": [], "kubelet_root_existed": True}
+    return snapshot
+
+
+def keep_host_snapshot(layout: Layout, snapshot: dict[str, Any]) -> None:
+    paths = node_paths(layout)
+    paths.root.mkdir(parents=True, exist_ok=True)
+    paths.host_snapshot.write_text(json.dumps(snapshot))
+
+
+def claimed_by(layout: Layout) -> bool:
+    """Whether the machine's real-node claim names this state dir."""
+    with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+        return Path(json.loads(CLAIM_FILE.read_text())["state_dir"]) == layout.root
+    return False
+
+
+def leftovers(snapshot: dict[str, Any]) -> list[str]:
+    """What a stopped real node left on the host, against the ``host_snapshot`` taken before it started:
+    our cgroups, our bridge, network namespaces and veth links that were not there, KUBE-*/CNI-* chains."""
+    found = [f"cgroup {d}" for d in hostclean.cgroup_dirs(CGROUP_NAME) if d.exists()]
+    if Path("/sys/class/net", BRIDGE).exists():
+        found.append(f"link {BRIDGE}")
+    found += [f"netns {n}" for n in hostclean.netns_names() if n not in set(snapshot.get("netns", []))]
+    if "links" in snapshot:
+        before = set(snapshot["links"])
+        found += [f"link {n}" for n in hostclean.link_names() if n.startswith("veth") and n not in before]
+    if snapshot.get("iptables"):
+        now = {tool: {t: set(c) for t, c in tables.items()} for tool, tables in hostclean.snapshot_iptables().items()}
+        for tool, tables in now.items():
+            previous = {t: set(c) for t, c in snapshot["iptables"].get(tool, {}).items()}
+            for table, chains in hostclean.new_chains(previous, tables).items():
+                found += [f"{tool} chain {table}/{c}" for c in sorted(chains)]
+    return found

@@ -43,6 +43,7 @@ from kubeaccel.devices.backends import BACKEND_NAMES
 from kubeaccel.devices.model import Backend
 from kubeaccel.devices.naming import is_valid_resource_name
 from kubeaccel.errors import ConfigError, UnavailableError
+from kubeaccel.paths import read_user_text
 
 _log = logging.getLogger(__name__)
 
@@ -245,29 +246,10 @@ def parse_config(data: object) -> PluginConfig:
 def load_config(path: Path | str) -> PluginConfig:
     """Read and validate a YAML config file (bounded size, no aliases, no duplicate keys)."""
     path = Path(path)
-    try:
-        with path.open("rb") as fh:
-            raw = fh.read(MAX_CONFIG_BYTES + 1)
-    except FileNotFoundError:
-        raise ConfigError(f"config file {path} does not exist", hint="pass --config with an existing file") from None
-    except IsADirectoryError:
-        raise ConfigError(f"config file {path} is a directory", hint="pass --config with a YAML file") from None
-    except OSError as exc:
-        raise ConfigError(
-            f"cannot read config file {path}: {exc.strerror}", hint="check the path and its permissions"
-        ) from None
-    if len(raw) > MAX_CONFIG_BYTES:
-        raise ConfigError(
-            f"config file {path} is larger than {MAX_CONFIG_BYTES // 1024} KiB",
-            hint="a plugin config lists a few resources; check that --config names the right file",
-        )
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise ConfigError(
-            f"config file {path} is not UTF-8 text (bad byte at offset {exc.start})",
-            hint="save the file as UTF-8",
-        ) from None
+    # the one reader of user files: bounded, never blocks on a FIFO, names binary and non-UTF-8 files
+    text = read_user_text(
+        path, "config file", max_bytes=MAX_CONFIG_BYTES, hint="pass --config with a YAML file"
+    )
     try:
         return parse_config(safe_yaml(text))
     except ConfigError as exc:

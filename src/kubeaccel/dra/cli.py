@@ -12,7 +12,7 @@ from pathlib import Path
 
 import click
 
-from kubeaccel.cliopts import PathParam, echo_verdict
+from kubeaccel.cliopts import PathParam, echo_verdict, print_table
 from kubeaccel.devices.config import build_resources, load_config
 from kubeaccel.dra.model import DEFAULT_DRIVER, Pool, check_driver_name, device_class, resource_slices
 from kubeaccel.dra.registration import DEFAULT_PLUGINS_DIR, DEFAULT_REGISTRY_DIR
@@ -131,7 +131,6 @@ def devices(config_path: Path, driver: str, node_name: str | None, output: str, 
         docs = [s for p in pools for s in resource_slices(node, driver, p, 1)]
         click.echo(yaml.safe_dump_all(docs, sort_keys=False), nl=False)
         return
-    from rich.console import Console
     from rich.table import Table
 
     table = Table("pool", "device", "index", "health", "NUMA", "device nodes", title=f"DRA devices ({driver})")
@@ -143,7 +142,7 @@ def devices(config_path: Path, driver: str, node_name: str | None, output: str, 
                           f"[green]{dev.health}[/]" if dev.healthy else f"[red]{dev.health}[/] (tainted)",
                           "-" if dev.numa_node is None else str(dev.numa_node),
                           ", ".join(n.host_path for n in dev.nodes) or "-")
-    Console().print(table)
+    print_table(table)
 
 
 @dra.command("device-classes")
@@ -180,6 +179,10 @@ def check(  # noqa: PLR0917
     """Play the kubelet against any DRA driver and grade it (exit 1 on any FAIL; WARN exits 0)."""
     from kubeaccel.dra.checker import run_checks
 
+    if kubeconfig is not None:  # a broken kubeconfig is one clear error before the first step, not a FAIL
+        from kubeaccel.dra.daemon import KubeAccess
+
+        KubeAccess(kubeconfig).kube()
     report = asyncio.run(run_checks(registry_dir, driver=driver, node=node_name or _default_node(),
                                     namespace=namespace, kubeconfig=kubeconfig, cdi_dir=cdi_dir, timeout=timeout))
     if as_json:

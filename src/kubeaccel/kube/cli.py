@@ -5,10 +5,9 @@ from __future__ import annotations
 from dataclasses import asdict
 
 import click
-from rich.console import Console
 from rich.table import Table
 
-from kubeaccel.cliopts import connection_options, echo_json, output_option
+from kubeaccel.cliopts import connection_options, echo_json, output_option, print_table
 from kubeaccel.kube.client import Kube
 from kubeaccel.kube.quantity import format_quantity, parse_quantity
 from kubeaccel.kube.tenancy import (
@@ -84,4 +83,4 @@ def show(name: str, kubeconfig: str | None, context: str | None, output: str) ->
         table.add_row(
             row.quota, row.resource, format_quantity(used, row.resource), format_quantity(hard, row.resource), percent
         )
-    Console(width=120).print(table)
+    print_table(table)

@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 
 from kubeaccel.errors import ConfigError, NotFoundError
 from kubeaccel.kube.names import label_problem
-from kubeaccel.paths import user_path
+from kubeaccel.paths import read_user_text, user_path
 
 KUBECONFIG_MAX_BYTES = 4 * 2**20
 _B64_FIELDS = {
@@ -82,16 +82,10 @@ def read_kubeconfig(path: Path) -> dict[str, Any]:
     import yaml
 
     where = f"kubeconfig {str(path)!r}"
-    if not path.is_file():
-        raise ConfigError(f"{where} does not exist", hint="check KUBECONFIG or --kubeconfig")
+    text = read_user_text(path, "kubeconfig", max_bytes=KUBECONFIG_MAX_BYTES, hint="check KUBECONFIG or --kubeconfig")
     try:
-        if path.stat().st_size > KUBECONFIG_MAX_BYTES:
-            raise ConfigError(f"{where} is larger than {KUBECONFIG_MAX_BYTES} bytes", hint="is it a kubeconfig?")
-        text = path.read_text(encoding="utf-8")
         # libyaml's loader when present: a big kubeconfig parses several times faster
         document = yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{where} cannot be read: {exc}", hint="is it a text file you may read?") from exc
     except yaml.YAMLError as exc:
         raise ConfigError(f"{where} is not valid YAML: {exc}", hint="check it with kubectl config view") from exc
     if not isinstance(document, dict):
@@ -139,10 +133,11 @@ def _check_entry(body: dict[str, Any], kind: str, name: str, where: str, base: P
                 ) from exc
     for field in _FILE_FIELDS[kind]:
         if body.get(field):
-            file = user_path(str(body[field]), f"{where}: {kind} {name!r} {field}")
+            what = f"{where}: {kind} {name!r} {field}"
+            file = user_path(str(body[field]), what)
             file = file if file.is_absolute() else base / file
-            if not file.is_file():
-                raise ConfigError(f"{where}: {kind} {name!r} {field} {str(file)!r} does not exist", hint="fix the path")
+            # read once here, so a FIFO, a directory or a binary file is named before ssl or a request meets it
+            read_user_text(file, what, hint="fix the path in the kubeconfig")
             body[field] = str(file)  # relative to the kubeconfig, as kubectl reads it, whatever the clients' cwd
     if kind == "user":
         has_cert = bool(body.get("client-certificate-data") or body.get("client-certificate"))

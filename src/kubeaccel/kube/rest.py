@@ -32,6 +32,7 @@ from urllib.parse import quote, urlencode, urlsplit
 from kubeaccel.errors import ConfigError
 from kubeaccel.kube import kubeconfig as kc
 from kubeaccel.kube.status import Failure, translate, unreachable
+from kubeaccel.paths import read_user_text
 
 __all__ = [
     "CONFIGMAPS", "CREATABLE", "LEASES", "NAMESPACES", "PODS", "RESOURCEQUOTAS", "Collection", "Endpoint", "HttpError",
@@ -129,11 +130,8 @@ def endpoint(document: Mapping[str, Any], context: str, kubeconfig: Path) -> End
     authorization = None
     token = user.get("token")
     if not token and user.get("tokenFile"):
-        try:
-            token = Path(str(user["tokenFile"])).read_text(encoding="utf-8").strip()
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"kubeconfig {str(kubeconfig)!r}: cannot read the tokenFile: {exc}",
-                              hint="fix the user's tokenFile path") from exc
+        what = f"kubeconfig {str(kubeconfig)!r}: the user's tokenFile"
+        token = read_user_text(str(user["tokenFile"]), what, hint="fix the user's tokenFile path").strip()
     if token:
         token = str(token)
         if not (token.isascii() and token.isprintable()) or " " in token:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from kubeaccel.cliopts import PathParam, echo_verdict
+from kubeaccel.cliopts import PathParam, echo_verdict, print_table
 from kubeaccel.plugin.paths import DEFAULT_POD_RESOURCES_SOCKET, DEFAULT_SOCKET_DIR
 
 _config_option = click.option(
@@ -112,8 +112,7 @@ def _early_signals() -> list[int]:
               help="Prefix for /dev and /sys (a fake tree for testing).")
 def devices(config_path: Path, root: Path) -> None:
     """Show the devices each resource would advertise, without starting anything."""
-    from rich.console import Console  # imported here: the long-running `plugin run` never pays for rich
-    from rich.table import Table
+    from rich.table import Table  # imported here: the long-running `plugin run` never pays for rich
 
     from kubeaccel.devices.config import build_resources, load_config
 
@@ -137,7 +136,7 @@ def devices(config_path: Path, root: Path) -> None:
     finally:
         for _, backend in pairs:
             backend.close()
-    Console().print(table)
+    print_table(table)
 
 
 @plugin.command()

@@ -16,6 +16,7 @@ from pathlib import Path, PurePosixPath
 from urllib.parse import urlparse
 
 from kubeaccel.errors import ConfigError, NotFoundError
+from kubeaccel.paths import read_user_text
 
 PYTHON_RUNNER = "org.apache.spark.deploy.PythonRunner"
 R_RUNNER = "org.apache.spark.deploy.RRunner"
@@ -154,12 +155,14 @@ def resolve_conf(request: SubmitRequest) -> dict[str, str]:
         )
     conf: dict[str, str] = {}
     if request.properties_file is not None:
-        path = Path(request.properties_file)
-        if not path.is_file():
-            raise NotFoundError(
-                f"properties file {str(path)!r} does not exist", hint="check the --properties-file path"
-            )
-        conf.update(parse_properties(path.read_text()))
+        text = read_user_text(
+            request.properties_file,
+            "--properties-file",
+            hint="check the --properties-file path",
+            allow_empty=True,  # spark-submit reads an empty properties file as no properties
+            missing=NotFoundError,
+        )
+        conf.update(parse_properties(text))
     conf.update(request.conf)
     for key, value in request.flag_conf.items():
         if key in _CONF_BEATS_FLAG:

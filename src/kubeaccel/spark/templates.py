@@ -13,7 +13,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from kubeaccel.errors import ConfigError, NotFoundError, UnavailableError
-from kubeaccel.paths import user_path
+from kubeaccel.paths import read_user_bytes, user_path
 
 TEMPLATE_MAX_BYTES = 1 * 2**20  # a ConfigMap holds at most 1 MiB anyway
 DRIVER_KEY = "spark.kubernetes.driver.podTemplateFile"
@@ -37,16 +37,9 @@ def read_text(uri: str, key: str) -> str:
 
 def _read_local(uri: str, key: str) -> bytes:
     path = user_path(urlparse(uri).path if uri.startswith("file:") else uri, key)
-    try:
-        if not path.is_file():  # OSError too: a name longer than the file system allows
-            raise NotFoundError(f"{key}={uri[:200]!r} does not exist", hint="check the pod template path")
-        if path.stat().st_size > TEMPLATE_MAX_BYTES:
-            raise ConfigError(f"{key}={uri[:200]!r} is larger than 1 MiB", hint="a pod template is a small YAML file")
-        return path.read_bytes()
-    except OSError as exc:
-        raise ConfigError(
-            f"{key}={uri[:200]!r} cannot be read: {exc.strerror}", hint="check the file's permissions"
-        ) from exc
+    return read_user_bytes(
+        path, key, max_bytes=TEMPLATE_MAX_BYTES, hint="a pod template is a small YAML file", missing=NotFoundError
+    )
 
 
 def _read_remote(uri: str, key: str) -> bytes:

@@ -95,6 +95,11 @@ def plan_uploads(request: SubmitRequest, conf: Mapping[str, str], upload_id: str
             return uri
         path_part, _, fragment = uri.partition("#")  # archives may carry '#alias'
         source = _local_path(path_part)
+        if source.exists() and not source.is_file():
+            raise ConfigError(
+                f"local dependency {uri!r} is not a regular file (a directory, FIFO or device)",
+                hint="give the file to upload, or use local:// for files already inside the image",
+            )
         if not source.is_file():
             raise NotFoundError(
                 f"local dependency {uri!r} does not exist",
@@ -122,7 +127,8 @@ def plan_uploads(request: SubmitRequest, conf: Mapping[str, str], upload_id: str
         if conf.get(key):
             conf[key] = ",".join(rewrite(uri) for uri in split_list(conf[key]))
     for key in ("spark.kubernetes.driver.podTemplateFile", "spark.kubernetes.executor.podTemplateFile"):
-        if key in conf and is_local(conf[key]) and not _local_path(conf[key]).is_file():
+        # only absence here: what else is wrong with the file (a FIFO, binary, too big) the template reader says
+        if key in conf and is_local(conf[key]) and not _local_path(conf[key]).exists():
             raise NotFoundError(f"{key}={conf[key]!r} does not exist", hint="check the pod template path")
     plan.request = replace(request, app_resource=app_resource)
     plan.conf = conf
