@@ -1,7 +1,7 @@
 """DRA node-side benchmark: the driver as the kubelet sees it, with many claims checkpointed.
 
     .venv/bin/python bench/dra.py --node [--levels 10,1000,5000] [--calls 200] [--idle 30] [--restarts 5]
-        [--peer 'CMD {registry} {plugins} {state} {cdi} {kubeconfig} {driver} {node}']
+        [--peer 'CMD {registry} {plugins} {state} {cdi} {kubeconfig} {driver} {node} {pool}']
 
 Each driver runs as its own process on its own temp kubelet directories (registry, plugins, state,
 CDI) with 8 simulated devices, and reads ResourceClaims from a minimal API server in this process
@@ -22,8 +22,19 @@ socket (sync gRPC client, the kubelet's ``v1`` protos). For kubeaccel the proces
 ``--peer`` adds another driver measured in the same run, interleaved level by level so a busy
 host slows both alike: a command template filled with the directories, the kubeconfig, the driver
 name (``dra.kubeaccel.io``) and the node name. It must serve that driver name on those directories
-and read claims from the API server it is given (the Go driver built on the kubelet-plugin helper
-is the intended peer). Goals (issue 23): prepare p99 <= 1.5x the peer and flat in the number of
+and read claims from the API server it is given. The intended peer is the Go driver built on the
+kubelet-plugin helper (``tests/dra/godriver``, built by ``scripts/bootstrap.d/35-go-references.sh``)
+with a checkpoint rewritten whole on every change, as dra-example-driver's is::
+
+    --peer 'GODRIVER -driver {driver} -node {node} -kubeconfig {kubeconfig} -registry-dir {registry}
+            -plugin-dir {plugins}/{driver} -cdi-dir {cdi} -devices 8 -pool {pool} -device-prefix sim-
+            -publish=false -checkpoint {state}/checkpoint.json -kube-api-qps 1000 -kube-api-burst 1000'
+
+(client-go's default rate limit, which dra-example-driver keeps, would pace its claim reads at
+200 ms each.) The helper reads every claim from the API server, checkpointed or not; the restart figure of the
+peer counts those reads instead of refusing them.
+
+Goals (issue 23): prepare p99 <= 1.5x the peer and flat in the number of
 claims; idle CPU <= 2x the peer + 0.2 % of a core; restart with 5,000 claims <= 2 s.
 """
 
@@ -176,7 +187,10 @@ class Driver:
                     time.sleep(0.005)
                     continue
                 assert not answer.claims[claim_uid("f0")].error, answer
-                assert _ClaimHandler.gets == gets, "a checkpointed claim was read from the API server"
+                if self.name == "peer":  # the kubelet-plugin helper reads every claim, checkpointed or not
+                    self.results["API reads to answer a checkpointed claim"] = _ClaimHandler.gets - gets
+                else:
+                    assert _ClaimHandler.gets == gets, "a checkpointed claim was read from the API server"
                 break
         return time.perf_counter() - t0
 
@@ -260,7 +274,8 @@ def kubeaccel_command(base: Path, kubeconfig: Path) -> list[str]:
 
 def peer_command(template: str, base: Path, kubeconfig: Path) -> list[str]:
     return shlex.split(template.format(registry=base / "registry", plugins=base / "plugins", state=base / "state",
-                                       cdi=base / "cdi", kubeconfig=kubeconfig, driver=DEFAULT_DRIVER, node=NODE))
+                                       cdi=base / "cdi", kubeconfig=kubeconfig, driver=DEFAULT_DRIVER, node=NODE,
+                                       pool=pool_name(NODE, SIM)))
 
 
 def run(levels: list[int], calls: int, idle: float, restarts: int, peer: str | None,

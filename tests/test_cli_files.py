@@ -33,6 +33,7 @@ from kubeaccel.paths import FILE_MAX_BYTES
 NOT_READ = {
     ("discover", "--write-script"): "written, not read",
     ("plugin run", "--pod-resources-socket"): "a unix socket the daemon connects to",
+    ("plugin check", "--kubelet-socket"): "a unix socket the checker serves (created, not read)",
 }
 
 # what each command needs besides the file so that the file is what it reads first; TMP is a scratch directory

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
 import subprocess
 from functools import cache
 from pathlib import Path
@@ -31,13 +32,23 @@ def helm(*args: str, stdin: str | None = None, check: bool = True) -> subprocess
     return done
 
 
+# What YAML may hold unescaped (YAML 1.2 "printable"); everything else in a JSON string goes as \uXXXX.
+_NOT_YAML_PRINTABLE = re.compile("[^\t\n\r\x20-\x7e\x85\xa0-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+
+
+def yaml_safe_json(values: Any) -> str:
+    """Values as JSON that Helm's YAML parser reads back unchanged: every string quoted (YAML 1.1
+    reads a bare y or n as a boolean, which PyYAML writes unquoted), characters beyond the BMP raw
+    (Go's YAML refuses the surrogate-pair escapes json writes for them), and the characters YAML
+    does not allow raw (C1 controls, DEL, noncharacters) escaped."""
+    text = json.dumps(values, ensure_ascii=False)
+    return _NOT_YAML_PRINTABLE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+
+
 def template(values: dict[str, Any] | None = None, *extra: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     """``helm template kubeaccel CHART -n kube-system`` with ``values`` as a values file on stdin."""
     return helm("template", "kubeaccel", str(CHART), "--namespace", "kube-system", "--values", "-", *extra,
-                # JSON (valid YAML): every string quoted, where YAML 1.1 (Helm's parser) reads a bare
-                # y or n as a boolean that PyYAML writes unquoted; raw UTF-8, since Go's YAML refuses
-                # the surrogate-pair escapes json writes for characters beyond the BMP.
-                stdin=json.dumps(values or {}, ensure_ascii=False), check=check)  # fmt: skip
+                stdin=yaml_safe_json(values or {}), check=check)  # fmt: skip
 
 
 def rendered(values: dict[str, Any] | None = None, *extra: str) -> list[dict[str, Any]]:

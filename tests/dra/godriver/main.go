@@ -15,8 +15,12 @@
 //
 //   - health is served as the helper serves it (v1 and v1alpha1 by default; -health chooses).
 //
+//   - with -checkpoint FILE, prepared claims are kept in a JSON file rewritten whole (and fsynced)
+//     on every change, as dra-example-driver's checkpoint is: the peer of `bench/dra.py --node`.
+//
 //     godriver -driver NAME -node NODE -kubeconfig FILE -registry-dir DIR -plugin-dir DIR -cdi-dir DIR
 //     [-devices N] [-publish-delay D] [-health both|v1|v1alpha1|off|unsupported]
+//     [-pool NAME] [-device-prefix P] [-publish=false] [-checkpoint FILE] [-kube-api-qps Q] [-kube-api-burst B]
 package main
 
 import (
@@ -45,6 +49,7 @@ import (
 
 type driver struct {
 	name, node, cdiDir, kind string
+	pool, checkpoint         string
 	devices                  []string
 	health                   string
 
@@ -99,7 +104,7 @@ func (d *driver) PrepareResourceClaims(ctx context.Context, claims []*resourceap
 			if result.Driver != d.name {
 				continue
 			}
-			if result.Pool != d.node || !contains(d.devices, result.Device) {
+			if result.Pool != d.pool || !contains(d.devices, result.Device) {
 				out[claim.UID] = kubeletplugin.PrepareResult{Err: fmt.Errorf("device %s/%s is not on this node", result.Pool, result.Device)}
 				devices = nil
 				break
@@ -118,9 +123,57 @@ func (d *driver) PrepareResourceClaims(ctx context.Context, claims []*resourceap
 			continue
 		}
 		d.prepared[claim.UID] = devices
+		if err := d.save(); err != nil {
+			delete(d.prepared, claim.UID)
+			out[claim.UID] = kubeletplugin.PrepareResult{Err: err}
+			continue
+		}
 		out[claim.UID] = kubeletplugin.PrepareResult{Devices: devices}
 	}
 	return out, nil
+}
+
+// save writes the whole checkpoint, fsynced, before a claim's answer (a no-op without -checkpoint).
+func (d *driver) save() error {
+	if d.checkpoint == "" {
+		return nil
+	}
+	data, err := json.Marshal(d.prepared)
+	if err != nil {
+		return err
+	}
+	tmp := d.checkpoint + ".tmp"
+	f, err := os.Create(tmp)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp, d.checkpoint)
+}
+
+// load reads the checkpoint a previous run saved (none yet: an empty one).
+func (d *driver) load() error {
+	if d.checkpoint == "" {
+		return nil
+	}
+	data, err := os.ReadFile(d.checkpoint)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	return json.Unmarshal(data, &d.prepared)
 }
 
 func (d *driver) UnprepareResourceClaims(ctx context.Context, claims []kubeletplugin.NamespacedObject) (map[types.UID]error, error) {
@@ -133,6 +186,9 @@ func (d *driver) UnprepareResourceClaims(ctx context.Context, claims []kubeletpl
 			err = nil
 		}
 		delete(d.prepared, claim.UID)
+		if err == nil {
+			err = d.save()
+		}
 		out[claim.UID] = err
 	}
 	return out, nil
@@ -184,6 +240,12 @@ func main() {
 	count := flag.Int("devices", 4, "number of devices")
 	delay := flag.Duration("publish-delay", 0, "wait this long after registering before publishing ResourceSlices")
 	health := flag.String("health", "both", "both, v1, v1alpha1, off or unsupported")
+	pool := flag.String("pool", "", "pool name of the devices (default: the node name)")
+	prefix := flag.String("device-prefix", "dev-", "device names are this and a number")
+	publish := flag.Bool("publish", true, "publish ResourceSlices (false: serve claims only, e.g. for a benchmark)")
+	checkpoint := flag.String("checkpoint", "", "keep prepared claims in this JSON file (rewritten whole on every change)")
+	qps := flag.Float64("kube-api-qps", 5, "client-go QPS (dra-example-driver's default)")
+	burst := flag.Int("kube-api-burst", 10, "client-go burst (dra-example-driver's default)")
 	flag.Parse()
 	if *node == "" || *kubeconfig == "" {
 		fmt.Fprintln(os.Stderr, "godriver: -node and -kubeconfig are required")
@@ -191,26 +253,34 @@ func main() {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
-	if err := run(ctx, *name, *node, *kubeconfig, *registryDir, *pluginDir, *cdiDir, *count, *delay, *health); err != nil {
+	if err := run(ctx, *name, *node, *kubeconfig, *registryDir, *pluginDir, *cdiDir, *count, *delay, *health, *pool,
+		*prefix, *checkpoint, *publish, float32(*qps), *burst); err != nil {
 		fmt.Fprintln(os.Stderr, "godriver:", err)
 		os.Exit(1)
 	}
 }
 
 func run(ctx context.Context, name, node, kubeconfig, registryDir, pluginDir, cdiDir string, count int,
-	delay time.Duration, health string) error {
+	delay time.Duration, health, pool, prefix, checkpoint string, publish bool, qps float32, burst int) error {
 	config, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
 	if err != nil {
 		return err
 	}
+	config.QPS, config.Burst = qps, burst // client-go's defaults (5, 10) pace claim reads at 200 ms each
 	client, err := kubernetes.NewForConfig(config)
 	if err != nil {
 		return err
 	}
-	d := &driver{name: name, node: node, cdiDir: cdiDir, health: health,
+	if pool == "" {
+		pool = node
+	}
+	d := &driver{name: name, node: node, cdiDir: cdiDir, health: health, pool: pool, checkpoint: checkpoint,
 		kind: name + "/dev", prepared: map[types.UID][]kubeletplugin.Device{}}
 	for i := 0; i < count; i++ {
-		d.devices = append(d.devices, fmt.Sprintf("dev-%d", i))
+		d.devices = append(d.devices, fmt.Sprintf("%s%d", prefix, i))
+	}
+	if err := d.load(); err != nil {
+		return err
 	}
 	// The driver-wide spec, written once at start and never per claim.
 	if err := d.writeSpec(d.specPath("common"), map[string][]string{"common": {"GODRIVER=" + strings.ToUpper(name)}}); err != nil {
@@ -221,6 +291,9 @@ func run(ctx context.Context, name, node, kubeconfig, registryDir, pluginDir, cd
 		kubeletplugin.RegistrarDirectoryPath(registryDir),
 	}
 	if pluginDir != "" {
+		if err := os.MkdirAll(pluginDir, 0o750); err != nil { // the helper expects it to exist
+			return err
+		}
 		opts = append(opts, kubeletplugin.PluginDataDirectoryPath(pluginDir))
 	}
 	switch health {
@@ -236,6 +309,10 @@ func run(ctx context.Context, name, node, kubeconfig, registryDir, pluginDir, cd
 		return err
 	}
 	defer helper.Stop()
+	if !publish {
+		<-ctx.Done()
+		return nil
+	}
 	select {
 	case <-ctx.Done():
 		return nil
