@@ -275,7 +275,7 @@ def build(  # noqa: PLR0917 - the fetched inputs, one per source
         facts = pods.get((row.namespace, row.pod))
         enriched.append(replace(row, app=facts.app if facts else "", since=facts.since if facts else "",
                                 tenant=tenant_of.get(row.namespace, "")))
-    enriched.sort(key=lambda r: (r.node, r.resource, _natural(r.index), _natural(r.device), r.holder))
+    enriched.sort(key=lambda r: (r.node, r.resource, _natural(r.index or r.device), _natural(r.device), r.holder))
     return View(tuple(enriched), tuple(sorted(found, key=lambda p: (p.node, p.source))))
 
 
