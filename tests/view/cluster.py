@@ -15,6 +15,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from fixtures.cluster import LocalCluster, wait_for
+
 from kubeaccel.cli import main
 
 
@@ -59,7 +60,8 @@ def plugin_pod(cluster: LocalCluster, namespace: str, node: str, port: int, *, i
     this host's once kwok has made it Running (kwok sets a pod's status only while it has no IP)."""
     name = f"plugin-{uuid.uuid4().hex[:6]}"
     pod = {"apiVersion": "v1", "kind": "Pod",
-           "metadata": {"name": name, "namespace": namespace, "labels": {"app.kubernetes.io/component": "device-plugin"}},
+           "metadata": {"name": name, "namespace": namespace,
+                        "labels": {"app.kubernetes.io/component": "device-plugin"}},
            "spec": {"nodeName": node, "containers": [{"name": "device-plugin", "image": "kubeaccel/device-plugin",
                                                       "ports": [{"name": "metrics", "containerPort": port}]}]}}
     cluster.apply(json.dumps(pod))

@@ -17,14 +17,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from fixtures.cluster import LocalCluster, wait_for
 from fixtures.plugin import SIM_RESOURCE, PluginDaemon, short_socket_dir, write_sim_config
 from fixtures.rbac import rule
+from view.cluster import kubeaccel, plugin_pod, serving
+
 from kubeaccel.devices.config import load_config
 from kubeaccel.plugin.daemon import BackgroundDaemon, Daemon
 from kubeaccel.view.readers import PROXY_HINT
-from view.cluster import kubeaccel, plugin_pod, serving
 
 pytestmark = pytest.mark.cluster
 
@@ -141,7 +141,7 @@ def test_a_user_without_pod_proxy_rights_sees_the_hint_and_exit_7(
     allowed = make_user({None: reader, namespace: [rule("pods/proxy", "get")]})
     with serving(body) as server:
         plugin_pod(cluster, namespace, cluster.nodes[0], server.port)
-        code, out, err = kubeaccel("devices", "--kubeconfig", str(limited), "--node", cluster.nodes[0])
+        code, _out, err = kubeaccel("devices", "--kubeconfig", str(limited), "--node", cluster.nodes[0])
         code_ok, out_ok, _ = kubeaccel("devices", "--kubeconfig", str(allowed), "--node", cluster.nodes[0])
     assert code == 7
     assert "not allowed to read its metrics through the pod proxy" in err and PROXY_HINT in err
@@ -180,6 +180,7 @@ def test_dra_devices_allocated_and_reserved(cluster: LocalCluster, kubeconfig: P
         _, view = _json("--kubeconfig", str(kubeconfig), "--resource", "dra.test/ve")
     finally:
         cluster.kubectl("delete", "resourceslice", slice_name, check=False)
-    got = [(d["node"], d["device"], d["index"], d["health"], d["numa"], d["mode"], d["holder"]) for d in view["devices"]]
+    got = [(d["node"], d["device"], d["index"], d["health"], d["numa"], d["mode"], d["holder"])
+           for d in view["devices"]]
     assert got == [(node, "veslot0", "0", "Healthy", "1", "dra", f"{namespace}/holder"),
                    (node, "veslot1", "1", "Unhealthy", "", "dra", "")]
