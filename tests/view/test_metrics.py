@@ -77,7 +77,8 @@ def test_any_bytes_parse_or_are_refused_as_metrics_errors(body: bytes) -> None:
 _PROM_TEXT = st.lists(
     st.one_of(
         st.sampled_from(["kubeaccel_device_health", "kubeaccel_device_allocated",
-                         "# TYPE kubeaccel_device_health gauge", "# HELP x y", "{", "}", "=", '"', ",", " 1", " NaN", "\\", "\n"]),
+                         "# TYPE kubeaccel_device_health gauge", "# HELP x y", "{", "}", "=", '"', ",", " 1",
+                         " NaN", "\\", "\n"]),
         st.text(max_size=20),
     ),
     max_size=40,
