@@ -184,3 +184,53 @@ def test_dra_devices_allocated_and_reserved(cluster: LocalCluster, kubeconfig: P
            for d in view["devices"]]
     assert got == [(node, "veslot0", "0", "Healthy", "1", "dra", f"{namespace}/holder"),
                    (node, "veslot1", "1", "Unhealthy", "", "dra", "")]
+
+
+def _spark_pod(cluster: LocalCluster, namespace: str, name: str, role: str, app: str, node: str) -> None:
+    cluster.apply(json.dumps({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "namespace": namespace,
+                     "labels": {"spark-app-selector": app, "spark-role": role, "spark-app-name": "pi"}},
+        "spec": {"nodeName": node, "containers": [{"name": f"spark-kubernetes-{role}", "image": "spark"}]}}))
+
+
+def test_spark_status_devices_lists_each_executors_devices(
+    cluster: LocalCluster, kubeconfig: Path, namespace: str
+) -> None:
+    node = cluster.nodes[1]
+    _spark_pod(cluster, namespace, "pi-driver", "driver", "spark-abc", node)
+    for i in (1, 2):
+        _spark_pod(cluster, namespace, f"pi-exec-{i}", "executor", "spark-abc", node)
+    health = "".join(f'kubeaccel_device_health{{resource="nec.com/ve",device="ve{i}",index="{i}",numa="",'
+                     f'health="{"Unhealthy" if i == 3 else "Healthy"}"}} 1\n' for i in range(4))
+    held = "".join(f'kubeaccel_device_allocated{{resource="nec.com/ve",device="ve{d}",namespace="{namespace}",'
+                   f'pod="pi-exec-{e}",container="spark-kubernetes-executor"}} 1\n'
+                   for e, d in ((1, 2), (2, 0), (2, 3)))
+    with serving((health + held).encode()) as server:
+        plugin_pod(cluster, namespace, node, server.port)
+        sid = f"{namespace}:pi-driver"
+        code, out, err = kubeaccel("spark", "status", sid, "--devices", "--kubeconfig", str(kubeconfig),
+                                   "-o", "json")
+        code_table, table, _ = kubeaccel("spark", "status", sid, "--devices", "--kubeconfig", str(kubeconfig))
+    assert code == code_table == 0, err
+    report = json.loads(out)
+    assert report["apps"][0]["executors"] == 2
+    got = [(p["pod"], p["role"], p["addresses"], p["unhealthy"]) for p in report["devices"][sid]]
+    assert got == [("pi-exec-1", "executor", ["2"], []), ("pi-exec-2", "executor", ["0", "3"], ["3"])]
+    assert report["devicesUnavailable"] == []
+    lines = [line.split() for line in table.splitlines()]
+    assert [sid, "pi-exec-2", "executor", node, "nec.com/ve", "0,3", "3"] in lines
+
+
+def test_spark_status_devices_says_when_a_plugin_there_did_not_answer(
+    cluster: LocalCluster, kubeconfig: Path, namespace: str
+) -> None:
+    node = cluster.nodes[0]
+    _spark_pod(cluster, namespace, "d", "driver", "spark-x", node)
+    with serving(b"junk") as server:
+        plugin_pod(cluster, namespace, node, server.port)
+        code, out, err = kubeaccel("spark", "status", f"{namespace}:d", "--devices",
+                                   "--kubeconfig", str(kubeconfig))
+    assert code == 7
+    assert "metrics unreadable" in err and "no devices held by these apps' pods" in err
+    assert out.splitlines()[0].split()[:2] == ["ID", "APP"]

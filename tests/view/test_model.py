@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from kubeaccel.dra.model import HEALTH_TAINT_KEY
 from kubeaccel.kube.tenancy import create_tenant  # noqa: F401 - the module that writes LABEL_TENANT
-from kubeaccel.spark.labels import LABEL_APP_ID, LABEL_APP_NAME
+from kubeaccel.spark.labels import LABEL_APP_ID, LABEL_APP_NAME, LABEL_ROLE
 from kubeaccel.view import model
 from kubeaccel.view.model import Allocation, Filters, PluginDevice, PluginReport, build, filtered, pod_facts
 from kubeaccel.view.table import cells, to_json
@@ -33,8 +33,8 @@ def test_the_label_keys_are_the_ones_the_halves_write() -> None:
 
     from kubeaccel.kube import tenancy
 
-    assert (model.LABEL_APP_ID, model.LABEL_APP_NAME, model.DRA_HEALTH_TAINT) == (
-        LABEL_APP_ID, LABEL_APP_NAME, HEALTH_TAINT_KEY)
+    assert (model.LABEL_APP_ID, model.LABEL_APP_NAME, model.LABEL_ROLE, model.DRA_HEALTH_TAINT) == (
+        LABEL_APP_ID, LABEL_APP_NAME, LABEL_ROLE, HEALTH_TAINT_KEY)
     assert f'"{model.LABEL_TENANT}": name' in inspect.getsource(tenancy)
 
 

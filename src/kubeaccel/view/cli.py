@@ -7,12 +7,19 @@ the documented codes of kubeaccel.errors when nothing could be read.
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from kubeaccel.cliopts import connection_options, echo_json, echo_table
-from kubeaccel.view.model import Filters, View, filtered
+from kubeaccel.view.apps import PodDevices
+from kubeaccel.view.model import Filters, Problem, View, filtered
 from kubeaccel.view.table import COLUMNS, PROBLEM_COLUMNS, WIDE_COLUMNS, cells, problem_cells, to_json
+
+if TYPE_CHECKING:
+    from kubeaccel.kube.client import Kube
 
 PARTIAL_EXIT_CODE = 7  # as `spark kill`'s: some of the answer is missing
 
@@ -64,3 +71,44 @@ def _echo_problems(view: View) -> None:
     widths = [max(len(r[i]) for r in rows) for i in range(len(PROBLEM_COLUMNS))]
     click.echo("\n".join("   ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows),
                err=True)
+
+
+@dataclass(frozen=True)
+class AppDevicesReport:
+    """What `spark status --devices` adds: per app, its pods' devices; and what may hide some."""
+
+    rows: list[tuple[str, PodDevices]]  # (the app's submission ID, one pod's devices of one resource)
+    problems: list[Problem]
+    exit_code: int = PARTIAL_EXIT_CODE
+
+    @property
+    def partial(self) -> bool:
+        return bool(self.problems)
+
+    @property
+    def json(self) -> dict[str, Any]:
+        by_app: dict[str, list[dict[str, object]]] = {}
+        for app, pod in self.rows:
+            by_app.setdefault(app, []).append(pod.as_dict())
+        return {"devices": by_app, "devicesUnavailable": [asdict(p) for p in self.problems]}
+
+    def echo(self) -> None:
+        click.echo()
+        if self.rows:
+            echo_table(("ID", "POD", "ROLE", "NODE", "RESOURCE", "ADDRESSES", "UNHEALTHY"),
+                       ((app, p.pod, p.role or "-", p.node, p.resource, ",".join(p.addresses),
+                         ",".join(p.unhealthy) or "-") for app, p in self.rows))
+        else:
+            click.echo("no devices held by these apps' pods", err=True)
+        if self.problems:
+            click.echo("unavailable (these apps' devices there are not listed above):", err=True)
+            _echo_problems(View((), tuple(self.problems)))
+
+
+def app_devices_report(kube: Kube, apps: Sequence[Any], output: str) -> AppDevicesReport:
+    """`spark status --devices`: the devices of each app (``manage.AppStatus``: id, namespace, app_id)."""
+    from kubeaccel.view.readers import read_apps
+
+    by_app, problems = read_apps(kube, [(a.namespace, a.app_id) for a in apps])
+    rows = [(str(a.id), pod) for a in apps for pod in by_app.get((a.namespace, a.app_id), [])]
+    return AppDevicesReport(rows, problems)

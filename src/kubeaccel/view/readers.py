@@ -21,7 +21,8 @@ from kubeaccel.errors import ApiNotFoundError, ForbiddenError, KubeaccelError
 from kubeaccel.kube.client import ALL_NAMESPACES, Kube
 from kubeaccel.kube.rest import NAMESPACES, PODS, Collection
 from kubeaccel.view import metrics
-from kubeaccel.view.model import PluginReport, Problem, View, build, pod_facts, tenants
+from kubeaccel.view.apps import PodDevices
+from kubeaccel.view.model import LABEL_APP_ID, PluginReport, Problem, View, build, pod_facts, tenants
 
 PLUGIN_SELECTOR = {"app.kubernetes.io/component": "device-plugin"}
 METRICS_PORT_NAME = "metrics"
@@ -115,3 +116,19 @@ def read_view(kube: Kube, *, namespace: str | None = None) -> View:
     namespaces = _optional(kube, NAMESPACES, None, "namespaces", problems) or []
     nodes = _optional(kube, NODES, None, "nodes", problems)
     return build(reports, slices, claims, pod_facts(holders), tenants(namespaces), problems, nodes)
+
+
+def read_apps(
+    kube: Kube, apps: Sequence[tuple[str, str]]
+) -> tuple[dict[tuple[str, str], list[PodDevices]], list[Problem]]:
+    """For `spark status --devices`: each (namespace, app ID)'s pods' devices, and what may hide some."""
+    from kubeaccel.view.apps import AppRef, for_apps
+
+    namespaces = {ns for ns, _ in apps}
+    view = read_view(kube, namespace=next(iter(namespaces)) if len(namespaces) == 1 else None)
+    refs = []
+    for namespace, app_id in apps:
+        pods = kube.list_raw(PODS, namespace, labels={LABEL_APP_ID: app_id}) if app_id else []
+        nodes = tuple(sorted({str((p.get("spec") or {}).get("nodeName") or "") for p in pods} - {""}))
+        refs.append(AppRef(namespace, app_id, nodes))
+    return for_apps(view, refs)
