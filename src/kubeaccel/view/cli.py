@@ -7,7 +7,7 @@ the documented codes of kubeaccel.errors when nothing could be read.
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -112,3 +112,50 @@ def app_devices_report(kube: Kube, apps: Sequence[Any], output: str) -> AppDevic
     by_app, problems = read_apps(kube, [(a.namespace, a.app_id) for a in apps])
     rows = [(str(a.id), pod) for a in apps for pod in by_app.get((a.namespace, a.app_id), [])]
     return AppDevicesReport(rows, problems)
+
+
+def page_reader(kube: Kube, namespace: str | None = None) -> Callable[[], dict[str, Any]]:
+    """What the page's refresher calls: every source read once, as the page's JSON document."""
+    from kubeaccel.view import page
+    from kubeaccel.view.model import tenants
+    from kubeaccel.view.readers import read_sources
+
+    def read() -> dict[str, Any]:
+        sources = read_sources(kube, namespace=namespace, quotas=True)
+        return page.snapshot(sources.view(), sources.pods, sources.namespaces, sources.quotas,
+                             tenants(sources.namespaces))
+
+    return read
+
+
+@click.command("ui")
+@connection_options
+@click.option("--port", type=click.IntRange(0, 65535), default=8765, show_default=True,
+              help="Port on 127.0.0.1 (0: any free one).")
+@click.option("--interval", type=click.FloatRange(0.2, 60), default=1.0, show_default=True,
+              help="Seconds between reads of the cluster; the page updates only when something changed.")
+def ui(kubeconfig: str | None, context: str | None, port: int, interval: float) -> None:
+    """A read-only web page of the cluster's accelerators, on 127.0.0.1 (like kubectl proxy).
+
+    Nodes x devices coloured by health and holder (with the state in words), Spark apps with their
+    driver, executors, devices and pending reasons, and tenants' quota use. It updates live
+    (server-sent events); assets are served by kubeaccel itself, nothing is fetched from elsewhere."""
+    import signal
+    import threading
+
+    from kubeaccel.kube.client import Kube
+    from kubeaccel.view.server import UiServer
+
+    kube = Kube.connect(kubeconfig=kubeconfig, context=context)
+    server = UiServer(page_reader(kube), port=port, interval=interval)
+    server.start()
+    done = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: done.set())
+    click.echo(f"kubeaccel ui: {server.url} (read-only; Ctrl-C stops)", err=True)
+    try:
+        done.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop()
+        kube.close()
