@@ -38,7 +38,6 @@ REFUSED_FLAGS = {
         "restarting a failed driver is a standalone-cluster feature; use a Job or an operator",
     ),
     "total_executor_cores": ("--total-executor-cores", "standalone only; use --num-executors and --executor-cores"),
-    "queue": ("--queue", "YARN only; on Kubernetes use spark.kubernetes.scheduler.name and its queue confs"),
     "principal": ("--principal", "Kerberos login is not supported; use spark-submit for kerberized clusters"),
     "keytab": ("--keytab", "Kerberos login is not supported; use spark-submit for kerberized clusters"),
     "kill": ("--kill", "use `kubeaccel spark kill NAMESPACE:DRIVER-POD`"),
@@ -86,11 +85,20 @@ def _csv(value: str | None) -> tuple[str, ...]:
 @click.option("--driver-class-path", help="spark.driver.extraClassPath.")
 @click.option("--driver-java-options", help="spark.driver.extraJavaOptions.")
 @click.option("--driver-library-path", help="spark.driver.extraLibraryPath.")
+@click.option(
+    "--gang", flag_value="true", default=None,
+    help="All-or-nothing: the executors the app needs start together or not at all (spark.kubeaccel.gang.enabled; "
+    "the core Workload API needs Kubernetes >= 1.37 with the GenericWorkload feature gate).",
+)
+@click.option(
+    "--queue", metavar="NAME",
+    help="Wait in this queue and be admitted as one gang (spark.kubeaccel.queue; Kueue's LocalQueue by default, "
+    "see spark.kubeaccel.gang.scheduler).",
+)
 @click.option("--verbose", "-v", is_flag=True, help="Print the resolved conf to stderr before submitting.")
 @click.option("--proxy-user", hidden=True)
 @click.option("--supervise", is_flag=True, default=None, hidden=True)
 @click.option("--total-executor-cores", hidden=True)
-@click.option("--queue", hidden=True)
 @click.option("--principal", hidden=True)
 @click.option("--keytab", hidden=True)
 @click.option("--kill", hidden=True)

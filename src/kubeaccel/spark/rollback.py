@@ -19,13 +19,14 @@ itself SIGTERM (or INT, HUP) right after its N-th write, so tests can interrupt 
 
 from __future__ import annotations
 
+import contextlib
 import shlex
 import signal
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from kubeaccel.errors import KubeaccelError, UnavailableError
+from kubeaccel.errors import KubeaccelError, NotFoundError, UnavailableError
 from kubeaccel.kube.client import Kube
 from kubeaccel.kube.interrupts import (  # re-exported: the submit's guard is the one tenants use too
     GUARDED_SIGNALS,
@@ -166,6 +167,13 @@ def _delete(kube: Kube, kind: str, name: str, namespace: str) -> None:
 
     resources: dict[str, Any] = {"Pod": Pod, "Service": Service, "ConfigMap": ConfigMap, "NetworkPolicy": NetworkPolicy,
                                  "ResourceClaimTemplate": ResourceClaimTemplate}
+    if kind == "PodGroup":  # a gang's (kubeaccel.spark.gang): the core one or Volcano's, whichever it was
+        from kubeaccel.spark.gangkube import NATIVE_PODGROUPS, VOLCANO_PODGROUPS
+
+        for collection in (NATIVE_PODGROUPS, VOLCANO_PODGROUPS):
+            with contextlib.suppress(NotFoundError):  # that API is not served
+                kube.delete(collection, name, namespace=namespace, missing_ok=True)
+        return
     grace = 0 if kind == "Pod" else None
     kube.delete(resources[kind], name, namespace=namespace, grace_period=grace, missing_ok=True)
 
