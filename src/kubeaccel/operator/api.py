@@ -332,6 +332,8 @@ class SparkApplicationStatus(_Model):
     executor_state: dict[str, PodState] | None = None
     execution_attempts: int = 0
     submission_attempts: int = 0
+    # kubeaccel's: the metadata.generation the current submission serves (a newer one re-submits)
+    observed_generation: int | None = None
 
 
 class ObjectMeta(BaseModel):
