@@ -624,14 +624,36 @@ class Kube:
         )
 
     def watch(
-        self, res: type[R], namespace: str, *, fields: Mapping[str, Any] | None = None
+        self,
+        res: type[R],
+        namespace: str,
+        *,
+        fields: Mapping[str, Any] | None = None,
+        labels: Mapping[str, Any] | None = None,
+        resource_version: str | None = None,
     ) -> Iterator[tuple[str, R]]:
+        """(event type, object) as they happen; lightkube reconnects where the server ends a watch."""
         return self._stream(
             "watch",
             _plural(res),
             namespace,
-            lambda: self._any.watch(res, namespace=namespace, fields=fields),
+            lambda: self._any.watch(
+                res, namespace=namespace, fields=fields, labels=labels, resource_version=resource_version
+            ),
             res,  # type: ignore[arg-type]
+        )
+
+    def merge_patch(self, res: type[Any], name: str, patch: Mapping[str, Any], namespace: str | None = None) -> Any:
+        """A JSON merge patch (RFC 7386); `res` may be a subresource class, e.g. a custom resource's `.Status`."""
+        from lightkube.types import PatchType
+
+        return self._call(
+            "patch",
+            f"{_plural(res)[:-1]} {name}",
+            namespace,
+            lambda: self._any.patch(res, name, dict(patch), namespace=namespace, patch_type=PatchType.MERGE),
+            res=res,
+            name=name,
         )
 
     def close(self) -> None:
