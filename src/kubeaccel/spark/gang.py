@@ -256,9 +256,7 @@ def pod_metadata(gang: GangSpec, name: str, role: str) -> tuple[dict[str, str], 
         labels = {KUEUE_QUEUE_LABEL: gang.queue, KUEUE_GROUP_LABEL: name}
         annotations = {KUEUE_TOTAL_ANNOTATION: str(gang.members)}
     elif gang.scheduler is Scheduler.VOLCANO:
-        annotations = {VOLCANO_GROUP_ANNOTATION: name}
-        if gang.queue:
-            annotations["volcano.sh/queue-name"] = gang.queue
+        annotations = {VOLCANO_GROUP_ANNOTATION: name}  # the queue is the PodGroup's
     elif gang.scheduler is Scheduler.YUNIKORN:
         annotations = {YUNIKORN_TASK_GROUP_NAME: DRIVER_TASK_GROUP if role == "driver" else EXECUTOR_TASK_GROUP}
         if gang.queue:
