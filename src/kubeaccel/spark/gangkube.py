@@ -57,10 +57,8 @@ def check_served(kube: Kube, spec: GangSpec | None, namespace: str) -> None:
     if collection is None:  # YuniKorn: annotations only
         return
     need = gang.requirement(spec)
-    try:
-        kube.list_raw(collection, namespace, labels={"kubeaccel.io/probe": "none"})
-    except NotFoundError:
-        raise ConfigError(need.missing, hint=need.hint) from None
+    if kube.serves(need.group_version) is False:
+        raise ConfigError(need.missing, hint=need.hint)
     if spec.scheduler is Scheduler.KUEUE and spec.queue is not None:
         try:
             kube.get_raw(KUEUE_LOCALQUEUES, spec.queue, namespace)
