@@ -225,9 +225,9 @@ def _upload(prepared: Prepared, ledger: Ledger, progress: uploads.Progress | Non
     plan = prepared.plan
     if not plan.uploads:
         return
-    ledger.uploading(plan.base_url, prepared.conf)
+    ledger.uploading(plan.base_url, plan.storage)
     for upload in plan.uploads:
-        uploads.execute(dataclasses.replace(plan, uploads=[upload]), prepared.conf, progress)
+        uploads.execute(dataclasses.replace(plan, uploads=[upload]), progress)
         ledger.step_done()
 
 
