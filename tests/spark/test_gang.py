@@ -205,3 +205,39 @@ def test_pending_states() -> None:
                                            "message": "couldn't assign flavors"}]}}
     assert gang.kueue_state(workload) == "queued: couldn't assign flavors"
     assert gang.kueue_state({"status": {"conditions": [{"type": "Admitted", "status": "True"}]}}) == "admitted"
+
+
+def test_cluster_shortfalls_name_the_numbers() -> None:
+    from decimal import Decimal
+
+    nodes = [{"metadata": {"labels": {"type": "kwok"}}, "status": {"allocatable": {"nec.com/ve": "8", "cpu": "32"}}},
+             {"metadata": {"labels": {"type": "real"}}, "status": {"allocatable": {"nec.com/ve": "8"}}},
+             {"metadata": {"labels": {"type": "kwok"}}, "spec": {"unschedulable": True},
+              "status": {"allocatable": {"nec.com/ve": "8"}}}]
+    allocatable = gang.node_allocatable(nodes, {"type": "kwok"})
+    assert allocatable == {"nec.com/ve": Decimal(8), "cpu": Decimal(32)}
+    needed = {"nec.com/ve": Decimal(9), "cpu": Decimal(4), "pods": Decimal(10)}
+    assert gang.cluster_shortfalls(needed, allocatable) == ["needs 9 nec.com/ve, the cluster has 8"]
+    assert gang.cluster_shortfalls({"x.io/dev": Decimal(1)}, allocatable) == ["needs 1 x.io/dev, the cluster has 0"]
+
+
+def test_requirement_names_the_feature_gate() -> None:
+    need = gang.requirement(GangSpec(Scheduler.KUBERNETES, 2))
+    assert need.group_version == "scheduling.k8s.io/v1beta1"
+    assert "GenericWorkload" in need.hint and "runtime-config" in need.hint
+    assert "localqueues.kueue.x-k8s.io" in gang.requirement(GangSpec(Scheduler.KUEUE, 2, "q")).missing
+
+
+@pytest.mark.parametrize(("flags", "named"), [
+    (["--queue", "Team_A"], "spark.kubeaccel.queue"),
+    (["--gang", "--conf", "spark.executor.instances=-2"], "spark.executor.instances"),
+    (["--gang", "--conf", "spark.dynamicAllocation.enabled=true", "--conf", "spark.dynamicAllocation.minExecutors=4",
+      "--conf", "spark.dynamicAllocation.maxExecutors=2"], "spark.dynamicAllocation.minExecutors"),
+])
+def test_cli_flags_reach_the_conf_and_bad_input_exits_2(flags: list[str], named: str) -> None:
+    from fixtures.spark import run_cli
+
+    code, output, error = run_cli(["spark", "submit", "--master", "k8s://https://127.0.0.1:6443",
+                                   "--conf", "spark.kubernetes.container.image=spark:4.3", *flags, "local:///a.py"])
+    assert code == 2, output
+    assert isinstance(error, ConfigError) and named in error.message

@@ -24,7 +24,7 @@ from fixtures.spark import ON_KWOK
 from fixtures.standin import executor_pod, template_text
 
 from kubeaccel.cluster import kwok
-from kubeaccel.errors import ConfigError
+from kubeaccel.errors import ConfigError, QuotaError
 from kubeaccel.kube.client import Kube
 from kubeaccel.kube.rest import CONFIGMAPS, PODS
 from kubeaccel.spark import manage
@@ -167,3 +167,13 @@ def test_gang_without_its_api_is_refused_and_nothing_is_created(
     assert named in info.value.message
     assert kube.list_raw(PODS, spark_namespace) == []
     assert all(c["metadata"]["name"] == "kube-root-ca.crt" for c in kube.list_raw(CONFIGMAPS, spark_namespace))
+
+
+def test_gang_larger_than_the_cluster_is_refused_with_numbers(
+    cluster: LocalCluster, kube: Kube, spark_namespace: str, device_node: str
+) -> None:
+    conf = {"spark.kubeaccel.gang.enabled": "true", "spark.executor.instances": str(EXECUTORS + 1)}
+    with pytest.raises(QuotaError) as info:
+        submit(_request(cluster, spark_namespace, "too-big", device_node, **conf), kube=kube)
+    assert f"needs {EXECUTORS + 1} {device_node}/ve, the cluster has {EXECUTORS}" in info.value.message
+    assert kube.list_raw(PODS, spark_namespace) == []

@@ -38,7 +38,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from enum import StrEnum
@@ -411,3 +411,45 @@ def kueue_state(workload: Mapping[str, Any]) -> str:
         if condition and condition.get("message"):
             return f"queued: {condition['message']}"
     return "queued"
+
+
+# ---- the pre-flight: a gang the whole cluster cannot hold waits for ever ----
+
+
+def node_allocatable(nodes: Sequence[Mapping[str, Any]], selector: Mapping[str, str]) -> dict[str, Decimal]:
+    """The allocatable of the schedulable nodes whose labels match ``selector``, summed per resource."""
+    from kubeaccel.kube.quantity import parse_quantity
+
+    total: dict[str, Decimal] = {}
+    for node in nodes:
+        labels = (node.get("metadata") or {}).get("labels") or {}
+        if (node.get("spec") or {}).get("unschedulable") or any(labels.get(k) != v for k, v in selector.items()):
+            continue
+        for key, value in ((node.get("status") or {}).get("allocatable") or {}).items():
+            try:
+                total[key] = total.get(key, Decimal(0)) + parse_quantity(value)
+            except ValueError:
+                continue
+    return total
+
+
+def cluster_shortfalls(needed: Mapping[str, Decimal], allocatable: Mapping[str, Decimal]) -> list[str]:
+    """Pure: what the gang needs beyond the cluster's whole allocatable, one line per resource."""
+    from kubeaccel.kube.quantity import format_quantity
+
+    short = []
+    for key, value in sorted(needed.items()):
+        if key == "pods" or value <= 0:
+            continue
+        has = allocatable.get(key, Decimal(0))
+        if value > has:
+            short.append(f"needs {format_quantity(value, key)} {key}, the cluster has {format_quantity(has, key)}")
+    return short
+
+
+def executor_selector(conf: Mapping[str, str]) -> dict[str, str]:
+    """The node labels an executor must match (Spark's node selectors), to count only the nodes it may use."""
+    selector = {}
+    for prefix in ("spark.kubernetes.node.selector.", "spark.kubernetes.executor.node.selector."):
+        selector.update({k[len(prefix):]: v for k, v in conf.items() if k.startswith(prefix) and len(k) > len(prefix)})
+    return selector
