@@ -30,6 +30,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from fixtures.standin import executor_pod, template_text
+from lightkube.resources.core_v1 import Pod
 
 from kubeaccel.cluster.lifecycle import down, up
 from kubeaccel.cluster.spec import ClusterSpec
@@ -134,6 +135,11 @@ def run(kube: Kube, server: str, apps_wanted: int, gang: bool, run_seconds: floa
         time.sleep(0.2)
     elapsed = time.monotonic() - start
     finished = sum(a.done for a in apps.values())
+    # the next run starts on an empty cluster: what a deadlocked run still holds goes
+    left = [p["metadata"]["name"] for p in kube.list_raw(PODS, namespace)]
+    kube.delete_many(Pod, [(namespace, name) for name in left], grace_period=0)
+    while kube.list_raw(PODS, namespace):
+        time.sleep(0.5)
     return {
         "mode": "native gang" if gang else "no gang",
         "submit_s": round(submitted, 1),

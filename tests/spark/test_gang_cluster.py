@@ -24,10 +24,11 @@ from fixtures.spark import ON_KWOK
 from fixtures.standin import executor_pod, template_text
 
 from kubeaccel.cluster import kwok
-from kubeaccel.errors import ConfigError, QuotaError
+from kubeaccel.errors import ConfigError, KubeaccelError, QuotaError
 from kubeaccel.kube.client import Kube
 from kubeaccel.kube.rest import CONFIGMAPS, PODS
 from kubeaccel.spark import manage
+from kubeaccel.spark.builder import Generated
 from kubeaccel.spark.conf import SubmitRequest
 from kubeaccel.spark.gangkube import NATIVE_PODGROUPS
 from kubeaccel.spark.submit import submit
@@ -177,3 +178,14 @@ def test_gang_larger_than_the_cluster_is_refused_with_numbers(
         submit(_request(cluster, spark_namespace, "too-big", device_node, **conf), kube=kube)
     assert f"needs {EXECUTORS + 1} {device_node}/ve, the cluster has {EXECUTORS}" in info.value.message
     assert kube.list_raw(PODS, spark_namespace) == []
+
+
+def test_a_failure_after_the_pod_group_rolls_it_back(cluster: LocalCluster, kube: Kube, spark_namespace: str) -> None:
+    generated = Generated.fresh("tester")
+    kube.create({"apiVersion": "v1", "kind": "Service", "metadata": {"name": f"clash-{generated.name_id}-driver-svc"},
+                 "spec": {"clusterIP": "None", "ports": [{"port": 1}]}}, namespace=spark_namespace)
+    request = _request(cluster, spark_namespace, "clash", "nec.com", **{"spark.kubeaccel.gang.enabled": "true"})
+    with pytest.raises(KubeaccelError, match="already exists"):
+        submit(request, kube=kube, generated=generated, check_quota=False)
+    assert kube.list_raw(PODS, spark_namespace) == []
+    assert kube.list_raw(NATIVE_PODGROUPS, spark_namespace) == []
