@@ -33,8 +33,9 @@ _SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
     "spark": ("kubeaccel.spark.cli", "spark", "Submit and manage Spark applications on Kubernetes."),
     "tenant": ("kubeaccel.kube.cli", "tenant", "Namespaces with quota and RBAC for Spark tenants."),
     "discover": ("kubeaccel.spark.discover", "discover", "Spark resource discovery: print the allocated devices."),
+    "devices": ("kubeaccel.view.cli", "devices", "Every accelerator of the cluster: health and holder, one table."),
     "operator": ("kubeaccel.operator.cli", "operator", "The SparkApplication controller and its CRDs."),
-    "demo": ("kubeaccel.demo", "demo", "Run everything on simulated devices with an example app."),
+    "demo": ("kubeaccel.demo.command", "demo", "Run everything on simulated devices with an example app."),
 }
 
 

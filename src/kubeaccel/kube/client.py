@@ -23,8 +23,9 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
+from urllib.parse import quote
 
-from kubeaccel.errors import ConfigError, KubeaccelError, NotFoundError
+from kubeaccel.errors import ConfigError, KubeaccelError, NotFoundError, UnavailableError
 from kubeaccel.kube import kubeconfig as kc
 from kubeaccel.kube import rest
 from kubeaccel.kube.status import Failure, RefusedBy, translate, unreachable
@@ -568,6 +569,27 @@ class Kube:
                 if exc.code != 403:
                     raise rest.translated(exc, "watch", what, namespace) from exc
         yield from self._poll(res, name, namespace, since=since, window=window)
+
+    def proxy_get(self, namespace: str, pod: str, port: int, path: str, *, limit: int) -> bytes:
+        """GET `path` from a pod's `port` through the API server's pod proxy (RBAC: get on pods/proxy), so no
+        node access is needed; at most `limit` bytes within the door's timeout, else ApiUnavailableError.
+        Fast lane only: without one (an exec-plugin kubeconfig) it answers UnavailableError."""
+        what = f"pod {pod} port {port}"
+        if self._fast is None:
+            raise UnavailableError(f"cannot read {what} through the pod proxy with this kubeconfig",
+                                   hint="use a context with a certificate or token (not an exec plugin)")
+        url = f"{rest.PODS.path(namespace)}/{quote(pod, safe='')}:{int(port)}/proxy/{path.lstrip('/')}"
+        body = bytearray()
+        deadline = time.monotonic() + self._timeout
+        try:
+            for chunk in self._fast.stream(url, {}, idle_timeout=self._timeout):
+                body += chunk
+                if len(body) > limit or time.monotonic() > deadline:
+                    why = f"more than {limit} bytes" if len(body) > limit else f"no end after {self._timeout:g} s"
+                    raise unreachable(self.server, f"{what} answered {why}")
+        except rest.HttpError as exc:
+            raise rest.translated(exc, "get", what, namespace) from exc
+        return bytes(body)
 
     def _poll(
         self, res: rest.Collection, name: str, namespace: str, *, since: str, window: float

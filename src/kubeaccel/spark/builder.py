@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from kubeaccel.spark import claims
+from kubeaccel.spark import claims, gang
 from kubeaccel.spark.conf import format_properties
 from kubeaccel.spark.labels import LABEL_APP_ID, LABEL_APP_NAME, LABEL_ROLE, app_name_label, name_prefix
 from kubeaccel.spark.resources import FACTOR_KEY, PodResources
@@ -82,6 +82,7 @@ class AppManifests:
     extra_config_maps: list[Manifest] = field(default_factory=list)
     driver_conf: dict[str, str] = field(default_factory=dict)
     claim_templates: list[Manifest] = field(default_factory=list)  # Spark on DRA: see kubeaccel.spark.claims
+    gang_objects: list[Manifest] = field(default_factory=list)  # the app's PodGroup: see kubeaccel.spark.gang
 
     @property
     def driver_pod_name(self) -> str:
@@ -91,7 +92,10 @@ class AppManifests:
     @property
     def owned(self) -> list[Manifest]:
         """Created after the pod, in Spark's order, each with an owner reference to the pod."""
-        return [*self.claim_templates, self.service, self.network_policy, *self.extra_config_maps, self.config_map]
+        return [
+            *self.gang_objects, *self.claim_templates, self.service, self.network_policy, *self.extra_config_maps,
+            self.config_map,
+        ]
 
 
 def owner_reference(pod_name: str, pod_uid: str) -> Manifest:
@@ -366,17 +370,18 @@ def network_policy(app: ResolvedApp, generated: Generated) -> Manifest:
 
 def build(app: ResolvedApp, generated: Generated) -> AppManifests:
     """Every object of one submission of `app` (which must be placed in a namespace)."""
-    app = _with_executor_claims(app, generated)
+    app = gang.with_gang_template(_with_executor_claims(app, generated), names(app, generated).prefix)
     template_map = executor_template_config_map(app, generated)
     return AppManifests(
         _namespace(app),
-        _driver_pod_with_claims(app, generated),
+        gang.gang_driver_pod(app, _driver_pod_with_claims(app, generated), names(app, generated).prefix),
         service(app, generated),
         conf_config_map(app, generated),
         network_policy(app, generated),
         [template_map] if template_map is not None else [],
         driver_conf(app, generated),
         claims.templates(names(app, generated).prefix, _namespace(app), app.driver_claims, app.executor_claims),
+        gang.gang_objects(app, names(app, generated).prefix),
     )
 
 
