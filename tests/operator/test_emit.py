@@ -72,7 +72,7 @@ COMMAND_LINES = [
         jars=("local:///j1.jar",),
         files=("local:///f",),
         archives=("local:///a.zip#a",),
-    ),  # fmt: skip
+    ),
 ]
 
 
@@ -86,8 +86,8 @@ _keys = st.sampled_from(
     [
         "spark.driver.memory", "spark.executor.memory", "spark.driver.cores", "spark.executor.cores",
         "spark.executor.instances", "spark.eventLog.enabled", "spark.kubernetes.container.image.pullPolicy",
-        "spark.kubernetes.authenticate.driver.serviceAccountName", "spark.jars.packages", "spark.sql.shuffle.partitions",
-        "spark.kubernetes.container.image.pullSecrets", "spark.driver.memoryOverhead",
+        "spark.kubernetes.authenticate.driver.serviceAccountName", "spark.jars.packages",
+        "spark.sql.shuffle.partitions", "spark.kubernetes.container.image.pullSecrets", "spark.driver.memoryOverhead",
     ]
 )  # fmt: skip
 _values = st.sampled_from(["1", "2", "3g", "512m", "true", "Always", "spark", "g:a:1", "s1,s2", "0"])
