@@ -51,8 +51,10 @@ def test_failover_on_the_real_lease(cluster: LocalCluster) -> None:
     lost: list[str] = []
 
     def elector(me: str) -> LeaderElector:
-        return LeaderElector(kube, namespace, me=me, on_started=lambda: started.append(me),
-                             on_lost=lambda: lost.append(me), retry_s=0.2, renew_deadline_s=1.0, duration=2)  # fmt: skip
+        return LeaderElector(
+            kube, namespace, me=me, on_started=lambda: started.append(me), on_lost=lambda: lost.append(me),
+            retry_s=0.2, renew_deadline_s=1.0, duration=2,
+        )  # fmt: skip
 
     first, second = elector("a"), elector("b")
     stop_first, stop_second = threading.Event(), threading.Event()
