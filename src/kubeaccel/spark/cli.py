@@ -108,6 +108,9 @@ def _csv(value: str | None) -> tuple[str, ...]:
     "--wait-timeout", type=BoundedFloat(), default=None, help="With --wait: give up after SECONDS (exit 124)."
 )
 @click.option("--no-preflight", is_flag=True, help="Skip the namespace quota check.")
+@click.option(
+    "--emit-application", is_flag=True, help="Print the equivalent SparkApplication YAML instead of submitting."
+)
 @connection_options
 @output_option
 @click.argument("app_resource")
@@ -128,6 +131,7 @@ def submit_command(
     wait: bool,
     wait_timeout: float | None,
     no_preflight: bool,
+    emit_application: bool,
     kubeconfig: str | None,
     context: str | None,
     output: str,
@@ -151,6 +155,13 @@ def submit_command(
         confs=confs, properties_file=properties_file, jars=jars, files=files, py_files=py_files, archives=archives,
         flags=flags,
     )  # fmt: skip
+    if emit_application:
+        import yaml
+
+        from kubeaccel.spark.emit import application_for
+
+        click.echo(yaml.safe_dump(application_for(request), sort_keys=False), nl=False)
+        return
     # imported here, not at the top: status/kill/list need neither the submit path nor fsspec's
     from kubeaccel.spark.model import resolve
 
