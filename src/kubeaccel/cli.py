@@ -35,7 +35,8 @@ _SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
     "discover": ("kubeaccel.spark.discover", "discover", "Spark resource discovery: print the allocated devices."),
     "devices": ("kubeaccel.view.cli", "devices", "Every accelerator of the cluster: health and holder, one table."),
     "ui": ("kubeaccel.view.cli", "ui", "A read-only live web page of the cluster's accelerators, on localhost."),
-    "demo": ("kubeaccel.demo", "demo", "Run everything on simulated devices with an example app."),
+    "operator": ("kubeaccel.operator.cli", "operator", "The SparkApplication controller and its CRDs."),
+    "demo": ("kubeaccel.demo.command", "demo", "Run everything on simulated devices with an example app."),
 }
 
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from kubeaccel.demo import helm_binary
+from kubeaccel.demo.common import helm_binary
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "deploy" / "helm" / "kubeaccel-device-plugin"

@@ -24,7 +24,7 @@ from deploy.chart import CHART, HELM, K8S_VERSION, REPO, find, helm, least_privi
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from kubeaccel.demo import HELM_VERSION
+from kubeaccel.demo.common import HELM_VERSION
 from kubeaccel.devices.config import parse_config
 from kubeaccel.errors import ConfigError
 
