@@ -122,20 +122,22 @@ class Sources:
 
 
 def read_sources(kube: Kube, *, namespace: str | None = None, quotas: bool = False) -> Sources:
-    """Read every source once: plugin metrics concurrently, then the API's lists."""
+    """Read every source once: the API's lists run beside the plugin scrapes, on one pool."""
     problems: list[Problem] = []
-    plugin_list = _optional(kube, PODS, ALL_NAMESPACES, "plugin pods", problems, labels=PLUGIN_SELECTOR) or []
-    pods = plugin_pods(plugin_list)
+    scope = namespace or ALL_NAMESPACES
     with ThreadPoolExecutor(max_workers=SCRAPE_WORKERS) as pool:
-        reports = list(pool.map(lambda p: scrape(kube, p), pods))
-    slices = _optional(kube, RESOURCE_SLICES, None, "resourceslices", problems) or []
-    claims = _optional(kube, RESOURCE_CLAIMS, namespace or ALL_NAMESPACES, "resourceclaims", problems) or []
-    holders = kube.list_raw(PODS, namespace or ALL_NAMESPACES)
-    namespaces = _optional(kube, NAMESPACES, None, "namespaces", problems) or []
-    nodes = _optional(kube, NODES, None, "nodes", problems)
-    quota_list = (_optional(kube, RESOURCEQUOTAS, namespace or ALL_NAMESPACES, "resourcequotas", problems) or []
-                  if quotas else [])
-    return Sources(reports, slices, claims, holders, namespaces, nodes, quota_list, problems)
+        plugin_list = pool.submit(_optional, kube, PODS, ALL_NAMESPACES, "plugin pods", problems,
+                                  labels=PLUGIN_SELECTOR)
+        slices = pool.submit(_optional, kube, RESOURCE_SLICES, None, "resourceslices", problems)
+        claims = pool.submit(_optional, kube, RESOURCE_CLAIMS, scope, "resourceclaims", problems)
+        holders = pool.submit(kube.list_raw, PODS, scope)
+        namespaces = pool.submit(_optional, kube, NAMESPACES, None, "namespaces", problems)
+        nodes = pool.submit(_optional, kube, NODES, None, "nodes", problems)
+        quota_list = pool.submit(_optional, kube, RESOURCEQUOTAS, scope, "resourcequotas", problems) if quotas else None
+        scrapes = [pool.submit(scrape, kube, p) for p in plugin_pods(plugin_list.result() or [])]
+        return Sources([s.result() for s in scrapes], slices.result() or [], claims.result() or [], holders.result(),
+                       namespaces.result() or [], nodes.result(),
+                       (quota_list.result() or []) if quota_list is not None else [], problems)
 
 
 def read_view(kube: Kube, *, namespace: str | None = None) -> View:

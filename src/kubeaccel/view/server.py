@@ -20,6 +20,7 @@ import errno
 import json
 import logging
 import threading
+import time
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
@@ -100,9 +101,12 @@ class Refresher(threading.Thread):
             self._feed.publish({**self.last, "error": exc.message[:500]})
 
     def run(self) -> None:
+        # start to start: a read that takes longer than the interval is followed at once by the next,
+        # so a change shows within about two reads however large the cluster
         while not self._stop.is_set():
+            started = time.monotonic()
             self.refresh()
-            self._stop.wait(self._interval)
+            self._stop.wait(max(0.05, self._interval - (time.monotonic() - started)))
 
     def stop(self) -> None:
         self._stop.set()
