@@ -24,6 +24,7 @@ from view.cluster import MetricsServer, kubeaccel, plugin_pod
 
 from kubeaccel.kube.client import Kube
 from kubeaccel.view.cli import page_reader
+from kubeaccel.view.readers import start_watches
 from kubeaccel.view.server import UiServer, asset
 
 pytestmark = pytest.mark.cluster
@@ -136,6 +137,29 @@ def test_executors_appear_as_they_start(
     reason = browser.evaluate(f"{app}.querySelector('tr[data-pod=\"ui-exec-waiting\"]').textContent")
     assert "Pending" in reason and "ui.test/none" in reason, reason
     browser.screenshot("03-app-with-executors")
+
+
+def test_watches_drive_the_page_not_the_interval(
+    ui_cluster: tuple[LocalCluster, str, MetricsServer], browser: Browser
+) -> None:
+    """With a 60 s interval, only the pod watch can make an executor appear within seconds."""
+    cluster, namespace, _ = ui_cluster
+    kube = Kube.connect(kubeconfig=cluster.kubeconfig)
+    server = UiServer(page_reader(kube), port=0, interval=60, watch=lambda wake: start_watches(kube, wake))
+    server.start()
+    try:
+        browser.goto(server.url)
+        browser.wait("document.body.dataset.rendered > 0", timeout=10)
+        time.sleep(1)  # the watches' initial ADDED events have passed
+        cluster.apply(json.dumps({"apiVersion": "v1", "kind": "Pod", "metadata": {
+            "name": "watched-exec", "namespace": namespace,
+            "labels": {"spark-app-selector": "spark-watched", "spark-role": "executor"}},
+            "spec": {"nodeName": cluster.nodes[1], "containers": [{"name": "c", "image": "spark"}]}}))
+        took = browser.wait("document.querySelector('tr[data-pod=\"watched-exec\"]') !== null", timeout=10)
+        assert took <= 3.0, f"the executor appeared after {took:.1f} s"
+    finally:
+        server.stop()
+        kube.close()
 
 
 def test_tenants_show_quota_used_of_hard(ui: UiServer, browser: Browser) -> None:

@@ -12,7 +12,9 @@ failure to list pods at all (no API server, no rights to the basics) is an error
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import logging
+import threading
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -24,6 +26,7 @@ from kubeaccel.view import metrics
 from kubeaccel.view.apps import PodDevices
 from kubeaccel.view.model import LABEL_APP_ID, PluginReport, Problem, View, build, pod_facts, tenants
 
+log = logging.getLogger(__name__)
 PLUGIN_SELECTOR = {"app.kubernetes.io/component": "device-plugin"}
 METRICS_PORT_NAME = "metrics"
 DEFAULT_METRICS_PORT = 9434
@@ -159,3 +162,30 @@ def read_apps(
         nodes = tuple(sorted({str((p.get("spec") or {}).get("nodeName") or "") for p in pods} - {""}))
         refs.append(AppRef(namespace, app_id, nodes))
     return for_apps(view, refs)
+
+
+WATCHED = ("lightkube.resources.core_v1:Pod", "lightkube.resources.resource_v1:ResourceClaim",
+           "lightkube.resources.resource_v1:ResourceSlice")
+
+
+def start_watches(kube: Kube, wake: Callable[[], None], *, namespace: str | None = None) -> list[threading.Thread]:
+    """Daemon threads that call ``wake`` on every change of a pod, ResourceClaim or ResourceSlice (the
+    door's watch, which reconnects where the server ends one). A watch that is refused (RBAC, no DRA
+    API) ends quietly: the page's interval reads still see the change, later."""
+    import importlib
+
+    def follow(model: str) -> None:
+        module, _, name = model.partition(":")
+        try:
+            res: Any = getattr(importlib.import_module(module), name)
+            scope = None if name == "ResourceSlice" else (namespace or ALL_NAMESPACES)
+            for _event in kube.watch(res, scope):  # type: ignore[arg-type]
+                wake()
+        except (KubeaccelError, ImportError, AttributeError) as exc:
+            log.info("no watch on %s (%s): the page reads it every interval", name, exc)
+
+    threads = [threading.Thread(target=follow, args=(m,), name=f"kubeaccel-ui-watch-{m.rpartition(':')[2]}",
+                                daemon=True) for m in WATCHED]
+    for t in threads:
+        t.start()
+    return threads
