@@ -627,24 +627,20 @@ class Kube:
 
     def proxy_get(self, namespace: str, pod: str, port: int, path: str, *, limit: int) -> bytes:
         """GET `path` from a pod's `port` through the API server's pod proxy (RBAC: get on pods/proxy), so no
-        node access is needed; at most `limit` bytes within the door's timeout, else ApiUnavailableError.
+        node access is needed; at most `limit` bytes within the door's timeout, else UnavailableError.
         Fast lane only: without one (an exec-plugin kubeconfig) it answers UnavailableError."""
         what = f"pod {pod} port {port}"
         if self._fast is None:
             raise UnavailableError(f"cannot read {what} through the pod proxy with this kubeconfig",
                                    hint="use a context with a certificate or token (not an exec plugin)")
         url = f"{rest.PODS.path(namespace)}/{quote(pod, safe='')}:{int(port)}/proxy/{path.lstrip('/')}"
-        body = bytearray()
-        deadline = time.monotonic() + self._timeout
         try:
-            for chunk in self._fast.stream(url, {}, idle_timeout=self._timeout):
-                body += chunk
-                if len(body) > limit or time.monotonic() > deadline:
-                    why = f"more than {limit} bytes" if len(body) > limit else f"no end after {self._timeout:g} s"
-                    raise unreachable(self.server, f"{what} answered {why}")
+            return self._fast.get_bytes(url, limit)  # kept-alive: no TLS handshake per pod
+        except rest.TooLargeError as exc:
+            raise UnavailableError(f"{what} answered more than {exc.limit} bytes",
+                                   hint="is that port a kubeaccel plugin's metrics?") from exc
         except rest.HttpError as exc:
             raise rest.translated(exc, "get", what, namespace) from exc
-        return bytes(body)
 
     def _poll(
         self, res: rest.Collection, name: str, namespace: str, *, since: str, window: float
