@@ -11,7 +11,6 @@ a crash after the driver was created: the next controller adopts it and creates 
 from __future__ import annotations
 
 import copy
-import json
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -19,7 +18,7 @@ from typing import Any
 import pytest
 import yaml
 from fixtures.cluster import LocalCluster, wait_for
-from fixtures.sparkapps import SPARK_PI, load
+from fixtures.sparkapps import SPARK_PI, end_pod, get_app, load, state_of
 
 from kubeaccel.kube.client import Kube
 from kubeaccel.kube.rest import PODS
@@ -74,47 +73,9 @@ def apply(cluster: LocalCluster, namespace: str, document: dict[str, Any]) -> No
     cluster.apply(yaml.safe_dump(document), namespace)
 
 
-def get_app(cluster: LocalCluster, namespace: str, name: str) -> dict[str, Any]:
-    out = cluster.kubectl("get", "sparkapplication", name, "-n", namespace, "-o", "json", check=False)
-    return json.loads(out.stdout) if out.returncode == 0 else {}
-
-
-def state_of(cluster: LocalCluster, namespace: str, name: str) -> str:
-    return str(((get_app(cluster, namespace, name).get("status") or {}).get("applicationState") or {}).get("state", ""))
-
-
 def wait_state(cluster: LocalCluster, namespace: str, name: str, *states: str, timeout: float = 30) -> dict[str, Any]:
     wait_for(f"{name} in {states}", lambda: state_of(cluster, namespace, name) in states, timeout=timeout)
     return get_app(cluster, namespace, name)
-
-
-def end_pod(kube: Kube, namespace: str, pod: str, exit_code: int) -> None:
-    from lightkube.resources.core_v1 import Pod
-    from lightkube.types import PatchType
-
-    terminated = {
-        "exitCode": exit_code,
-        "reason": "Error" if exit_code else "Completed",
-        "message": "boom" if exit_code else "",
-        "startedAt": "2026-01-01T00:00:00Z",
-        "finishedAt": "2026-01-01T00:01:00Z",
-    }
-    status = {
-        "status": {
-            "phase": "Failed" if exit_code else "Succeeded",
-            "containerStatuses": [
-                {
-                    "name": "spark-kubernetes-driver",
-                    "image": "spark:test",
-                    "imageID": "",
-                    "ready": False,
-                    "restartCount": 0,
-                    "state": {"terminated": terminated},
-                }
-            ],
-        }
-    }
-    kube.client.patch(Pod.Status, pod, status, namespace=namespace, patch_type=PatchType.MERGE)
 
 
 def executor_pod(app: dict[str, Any], driver: dict[str, Any]) -> dict[str, Any]:

@@ -58,8 +58,30 @@ def _listen_address(text: str) -> tuple[str, int]:
 @click.option(
     "--listen", default="0.0.0.0:8080", show_default=True, help="HOST:PORT of /metrics, /healthz and /readyz."
 )
+@click.option(
+    "--leader-elect/--no-leader-elect",
+    default=False,
+    show_default=True,
+    help="Reconcile only while holding a coordination.k8s.io Lease (run 2 replicas for failover).",
+)
+@click.option(
+    "--lease-namespace",
+    default=None,
+    help="Namespace of the Lease (default: $POD_NAMESPACE, else the context's namespace, else default).",
+)
+@click.option("--lease-name", default="kubeaccel-operator", show_default=True, help="Name of the Lease.")
 @connection_options
-def run(*, namespaces: tuple[str, ...], workers: int, listen: str, kubeconfig: str | None, context: str | None) -> None:
+def run(
+    *,
+    namespaces: tuple[str, ...],
+    workers: int,
+    listen: str,
+    leader_elect: bool,
+    lease_namespace: str | None,
+    lease_name: str,
+    kubeconfig: str | None,
+    context: str | None,
+) -> None:
     """Run the SparkApplication controller until SIGTERM or SIGINT.
 
     \b
@@ -67,6 +89,8 @@ def run(*, namespaces: tuple[str, ...], workers: int, listen: str, kubeconfig: s
       kubeaccel operator crds | kubectl apply -f -
       kubeaccel operator run --namespace team-a --listen 127.0.0.1:8080
     """
+    import logging
+    import os
     import signal
     import threading
 
@@ -81,13 +105,33 @@ def run(*, namespaces: tuple[str, ...], workers: int, listen: str, kubeconfig: s
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
-    server = serve(host, port, controller.metrics.registry, controller.healthy, controller.synced.is_set)
-    click.echo(
-        f"kubeaccel operator: watching {', '.join(namespaces) or 'all namespaces'}; probes on {listen}", err=True
-    )
-    controller.start()
+    elector = None
+    if leader_elect:
+        from kubeaccel.operator.leader import LeaderElector
+
+        def lost() -> None:  # end at once: a standby may take the Lease soon, and two must never submit
+            logging.getLogger(__name__).error("leadership lost: exiting")
+            os._exit(1)
+
+        namespace = lease_namespace or os.environ.get("POD_NAMESPACE") or kube.namespace
+        elector = LeaderElector(kube, namespace, name=lease_name, on_started=controller.start, on_lost=lost)
+        threading.Thread(target=elector.run, args=(stop,), name="leader", daemon=True).start()
+    else:
+        controller.start()
+
+    def healthy() -> bool:
+        return controller.healthy() or (elector is not None and not elector.leading.is_set())
+
+    def ready() -> bool:  # a standby is ready to take over
+        return controller.synced.is_set() or (elector is not None and not elector.leading.is_set())
+
+    server = serve(host, port, controller.metrics.registry, healthy, ready)
+    where = ", ".join(namespaces) or "all namespaces"
+    click.echo(f"kubeaccel operator: watching {where}; probes on {host}:{server.server_port}", err=True)
     try:
         stop.wait()
     finally:
         server.shutdown()
         controller.stop()
+        if elector is not None:
+            elector.release()

@@ -14,6 +14,7 @@ the driver already made and creates whatever of its objects is missing.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import threading
@@ -26,8 +27,15 @@ from typing import Any
 from kubeaccel.errors import AlreadyExistsError, ConfigError, KubeaccelError, NotFoundError
 from kubeaccel.kube.client import ALL_NAMESPACES, Kube
 from kubeaccel.kube.rest import PODS
-from kubeaccel.operator import kinds, lifecycle
-from kubeaccel.operator.api import API_VERSION, APP_KIND, AppState, SparkApplication
+from kubeaccel.operator import kinds, lifecycle, scheduled
+from kubeaccel.operator.api import (
+    API_VERSION,
+    APP_KIND,
+    SCHEDULED_KIND,
+    AppState,
+    ScheduledSparkApplication,
+    SparkApplication,
+)
 from kubeaccel.operator.mapping import (
     LABEL_APP_NAME,
     LABEL_LAUNCHED,
@@ -42,7 +50,9 @@ from kubeaccel.spark.labels import LABEL_ROLE
 from kubeaccel.spark.submit import prepare, spark_user, submit
 
 log = logging.getLogger(__name__)
-Key = tuple[str, str]  # (namespace, name)
+Key = tuple[str, str]  # (namespace, name); a ScheduledSparkApplication's name carries SCHEDULED_PREFIX
+SCHEDULED_PREFIX = "scheduled/"  # no Kubernetes name holds a '/'
+LABEL_SCHEDULED = scheduled.LABEL_SCHEDULED
 Json = dict[str, Any]
 WATCH_RETRY_FIRST, WATCH_RETRY_MAX = 0.5, 30.0
 TRANSIENT_RETRY_S = 5.0
@@ -99,10 +109,16 @@ class Cache:
         with self._lock:
             return dict(self._pods.get(key, {}))
 
+    def items(self) -> list[tuple[Key, Json]]:
+        with self._lock:
+            return list(self.apps.items())
+
     def states(self) -> dict[str, int]:
         with self._lock:
             counts: dict[str, int] = {}
-            for obj in self.apps.values():
+            for (_, name), obj in self.apps.items():
+                if name.startswith(SCHEDULED_PREFIX):
+                    continue
                 state = ((obj.get("status") or {}).get("applicationState") or {}).get("state") or "NEW"
                 counts[state] = counts.get(state, 0) + 1
             return counts
@@ -154,6 +170,7 @@ class Controller:
         for namespace in self.namespaces:
             self._spawn(f"watch-apps-{namespace}", self._watch_apps, namespace)
             self._spawn(f"watch-pods-{namespace}", self._watch_pods, namespace)
+            self._spawn(f"watch-scheduled-{namespace}", self._watch_scheduled, namespace)
         for index in range(self.workers):
             self._spawn(f"worker-{index}", self._work)
 
@@ -200,7 +217,7 @@ class Controller:
     def _mark_up(self, name: str) -> None:
         with self._lock:
             self._watches_up.add(name)
-            if len(self._watches_up) >= 2 * len(self.namespaces):
+            if len(self._watches_up) >= 3 * len(self.namespaces):
                 self.synced.set()
 
     def _watch_apps(self, namespace: str) -> None:
@@ -210,8 +227,23 @@ class Controller:
             self.cache.put_app(key, None if event == "DELETED" else obj)
             if event != "DELETED":
                 self.queue.add(key)
+            parent = (meta.get("labels") or {}).get(LABEL_SCHEDULED)
+            if parent:  # a run changed: its ScheduledSparkApplication may start the next or trim its history
+                self.queue.add((key[0], SCHEDULED_PREFIX + parent))
 
         self._watch("sparkapplications", namespace, lambda: self.kube.watch(kinds.apps(), namespace), handle)
+
+    def _watch_scheduled(self, namespace: str) -> None:
+        def handle(event: str, obj: Json) -> None:
+            meta = obj.get("metadata") or {}
+            key = (str(meta.get("namespace")), SCHEDULED_PREFIX + str(meta.get("name")))
+            self.cache.put_app(key, None if event == "DELETED" else obj)
+            if event != "DELETED":
+                self.queue.add(key)
+
+        self._watch(
+            "scheduledsparkapplications", namespace, lambda: self.kube.watch(kinds.scheduled(), namespace), handle
+        )
 
     def _watch_pods(self, namespace: str) -> None:
         def handle(event: str, obj: Json) -> None:
@@ -254,6 +286,9 @@ class Controller:
         raw = self.cache.app(key)
         if raw is None:
             return
+        if key[1].startswith(SCHEDULED_PREFIX):
+            self._reconcile_scheduled(key, raw)
+            return
         try:
             app = SparkApplication.model_validate(raw)
         except ValueError as exc:  # the CRD's schema should have refused it; say so on the app
@@ -264,6 +299,35 @@ class Controller:
         app = self._execute(app, observed, plan)
         if plan.submit:
             self._submit(app)
+
+    def _reconcile_scheduled(self, key: Key, raw: Json) -> None:
+        try:
+            scheduled_app = ScheduledSparkApplication.model_validate(raw)
+        except ValueError as exc:
+            self._event(
+                raw, lifecycle.Event("Warning", "ScheduledSparkApplicationInvalid", str(exc)[:1000]), SCHEDULED_KIND
+            )
+            return
+        namespace, name = key[0], scheduled_app.metadata.name
+        runs = [
+            scheduled.run_of(obj)
+            for (ns, _), obj in self.cache.items()
+            if ns == namespace
+            and ((obj.get("metadata") or {}).get("labels") or {}).get(LABEL_SCHEDULED) == name
+            and obj.get("kind", APP_KIND) == APP_KIND
+        ]
+        created = (raw.get("metadata") or {}).get("creationTimestamp")
+        plan = scheduled.decide(scheduled_app, runs, self.clock(), created)
+        for run in plan.delete:
+            self.kube.delete(kinds.apps(), run, namespace, missing_ok=True)
+        if plan.create is not None:
+            with contextlib.suppress(AlreadyExistsError):  # made before a restart: the same run
+                self.kube.create(plan.create, namespace=namespace)
+        if plan.status is not None:
+            stored = self.kube.merge_patch(kinds.scheduled().Status, name, {"status": plan.status}, namespace)
+            self.cache.put_app(key, stored.to_dict())
+        if plan.requeue_after is not None:
+            self.queue.add_after(key, plan.requeue_after)
 
     def _observed(self, app: SparkApplication) -> lifecycle.Observed:
         key = (app.metadata.namespace or "default", app.metadata.name)
@@ -383,7 +447,7 @@ class Controller:
             app.model_dump(by_alias=True), lifecycle.Event("Warning", "SparkApplicationSubmissionFailed", message)
         )
 
-    def _event(self, app: Mapping[str, Any], event: lifecycle.Event) -> None:
+    def _event(self, app: Mapping[str, Any], event: lifecycle.Event, kind: str = APP_KIND) -> None:
         meta = app.get("metadata") or {}
         now = lifecycle.timestamp(self.clock())
         manifest = {
@@ -392,7 +456,7 @@ class Controller:
             "metadata": {"name": f"{meta.get('name')}.{uuid.uuid4().hex[:16]}", "namespace": meta.get("namespace")},
             "involvedObject": {
                 "apiVersion": API_VERSION,
-                "kind": APP_KIND,
+                "kind": kind,
                 "name": meta.get("name"),
                 "namespace": meta.get("namespace"),
                 "uid": meta.get("uid"),
