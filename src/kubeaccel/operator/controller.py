@@ -40,8 +40,10 @@ from kubeaccel.operator.mapping import (
     LABEL_APP_NAME,
     LABEL_LAUNCHED,
     LABEL_SUBMISSION_ID,
+    UnservedFieldError,
     driver_pod_name,
     resolve_mapped,
+    spec_fields_named,
     to_submission,
 )
 from kubeaccel.operator.metrics import Metrics
@@ -435,6 +437,9 @@ class Controller:
 
     def _submission_failed(self, app: SparkApplication, exc: KubeaccelError) -> None:
         message = exc.message + (f" ({exc.hint})" if exc.hint else "")
+        fields = spec_fields_named(message) if not isinstance(exc, UnservedFieldError) else []
+        if fields:  # the CLI names confs; the YAML's author set spec fields
+            message += f" [in the SparkApplication: {', '.join(fields)}]"
         self.metrics.submission_failures.inc()
         self._patch_status(
             app,
