@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 import yaml
+from fixtures import servers
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -45,7 +46,7 @@ HANDED_OVER_USER = {
     "as-groups": ["admins"],
     "as-user-extra": {"scope": ["x"]},
 }
-HANDED_OVER_CLUSTER = {"tls-server-name": "api.internal", "proxy-url": "http://proxy:3128"}
+HANDED_OVER_CLUSTER = {"proxy-url": "http://proxy:3128"}
 
 
 @settings(max_examples=60, deadline=None)
@@ -69,10 +70,36 @@ def test_anything_beyond_certificates_and_tokens_is_handed_to_lightkube(
         assert found.authorization == ("Bearer abc" if token else None)
 
 
-@pytest.mark.parametrize("variable", ["https_proxy", "HTTPS_PROXY", "http_proxy", "ALL_PROXY"])
+@pytest.mark.parametrize("variable", ["https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"])
 def test_a_proxy_in_the_environment_is_left_to_lightkube(monkeypatch: pytest.MonkeyPatch, variable: str) -> None:
+    for name in ("https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY", "no_proxy", "NO_PROXY"):
+        monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv(variable, "http://proxy:3128")
     assert rest.endpoint(_document(SERVER, {"token": "t"}), "x", Path("/k")) is None
+    monkeypatch.setenv("NO_PROXY", "example.com,127.0.0.0/8")  # exempt: the stdlib transport speaks directly
+    assert rest.endpoint(_document(SERVER, {"token": "t"}), "x", Path("/k")) is not None
+
+
+@pytest.mark.parametrize(
+    ("server", "environ", "expected"),
+    [
+        ("https://api.example.com", {"HTTPS_PROXY": "http://p:1"}, True),
+        ("https://api.example.com", {"http_proxy": "http://p:1"}, False),  # an http proxy is for http:// only
+        ("http://api.example.com", {"http_proxy": "http://p:1"}, True),
+        ("https://api.example.com", {"ALL_PROXY": "http://p:1"}, True),
+        ("https://api.example.com", {"HTTPS_PROXY": "http://p:1", "NO_PROXY": "*"}, False),
+        ("https://api.example.com", {"HTTPS_PROXY": "http://p:1", "no_proxy": "example.com"}, False),
+        ("https://api.example.com", {"HTTPS_PROXY": "http://p:1", "no_proxy": ".example.com"}, False),
+        ("https://api.example.com", {"HTTPS_PROXY": "http://p:1", "no_proxy": "ample.com"}, True),
+        ("https://api.example.com:6443", {"HTTPS_PROXY": "http://p:1", "NO_PROXY": "api.example.com:6443"}, False),
+        ("https://api.example.com:6443", {"HTTPS_PROXY": "http://p:1", "NO_PROXY": "api.example.com:443"}, True),
+        ("https://10.1.2.3:6443", {"HTTPS_PROXY": "http://p:1", "NO_PROXY": "10.0.0.0/8"}, False),
+        ("https://11.1.2.3:6443", {"HTTPS_PROXY": "http://p:1", "NO_PROXY": "10.0.0.0/8"}, True),
+        ("https://[fd00::1]:6443", {"HTTPS_PROXY": "http://p:1", "NO_PROXY": "fd00::/8"}, False),
+    ],
+)
+def test_no_proxy_exempts_hosts_as_httpx_and_curl_read_it(server: str, environ: dict[str, str], expected: bool) -> None:
+    assert rest.proxied(server, environ) is expected
 
 
 def test_token_file_and_basic_auth(tmp_path: Path) -> None:
@@ -93,30 +120,18 @@ Answer = Callable[[http.server.BaseHTTPRequestHandler], None]
 
 @contextlib.contextmanager
 def _one_server(answer: Answer) -> Iterator[Kube]:
-    """A loopback HTTP server answering every request with `answer`, and a fast-lane Kube pointed at it."""
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            answer(self)
-
-        do_DELETE = do_POST = do_PUT = do_GET
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        with tempfile.TemporaryDirectory() as directory:
-            path = Path(directory) / "kubeconfig"
-            path.write_text(yaml.safe_dump(_document({"server": f"http://127.0.0.1:{server.server_port}"},
-                                                     {"token": "t"})))
-            kube = Kube.connect(kubeconfig=path, timeout=2.0)
-            assert kube._fast is not None  # the fast lane is under test here
-            yield kube
-    finally:
-        server.shutdown()
-        server.server_close()
+    """A loopback HTTPS server answering every request with `answer`, and a fast-lane Kube pointed at it."""
+    with servers.serve(answer, tls=servers.certificate("127.0.0.1")) as served, \
+            tempfile.TemporaryDirectory() as directory:
+        assert served.ca is not None
+        path = servers.kubeconfig(
+            Path(directory) / "kubeconfig",
+            {"server": served.url, "certificate-authority-data": servers.b64(served.ca)},
+            {"token": "t"},
+        )
+        kube = Kube.connect(kubeconfig=path, timeout=2.0)
+        assert kube._fast is not None  # the fast lane is under test here
+        yield kube
 
 
 @pytest.fixture

@@ -18,6 +18,7 @@ import codecs
 import contextlib
 import gc
 import json
+import os
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -61,31 +62,66 @@ def load_config(
 def _selected(
     kubeconfig: str | Path | None, context: str | None, server: str | None
 ) -> tuple[dict[str, Any], str, Path]:
-    """The checked kubeconfig document, its chosen context and where relative paths start from."""
-    path = kc.kubeconfig_path(kubeconfig)
-    if path is None:
+    """The checked kubeconfig document (the files kubectl would read, merged as it merges them; else the
+    pod's ServiceAccount; else a bare --master), its chosen context and where relative paths start from."""
+    paths = kc.kubeconfig_paths(kubeconfig)
+    if not paths:
+        if (document := kc.in_cluster(kc.SERVICE_ACCOUNT_DIR)) is not None:
+            path = kc.SERVICE_ACCOUNT_DIR / "kubeconfig"
+            document, name = kc.select(document, path, context=context, server=server)
+            return document, name, path
         if server:
             return kc.server_only(server), "master", Path.cwd() / "kubeconfig"
         raise ConfigError(
             "no kubeconfig found",
             hint="set KUBECONFIG, pass --kubeconfig, or give the API server with --master k8s://https://HOST:PORT",
         )
-    document, name = kc.select(kc.read_kubeconfig(path), path, context=context, server=server)
-    return document, name, path
+    path = paths[0] if len(paths) == 1 else Path(os.pathsep.join(str(p) for p in paths))
+    document, name = kc.select(kc.merged(paths), path, context=context, server=server)
+    return document, name, paths[0]
 
 
 def _single_config(document: dict[str, Any], name: str, path: Path) -> SingleConfig:
-    """lightkube's view of a context `kubeconfig.select` checked."""
+    """lightkube's view of a context `kubeconfig.select` checked, with no key material on disk: lightkube
+    writes each `*-data` field to a temporary file; here they become anonymous memory files first."""
     from lightkube import ConfigError as LightkubeConfigError
     from lightkube import KubeConfig
 
     try:
-        config = KubeConfig.from_dict(document, fname=path).get(name)
+        config = KubeConfig.from_dict(_in_memory(document, name), fname=path).get(name)
     except (LightkubeConfigError, KeyError, TypeError, ValueError) as exc:
         raise ConfigError(f"kubeconfig {str(path)!r}: {exc}", hint="check it with kubectl config view") from exc
     if config is None:
         raise ConfigError(f"kubeconfig {str(path)!r} has no context {name!r}", hint="pass --context NAME")
     return config
+
+
+_MEMORY_FILES: list[int] = []  # descriptors of the memory files lightkube's configs name: kept for the process
+
+
+def _in_memory(document: dict[str, Any], name: str) -> dict[str, Any]:
+    """The document with the chosen context's certificate and key data moved into memory files
+    (`/proc/self/fd/N`, Linux's memfd) that lightkube reads as paths. Elsewhere, unchanged."""
+    if not hasattr(os, "memfd_create"):
+        return document
+    import base64
+    import copy
+
+    document = copy.deepcopy(document)
+    _, cluster, user = kc.context_parts(document, name)
+    fields = (
+        (cluster, "certificate-authority"),
+        (user, "client-certificate"),
+        (user, "client-key"),
+    )
+    for body, field in fields:
+        data = body.pop(f"{field}-data", None)
+        if data:
+            fd = os.memfd_create("kubeaccel-" + field, os.MFD_CLOEXEC)
+            os.write(fd, base64.b64decode(data))
+            _MEMORY_FILES.append(fd)
+            body[field] = f"/proc/self/fd/{fd}"
+    return document
 
 
 def _translate_api(
@@ -437,6 +473,20 @@ class Kube:
         with _collector_paused():
             return [item.to_dict() for item in items]
 
+    def serves(self, group_version: str) -> bool | None:
+        """Whether the API server serves ``group/version`` (discovery, ``GET /apis``); None when it cannot be
+        told here (no fast lane): the caller then learns it from the first write."""
+        if "/" not in group_version:
+            return True  # the core group
+        answer = self._fast_request("get", "API groups", None, "GET", "/apis", {})
+        if answer is _SLOW or not isinstance(answer, dict):
+            return None
+        group, _, version = group_version.partition("/")
+        for entry in answer.get("groups") or []:
+            if entry.get("name") == group:
+                return any(v.get("version") == version for v in entry.get("versions") or [])
+        return False
+
     def _fast_request(  # noqa: PLR0917 - the request's facts, as _call has them
         self,
         verb: str,
@@ -522,7 +572,12 @@ class Kube:
         query |= {"container": container} if container else {}
         query |= {"tailLines": str(tail_lines)} if tail_lines is not None else {}
         path = rest.PODS.path(namespace, pod) + "/log"
-        chunks = self._fast.stream(path, query, idle_timeout=None if follow else self._timeout)
+        chunks = self._fast.stream(
+            path,
+            query,
+            idle_timeout=None if follow else self._timeout,
+            deadline=None if follow else self._timeout * rest.DEADLINE_FACTOR,
+        )
         try:
             yield from _decoded(_lines(chunks, MAX_LOG_LINE_BYTES))  # whole lines, as lightkube yields
         except rest.HttpError as exc:

@@ -302,20 +302,35 @@ def _table(apps: list[manage.AppStatus]) -> None:
 
 @spark.command("status")
 @click.argument("target")
+@click.option("--devices", "with_devices", is_flag=True,
+              help="Also the exact devices each driver and executor holds (the addresses discovery gave Spark).")
 @connection_options
 @output_option
-def status_command(target: str, kubeconfig: str | None, context: str | None, output: str) -> None:
+def status_command(target: str, kubeconfig: str | None, context: str | None, output: str,
+                   with_devices: bool) -> None:
     """Status of the app(s) TARGET: NAMESPACE:DRIVER-POD, DRIVER-POD, or a glob like team-a:etl-*.
 
-    Without a namespace: the context's namespace, else all namespaces. Exit code 3 when nothing matches.
+    Without a namespace: the context's namespace, else all namespaces. Exit code 3 when nothing matches;
+    with --devices, 7 when a plugin that may hold some of the apps' devices did not answer.
     """
     parsed = parse_target(target)  # bad IDs fail before any connection is made
-    outcome = manage.status_report(_connect(kubeconfig, context), parsed)
+    kube = _connect(kubeconfig, context)
+    outcome = manage.status_report(kube, parsed)
+    shown = None
+    if with_devices and outcome.done:
+        from kubeaccel.view.cli import app_devices_report
+
+        shown = app_devices_report(kube, outcome.done, output)
     if output == "json":
-        echo_json(_report_json("apps", [app.as_dict() for app in outcome.done], outcome))
+        report = _report_json("apps", [app.as_dict() for app in outcome.done], outcome)
+        echo_json(report if shown is None else {**report, **shown.json})
     else:
         _table(outcome.done)
+        if shown is not None:
+            shown.echo()
     _exit_for_failures(outcome, "read")
+    if shown is not None and shown.partial:
+        sys.exit(shown.exit_code)
 
 
 @spark.command("list")

@@ -22,8 +22,10 @@ that waits for the driver *and* its executors before placing any of them never s
   pod template names it in ``spec.schedulingGroup.podGroupName``. The scheduler places those executors
   all together or none of them, so no app ever holds part of its executors' devices. The driver is
   scheduled on its own, before the executors exist (in the gang it would wait for pods only it creates).
-* ``kueue``: the pod-group labels and annotation on the driver and the executor template
-  (``kueue.x-k8s.io/queue-name``, ``pod-group-name``, ``pod-group-total-count`` = driver + executors).
+* ``kueue``: the pod-group labels and annotations on the driver and the executor template
+  (``kueue.x-k8s.io/queue-name``, ``pod-group-name``, ``pod-group-total-count`` = driver + executors,
+  ``pod-group-fast-admission`` and one ``role-hash``: see KUEUE_FAST_ANNOTATION). The queue admits the
+  whole app or nothing; the driver's requests stand for every member's in the quota.
 * ``volcano``: a ``scheduling.volcano.sh/v1beta1`` PodGroup (``minMember`` 1: the driver; ``minResources``:
   driver + executors, which Volcano's enqueue action reserves in the queue before the driver starts),
   ``schedulerName: volcano`` and the ``scheduling.k8s.io/group-name`` annotation, as Spark's own
@@ -38,7 +40,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from enum import StrEnum
@@ -70,6 +72,13 @@ KUEUE_GROUP = "kueue.x-k8s.io"
 KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
 KUEUE_GROUP_LABEL = "kueue.x-k8s.io/pod-group-name"
 KUEUE_TOTAL_ANNOTATION = "kueue.x-k8s.io/pod-group-total-count"
+# Kueue admits a plain-pod group once all its pods exist, unless fast admission is asked for: then on the
+# first pod's shape times the total count, with one pod set per role hash. A Spark driver creates its
+# executors only once admitted, so the group asks for fast admission and driver and executors share one
+# role: Kueue reserves the driver's requests x (1 + executors) in the ClusterQueue, all or nothing.
+KUEUE_FAST_ANNOTATION = "kueue.x-k8s.io/pod-group-fast-admission"
+KUEUE_ROLE_ANNOTATION = "kueue.x-k8s.io/role-hash"
+KUEUE_ROLE = "spark"
 VOLCANO_API_VERSION = "scheduling.volcano.sh/v1beta1"
 VOLCANO_GROUP_ANNOTATION = "scheduling.k8s.io/group-name"
 YUNIKORN_TASK_GROUPS = "yunikorn.apache.org/task-groups"
@@ -254,11 +263,10 @@ def pod_metadata(gang: GangSpec, name: str, role: str) -> tuple[dict[str, str], 
     if gang.scheduler is Scheduler.KUEUE:
         assert gang.queue is not None
         labels = {KUEUE_QUEUE_LABEL: gang.queue, KUEUE_GROUP_LABEL: name}
-        annotations = {KUEUE_TOTAL_ANNOTATION: str(gang.members)}
+        annotations = {KUEUE_TOTAL_ANNOTATION: str(gang.members), KUEUE_FAST_ANNOTATION: "true",
+                       KUEUE_ROLE_ANNOTATION: KUEUE_ROLE}
     elif gang.scheduler is Scheduler.VOLCANO:
-        annotations = {VOLCANO_GROUP_ANNOTATION: name}
-        if gang.queue:
-            annotations["volcano.sh/queue-name"] = gang.queue
+        annotations = {VOLCANO_GROUP_ANNOTATION: name}  # the queue is the PodGroup's
     elif gang.scheduler is Scheduler.YUNIKORN:
         annotations = {YUNIKORN_TASK_GROUP_NAME: DRIVER_TASK_GROUP if role == "driver" else EXECUTOR_TASK_GROUP}
         if gang.queue:
@@ -413,3 +421,45 @@ def kueue_state(workload: Mapping[str, Any]) -> str:
         if condition and condition.get("message"):
             return f"queued: {condition['message']}"
     return "queued"
+
+
+# ---- the pre-flight: a gang the whole cluster cannot hold waits for ever ----
+
+
+def node_allocatable(nodes: Sequence[Mapping[str, Any]], selector: Mapping[str, str]) -> dict[str, Decimal]:
+    """The allocatable of the schedulable nodes whose labels match ``selector``, summed per resource."""
+    from kubeaccel.kube.quantity import parse_quantity
+
+    total: dict[str, Decimal] = {}
+    for node in nodes:
+        labels = (node.get("metadata") or {}).get("labels") or {}
+        if (node.get("spec") or {}).get("unschedulable") or any(labels.get(k) != v for k, v in selector.items()):
+            continue
+        for key, value in ((node.get("status") or {}).get("allocatable") or {}).items():
+            try:
+                total[key] = total.get(key, Decimal(0)) + parse_quantity(value)
+            except ValueError:
+                continue
+    return total
+
+
+def cluster_shortfalls(needed: Mapping[str, Decimal], allocatable: Mapping[str, Decimal]) -> list[str]:
+    """Pure: what the gang needs beyond the cluster's whole allocatable, one line per resource."""
+    from kubeaccel.kube.quantity import format_quantity
+
+    short = []
+    for key, value in sorted(needed.items()):
+        if key == "pods" or value <= 0:
+            continue
+        has = allocatable.get(key, Decimal(0))
+        if value > has:
+            short.append(f"needs {format_quantity(value, key)} {key}, the cluster has {format_quantity(has, key)}")
+    return short
+
+
+def executor_selector(conf: Mapping[str, str]) -> dict[str, str]:
+    """The node labels an executor must match (Spark's node selectors), to count only the nodes it may use."""
+    selector = {}
+    for prefix in ("spark.kubernetes.node.selector.", "spark.kubernetes.executor.node.selector."):
+        selector.update({k[len(prefix):]: v for k, v in conf.items() if k.startswith(prefix) and len(k) > len(prefix)})
+    return selector

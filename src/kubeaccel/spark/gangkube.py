@@ -4,13 +4,16 @@ pending (for `spark status`). The objects themselves are built in kubeaccel.spar
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from kubeaccel.errors import ConfigError, NotFoundError
+from kubeaccel.errors import ConfigError, ForbiddenError, NotFoundError, QuotaError
 from kubeaccel.kube import rest
 from kubeaccel.kube.client import Kube
 from kubeaccel.spark import gang
 from kubeaccel.spark.gang import GangSpec, Scheduler
+
+if TYPE_CHECKING:
+    from kubeaccel.spark.model import ResolvedApp
 
 # lightkube's classes for the slow lane: the core PodGroup is in lightkube-models; the CRDs are generic
 NATIVE_PODGROUPS = rest.Collection(
@@ -22,21 +25,25 @@ VOLCANO_PODGROUPS = rest.Collection(
 KUEUE_LOCALQUEUES = rest.Collection(
     "kueue.x-k8s.io", "v1beta2", "localqueues", "localqueue", True, "kubeaccel.spark.gangkube:LocalQueue"
 )
+NODES = rest.Collection("", "v1", "nodes", "node", False, "lightkube.resources.core_v1:Node")
 KUEUE_WORKLOADS = rest.Collection(
     "kueue.x-k8s.io", "v1beta2", "workloads", "workload", True, "kubeaccel.spark.gangkube:KueueWorkload"
 )
 
 
+_GENERIC = {
+    "VolcanoPodGroup": ("scheduling.volcano.sh", "v1beta1", "PodGroup", "podgroups"),
+    "LocalQueue": ("kueue.x-k8s.io", "v1beta2", "LocalQueue", "localqueues"),
+    "KueueWorkload": ("kueue.x-k8s.io", "v1beta2", "Workload", "workloads"),
+}
+
+
 def __getattr__(name: str) -> Any:  # the generic lightkube classes, made only when the slow lane needs one
+    made = _GENERIC.get(name)
+    if made is None:  # e.g. `__path__`, which every `from ... import` asks for: never load lightkube for it
+        raise AttributeError(name)
     from lightkube.generic_resource import create_namespaced_resource
 
-    made = {
-        "VolcanoPodGroup": ("scheduling.volcano.sh", "v1beta1", "PodGroup", "podgroups"),
-        "LocalQueue": ("kueue.x-k8s.io", "v1beta2", "LocalQueue", "localqueues"),
-        "KueueWorkload": ("kueue.x-k8s.io", "v1beta2", "Workload", "workloads"),
-    }.get(name)
-    if made is None:
-        raise AttributeError(name)
     return create_namespaced_resource(*made)
 
 
@@ -57,10 +64,8 @@ def check_served(kube: Kube, spec: GangSpec | None, namespace: str) -> None:
     if collection is None:  # YuniKorn: annotations only
         return
     need = gang.requirement(spec)
-    try:
-        kube.list_raw(collection, namespace, labels={"kubeaccel.io/probe": "none"})
-    except NotFoundError:
-        raise ConfigError(need.missing, hint=need.hint) from None
+    if kube.serves(need.group_version) is False:
+        raise ConfigError(need.missing, hint=need.hint)
     if spec.scheduler is Scheduler.KUEUE and spec.queue is not None:
         try:
             kube.get_raw(KUEUE_LOCALQUEUES, spec.queue, namespace)
@@ -69,6 +74,25 @@ def check_served(kube: Kube, spec: GangSpec | None, namespace: str) -> None:
                 f"there is no LocalQueue {spec.queue} in namespace {namespace}",
                 hint="create it (kind LocalQueue, apiVersion kueue.x-k8s.io/v1beta2) or pass another --queue",
             ) from None
+
+
+def check_fits_cluster(kube: Kube, app: ResolvedApp) -> None:
+    """Refuse (QuotaError, exit 6) a gang larger than the whole allocatable of the nodes its executors may use:
+    it would wait for ever. Best effort: a user who may not list nodes is not checked."""
+    if app.gang is None:
+        return
+    try:
+        nodes = kube.list_raw(NODES)
+    except ForbiddenError:
+        return
+    allocatable = gang.node_allocatable(nodes, gang.executor_selector(app.conf))
+    short = gang.cluster_shortfalls(gang.gang_requests(app, app.gang), allocatable)
+    if short:
+        raise QuotaError(
+            f"the gang (driver + {app.gang.min_executors} executors) can never be placed: " + "; ".join(short),
+            hint="lower spark.executor.instances (or spark.dynamicAllocation.minExecutors) or the resource amounts, "
+            "or add nodes",
+        )
 
 
 def pending_reason(kube: Kube, driver: Mapping[str, Any]) -> str | None:

@@ -29,7 +29,7 @@ from kubeaccel.kube.rest import PODS
 from kubeaccel.spark import dra, uploads
 from kubeaccel.spark.builder import AppManifests, Generated, build, owner_reference
 from kubeaccel.spark.conf import SubmitRequest
-from kubeaccel.spark.gangkube import check_served
+from kubeaccel.spark.gangkube import check_fits_cluster, check_served
 from kubeaccel.spark.ids import SubmissionId
 from kubeaccel.spark.model import CONTEXT_KEY, ResolvedApp, resolve
 from kubeaccel.spark.preflight import preflight
@@ -172,6 +172,8 @@ def submit(
     kube = kube or connect_for(app, context=context, kubeconfig=kubeconfig)
     prepared = prepare(app, context_namespace=kube.context_namespace, generated=generated)
     check_served(kube, prepared.app.gang, prepared.namespace)  # a gang's API: before anything is written
+    if check_quota:
+        check_fits_cluster(kube, prepared.app)  # a gang larger than the cluster would wait for ever
     # a quick check without the lock: an app that cannot fit fails before anything is uploaded
     quota_limited = preflight(kube, prepared.app) if check_quota else False
     with guarded_signals():

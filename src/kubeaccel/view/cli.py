@@ -7,12 +7,19 @@ the documented codes of kubeaccel.errors when nothing could be read.
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from kubeaccel.cliopts import connection_options, echo_json, echo_table
-from kubeaccel.view.model import Filters, View, filtered
+from kubeaccel.view.apps import PodDevices
+from kubeaccel.view.model import Filters, Problem, View, filtered
 from kubeaccel.view.table import COLUMNS, PROBLEM_COLUMNS, WIDE_COLUMNS, cells, problem_cells, to_json
+
+if TYPE_CHECKING:
+    from kubeaccel.kube.client import Kube
 
 PARTIAL_EXIT_CODE = 7  # as `spark kill`'s: some of the answer is missing
 
@@ -64,3 +71,91 @@ def _echo_problems(view: View) -> None:
     widths = [max(len(r[i]) for r in rows) for i in range(len(PROBLEM_COLUMNS))]
     click.echo("\n".join("   ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows),
                err=True)
+
+
+@dataclass(frozen=True)
+class AppDevicesReport:
+    """What `spark status --devices` adds: per app, its pods' devices; and what may hide some."""
+
+    rows: list[tuple[str, PodDevices]]  # (the app's submission ID, one pod's devices of one resource)
+    problems: list[Problem]
+    exit_code: int = PARTIAL_EXIT_CODE
+
+    @property
+    def partial(self) -> bool:
+        return bool(self.problems)
+
+    @property
+    def json(self) -> dict[str, Any]:
+        by_app: dict[str, list[dict[str, object]]] = {}
+        for app, pod in self.rows:
+            by_app.setdefault(app, []).append(pod.as_dict())
+        return {"devices": by_app, "devicesUnavailable": [asdict(p) for p in self.problems]}
+
+    def echo(self) -> None:
+        click.echo()
+        if self.rows:
+            echo_table(("ID", "POD", "ROLE", "NODE", "RESOURCE", "ADDRESSES", "UNHEALTHY"),
+                       ((app, p.pod, p.role or "-", p.node, p.resource, ",".join(p.addresses),
+                         ",".join(p.unhealthy) or "-") for app, p in self.rows))
+        else:
+            click.echo("no devices held by these apps' pods", err=True)
+        if self.problems:
+            click.echo("unavailable (these apps' devices there are not listed above):", err=True)
+            _echo_problems(View((), tuple(self.problems)))
+
+
+def app_devices_report(kube: Kube, apps: Sequence[Any], output: str) -> AppDevicesReport:
+    """`spark status --devices`: the devices of each app (``manage.AppStatus``: id, namespace, app_id)."""
+    from kubeaccel.view.readers import read_apps
+
+    by_app, problems = read_apps(kube, [(a.namespace, a.app_id) for a in apps])
+    rows = [(str(a.id), pod) for a in apps for pod in by_app.get((a.namespace, a.app_id), [])]
+    return AppDevicesReport(rows, problems)
+
+
+def page_reader(kube: Kube, namespace: str | None = None) -> Callable[[], dict[str, Any]]:
+    """What the page's refresher calls: every source read once, as the page's JSON document."""
+    from kubeaccel.view import page
+    from kubeaccel.view.model import tenants
+    from kubeaccel.view.readers import read_sources
+
+    def read() -> dict[str, Any]:
+        sources = read_sources(kube, namespace=namespace, quotas=True)
+        return page.snapshot(sources.view(), sources.pods, sources.namespaces, sources.quotas,
+                             tenants(sources.namespaces))
+
+    return read
+
+
+@click.command("ui")
+@connection_options
+@click.option("--port", type=click.IntRange(0, 65535), default=8765, show_default=True,
+              help="Port on 127.0.0.1 (0: any free one).")
+@click.option("--interval", type=click.FloatRange(0.2, 60), default=1.0, show_default=True,
+              help="Seconds between reads of the cluster; the page updates only when something changed.")
+def ui(kubeconfig: str | None, context: str | None, port: int, interval: float) -> None:
+    """A read-only web page of the cluster's accelerators, on 127.0.0.1 (like kubectl proxy).
+
+    Nodes x devices coloured by health and holder (with the state in words), Spark apps with their
+    driver, executors, devices and pending reasons, and tenants' quota use. It updates live
+    (server-sent events); assets are served by kubeaccel itself, nothing is fetched from elsewhere."""
+    import signal
+    import threading
+
+    from kubeaccel.kube.client import Kube
+    from kubeaccel.view.server import UiServer
+
+    kube = Kube.connect(kubeconfig=kubeconfig, context=context)
+    server = UiServer(page_reader(kube), port=port, interval=interval)
+    server.start()
+    done = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: done.set())
+    click.echo(f"kubeaccel ui: {server.url} (read-only; Ctrl-C stops)", err=True)
+    try:
+        done.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop()
+        kube.close()

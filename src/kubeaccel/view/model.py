@@ -17,6 +17,7 @@ from typing import Any
 # (tests/view checks they equal spark.labels' and dra.model's).
 LABEL_APP_ID = "spark-app-selector"
 LABEL_APP_NAME = "spark-app-name"
+LABEL_ROLE = "spark-role"
 LABEL_TENANT = "kubeaccel.io/tenant"
 DRA_HEALTH_TAINT = "kubeaccel.io/unhealthy"
 
@@ -46,6 +47,7 @@ class DeviceRow:
     tenant: str = ""
     since: str = ""
     claim: str = ""  # DRA: the ResourceClaim that holds it
+    role: str = ""  # the holder's Spark role (driver, executor)
 
     @property
     def holder(self) -> str:
@@ -206,6 +208,7 @@ def dra_rows(slices: Iterable[Mapping[str, Any]], claims: Iterable[Mapping[str, 
 class PodFacts:
     app: str
     since: str
+    role: str = ""
 
 
 def pod_facts(pods: Iterable[Mapping[str, Any]]) -> dict[tuple[str, str], PodFacts]:
@@ -216,7 +219,8 @@ def pod_facts(pods: Iterable[Mapping[str, Any]]) -> dict[tuple[str, str], PodFac
         labels = _dict(meta.get("labels"))
         app = str(labels.get(LABEL_APP_ID) or labels.get(LABEL_APP_NAME) or "")
         since = str(_dict(pod.get("status")).get("startTime") or meta.get("creationTimestamp") or "")
-        facts[(str(meta.get("namespace") or ""), str(meta.get("name") or ""))] = PodFacts(app, since)
+        role = str(labels.get(LABEL_ROLE) or "")
+        facts[(str(meta.get("namespace") or ""), str(meta.get("name") or ""))] = PodFacts(app, since, role)
     return facts
 
 
@@ -274,12 +278,12 @@ def build(  # noqa: PLR0917 - the fetched inputs, one per source
     for row in rows:
         facts = pods.get((row.namespace, row.pod))
         enriched.append(replace(row, app=facts.app if facts else "", since=facts.since if facts else "",
-                                tenant=tenant_of.get(row.namespace, "")))
-    enriched.sort(key=lambda r: (r.node, r.resource, _natural(r.index), _natural(r.device), r.holder))
+                                role=facts.role if facts else "", tenant=tenant_of.get(row.namespace, "")))
+    enriched.sort(key=lambda r: (r.node, r.resource, natural(r.index or r.device), natural(r.device), r.holder))
     return View(tuple(enriched), tuple(sorted(found, key=lambda p: (p.node, p.source))))
 
 
-def _natural(text: str) -> tuple[tuple[int, int | str], ...]:
+def natural(text: str) -> tuple[tuple[int, int | str], ...]:
     return tuple((0, int(p)) if p.isdecimal() and len(p) <= 18 else (1, p) for p in _DIGITS.split(text) if p)
 
 

@@ -19,9 +19,10 @@ from typing import Any
 
 from kubeaccel.errors import ApiNotFoundError, ForbiddenError, KubeaccelError
 from kubeaccel.kube.client import ALL_NAMESPACES, Kube
-from kubeaccel.kube.rest import NAMESPACES, PODS, Collection
+from kubeaccel.kube.rest import NAMESPACES, PODS, RESOURCEQUOTAS, Collection
 from kubeaccel.view import metrics
-from kubeaccel.view.model import PluginReport, Problem, View, build, pod_facts, tenants
+from kubeaccel.view.apps import PodDevices
+from kubeaccel.view.model import LABEL_APP_ID, PluginReport, Problem, View, build, pod_facts, tenants
 
 PLUGIN_SELECTOR = {"app.kubernetes.io/component": "device-plugin"}
 METRICS_PORT_NAME = "metrics"
@@ -102,8 +103,26 @@ def _optional(kube: Kube, res: Collection, namespace: str | None, what: str,
     return None
 
 
-def read_view(kube: Kube, *, namespace: str | None = None) -> View:
-    """Everything the devices table and the page show, read once."""
+@dataclass(frozen=True)
+class Sources:
+    """Everything fetched for one view, as plain data (the page also reads the pods and quotas)."""
+
+    reports: list[PluginReport]
+    slices: list[dict[str, Any]]
+    claims: list[dict[str, Any]]
+    pods: list[dict[str, Any]]
+    namespaces: list[dict[str, Any]]
+    nodes: list[dict[str, Any]] | None
+    quotas: list[dict[str, Any]]
+    problems: list[Problem]
+
+    def view(self) -> View:
+        return build(self.reports, self.slices, self.claims, pod_facts(self.pods), tenants(self.namespaces),
+                     self.problems, self.nodes)
+
+
+def read_sources(kube: Kube, *, namespace: str | None = None, quotas: bool = False) -> Sources:
+    """Read every source once: plugin metrics concurrently, then the API's lists."""
     problems: list[Problem] = []
     plugin_list = _optional(kube, PODS, ALL_NAMESPACES, "plugin pods", problems, labels=PLUGIN_SELECTOR) or []
     pods = plugin_pods(plugin_list)
@@ -114,4 +133,27 @@ def read_view(kube: Kube, *, namespace: str | None = None) -> View:
     holders = kube.list_raw(PODS, namespace or ALL_NAMESPACES)
     namespaces = _optional(kube, NAMESPACES, None, "namespaces", problems) or []
     nodes = _optional(kube, NODES, None, "nodes", problems)
-    return build(reports, slices, claims, pod_facts(holders), tenants(namespaces), problems, nodes)
+    quota_list = (_optional(kube, RESOURCEQUOTAS, namespace or ALL_NAMESPACES, "resourcequotas", problems) or []
+                  if quotas else [])
+    return Sources(reports, slices, claims, holders, namespaces, nodes, quota_list, problems)
+
+
+def read_view(kube: Kube, *, namespace: str | None = None) -> View:
+    """Everything the devices table shows, read once."""
+    return read_sources(kube, namespace=namespace).view()
+
+
+def read_apps(
+    kube: Kube, apps: Sequence[tuple[str, str]]
+) -> tuple[dict[tuple[str, str], list[PodDevices]], list[Problem]]:
+    """For `spark status --devices`: each (namespace, app ID)'s pods' devices, and what may hide some."""
+    from kubeaccel.view.apps import AppRef, for_apps
+
+    namespaces = {ns for ns, _ in apps}
+    view = read_view(kube, namespace=next(iter(namespaces)) if len(namespaces) == 1 else None)
+    refs = []
+    for namespace, app_id in apps:
+        pods = kube.list_raw(PODS, namespace, labels={LABEL_APP_ID: app_id}) if app_id else []
+        nodes = tuple(sorted({str((p.get("spec") or {}).get("nodeName") or "") for p in pods} - {""}))
+        refs.append(AppRef(namespace, app_id, nodes))
+    return for_apps(view, refs)
