@@ -9,7 +9,6 @@ A poll of status.applicationState.state, the way Airflow's sensor does it, sees 
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 import time
@@ -26,18 +25,6 @@ from kubeaccel.operator.controller import Controller
 
 pytestmark = [pytest.mark.real_node, pytest.mark.spark, pytest.mark.slow]
 REPO = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture(scope="module")
-def spark_image(real_node: Any) -> str:
-    done = subprocess.run(
-        [sys.executable, str(REPO / "deploy/spark/build_image.py"), "--json"],
-        capture_output=True, text=True, timeout=900, check=False,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr
-    built = json.loads(done.stdout)
-    real_node.import_image(Path(built["archive"]))
-    return str(built["image"])
 
 
 def pi_application(name: str, image: str, node: str, server: str) -> dict[str, Any]:
