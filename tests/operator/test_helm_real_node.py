@@ -13,18 +13,17 @@ import subprocess
 import sys
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 from deploy.chart import HELM, yaml_safe_json
 from fixtures.cluster import wait_for
-from test_real_node import pi_application
-
-from kubeaccel.demo.common import REPO
+from fixtures.sparkapps import pi_application
 
 pytestmark = [pytest.mark.real_node, pytest.mark.spark, pytest.mark.slow]
-CHART = REPO / "deploy" / "helm" / "kubeaccel-operator"
+CHART = Path(__file__).resolve().parents[2] / "deploy" / "helm" / "kubeaccel-operator"
 
 
 def _free_port() -> int:

@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 import yaml
+from fixtures.sparkapps import pi_application
 
 from kubeaccel.kube.client import Kube
 from kubeaccel.operator import crds
@@ -25,36 +26,6 @@ from kubeaccel.operator.controller import Controller
 
 pytestmark = [pytest.mark.real_node, pytest.mark.spark, pytest.mark.slow]
 REPO = Path(__file__).resolve().parents[2]
-
-
-def pi_application(name: str, image: str, node: str, server: str) -> dict[str, Any]:
-    small = {"cores": 1, "coreRequest": "100m", "memory": "512m"}
-    return {
-        "apiVersion": "sparkoperator.k8s.io/v1beta2",
-        "kind": "SparkApplication",
-        "metadata": {"name": name},
-        "spec": {
-            "type": "Python",
-            "pythonVersion": "3",
-            "mode": "cluster",
-            "image": image,
-            "imagePullPolicy": "Never",
-            "mainApplicationFile": "local:///opt/kubeaccel/examples/accel_pi.py",
-            "arguments": ["4"],
-            "sparkVersion": "4.3.0",
-            "nodeSelector": {"kubernetes.io/hostname": node},
-            "restartPolicy": {"type": "Never"},
-            "driver": {
-                **small,
-                "serviceAccount": "spark",
-                "hostNetwork": True,
-                "kubernetesMaster": server,
-                "envVars": {"KUBEACCEL_DRIVER_HOST": "pod-ip"},
-                "template": {"spec": {"dnsPolicy": "ClusterFirstWithHostNet"}},
-            },
-            "executor": {**small, "instances": 1},
-        },
-    }
 
 
 def test_spark_pi_application_completes_on_the_real_node(real_node: Any, spark_image: str) -> None:
