@@ -13,7 +13,6 @@ import subprocess
 import sys
 import time
 import uuid
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -25,7 +24,6 @@ from kubeaccel.operator import crds
 from kubeaccel.operator.controller import Controller
 
 pytestmark = [pytest.mark.real_node, pytest.mark.spark, pytest.mark.slow]
-REPO = Path(__file__).resolve().parents[2]
 
 
 def test_spark_pi_application_completes_on_the_real_node(real_node: Any, spark_image: str) -> None:
