@@ -9,7 +9,6 @@ allocation must become that claim's error, not a decoding failure. Errors are th
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,7 @@ from typing import Any
 from lightkube.resources.resource_v1 import DeviceClass, ResourceClaim, ResourceClaimStatus, ResourceSlice
 from lightkube.types import PatchType
 
-from kubeaccel.kube.client import Kube, load_config, translate_errors
+from kubeaccel.kube.client import Kube, translate_errors
 
 __all__ = [
     "apply_device_class",
@@ -34,15 +33,9 @@ __all__ = [
 
 
 def connect(kubeconfig: Path | str | None = None) -> Kube:
-    """A client from ``kubeconfig`` (or KUBECONFIG), else the pod's service account (a DaemonSet)."""
-    if kubeconfig is None and not os.environ.get("KUBECONFIG") and os.environ.get("KUBERNETES_SERVICE_HOST"):
-        from lightkube import KubeConfig
-
-        with translate_errors("read", "the service account credentials"):
-            config = KubeConfig.from_service_account().get()
-        assert config is not None
-        return Kube(config)
-    return Kube(load_config(kubeconfig=kubeconfig))
+    """A client from ``kubeconfig`` (or KUBECONFIG, or ~/.kube/config), else the pod's service account
+    (a DaemonSet): the door's one way of choosing, as kubectl's."""
+    return Kube.connect(kubeconfig=kubeconfig)
 
 
 def get_claim(kube: Kube, namespace: str, name: str) -> dict[str, Any]:
