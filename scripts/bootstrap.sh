@@ -46,6 +46,9 @@ if [ "$(id -u)" = 0 ] && ! getent hosts "$(hostname)" >/dev/null; then
   echo "127.0.0.1 $(hostname)" >>/etc/hosts
 fi
 
+# `--venv`: stop here (enough for `make lint` and `make unit`)
+if [ "${1:-}" = "--venv" ]; then log "venv ready (--venv: the cluster, images and Helm are left for \`make bootstrap\`)"; exit 0; fi
+
 # 4. Further steps, each idempotent
 for step in scripts/bootstrap.d/*.sh; do
   [ -e "$step" ] || continue

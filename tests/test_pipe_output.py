@@ -40,8 +40,9 @@ def _whole_on_one_line(text: str, *needles: str) -> None:
 RENDER = """
 import sys
 from pathlib import Path
-from kubeaccel.demo import DemoResult, NodeRow, PluginPod, render
-from kubeaccel.demo_dra import ClaimRow, DraDemoResult, SliceDevice, render_dra
+from kubeaccel.demo.common import NodeRow, PluginPod
+from kubeaccel.demo.deviceplugin import DemoResult, render
+from kubeaccel.demo.dra import ClaimRow, DraDemoResult, SliceDevice, render_dra
 
 pod, node = sys.argv[2], sys.argv[3]
 nodes = [NodeRow(node, "real", True, "4", "4")]

@@ -119,6 +119,7 @@ def values_schema() -> dict[str, Any]:
                 },
             },
             "kubeletDir": {"type": "string", "pattern": "^/"},
+            "podResourcesDir": {"type": "string", "pattern": "^(/.*)?$"},  # empty: not mounted
             "cdi": {
                 "type": "object",
                 "additionalProperties": False,

@@ -34,7 +34,7 @@ def render(helm: str) -> str:
 
 
 def main() -> None:
-    from kubeaccel.demo import helm_binary
+    from kubeaccel.demo.common import helm_binary
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--check", action="store_true", help="exit 1 when the committed manifest is stale")

@@ -33,7 +33,10 @@ _SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
     "spark": ("kubeaccel.spark.cli", "spark", "Submit and manage Spark applications on Kubernetes."),
     "tenant": ("kubeaccel.kube.cli", "tenant", "Namespaces with quota and RBAC for Spark tenants."),
     "discover": ("kubeaccel.spark.discover", "discover", "Spark resource discovery: print the allocated devices."),
-    "demo": ("kubeaccel.demo", "demo", "Run everything on simulated devices with an example app."),
+    "devices": ("kubeaccel.view.cli", "devices", "Every accelerator of the cluster: health and holder, one table."),
+    "ui": ("kubeaccel.view.cli", "ui", "A read-only live web page of the cluster's accelerators, on localhost."),
+    "operator": ("kubeaccel.operator.cli", "operator", "The SparkApplication controller and its CRDs."),
+    "demo": ("kubeaccel.demo.command", "demo", "Run everything on simulated devices with an example app."),
 }
 
 

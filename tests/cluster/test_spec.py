@@ -103,4 +103,8 @@ def test_command_lines_bind_loopback_and_enable_rbac_and_quota(tmp_path: Path) -
     # No fixed ports for the controllers: several clusters share one machine.
     for argv in (commands.controller_manager(bins, layout), commands.scheduler(bins, layout)):
         assert "--secure-port=0" in argv
+        # Gang scheduling (scheduling.k8s.io/v1beta1 Workload/PodGroup) needs the same gate everywhere.
+        assert "--feature-gates=GenericWorkload=true" in argv
+    assert "--feature-gates=GenericWorkload=true" in apiserver
+    assert "--runtime-config=scheduling.k8s.io/v1beta1=true" in apiserver
     assert any(a.startswith("--manage-nodes-with-annotation-selector=") for a in commands.kwok(bins, layout))

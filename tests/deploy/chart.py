@@ -14,15 +14,16 @@ from typing import Any
 
 import yaml
 
-from kubeaccel.demo import helm_binary
+from kubeaccel.demo.common import helm_binary
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "deploy" / "helm" / "kubeaccel-device-plugin"
 K8S_VERSION = "1.37"  # the local cluster's (kubeaccel.cluster.spec); kubernetes-validate knows it
 HELM = helm_binary()
 
-ALLOWED_HOST_PATHS = {"/var/lib/kubelet/device-plugins", "/dev", "/sys", "/var/run/cdi", "/etc/cdi"}
-READ_ONLY_HOST_PATHS = {"/dev", "/sys"}
+ALLOWED_HOST_PATHS = {"/var/lib/kubelet/device-plugins", "/var/lib/kubelet/pod-resources", "/dev", "/sys",
+                      "/var/run/cdi", "/etc/cdi"}
+READ_ONLY_HOST_PATHS = {"/dev", "/sys", "/var/lib/kubelet/pod-resources"}
 
 
 def helm(*args: str, stdin: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:

@@ -24,7 +24,7 @@ from deploy.chart import CHART, HELM, K8S_VERSION, REPO, find, helm, least_privi
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from kubeaccel.demo import HELM_VERSION
+from kubeaccel.demo.common import HELM_VERSION
 from kubeaccel.devices.config import parse_config
 from kubeaccel.errors import ConfigError
 
@@ -37,6 +37,7 @@ FULL: dict[str, Any] = {
         {"name": "nvidia.com/gpu", "backend": "nvidia", "optional": True, "replicas": 2},
     ]},
     "kubeletDir": "/data/kubelet/",
+    "podResourcesDir": "/data/kubelet/pod-resources",
     "cdi": {"specDir": "/etc/cdi"},
     "logLevel": "debug",
     "metrics": {"enabled": True, "port": 9500},
@@ -81,7 +82,8 @@ def test_rendering_is_valid_kubernetes_and_least_privileged(values: dict[str, An
         kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
     kubelet_dir = values.get("kubeletDir", "/var/lib/kubelet").rstrip("/")
     spec_dir = values.get("cdi", {}).get("specDir", "/var/run/cdi")
-    allowed = {f"{kubelet_dir}/device-plugins", "/dev", "/sys", spec_dir}
+    pod_resources = values.get("podResourcesDir", "/var/lib/kubelet/pod-resources")
+    allowed = {f"{kubelet_dir}/device-plugins", "/dev", "/sys", spec_dir, pod_resources}
     assert least_privilege_problems(find(docs, "DaemonSet"), allowed) == []
 
 
@@ -110,6 +112,10 @@ def test_every_value_reaches_the_manifest() -> None:
     assert volumes["cdi"]["hostPath"] == {"path": "/etc/cdi", "type": "DirectoryOrCreate"}
     mounts = {m["name"]: m for m in c["volumeMounts"]}
     assert mounts["cdi"]["mountPath"] == "/etc/cdi" and not mounts["cdi"].get("readOnly")
+    assert volumes["pod-resources"]["hostPath"] == {"path": "/data/kubelet/pod-resources", "type": "Directory"}
+    # where the daemon's --pod-resources-socket looks by default, read-only
+    assert mounts["pod-resources"] == {"name": "pod-resources", "mountPath": "/var/lib/kubelet/pod-resources",
+                                       "readOnly": True}
     env = {e["name"]: e["value"] for e in c["env"]}
     assert env == {
         "KUBEACCEL_METRICS_PORT": "9500",
@@ -142,6 +148,18 @@ def test_without_metrics_nothing_listens_and_a_service_monitor_is_refused() -> N
     assert "ports" not in c and "livenessProbe" not in c and "env" in c and c["env"] in (None, [])
     done = template({"metrics": {"enabled": False}, "serviceMonitor": {"enabled": True}}, check=False)
     assert done.returncode != 0 and "serviceMonitor.enabled needs metrics.enabled" in done.stderr
+
+
+def test_the_pod_resources_dir_is_mounted_by_default_and_only_with_metrics() -> None:
+    """Without it kubeaccel_device_allocated (and `kubeaccel devices`' holders) stayed empty under Helm."""
+    from kubeaccel.plugin.paths import DEFAULT_POD_RESOURCES_SOCKET
+
+    def mounts(values: dict[str, Any]) -> dict[str, str]:
+        return {m["name"]: m["mountPath"] for m in container(rendered(values))["volumeMounts"]}
+
+    assert mounts({})["pod-resources"] == str(DEFAULT_POD_RESOURCES_SOCKET.parent)
+    assert "pod-resources" not in mounts({"metrics": {"enabled": False}})
+    assert "pod-resources" not in mounts({"podResourcesDir": ""})
 
 
 def test_cdi_spec_dir_is_mounted_only_when_a_resource_uses_cdi() -> None:
@@ -194,6 +212,7 @@ BAD_VALUES: list[tuple[tuple[str | int, ...], Any]] = [
     (("image", "pullPolicy"), "Sometimes"),
     (("image", "tagg"), "x"),
     (("kubeletDir",), "var/lib/kubelet"),
+    (("podResourcesDir",), "pod-resources"),
     (("cdi", "specDir"), "relative"),
     (("logLevel",), "verbose"),
     (("metrics", "port"), 0),

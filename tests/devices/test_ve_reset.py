@@ -77,8 +77,8 @@ def test_failed_reset_is_one_log_line(caplog: pytest.LogCaptureFixture) -> None:
 
     from kubeaccel.plugin._generated import api_pb2 as pb
     from kubeaccel.plugin._generated import api_pb2_grpc as pb_grpc
-    from kubeaccel.plugin.daemon import Manager
     from kubeaccel.plugin.kubelet import KubeletStandIn
+    from kubeaccel.plugin.manager import Manager
     from kubeaccel.plugin.service import ResourcePlugin
 
     caplog.set_level(logging.INFO, logger="kubeaccel")

@@ -30,7 +30,7 @@ from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.core_v1 import Pod
 
 from kubeaccel.cli import cli
-from kubeaccel.demo import (
+from kubeaccel.demo.common import (
     PLUGIN_NAMESPACE,
     RELEASE,
     DemoOptions,
@@ -40,12 +40,9 @@ from kubeaccel.demo import (
     helm_binary,
     pi_value,
     plugin_pod_problem,
-    plugin_values,
-    render,
-    run_demo,
     task_reports,
-    wait_for_plugin,
 )
+from kubeaccel.demo.deviceplugin import plugin_values, render, run_demo, wait_for_plugin
 from kubeaccel.devices.config import parse_config
 from kubeaccel.errors import UnavailableError
 from kubeaccel.spark.conf import SubmitRequest

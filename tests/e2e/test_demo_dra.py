@@ -20,8 +20,8 @@ from click.testing import CliRunner
 from deploy.chart import find, rendered
 
 from kubeaccel.cli import cli
-from kubeaccel.demo import PLUGIN_NAMESPACE, DemoOptions, helm
-from kubeaccel.demo_dra import (
+from kubeaccel.demo.common import PLUGIN_NAMESPACE, DemoOptions, helm
+from kubeaccel.demo.dra import (
     DRA_RELEASE,
     DRIVER,
     QUOTA_KEY,

@@ -29,7 +29,7 @@ import pytest
 import yaml
 from e2e.apps import REPO, pi_estimate, task_reports
 
-from kubeaccel.demo import app_confs
+from kubeaccel.demo.common import app_confs
 
 pytestmark = [pytest.mark.real_node, pytest.mark.spark, pytest.mark.slow]
 

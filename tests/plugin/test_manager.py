@@ -18,7 +18,7 @@ from kubeaccel.devices.backends.simulated import Config, create
 from kubeaccel.devices.model import ContainerAllocation, Device, Devices
 from kubeaccel.errors import UnavailableError
 from kubeaccel.plugin._generated import api_pb2 as pb
-from kubeaccel.plugin.daemon import Manager
+from kubeaccel.plugin.manager import Manager
 from kubeaccel.plugin.service import ResourcePlugin
 
 

@@ -23,8 +23,8 @@ from kubeaccel.devices.model import Device
 from kubeaccel.devices.sharing import SharedBackend
 from kubeaccel.plugin._generated import api_pb2 as pb
 from kubeaccel.plugin._generated import api_pb2_grpc as pb_grpc
-from kubeaccel.plugin.daemon import Manager
 from kubeaccel.plugin.kubelet import KubeletStandIn
+from kubeaccel.plugin.manager import Manager
 from kubeaccel.plugin.service import ResourcePlugin
 
 ENV = "KUBEACCEL_DEVICES_EXAMPLE_COM_SIM"

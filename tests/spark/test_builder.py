@@ -13,8 +13,9 @@ import pytest
 
 from kubeaccel.errors import ConfigError
 from kubeaccel.spark import builder
-from kubeaccel.spark.builder import Generated, app_name_label, build
+from kubeaccel.spark.builder import Generated, build
 from kubeaccel.spark.conf import SubmitRequest, parse_properties
+from kubeaccel.spark.labels import app_name_label
 from kubeaccel.spark.model import ResolvedApp, resolve
 
 MASTER = "k8s://https://127.0.0.1:6443"

@@ -66,14 +66,14 @@ def test_upload_verify_and_remove(deps: Path, tmp_path: Path) -> None:
     conf = resolve_conf(request)
     plan = uploads.plan_uploads(request, conf)
     seen: list[tuple[str, int, int]] = []
-    uploads.execute(plan, plan.conf, progress=lambda name, sent, total: seen.append((name, sent, total)))
+    uploads.execute(plan, progress=lambda name, sent, total: seen.append((name, sent, total)))
     [directory] = list(store.iterdir())
     assert directory.name.startswith("spark-upload-")
     assert (directory / "util.py").read_text() == (deps / "util.py").read_text()
     assert {name for name, _, _ in seen} == {"app.py", "util.py", "data.csv", "env.tar.gz", "extra.jar"}
     final = {name: (sent, total) for name, sent, total in seen}
     assert all(sent == total == (deps / name).stat().st_size for name, (sent, total) in final.items())
-    uploads.remove(plan, plan.conf)
+    uploads.remove(plan)
     assert list(store.iterdir()) == []
 
 
@@ -102,7 +102,7 @@ def test_nothing_local_nothing_uploaded(tmp_path: Path) -> None:
     request = SubmitRequest("local:///opt/app.py", master=MASTER, conf={"spark.kubernetes.container.image": "i"})
     plan = uploads.plan_uploads(request, resolve_conf(request))
     assert plan.uploads == []
-    uploads.execute(plan, plan.conf)  # no upload path needed, nothing touched
+    uploads.execute(plan)  # no upload path needed, nothing touched
 
 
 def test_gc_removes_only_old_upload_dirs(tmp_path: Path) -> None:

@@ -49,7 +49,7 @@ def _request(
 def test_upload_to_s3_and_rewrite(app_dir: Path, s3_server: S3Server, s3_bucket: str) -> None:
     request = _request(app_dir, s3_server, s3_bucket)
     plan = uploads.plan_uploads(request, resolve_conf(request), upload_id="u1")
-    uploads.execute(plan, plan.conf)
+    uploads.execute(plan)
     base = f"s3a://{s3_bucket}/uploads/spark-upload-u1"
     assert plan.request is not None and plan.request.app_resource == f"{base}/job.py"
     assert plan.conf["spark.submit.pyFiles"] == f"{base}/helpers.py"
@@ -67,7 +67,7 @@ def test_missing_bucket_fails_clearly_and_is_not_created(app_dir: Path, s3_serve
     request = _request(app_dir, s3_server, "no-such-bucket-h4")
     plan = uploads.plan_uploads(request, resolve_conf(request))
     with pytest.raises(UnavailableError) as info:
-        uploads.execute(plan, plan.conf)
+        uploads.execute(plan)
     assert "cannot upload to s3a://no-such-bucket-h4/uploads/spark-upload-" in info.value.message
     assert "spark.kubernetes.file.upload.path" in (info.value.hint or "")
     assert not s3_server.filesystem().exists("no-such-bucket-h4")
@@ -77,7 +77,7 @@ def test_gc_uploads(app_dir: Path, s3_server: S3Server, s3_bucket: str) -> None:
     for upload_id in ("old1", "old2"):
         request = _request(app_dir, s3_server, s3_bucket)
         plan = uploads.plan_uploads(request, resolve_conf(request), upload_id=upload_id)
-        uploads.execute(plan, plan.conf)
+        uploads.execute(plan)
     fs = s3_server.filesystem()
     fs.pipe(f"{s3_bucket}/uploads/keep-me.txt", b"not an upload dir")
     url = f"s3a://{s3_bucket}/uploads"

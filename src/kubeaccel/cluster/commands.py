@@ -12,6 +12,17 @@ SERVICE_CIDR = "10.0.0.0/24"
 SERVICE_ACCOUNT_ISSUER = "https://kubernetes.default.svc.cluster.local"
 # The apiserver's client identity towards kubelets (logs, exec): bound to system:masters.
 APISERVER_KUBELET_CLIENT = "kube-apiserver-kubelet-client"
+# The one place the local cluster's API groups and feature gates are switched on (beyond the release defaults).
+# Gang scheduling in the core (Kubernetes 1.37): the GenericWorkload gate (beta, off by default) serves
+# scheduling.k8s.io Workload/PodGroup, admits pod.spec.schedulingGroup and adds the scheduler's GangScheduling
+# plugin; the v1beta1 group is a beta API, so it is off until runtime-config serves it. The gate goes to every
+# component that reads it (apiserver, controller-manager, scheduler) so they agree.
+FEATURE_GATES: dict[str, bool] = {"GenericWorkload": True}
+RUNTIME_CONFIG: tuple[str, ...] = ("scheduling.k8s.io/v1beta1=true",)
+
+
+def feature_gates_flag() -> str:
+    return "--feature-gates=" + ",".join(f"{k}={str(v).lower()}" for k, v in sorted(FEATURE_GATES.items()))
 
 
 @dataclass(frozen=True)
@@ -65,6 +76,8 @@ def apiserver(bins: Binaries, layout: Layout, ports: Ports) -> list[str]:
         f"--service-cluster-ip-range={SERVICE_CIDR}",
         "--authorization-mode=Node,RBAC",
         "--enable-admission-plugins=NodeRestriction,ResourceQuota",
+        feature_gates_flag(),
+        "--runtime-config=" + ",".join(RUNTIME_CONFIG),
         "--allow-privileged=true",
         # The endpoints of the `kubernetes` Service may not be a loopback address; nothing in-cluster needs them.
         "--endpoint-reconciler-type=none",
@@ -83,6 +96,7 @@ def _controller_common(bins: Binaries, layout: Layout, component: str) -> list[s
         # No HTTPS endpoint: several clusters share this machine and nothing scrapes it.
         "--secure-port=0",
         "--leader-elect=true",
+        feature_gates_flag(),
         "--profiling=false",
         "--v=1",
     ]

@@ -184,24 +184,54 @@ def _control_plane_argv(bins: Binaries, layout: Layout, ports: Ports) -> dict[st
     }
 
 
+_KEEP = "`kubeaccel cluster up --fresh` recreates the cluster (its data is lost)"
+
+
 def _repair(layout: Layout, spec: ClusterSpec, state: ClusterState, progress: Progress) -> ClusterInfo:
     """Restart the dead parts of an existing cluster with its recorded ports, certificates and etcd data."""
-    keep = "`kubeaccel cluster up --fresh` recreates the cluster (its data is lost)"
+    _check_repairable(layout, state)
+    supervisor.stop(layout)
+    ports = Ports(state.ports["etcd"], state.ports["etcd-peer"], state.ports["apiserver"])
+    dead = [name for name in CONTROL_PLANE_COMPONENTS if not _alive(layout, name)]
+    _check_ports_free(layout, ports, dead)
+    if dead:
+        progress(f"repairing the cluster in {layout.root}: restarting {', '.join(dead)} "
+                 f"(same ports, certificates and data)")
+    restart = _Restarter(layout, _control_plane_argv(locate((*CONTROL_PLANE, "etcd")), layout, ports), progress)
+    try:
+        restart()
+        context = api.ssl_context(layout)
+        api.wait_until("kube-apiserver to become ready", lambda: api.readyz(layout, ports.apiserver, context),
+                       APISERVER_TIMEOUT, restart)
+        _add_missing_nodes(layout, spec, state)
+        api.wait_until("the controllers, the scheduler and the simulated nodes",
+                       api.cluster_usable(api.client(layout.kubeconfig), state.nodes), USABLE_TIMEOUT, restart)
+        repaired = [name for name in CONTROL_PLANE_COMPONENTS if name in restart.restarted]
+        repaired += _repair_real_node(layout, spec, state, progress)
+        state.save(layout)
+    finally:
+        # Even a failed repair leaves the cluster supervised: what it could start keeps running.
+        supervisor.start(layout)
+    return _info(layout, state, repaired=repaired)
+
+
+def _check_repairable(layout: Layout, state: ClusterState) -> None:
+    """Same Kubernetes version, and the CA, kubeconfig and etcd data still there."""
     if state.version != KUBE_VERSION:
         raise KubeaccelError(
             f"the cluster in {layout.root} runs Kubernetes v{state.version}, this kubeaccel v{KUBE_VERSION}",
-            hint=f"{keep}; or `kubeaccel cluster down` first",
+            hint=f"{_KEEP}; or `kubeaccel cluster down` first",
         )
     missing = [p for p in (layout.cert("ca"), layout.key("ca"), layout.kubeconfig, layout.etcd_data) if not p.exists()]
     if missing:
         raise KubeaccelError(
             f"the cluster in {layout.root} cannot be repaired: {', '.join(map(str, missing))} missing",
-            hint=keep,
+            hint=_KEEP,
         )
-    supervisor.stop(layout)
-    ports = Ports(state.ports["etcd"], state.ports["etcd-peer"], state.ports["apiserver"])
-    wanted = _control_plane_argv(locate((*CONTROL_PLANE, "etcd")), layout, ports)
-    dead = [name for name in CONTROL_PLANE_COMPONENTS if not _alive(layout, name)]
+
+
+def _check_ports_free(layout: Layout, ports: Ports, dead: list[str]) -> None:
+    """The recorded ports of the components to restart must not be taken by someone else meanwhile."""
     listens = {"etcd": (ports.etcd_client, ports.etcd_peer), "kube-apiserver": (ports.apiserver,)}
     taken = [port for name in dead for port in listens.get(name, ()) if not free_soon(port)]
     if taken:
@@ -209,52 +239,49 @@ def _repair(layout: Layout, spec: ClusterSpec, state: ClusterState, progress: Pr
             f"cannot restart {', '.join(dead)} of the cluster in {layout.root}: port(s) "
             f"{', '.join(map(str, taken))} on 127.0.0.1 are taken by another process",
             hint=f"stop what listens there (ss -ltnp 'sport = :{taken[0]}') and run `kubeaccel cluster up` "
-            f"again (the data is kept), or {keep}",
+            f"again (the data is kept), or {_KEEP}",
         )
-    if dead:
-        progress(f"repairing the cluster in {layout.root}: restarting {', '.join(dead)} "
-                 f"(same ports, certificates and data)")
-    # While the API server was gone the controller-manager and scheduler may lose their leases and exit
-    # (now or during the wait): the repair keeps restarting what dies, a bounded number of times.
-    restarted: dict[str, int] = {}
 
-    def restart_dead() -> None:
+
+class _Restarter:
+    """Restarts every dead control-plane component; callable again while the cluster comes back.
+
+    While the API server was gone the controller-manager and scheduler may lose their leases and exit
+    (now or during the wait): the repair keeps restarting what dies, at most REPAIR_ATTEMPTS times each.
+    """
+
+    def __init__(self, layout: Layout, argv: dict[str, list[str]], progress: Progress) -> None:
+        self.layout, self.argv, self.progress = layout, argv, progress
+        self.restarted: dict[str, int] = {}
+
+    def __call__(self) -> None:
+        layout = self.layout
         for name in CONTROL_PLANE_COMPONENTS:
             record = process.read_record(layout, name)
             if record is not None and record.alive():
                 continue
-            if restarted.get(name, 0) >= REPAIR_ATTEMPTS:
+            if self.restarted.get(name, 0) >= REPAIR_ATTEMPTS:
                 raise UnavailableError(
                     f"{name} keeps exiting during the repair; last lines of {layout.log(name)}:\n"
                     f"{process.log_tail(layout, name)}",
-                    hint=f"fix the cause shown above, then `kubeaccel cluster up` again (the data is kept), or {keep}",
+                    hint=f"fix the cause shown above, then `kubeaccel cluster up` again (the data is kept), or {_KEEP}",
                 )
-            if restarted.get(name):
-                progress(f"{name} exited while the cluster came back; restarting it")
-            process.start(layout, name, wanted[name], restarts=record.restarts + 1 if record else 1)
-            restarted[name] = restarted.get(name, 0) + 1
+            if self.restarted.get(name):
+                self.progress(f"{name} exited while the cluster came back; restarting it")
+            process.start(layout, name, self.argv[name], restarts=record.restarts + 1 if record else 1)
+            self.restarted[name] = self.restarted.get(name, 0) + 1
 
-    try:
-        restart_dead()
-        context = api.ssl_context(layout)
-        api.wait_until("kube-apiserver to become ready", lambda: api.readyz(layout, ports.apiserver, context),
-                       APISERVER_TIMEOUT, restart_dead)
-        _add_missing_nodes(layout, spec, state)
-        api.wait_until("the controllers, the scheduler and the simulated nodes",
-                       api.cluster_usable(api.client(layout.kubeconfig), state.nodes), USABLE_TIMEOUT, restart_dead)
-        repaired = [name for name in CONTROL_PLANE_COMPONENTS if name in restarted]
-        if state.real_node and not all(_alive(layout, n) for n in ("containerd", "kubelet")):
-            progress("repairing the real node: restarting containerd and the kubelet")
-            _stop_real_node_processes(layout)
-            _start_real_node(layout, spec, state, progress)
-            repaired += ["containerd", "kubelet"]
-        elif spec.real_node and not state.real_node:
-            _start_real_node(layout, spec, state, progress)
-        state.save(layout)
-    finally:
-        # Even a failed repair leaves the cluster supervised: what it could start keeps running.
-        supervisor.start(layout)
-    return _info(layout, state, repaired=repaired)
+
+def _repair_real_node(layout: Layout, spec: ClusterSpec, state: ClusterState, progress: Progress) -> list[str]:
+    """Restart a dead real node, or add one the spec now wants; returns what was restarted."""
+    if state.real_node and not all(_alive(layout, n) for n in ("containerd", "kubelet")):
+        progress("repairing the real node: restarting containerd and the kubelet")
+        _stop_real_node_processes(layout)
+        _start_real_node(layout, spec, state, progress)
+        return ["containerd", "kubelet"]
+    if spec.real_node and not state.real_node:
+        _start_real_node(layout, spec, state, progress)
+    return []
 
 
 def _alive(layout: Layout, name: str) -> bool:

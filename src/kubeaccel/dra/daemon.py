@@ -239,63 +239,79 @@ class DraDaemon:
                     loop.remove_signal_handler(sig)
 
     async def _serve(self, config: PluginConfig, checkpoint: Checkpoint) -> None:
+        """Start in order (devices, metrics, sockets, the driver and its servers, publishing), serve until
+        stopped, then stop in reverse."""
         options = self.options
         loop = asyncio.get_running_loop()
-        backends = build_backends(config, root=options.root)
-        inventory = self.inventory = Inventory(options.node, backends)
+        inventory = self.inventory = Inventory(options.node, build_backends(config, root=options.root))
+        tasks: list[asyncio.Task[None]] = []
         publish_task: asyncio.Task[None] | None = None
-        follow_task: asyncio.Task[None] | None = None
         try:
             inventory.start()
             if options.metrics_port is not None:
                 self.metrics_port = self.metrics.serve(options.metrics_port, options.metrics_addr)
             for path in (options.endpoint, options.registration_socket):
                 claim_socket(path)  # before restore touches the CDI dir: a live driver there is not ours to disturb
-            driver = self.driver = Driver(options.driver, inventory, checkpoint, options.cdi_dir,
-                                          self.access.read_claim, metrics=self.metrics)
-            driver.restore()
-            self.registration = RegistrationService(options.driver, options.endpoint)
-
-            def install_dra(server: grpc.aio.Server) -> None:
-                dra_v1_pb2_grpc.add_DRAPluginServicer_to_server(DRAServiceV1(driver), server)
-                dra_v1beta1_pb2_grpc.add_DRAPluginServicer_to_server(DRAServiceV1beta1(driver), server)
-                health_v1_pb2_grpc.add_DRAResourceHealthServicer_to_server(HealthService(inventory), server)
-
-            registration = self.registration
-
-            def install_registration(server: grpc.aio.Server) -> None:
-                reg_grpc.add_RegistrationServicer_to_server(registration, server)
-
-            self.servers = [SocketServer(options.endpoint, install_dra),
-                            SocketServer(options.registration_socket, install_registration)]
-            for server in self.servers:  # the endpoint first: the kubelet dials it right after GetInfo
-                await server.start()
-            if options.publish:
-                if options.device_classes:
-                    await self._apply_device_classes(config)
-                self.publisher = Publisher(options.driver, inventory,
-                                           self.access.slice_api(options.driver, options.node), self.metrics)
-                publish_task = asyncio.create_task(self.publisher.run(self.stop_requested))
-            follow_task = asyncio.create_task(self._follow_inventory(inventory))
+            await self._start_servers(inventory, checkpoint)
+            publish_task = await self._start_publishing(config, inventory)
+            tasks.append(asyncio.create_task(self._follow_inventory(inventory)))
             self._open_watch(loop)
             self.started.set()
             log.info("DRA driver %s serving %s on node %s (endpoint %s)", options.driver,
                      ", ".join(r.name for r in config.resources), options.node, options.endpoint)
             await self._supervise_until_stopped(loop)
         finally:
-            self.stop_requested.set()
-            self._dirs.close()
-            if follow_task is not None:
-                follow_task.cancel()
-            for server in reversed(self.servers):
-                await server.stop(0)
-            if self.driver is not None:
-                await self.driver.drain(CLAIMS_STOP_WAIT_S)
-            if publish_task is not None:
-                await self._end_publishing(publish_task)
-            inventory.close()
-            self.access.close()
-            self.metrics.close()
+            await self._stop(inventory, tasks, publish_task)
+
+    async def _start_servers(self, inventory: Inventory, checkpoint: Checkpoint) -> None:
+        """The driver (its claims restored from the checkpoint), then the DRA endpoint and the registration socket."""
+        options = self.options
+        driver = self.driver = Driver(options.driver, inventory, checkpoint, options.cdi_dir,
+                                      self.access.read_claim, metrics=self.metrics)
+        driver.restore()
+        registration = self.registration = RegistrationService(options.driver, options.endpoint)
+
+        def install_dra(server: grpc.aio.Server) -> None:
+            dra_v1_pb2_grpc.add_DRAPluginServicer_to_server(DRAServiceV1(driver), server)
+            dra_v1beta1_pb2_grpc.add_DRAPluginServicer_to_server(DRAServiceV1beta1(driver), server)
+            health_v1_pb2_grpc.add_DRAResourceHealthServicer_to_server(HealthService(inventory), server)
+
+        def install_registration(server: grpc.aio.Server) -> None:
+            reg_grpc.add_RegistrationServicer_to_server(registration, server)
+
+        self.servers = [SocketServer(options.endpoint, install_dra),
+                        SocketServer(options.registration_socket, install_registration)]
+        for server in self.servers:  # the endpoint first: the kubelet dials it right after GetInfo
+            await server.start()
+
+    async def _start_publishing(self, config: PluginConfig, inventory: Inventory) -> asyncio.Task[None] | None:
+        """DeviceClasses (when asked) and the ResourceSlice publisher; None with publishing off."""
+        options = self.options
+        if not options.publish:
+            return None
+        if options.device_classes:
+            await self._apply_device_classes(config)
+        self.publisher = Publisher(options.driver, inventory, self.access.slice_api(options.driver, options.node),
+                                   self.metrics)
+        return asyncio.create_task(self.publisher.run(self.stop_requested))
+
+    async def _stop(
+        self, inventory: Inventory, tasks: list[asyncio.Task[None]], publish_task: asyncio.Task[None] | None
+    ) -> None:
+        """Servers first (no new calls), then claims in flight, publishing, devices, the API and metrics."""
+        self.stop_requested.set()
+        self._dirs.close()
+        for task in tasks:
+            task.cancel()
+        for server in reversed(self.servers):
+            await server.stop(0)
+        if self.driver is not None:
+            await self.driver.drain(CLAIMS_STOP_WAIT_S)
+        if publish_task is not None:
+            await self._end_publishing(publish_task)
+        inventory.close()
+        self.access.close()
+        self.metrics.close()
 
     async def _end_publishing(self, task: asyncio.Task[None]) -> None:
         """The publisher sees ``stop_requested``; a write under way gets a moment, then is left to its

@@ -24,8 +24,9 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
+from urllib.parse import quote
 
-from kubeaccel.errors import ConfigError, KubeaccelError, NotFoundError
+from kubeaccel.errors import ConfigError, KubeaccelError, NotFoundError, UnavailableError
 from kubeaccel.kube import kubeconfig as kc
 from kubeaccel.kube import rest
 from kubeaccel.kube.status import Failure, RefusedBy, translate, unreachable
@@ -472,6 +473,20 @@ class Kube:
         with _collector_paused():
             return [item.to_dict() for item in items]
 
+    def serves(self, group_version: str) -> bool | None:
+        """Whether the API server serves ``group/version`` (discovery, ``GET /apis``); None when it cannot be
+        told here (no fast lane): the caller then learns it from the first write."""
+        if "/" not in group_version:
+            return True  # the core group
+        answer = self._fast_request("get", "API groups", None, "GET", "/apis", {})
+        if answer is _SLOW or not isinstance(answer, dict):
+            return None
+        group, _, version = group_version.partition("/")
+        for entry in answer.get("groups") or []:
+            if entry.get("name") == group:
+                return any(v.get("version") == version for v in entry.get("versions") or [])
+        return False
+
     def _fast_request(  # noqa: PLR0917 - the request's facts, as _call has them
         self,
         verb: str,
@@ -610,6 +625,27 @@ class Kube:
                     raise rest.translated(exc, "watch", what, namespace) from exc
         yield from self._poll(res, name, namespace, since=since, window=window)
 
+    def proxy_get(self, namespace: str, pod: str, port: int, path: str, *, limit: int) -> bytes:
+        """GET `path` from a pod's `port` through the API server's pod proxy (RBAC: get on pods/proxy), so no
+        node access is needed; at most `limit` bytes within the door's timeout, else ApiUnavailableError.
+        Fast lane only: without one (an exec-plugin kubeconfig) it answers UnavailableError."""
+        what = f"pod {pod} port {port}"
+        if self._fast is None:
+            raise UnavailableError(f"cannot read {what} through the pod proxy with this kubeconfig",
+                                   hint="use a context with a certificate or token (not an exec plugin)")
+        url = f"{rest.PODS.path(namespace)}/{quote(pod, safe='')}:{int(port)}/proxy/{path.lstrip('/')}"
+        body = bytearray()
+        deadline = time.monotonic() + self._timeout
+        try:
+            for chunk in self._fast.stream(url, {}, idle_timeout=self._timeout):
+                body += chunk
+                if len(body) > limit or time.monotonic() > deadline:
+                    why = f"more than {limit} bytes" if len(body) > limit else f"no end after {self._timeout:g} s"
+                    raise unreachable(self.server, f"{what} answered {why}")
+        except rest.HttpError as exc:
+            raise rest.translated(exc, "get", what, namespace) from exc
+        return bytes(body)
+
     def _poll(
         self, res: rest.Collection, name: str, namespace: str, *, since: str, window: float
     ) -> Iterator[dict[str, Any] | None]:
@@ -643,14 +679,36 @@ class Kube:
         )
 
     def watch(
-        self, res: type[R], namespace: str, *, fields: Mapping[str, Any] | None = None
+        self,
+        res: type[R],
+        namespace: str,
+        *,
+        fields: Mapping[str, Any] | None = None,
+        labels: Mapping[str, Any] | None = None,
+        resource_version: str | None = None,
     ) -> Iterator[tuple[str, R]]:
+        """(event type, object) as they happen; lightkube reconnects where the server ends a watch."""
         return self._stream(
             "watch",
             _plural(res),
             namespace,
-            lambda: self._any.watch(res, namespace=namespace, fields=fields),
+            lambda: self._any.watch(
+                res, namespace=namespace, fields=fields, labels=labels, resource_version=resource_version
+            ),
             res,  # type: ignore[arg-type]
+        )
+
+    def merge_patch(self, res: type[Any], name: str, patch: Mapping[str, Any], namespace: str | None = None) -> Any:
+        """A JSON merge patch (RFC 7386); `res` may be a subresource class, e.g. a custom resource's `.Status`."""
+        from lightkube.types import PatchType
+
+        return self._call(
+            "patch",
+            f"{_plural(res)[:-1]} {name}",
+            namespace,
+            lambda: self._any.patch(res, name, dict(patch), namespace=namespace, patch_type=PatchType.MERGE),
+            res=res,
+            name=name,
         )
 
     def close(self) -> None:

@@ -108,6 +108,9 @@ CREATABLE = {
     ("coordination.k8s.io/v1", "Lease"): LEASES,
     ("v1", "Service"): Collection("", "v1", "services", "service", True, "lightkube.resources.core_v1:Service"),
     ("v1", "Secret"): Collection("", "v1", "secrets", "secret", True, "lightkube.resources.core_v1:Secret"),
+    ("scheduling.k8s.io/v1beta1", "PodGroup"): Collection(
+        "scheduling.k8s.io", "v1beta1", "podgroups", "podgroup", True, "lightkube.resources.scheduling_v1beta1:PodGroup"
+    ),
     ("networking.k8s.io/v1", "NetworkPolicy"): Collection(
         "networking.k8s.io", "v1", "networkpolicies", "networkpolicy", True,
         "lightkube.resources.networking_v1:NetworkPolicy",

@@ -62,15 +62,17 @@ class Metrics:
     allocate_seconds: Any
     registrations: Any
     allocated: Any
+    device_health: Any
 
     def __init__(self, *, enabled: bool = True) -> None:
         self.enabled = enabled
         self._http: asyncio.Server | None = None
         self._open = 0
         self._allocated: AllocationRefresher | None = None
+        self._health_series: dict[str, list[tuple[str, ...]]] = {}
         if not enabled:
             self.devices = self.allocations = self.allocate_seconds = self.registrations = _Null()
-            self.allocated = _Null()
+            self.allocated = self.device_health = _Null()
             return
         from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -108,6 +110,14 @@ class Metrics:
             registry=self.registry,
         )
 
+        self.device_health = Gauge(
+            "kubeaccel_device_health",
+            "1 for each advertised device, labelled with its index, NUMA node (empty: none) and health "
+            "(Healthy or Unhealthy): what `kubeaccel devices` shows per device.",
+            ["resource", "device", "index", "numa", "health"],
+            registry=self.registry,
+        )
+
     def watch_allocations(self, socket: Path, resources: Callable[[], Collection[str]]) -> None:
         """Fill ``kubeaccel_device_allocated`` from the PodResources API at ``socket`` on each scrape."""
         if not self.enabled:
@@ -122,9 +132,23 @@ class Metrics:
         counts: Mapping[Health, int] = {h: sum(1 for d in devices.values() if d.health is h) for h in Health}
         for health, n in counts.items():
             self.devices.labels(resource, health.value).set(n)
+        self._forget_health(resource)
+        series: list[tuple[str, ...]] = [
+            (resource, d.id, d.index, "" if d.numa_node is None else str(d.numa_node), d.health.value)
+            for d in devices.values()
+        ]
+        for labels in series:
+            self.device_health.labels(*labels).set(1)
+        self._health_series[resource] = series
+
+    def _forget_health(self, resource: str) -> None:
+        for labels in self._health_series.pop(resource, []):
+            with contextlib.suppress(KeyError):
+                self.device_health.remove(*labels)
 
     def forget(self, resource: str) -> None:
         """Drop a resource's device gauges (it left the config)."""
+        self._forget_health(resource)
         for health in Health:
             with contextlib.suppress(KeyError):
                 self.devices.remove(resource, health.value)

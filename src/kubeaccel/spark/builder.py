@@ -11,15 +11,14 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from kubeaccel.spark import claims
-from kubeaccel.spark.conf import format_properties, split_list
-from kubeaccel.spark.labels import LABEL_APP_ID, LABEL_APP_NAME, LABEL_ROLE
+from kubeaccel.spark import claims, gang
+from kubeaccel.spark.conf import format_properties
+from kubeaccel.spark.labels import LABEL_APP_ID, LABEL_APP_NAME, LABEL_ROLE, app_name_label, name_prefix
 from kubeaccel.spark.resources import FACTOR_KEY, PodResources
 
 if TYPE_CHECKING:
@@ -71,19 +70,6 @@ def unique_id() -> str:
     return secrets.token_hex(3) + format(int(time.time() * 1000) & 0xFFFFFFFFFF, "x")
 
 
-def _sanitize(text: str) -> str:
-    return re.sub(r"-+", "-", re.sub(r"[^a-z0-9\-]", "-", text.strip().lower()))
-
-
-def app_name_label(app_name: str) -> str:
-    return _sanitize(app_name)[:63].strip("-")
-
-
-def name_prefix_base(app_name: str) -> str:
-    """What of the app name survives in object names; empty when nothing does."""
-    return _sanitize(app_name).strip("-")
-
-
 @dataclass
 class AppManifests:
     """The driver pod plus what is created after it, owned by it."""
@@ -96,6 +82,7 @@ class AppManifests:
     extra_config_maps: list[Manifest] = field(default_factory=list)
     driver_conf: dict[str, str] = field(default_factory=dict)
     claim_templates: list[Manifest] = field(default_factory=list)  # Spark on DRA: see kubeaccel.spark.claims
+    gang_objects: list[Manifest] = field(default_factory=list)  # the app's PodGroup: see kubeaccel.spark.gang
 
     @property
     def driver_pod_name(self) -> str:
@@ -105,15 +92,14 @@ class AppManifests:
     @property
     def owned(self) -> list[Manifest]:
         """Created after the pod, in Spark's order, each with an owner reference to the pod."""
-        return [*self.claim_templates, self.service, self.network_policy, *self.extra_config_maps, self.config_map]
+        return [
+            *self.gang_objects, *self.claim_templates, self.service, self.network_policy, *self.extra_config_maps,
+            self.config_map,
+        ]
 
 
 def owner_reference(pod_name: str, pod_uid: str) -> Manifest:
     return {"apiVersion": "v1", "kind": "Pod", "controller": True, "name": pod_name, "uid": pod_uid}
-
-
-def _prefixed(conf: Mapping[str, str], prefix: str) -> dict[str, str]:
-    return {k[len(prefix) :]: v for k, v in conf.items() if k.startswith(prefix) and len(k) > len(prefix)}
 
 
 @dataclass(frozen=True)
@@ -130,7 +116,7 @@ class Names:
 
 
 def names(app: ResolvedApp, generated: Generated) -> Names:
-    prefix = _sanitize(f"{app.app_name}-{generated.name_id}").lstrip("-")
+    prefix = name_prefix(app.app_name, generated.name_id)
     service = f"{prefix}-driver-svc"
     if len(service) > 63:
         service = f"spark-{generated.service_id}-driver-svc"
@@ -151,7 +137,7 @@ def driver_labels(app: ResolvedApp, generated: Generated) -> dict[str, str]:
         LABEL_APP_ID: generated.app_id,
         LABEL_APP_NAME: app_name_label(app.app_name),
         LABEL_ROLE: "driver",
-        **_prefixed(app.conf, "spark.kubernetes.driver.label."),
+        **app.pod.driver_labels,
     }
 
 
@@ -203,7 +189,7 @@ def _driver_env(app: ResolvedApp, generated: Generated, n: Names) -> list[Manife
     return [
         {"name": "SPARK_USER", "value": generated.spark_user},
         {"name": "SPARK_APPLICATION_ID", "value": generated.app_id},
-        *({"name": k, "value": v} for k, v in _prefixed(app.conf, "spark.kubernetes.driverEnv.").items()),
+        *({"name": k, "value": v} for k, v in app.pod.driver_env.items()),
         *_python_env(app),
         {
             "name": "SPARK_DRIVER_BIND_ADDRESS",
@@ -277,15 +263,14 @@ def _driver_volumes(app: ResolvedApp, n: Names) -> list[Manifest]:
 def driver_pod(app: ResolvedApp, generated: Generated) -> Manifest:
     """The driver pod: the template (if any) with Spark's container, labels, volumes and scheduling added."""
     n = names(app, generated)
-    conf = app.conf
-    pod, container, sidecars = _from_template(app.driver_template, conf)
+    pod, container, sidecars = _from_template(app.driver_template, app.pod.driver_container)
     metadata = pod.setdefault("metadata", {})
     metadata.pop("namespace", None)
     metadata["name"] = n.pod
     metadata["labels"] = {**metadata.get("labels", {}), **driver_labels(app, generated)}
     annotations = {
         k: v.replace("{{APP_ID}}", generated.app_id).replace("{{EXECUTOR_ID}}", "")
-        for k, v in _prefixed(conf, "spark.kubernetes.driver.annotation.").items()
+        for k, v in app.pod.driver_annotations.items()
     }
     if annotations or metadata.get("annotations"):
         metadata["annotations"] = {**metadata.get("annotations", {}), **annotations}
@@ -294,21 +279,15 @@ def driver_pod(app: ResolvedApp, generated: Generated) -> Manifest:
     spec["containers"] = [*sidecars, _driver_container(app, generated, n, container)]
     spec["restartPolicy"] = "Never"
     spec["volumes"] = [*spec.get("volumes", []), *_driver_volumes(app, n)]
-    node_selector = {
-        **_prefixed(conf, "spark.kubernetes.node.selector."),
-        **_prefixed(conf, "spark.kubernetes.driver.node.selector."),
-    }
-    if node_selector:
-        spec["nodeSelector"] = {**spec.get("nodeSelector", {}), **node_selector}
+    if app.pod.node_selector:
+        spec["nodeSelector"] = {**spec.get("nodeSelector", {}), **app.pod.node_selector}
     if app.service_account:
         spec["serviceAccount"] = app.service_account
         spec["serviceAccountName"] = app.service_account
-    pull_secrets = split_list(conf.get("spark.kubernetes.container.image.pullSecrets", ""))
-    if pull_secrets:
-        spec["imagePullSecrets"] = [*spec.get("imagePullSecrets", []), *({"name": s} for s in pull_secrets)]
-    scheduler = conf.get("spark.kubernetes.driver.scheduler.name") or conf.get("spark.kubernetes.scheduler.name")
-    if scheduler:
-        spec["schedulerName"] = scheduler
+    if app.pod.pull_secrets:
+        spec["imagePullSecrets"] = [*spec.get("imagePullSecrets", []), *({"name": s} for s in app.pod.pull_secrets)]
+    if app.pod.scheduler_name:
+        spec["schedulerName"] = app.pod.scheduler_name
     return {"apiVersion": "v1", "kind": "Pod", **pod}
 
 
@@ -347,20 +326,19 @@ def executor_template_config_map(app: ResolvedApp, generated: Generated) -> Mani
 def service(app: ResolvedApp, generated: Generated) -> Manifest:
     """The headless Service executors reach the driver through."""
     n = names(app, generated)
-    conf = app.conf
     ports = app.ports
-    ip_families = conf.get("spark.kubernetes.driver.service.ipFamilies", "IPv4")
+    svc = app.pod.service
     manifest: Manifest = {
         "apiVersion": "v1",
         "kind": "Service",
         "metadata": {
             "name": n.service,
-            "labels": {LABEL_APP_ID: generated.app_id, **_prefixed(conf, "spark.kubernetes.driver.service.label.")},
+            "labels": {LABEL_APP_ID: generated.app_id, **svc.labels},
         },
         "spec": {
             "clusterIP": "None",
-            "ipFamilies": [f.strip() for f in ip_families.split(",")],
-            "ipFamilyPolicy": conf.get("spark.kubernetes.driver.service.ipFamilyPolicy", "SingleStack"),
+            "ipFamilies": list(svc.ip_families),
+            "ipFamilyPolicy": svc.ip_family_policy,
             "ports": [
                 {"name": "driver-rpc-port", "port": ports.driver, "targetPort": ports.driver},
                 {"name": "blockmanager", "port": ports.block_manager, "targetPort": ports.block_manager},
@@ -371,9 +349,8 @@ def service(app: ResolvedApp, generated: Generated) -> Manifest:
             "selector": driver_labels(app, generated),
         },
     }
-    annotations = _prefixed(conf, "spark.kubernetes.driver.service.annotation.")
-    if annotations:
-        manifest["metadata"]["annotations"] = annotations
+    if svc.annotations:
+        manifest["metadata"]["annotations"] = dict(svc.annotations)
     return manifest
 
 
@@ -393,17 +370,18 @@ def network_policy(app: ResolvedApp, generated: Generated) -> Manifest:
 
 def build(app: ResolvedApp, generated: Generated) -> AppManifests:
     """Every object of one submission of `app` (which must be placed in a namespace)."""
-    app = _with_executor_claims(app, generated)
+    app = gang.with_gang_template(_with_executor_claims(app, generated), names(app, generated).prefix)
     template_map = executor_template_config_map(app, generated)
     return AppManifests(
         _namespace(app),
-        _driver_pod_with_claims(app, generated),
+        gang.gang_driver_pod(app, _driver_pod_with_claims(app, generated), names(app, generated).prefix),
         service(app, generated),
         conf_config_map(app, generated),
         network_policy(app, generated),
         [template_map] if template_map is not None else [],
         driver_conf(app, generated),
         claims.templates(names(app, generated).prefix, _namespace(app), app.driver_claims, app.executor_claims),
+        gang.gang_objects(app, names(app, generated).prefix),
     )
 
 
@@ -414,7 +392,7 @@ def _with_executor_claims(app: ResolvedApp, generated: Generated) -> ResolvedApp
     text = claims.executor_template(
         app.executor_template_text,
         names(app, generated).prefix,
-        app.conf.get("spark.kubernetes.executor.podTemplateContainerName"),
+        app.pod.executor_container,
         app.executor_claimed_limits,
     )
     return dataclasses.replace(app, executor_template_text=text)
@@ -436,15 +414,11 @@ def _python_env(app: ResolvedApp) -> list[Manifest]:
 
     if app.kind is not AppKind.PYTHON:
         return []
-    python = app.conf.get("spark.pyspark.python")
-    driver_python = app.conf.get("spark.pyspark.driver.python") or python
-    pairs = [("PYSPARK_PYTHON", python), ("PYSPARK_DRIVER_PYTHON", driver_python)]
+    pairs = [("PYSPARK_PYTHON", app.pod.python), ("PYSPARK_DRIVER_PYTHON", app.pod.driver_python)]
     return [{"name": name, "value": value} if value else {"name": name} for name, value in pairs]
 
 
-def _from_template(
-    template: Mapping[str, Any] | None, conf: Mapping[str, str]
-) -> tuple[Manifest, Manifest, list[Manifest]]:
+def _from_template(template: Mapping[str, Any] | None, wanted: str | None) -> tuple[Manifest, Manifest, list[Manifest]]:
     """Split a pod template into (pod, the Spark container, the other containers), as Spark selects it."""
     if template is None:
         return {"metadata": {}, "spec": {}}, {}, []
@@ -455,7 +429,6 @@ def _from_template(
     pod["metadata"] = pod.get("metadata") or {}
     pod["spec"] = pod.get("spec") or {}
     containers = list(pod["spec"].pop("containers", None) or [])
-    wanted = conf.get("spark.kubernetes.driver.podTemplateContainerName")
     index = next((i for i, c in enumerate(containers) if wanted and c.get("name") == wanted), 0 if containers else None)
     if index is None:
         return pod, {}, []

@@ -12,7 +12,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
@@ -21,6 +21,10 @@ from kubeaccel.errors import ConfigError
 from kubeaccel.kube.client import Kube
 from kubeaccel.spark import manage
 from kubeaccel.spark.ids import SubmissionId, parse_target
+
+if TYPE_CHECKING:
+    from kubeaccel.spark.conf import SubmitRequest
+    from kubeaccel.spark.model import ResolvedApp
 
 # spark-submit flags that do not apply to Kubernetes cluster mode, and why (refused, never ignored)
 REFUSED_FLAGS = {
@@ -34,7 +38,6 @@ REFUSED_FLAGS = {
         "restarting a failed driver is a standalone-cluster feature; use a Job or an operator",
     ),
     "total_executor_cores": ("--total-executor-cores", "standalone only; use --num-executors and --executor-cores"),
-    "queue": ("--queue", "YARN only; on Kubernetes use spark.kubernetes.scheduler.name and its queue confs"),
     "principal": ("--principal", "Kerberos login is not supported; use spark-submit for kerberized clusters"),
     "keytab": ("--keytab", "Kerberos login is not supported; use spark-submit for kerberized clusters"),
     "kill": ("--kill", "use `kubeaccel spark kill NAMESPACE:DRIVER-POD`"),
@@ -82,11 +85,20 @@ def _csv(value: str | None) -> tuple[str, ...]:
 @click.option("--driver-class-path", help="spark.driver.extraClassPath.")
 @click.option("--driver-java-options", help="spark.driver.extraJavaOptions.")
 @click.option("--driver-library-path", help="spark.driver.extraLibraryPath.")
+@click.option(
+    "--gang", flag_value="true", default=None,
+    help="All-or-nothing: the executors the app needs start together or not at all (spark.kubeaccel.gang.enabled; "
+    "the core Workload API needs Kubernetes >= 1.37 with the GenericWorkload feature gate).",
+)
+@click.option(
+    "--queue", metavar="NAME",
+    help="Wait in this queue and be admitted as one gang (spark.kubeaccel.queue; Kueue's LocalQueue by default, "
+    "see spark.kubeaccel.gang.scheduler).",
+)
 @click.option("--verbose", "-v", is_flag=True, help="Print the resolved conf to stderr before submitting.")
 @click.option("--proxy-user", hidden=True)
 @click.option("--supervise", is_flag=True, default=None, hidden=True)
 @click.option("--total-executor-cores", hidden=True)
-@click.option("--queue", hidden=True)
 @click.option("--principal", hidden=True)
 @click.option("--keytab", hidden=True)
 @click.option("--kill", hidden=True)
@@ -96,6 +108,9 @@ def _csv(value: str | None) -> tuple[str, ...]:
     "--wait-timeout", type=BoundedFloat(), default=None, help="With --wait: give up after SECONDS (exit 124)."
 )
 @click.option("--no-preflight", is_flag=True, help="Skip the namespace quota check.")
+@click.option(
+    "--emit-application", is_flag=True, help="Print the equivalent SparkApplication YAML instead of submitting."
+)
 @connection_options
 @output_option
 @click.argument("app_resource")
@@ -116,6 +131,7 @@ def submit_command(
     wait: bool,
     wait_timeout: float | None,
     no_preflight: bool,
+    emit_application: bool,
     kubeconfig: str | None,
     context: str | None,
     output: str,
@@ -134,37 +150,69 @@ def submit_command(
         --conf spark.executor.resource.ve.discoveryScript=/usr/local/bin/kubeaccel-discover \\
         local:///opt/spark/examples/src/main/python/pi.py 100
     """
-    for flag, (option, reason) in REFUSED_FLAGS.items():
-        if flags.get(flag) is not None:
-            raise ConfigError(f"{option} does not apply to Kubernetes cluster mode", hint=reason)
-    from kubeaccel.spark.conf import FLAG_CONFS, SubmitRequest, parse_conf_pairs
+    request = _request(
+        app_resource, app_args, master=master, deploy_mode=deploy_mode, name=name, main_class=main_class,
+        confs=confs, properties_file=properties_file, jars=jars, files=files, py_files=py_files, archives=archives,
+        flags=flags,
+    )  # fmt: skip
+    if emit_application:
+        import yaml
 
-    request = SubmitRequest(
-        app_resource=app_resource,
-        master=master,
-        app_args=app_args,
-        name=name,
-        main_class=main_class,
-        conf=parse_conf_pairs(confs),
-        properties_file=properties_file,
-        jars=_csv(jars),
-        files=_csv(files),
-        py_files=_csv(py_files),
-        archives=_csv(archives),
-        deploy_mode=deploy_mode,
-        flag_conf={key: value for flag, key in FLAG_CONFS.items() if (value := flags.get(flag)) is not None},
-    )
+        from kubeaccel.spark.emit import application_for
+
+        click.echo(yaml.safe_dump(application_for(request), sort_keys=False), nl=False)
+        return
     # imported here, not at the top: status/kill/list need neither the submit path nor fsspec's
     from kubeaccel.spark.model import resolve
-    from kubeaccel.spark.rollback import RollbackIncompleteError
-    from kubeaccel.spark.submit import connect_for, submit
 
     app = resolve(request)
     if verbose:
         for key, value in sorted(app.conf.items()):
             click.echo(f"(spark.properties) {key}={value}", err=True)
+    sid = _submit(app, context=context, kubeconfig=kubeconfig, preflight=not no_preflight, output=output)
+    if wait:
+        _wait_and_exit(app, sid, context=context, kubeconfig=kubeconfig, timeout=wait_timeout)
 
-    def announce(sid: SubmissionId) -> None:  # called before submit returns: see its guarantees
+
+def _request(
+    app_resource: str,
+    app_args: tuple[str, ...],
+    *,
+    confs: tuple[str, ...],
+    jars: str | None,
+    files: str | None,
+    py_files: str | None,
+    archives: str | None,
+    flags: dict[str, str | None],
+    **fields: Any,
+) -> SubmitRequest:
+    """The command line as a `SubmitRequest`; a spark-submit flag with no meaning on Kubernetes is refused."""
+    for flag, (option, reason) in REFUSED_FLAGS.items():
+        if flags.get(flag) is not None:
+            raise ConfigError(f"{option} does not apply to Kubernetes cluster mode", hint=reason)
+    from kubeaccel.spark.conf import FLAG_CONFS, SubmitRequest, parse_conf_pairs
+
+    return SubmitRequest(
+        app_resource=app_resource,
+        app_args=app_args,
+        conf=parse_conf_pairs(confs),
+        jars=_csv(jars),
+        files=_csv(files),
+        py_files=_csv(py_files),
+        archives=_csv(archives),
+        flag_conf={key: value for flag, key in FLAG_CONFS.items() if (value := flags.get(flag)) is not None},
+        **fields,
+    )
+
+
+def _submit(
+    app: ResolvedApp, *, context: str | None, kubeconfig: str | None, preflight: bool, output: str
+) -> SubmissionId:
+    """Submit, printing the ID as soon as the driver exists (before the owned objects: see `submit`)."""
+    from kubeaccel.spark.rollback import RollbackIncompleteError
+    from kubeaccel.spark.submit import submit
+
+    def announce(sid: SubmissionId) -> None:
         if output == "json":
             echo_json({"id": str(sid), "namespace": sid.namespace, "driver_pod": sid.pod})
         else:
@@ -172,26 +220,27 @@ def submit_command(
 
     progress = _progress if output == "table" and sys.stderr.isatty() else None
     try:
-        sid = submit(
-            app,
-            context=context,
-            kubeconfig=kubeconfig,
-            check_quota=not no_preflight,
-            progress=progress,
-            on_submitted=announce,
-        )
+        return submit(app, context=context, kubeconfig=kubeconfig, check_quota=preflight, progress=progress,
+                      on_submitted=announce)  # fmt: skip
     except RollbackIncompleteError as exc:
         if output == "json":
             echo_json(exc.as_dict())
         raise
-    if wait:
-        kube = connect_for(app, context=context, kubeconfig=kubeconfig)
-        try:
-            code = wait_for(kube, sid, wait_timeout)
-        except KeyboardInterrupt:  # Ctrl-C stops the waiting, not the app
-            click.echo(f"stopped waiting; {sid} keeps running (kubeaccel spark kill {sid} stops it)", err=True)
-            code = 130
-        sys.exit(code)
+
+
+def _wait_and_exit(
+    app: ResolvedApp, sid: SubmissionId, *, context: str | None, kubeconfig: str | None, timeout: float | None
+) -> None:
+    """`--wait`: follow the driver to its end and exit with its code (130 when Ctrl-C stops the waiting)."""
+    from kubeaccel.spark.submit import connect_for
+
+    kube = connect_for(app, context=context, kubeconfig=kubeconfig)
+    try:
+        code = wait_for(kube, sid, timeout)
+    except KeyboardInterrupt:  # Ctrl-C stops the waiting, not the app
+        click.echo(f"stopped waiting; {sid} keeps running (kubeaccel spark kill {sid} stops it)", err=True)
+        code = 130
+    sys.exit(code)
 
 
 def wait_for(kube: Kube, sid: SubmissionId, timeout: float | None = None) -> int:
@@ -253,20 +302,35 @@ def _table(apps: list[manage.AppStatus]) -> None:
 
 @spark.command("status")
 @click.argument("target")
+@click.option("--devices", "with_devices", is_flag=True,
+              help="Also the exact devices each driver and executor holds (the addresses discovery gave Spark).")
 @connection_options
 @output_option
-def status_command(target: str, kubeconfig: str | None, context: str | None, output: str) -> None:
+def status_command(target: str, kubeconfig: str | None, context: str | None, output: str,
+                   with_devices: bool) -> None:
     """Status of the app(s) TARGET: NAMESPACE:DRIVER-POD, DRIVER-POD, or a glob like team-a:etl-*.
 
-    Without a namespace: the context's namespace, else all namespaces. Exit code 3 when nothing matches.
+    Without a namespace: the context's namespace, else all namespaces. Exit code 3 when nothing matches;
+    with --devices, 7 when a plugin that may hold some of the apps' devices did not answer.
     """
     parsed = parse_target(target)  # bad IDs fail before any connection is made
-    outcome = manage.status_report(_connect(kubeconfig, context), parsed)
+    kube = _connect(kubeconfig, context)
+    outcome = manage.status_report(kube, parsed)
+    shown = None
+    if with_devices and outcome.done:
+        from kubeaccel.view.cli import app_devices_report
+
+        shown = app_devices_report(kube, outcome.done, output)
     if output == "json":
-        echo_json(_report_json("apps", [app.as_dict() for app in outcome.done], outcome))
+        report = _report_json("apps", [app.as_dict() for app in outcome.done], outcome)
+        echo_json(report if shown is None else {**report, **shown.json})
     else:
         _table(outcome.done)
+        if shown is not None:
+            shown.echo()
     _exit_for_failures(outcome, "read")
+    if shown is not None and shown.partial:
+        sys.exit(shown.exit_code)
 
 
 @spark.command("list")

@@ -64,6 +64,8 @@ FLAG_CONFS = {
     "packages": "spark.jars.packages",
     "repositories": "spark.jars.repositories",
     "exclude_packages": "spark.jars.excludes",
+    "queue": "spark.kubeaccel.queue",  # all-or-nothing scheduling: see kubeaccel.spark.gang
+    "gang": "spark.kubeaccel.gang.enabled",
 }
 RESOURCE_FLAGS = FLAG_CONFS  # the older name
 

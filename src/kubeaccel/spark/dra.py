@@ -92,6 +92,23 @@ def requests(conf: Mapping[str, str], role: str) -> list[ClaimRequest]:
     """The validated DRA requests of ``role`` ("driver" or "executor"); empty unless enabled."""
     if role not in ("driver", "executor"):
         raise ValueError(role)
+    settings = _settings(conf, role)
+    if not enabled(conf):
+        if settings:
+            raise ConfigError(f"spark.kubeaccel.dra.{role}.* is set but {ENABLED} is not true",
+                              hint=f"set {ENABLED}=true to claim devices through DRA")
+        return []
+    driver = _driver(conf)
+    resources = _spark_resources(conf, role)
+    for name in settings:
+        if name not in resources:
+            raise ConfigError(f"spark.kubeaccel.dra.{role}.{name}.* names no Spark resource",
+                              hint=f"set spark.{role}.resource.{name}.amount and .vendor first")
+    return [_request(role, name, attrs, settings.get(name, {}), driver) for name, attrs in sorted(resources.items())]
+
+
+def _settings(conf: Mapping[str, str], role: str) -> dict[str, dict[str, str]]:
+    """``spark.kubeaccel.dra.<role>.<name>.<field>`` by name, then field; an unknown key is an error."""
     settings: dict[str, dict[str, str]] = {}
     for key, value in conf.items():
         if not key.startswith(_PREFIX) or key in (ENABLED, DRIVER_NAME):
@@ -102,72 +119,72 @@ def requests(conf: Mapping[str, str], role: str) -> list[ClaimRequest]:
                               hint=f"use spark.kubeaccel.dra.<driver|executor>.<name>.{{{','.join(_FIELDS)}}}")
         if match.group(1) == role:
             settings.setdefault(match.group(2), {})[match.group(3)] = value
-    if not enabled(conf):
-        if settings:
-            raise ConfigError(f"spark.kubeaccel.dra.{role}.* is set but {ENABLED} is not true",
-                              hint=f"set {ENABLED}=true to claim devices through DRA")
-        return []
-    driver = _driver(conf)
+    return settings
+
+
+def _spark_resources(conf: Mapping[str, str], role: str) -> dict[str, dict[str, str]]:
+    """Spark's own ``spark.<role>.resource.<name>.<field>`` confs, by name."""
     resources: dict[str, dict[str, str]] = {}
     for key, value in conf.items():
         match = _RESOURCE_KEY.match(key)
         if match and match.group(1) == role:
             resources.setdefault(match.group(2), {})[match.group(3)] = value.strip()
-    for name in settings:
-        if name not in resources:
-            raise ConfigError(f"spark.kubeaccel.dra.{role}.{name}.* names no Spark resource",
-                              hint=f"set spark.{role}.resource.{name}.amount and .vendor first")
-    out = []
-    for name, attrs in sorted(resources.items()):
-        where = f"spark.{role}.resource.{name}"
-        amount, vendor = attrs.get("amount", ""), attrs.get("vendor", "")
-        if not amount.isdecimal() or not 0 < int(amount) <= MAX_COUNT:
-            raise ConfigError(f"{where}.amount={amount!r} is not a count of 1 to {MAX_COUNT}",
-                              hint="a DRA request asks for whole devices: 1, 2, ...")
-        if not _DNS_SUBDOMAIN.fullmatch(vendor) or not _DNS_LABEL.fullmatch(name):
-            raise ConfigError(f"{where}: vendor {vendor!r} and name {name!r} do not name a device class",
-                              hint=f"set {where}.vendor to a DNS domain such as nec.com")
-        own = settings.get(name, {})
-        prefix = f"spark.kubeaccel.dra.{role}.{name}"
-        device_class = own.get("deviceClass", f"{name}.{vendor}").strip()
-        if not _DNS_SUBDOMAIN.fullmatch(device_class):
-            raise ConfigError(f"{prefix}.deviceClass={device_class!r} is not a DeviceClass name",
-                              hint="a lower-case DNS subdomain, e.g. ve.nec.com (kubectl get deviceclasses)")
-        selectors: list[tuple[str, str]] = []
-        if "numaNode" in own:
-            raw = own["numaNode"].strip()
-            if not raw.isdecimal() or int(raw) > 1023:
-                raise ConfigError(f"{prefix}.numaNode={own['numaNode']!r} is not a NUMA node number",
-                                  hint="use 0, 1, ... (see `kubeaccel dra devices`)")
-            selectors.append((f"{prefix}.numaNode", f"device.attributes[{_cel_string(driver)}].numaNode == {int(raw)}"))
-        if "model" in own:
-            model = own["model"].strip()
-            if not model or len(model) > 64:
-                raise ConfigError(f"{prefix}.model={own['model']!r} must be 1 to 64 characters",
-                                  hint="the model attribute as `kubeaccel dra devices -o yaml` shows it")
-            # string(): a VE's sysfs model is a number, published as an int attribute; a bare
-            # `== "3"` never matches an int. The guard keeps a device without the attribute a non-match.
-            scope = f"device.attributes[{_cel_string(driver)}]"
-            expression = f'"model" in {scope} && string({scope}.model) == {_cel_string(model)}'
-            selectors.append((f"{prefix}.model", expression))
-        if "minMemory" in own:
-            raw = own["minMemory"].strip()
-            try:
-                parse_quantity(raw)
-            except ValueError as exc:
-                raise ConfigError(f"{prefix}.minMemory: {exc}",
-                                  hint="a quantity such as 80Gi; `kubeaccel dra devices -o yaml` shows each device's "
-                                  "capacity.memory") from None
-            selectors.append((f"{prefix}.minMemory", f"device.capacity[{_cel_string(driver)}].memory"
-                              f".compareTo(quantity({_cel_string(raw)})) >= 0"))
-        if "selector" in own:
-            expression = own["selector"].strip()
-            if not expression or len(expression) > MAX_SELECTOR:
-                raise ConfigError(f"{prefix}.selector must be a CEL expression of 1 to {MAX_SELECTOR} characters",
-                                  hint='e.g. device.attributes["dra.kubeaccel.io"].index < 4')
-            selectors.append((f"{prefix}.selector", expression))
-        out.append(ClaimRequest(role, name, device_class, int(amount), tuple(selectors)))
-    return out
+    return resources
+
+
+def _request(role: str, name: str, attrs: Mapping[str, str], own: Mapping[str, str], driver: str) -> ClaimRequest:
+    """One Spark resource as a DRA request: its count, DeviceClass and selectors, each checked."""
+    where = f"spark.{role}.resource.{name}"
+    amount, vendor = attrs.get("amount", ""), attrs.get("vendor", "")
+    if not amount.isdecimal() or not 0 < int(amount) <= MAX_COUNT:
+        raise ConfigError(f"{where}.amount={amount!r} is not a count of 1 to {MAX_COUNT}",
+                          hint="a DRA request asks for whole devices: 1, 2, ...")
+    if not _DNS_SUBDOMAIN.fullmatch(vendor) or not _DNS_LABEL.fullmatch(name):
+        raise ConfigError(f"{where}: vendor {vendor!r} and name {name!r} do not name a device class",
+                          hint=f"set {where}.vendor to a DNS domain such as nec.com")
+    prefix = f"spark.kubeaccel.dra.{role}.{name}"
+    device_class = own.get("deviceClass", f"{name}.{vendor}").strip()
+    if not _DNS_SUBDOMAIN.fullmatch(device_class):
+        raise ConfigError(f"{prefix}.deviceClass={device_class!r} is not a DeviceClass name",
+                          hint="a lower-case DNS subdomain, e.g. ve.nec.com (kubectl get deviceclasses)")
+    return ClaimRequest(role, name, device_class, int(amount), _selectors(prefix, own, driver))
+
+
+def _selectors(prefix: str, own: Mapping[str, str], driver: str) -> tuple[tuple[str, str], ...]:
+    """(the conf, its CEL expression) for each of numaNode, model, minMemory and selector that is set."""
+    scope = f"device.attributes[{_cel_string(driver)}]"
+    selectors: list[tuple[str, str]] = []
+    if "numaNode" in own:
+        raw = own["numaNode"].strip()
+        if not raw.isdecimal() or int(raw) > 1023:
+            raise ConfigError(f"{prefix}.numaNode={own['numaNode']!r} is not a NUMA node number",
+                              hint="use 0, 1, ... (see `kubeaccel dra devices`)")
+        selectors.append((f"{prefix}.numaNode", f"{scope}.numaNode == {int(raw)}"))
+    if "model" in own:
+        model = own["model"].strip()
+        if not model or len(model) > 64:
+            raise ConfigError(f"{prefix}.model={own['model']!r} must be 1 to 64 characters",
+                              hint="the model attribute as `kubeaccel dra devices -o yaml` shows it")
+        # string(): a VE's sysfs model is a number, published as an int attribute; a bare
+        # `== "3"` never matches an int. The guard keeps a device without the attribute a non-match.
+        selectors.append((f"{prefix}.model", f'"model" in {scope} && string({scope}.model) == {_cel_string(model)}'))
+    if "minMemory" in own:
+        raw = own["minMemory"].strip()
+        try:
+            parse_quantity(raw)
+        except ValueError as exc:
+            raise ConfigError(f"{prefix}.minMemory: {exc}",
+                              hint="a quantity such as 80Gi; `kubeaccel dra devices -o yaml` shows each device's "
+                              "capacity.memory") from None
+        selectors.append((f"{prefix}.minMemory", f"device.capacity[{_cel_string(driver)}].memory"
+                          f".compareTo(quantity({_cel_string(raw)})) >= 0"))
+    if "selector" in own:
+        expression = own["selector"].strip()
+        if not expression or len(expression) > MAX_SELECTOR:
+            raise ConfigError(f"{prefix}.selector must be a CEL expression of 1 to {MAX_SELECTOR} characters",
+                              hint='e.g. device.attributes["dra.kubeaccel.io"].index < 4')
+        selectors.append((f"{prefix}.selector", expression))
+    return tuple(selectors)
 
 
 def template_name(app_name: str, role: str) -> str:

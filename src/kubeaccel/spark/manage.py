@@ -230,6 +230,25 @@ def describe(pod: Pod, executors: int = 0, running: int = 0) -> AppStatus:
     )
 
 
+def _with_gang(kube: Kube, pod: Pod, app: AppStatus) -> AppStatus:
+    """A gang that is not all running says why: its PodGroup's condition, or Kueue's admission state."""
+    metadata = pod.get("metadata") or {}
+    is_gang = "kubeaccel.io/gang" in (metadata.get("annotations") or {}) or any(
+        key.startswith("kueue.x-k8s.io/") for key in (metadata.get("labels") or {}))
+    if not is_gang or app.phase not in ("Pending", "Running") or (app.phase == "Running" and app.executors
+                                                                    and app.executors_running == app.executors):
+        return app
+    from kubeaccel.spark.gangkube import pending_reason  # only for gangs: status stays light
+
+    try:
+        why = pending_reason(kube, pod)
+    except KubeaccelError as exc:
+        why = f"gang state unknown: {exc.message}"
+    if not why:
+        return app
+    return app._replace(reason=f"{app.reason}; {why}" if app.reason else why)
+
+
 def _executor_counts(kube: Kube, namespace: str, app_id: str = "") -> tuple[Counter[str], Counter[str]]:
     """Executors per app ID, total and running; given one app's ID, only that app's executors are listed
     (the status of one app must not read every executor of a busy namespace)."""
@@ -283,7 +302,7 @@ def status_report(kube: Kube, target: str | Target, *, phase: str | None = None)
         if key not in counted:
             continue
         total, running = counted[key]
-        apps += [describe(p, total[_app_id(p)], running[_app_id(p)]) for p in group]
+        apps += [_with_gang(kube, p, describe(p, total[_app_id(p)], running[_app_id(p)])) for p in group]
     return Outcome(sorted(apps, key=lambda a: (a.namespace, a.driver_pod)), failed)
 
 

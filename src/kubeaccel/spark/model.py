@@ -28,7 +28,10 @@ from kubeaccel.kube.kubeconfig import check_server_url
 from kubeaccel.kube.names import label_problem, subdomain_problem
 from kubeaccel.spark import dra, templates, uploads
 from kubeaccel.spark.conf import PYTHON_RUNNER, R_RUNNER, SubmitRequest, conf_bool, conf_int, master_url, resolve_conf
+from kubeaccel.spark.gang import GangSpec, resolve_gang
+from kubeaccel.spark.labels import name_prefix_base
 from kubeaccel.spark.packages import Packages, packages_from_conf
+from kubeaccel.spark.podconf import PodConf, resolve_pod_conf
 from kubeaccel.spark.resources import (
     FACTOR_KEY,
     RESOURCE_TYPE_KEY,
@@ -98,6 +101,8 @@ class ResolvedApp:
     driver_claims: tuple[dra.ClaimRequest, ...] = ()
     executor_claims: tuple[dra.ClaimRequest, ...] = ()
     executor_claimed_limits: tuple[str, ...] = ()
+    pod: PodConf = dataclasses.field(default_factory=PodConf)  # labels, env, selectors, Service... (podconf)
+    gang: GangSpec | None = None  # all-or-nothing scheduling (`spark.kubeaccel.gang.*`, see kubeaccel.spark.gang)
 
     def placed(self, context_namespace: str | None) -> ResolvedApp:
         """The app with its namespace decided: the conf's, else the context's, else `default`."""
@@ -180,8 +185,6 @@ def _checked_names(conf: Mapping[str, str]) -> tuple[str | None, str | None, str
 
 
 def _app_name(conf: Mapping[str, str]) -> str:
-    from kubeaccel.spark.builder import name_prefix_base
-
     name = conf["spark.app.name"]
     base = name_prefix_base(name)
     if not base:
@@ -254,6 +257,8 @@ def resolve(request: SubmitRequest, *, upload_id: str | None = None) -> Resolved
         driver_claims=driver_claims,
         executor_claims=executor_claims,
         executor_claimed_limits=tuple(sorted(claimed_limits)),
+        pod=resolve_pod_conf(conf),
+        gang=resolve_gang(conf),
     )
 
 

@@ -19,13 +19,14 @@ itself SIGTERM (or INT, HUP) right after its N-th write, so tests can interrupt 
 
 from __future__ import annotations
 
+import contextlib
 import shlex
 import signal
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from kubeaccel.errors import KubeaccelError, UnavailableError
+from kubeaccel.errors import KubeaccelError, NotFoundError, UnavailableError
 from kubeaccel.kube.client import Kube
 from kubeaccel.kube.interrupts import (  # re-exported: the submit's guard is the one tenants use too
     GUARDED_SIGNALS,
@@ -102,7 +103,7 @@ class Ledger:
     namespace: str
     objects: list[tuple[str, str]] = field(default_factory=list)
     upload_url: str | None = None
-    upload_conf: Mapping[str, str] = field(default_factory=dict)
+    upload_storage: Mapping[str, Any] = field(default_factory=dict)  # the plan's fsspec options
     _counter: SignalAfterWrite = field(default_factory=SignalAfterWrite)
 
     def wrote(self, kind: str, name: str) -> None:
@@ -113,8 +114,8 @@ class Ledger:
         """The create of a recorded object was refused because one of that name existed: not ours."""
         self.objects.remove((kind, name))
 
-    def uploading(self, url: str, conf: Mapping[str, str]) -> None:
-        self.upload_url, self.upload_conf = url, dict(conf)
+    def uploading(self, url: str, storage: Mapping[str, Any]) -> None:
+        self.upload_url, self.upload_storage = url, storage
 
     def step_done(self) -> None:
         """Called after each write; the test hook fires here."""
@@ -147,7 +148,7 @@ class Ledger:
                 except KubeaccelError as exc:
                     left.append(Leftover(kind, name, self.namespace, exc.message))
             if self.upload_url is not None:
-                problem = _remove_uploads(self.upload_url, self.upload_conf)
+                problem = _remove_uploads(self.upload_url, self.upload_storage)
                 if problem:
                     left.append(Leftover("Upload", self.upload_url, None, problem))
         return left
@@ -166,16 +167,23 @@ def _delete(kube: Kube, kind: str, name: str, namespace: str) -> None:
 
     resources: dict[str, Any] = {"Pod": Pod, "Service": Service, "ConfigMap": ConfigMap, "NetworkPolicy": NetworkPolicy,
                                  "ResourceClaimTemplate": ResourceClaimTemplate}
+    if kind == "PodGroup":  # a gang's (kubeaccel.spark.gang): the core one or Volcano's, whichever it was
+        from kubeaccel.spark.gangkube import NATIVE_PODGROUPS, VOLCANO_PODGROUPS
+
+        for collection in (NATIVE_PODGROUPS, VOLCANO_PODGROUPS):
+            with contextlib.suppress(NotFoundError):  # that API is not served
+                kube.delete(collection, name, namespace=namespace, missing_ok=True)
+        return
     grace = 0 if kind == "Pod" else None
     kube.delete(resources[kind], name, namespace=namespace, grace_period=grace, missing_ok=True)
 
 
-def _remove_uploads(url: str, conf: Mapping[str, str]) -> str | None:
+def _remove_uploads(url: str, storage: Mapping[str, Any]) -> str | None:
     """Remove the upload directory; None when it is gone, else why not."""
     from kubeaccel.spark import uploads
 
     try:
-        fs, root = uploads.filesystem(url, conf)
+        fs, root = uploads.filesystem(url, storage)
         if fs.exists(root):
             fs.rm(root, recursive=True)
         if fs.exists(root):

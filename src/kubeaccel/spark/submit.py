@@ -29,6 +29,7 @@ from kubeaccel.kube.rest import PODS
 from kubeaccel.spark import dra, uploads
 from kubeaccel.spark.builder import AppManifests, Generated, build, owner_reference
 from kubeaccel.spark.conf import SubmitRequest
+from kubeaccel.spark.gangkube import check_fits_cluster, check_served
 from kubeaccel.spark.ids import SubmissionId
 from kubeaccel.spark.model import CONTEXT_KEY, ResolvedApp, resolve
 from kubeaccel.spark.preflight import preflight
@@ -170,6 +171,9 @@ def submit(
     check_resolvable(app.packages)  # as spark-submit does: an unresolvable coordinate fails before any write
     kube = kube or connect_for(app, context=context, kubeconfig=kubeconfig)
     prepared = prepare(app, context_namespace=kube.context_namespace, generated=generated)
+    check_served(kube, prepared.app.gang, prepared.namespace)  # a gang's API: before anything is written
+    if check_quota:
+        check_fits_cluster(kube, prepared.app)  # a gang larger than the cluster would wait for ever
     # a quick check without the lock: an app that cannot fit fails before anything is uploaded
     quota_limited = preflight(kube, prepared.app) if check_quota else False
     with guarded_signals():
@@ -223,9 +227,9 @@ def _upload(prepared: Prepared, ledger: Ledger, progress: uploads.Progress | Non
     plan = prepared.plan
     if not plan.uploads:
         return
-    ledger.uploading(plan.base_url, prepared.conf)
+    ledger.uploading(plan.base_url, plan.storage)
     for upload in plan.uploads:
-        uploads.execute(dataclasses.replace(plan, uploads=[upload]), prepared.conf, progress)
+        uploads.execute(dataclasses.replace(plan, uploads=[upload]), progress)
         ledger.step_done()
 
 

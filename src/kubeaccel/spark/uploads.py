@@ -39,8 +39,11 @@ def _local_path(uri: str) -> Path:
     return user_path(urlparse(uri).path if uri.startswith("file:") else uri, "the local file")
 
 
-def storage_options(url: str, conf: Mapping[str, str]) -> dict[str, Any]:
-    """fsspec options from the Hadoop confs the driver uses for the same store."""
+StorageOptions = Mapping[str, Any]  # fsspec's options for one store, resolved once from the conf
+
+
+def storage_options(url: str, conf: Mapping[str, str]) -> StorageOptions:
+    """fsspec options from the Hadoop confs the driver uses for the same store (read once per submit or gc)."""
     if not url.startswith(("s3://", "s3a://")):
         return {}
     options: dict[str, Any] = {}
@@ -53,13 +56,13 @@ def storage_options(url: str, conf: Mapping[str, str]) -> dict[str, Any]:
     return options
 
 
-def filesystem(url: str, conf: Mapping[str, str]) -> tuple[Any, str]:
+def filesystem(url: str, storage: StorageOptions) -> tuple[Any, str]:
     """(fsspec filesystem, path inside it) for an upload URL; `s3a://` is opened as `s3://`."""
     import fsspec  # only submits with local files and gc-uploads pay for it
 
     fs_url = "s3://" + url[len("s3a://") :] if url.startswith("s3a://") else url
     try:
-        fs, path = fsspec.core.url_to_fs(fs_url, **storage_options(url, conf))
+        fs, path = fsspec.core.url_to_fs(fs_url, **storage)
     except (ImportError, ValueError) as exc:
         raise ConfigError(
             f"cannot open {UPLOAD_PATH_KEY}={url!r}: {exc}",
@@ -80,6 +83,7 @@ class UploadPlan:
     uploads: list[Upload] = field(default_factory=list)
     request: SubmitRequest | None = None
     conf: dict[str, str] = field(default_factory=dict)
+    storage: StorageOptions = field(default_factory=dict)  # how to reach base_url, from the conf's s3a keys
 
 
 def plan_uploads(request: SubmitRequest, conf: Mapping[str, str], upload_id: str | None = None) -> UploadPlan:
@@ -132,19 +136,21 @@ def plan_uploads(request: SubmitRequest, conf: Mapping[str, str], upload_id: str
             raise NotFoundError(f"{key}={conf[key]!r} does not exist", hint="check the pod template path")
     plan.request = replace(request, app_resource=app_resource)
     plan.conf = conf
+    if plan.uploads:
+        plan.storage = storage_options(base_url, conf)
     return plan
 
 
-def execute(plan: UploadPlan, conf: Mapping[str, str], progress: Progress | None = None) -> None:
+def execute(plan: UploadPlan, progress: Progress | None = None) -> None:
     """Upload and verify every file; on any failure remove what was uploaded and raise."""
     if not plan.uploads:
         return
-    fs, root = filesystem(plan.base_url, conf)
+    fs, root = filesystem(plan.base_url, plan.storage)
     try:
         if not _is_object_store(fs):  # local and HDFS need the directory; on S3 it could create a bucket
             fs.makedirs(root, exist_ok=True)
         for upload in plan.uploads:
-            _, target = filesystem(upload.uri, conf)
+            _, target = filesystem(upload.uri, plan.storage)
             size = upload.source.stat().st_size
             _copy(upload.source, fs, target, progress)
             remote = fs.info(target).get("size")
@@ -154,10 +160,10 @@ def execute(plan: UploadPlan, conf: Mapping[str, str], progress: Progress | None
                     hint="retry the submit",
                 )
     except KubeaccelError:
-        remove(plan, conf)
+        remove(plan)
         raise
     except Exception as exc:  # fsspec backends raise their own families (botocore, OSError, ...)
-        remove(plan, conf)
+        remove(plan)
         raise UnavailableError(
             f"cannot upload to {plan.base_url}: {exc}",
             hint=f"check {UPLOAD_PATH_KEY} and the store's credentials/endpoint",
@@ -183,12 +189,12 @@ def _copy(source: Path, fs: Any, target: str, progress: Progress | None) -> None
         progress(source.name, 0, 0)
 
 
-def remove(plan: UploadPlan, conf: Mapping[str, str]) -> None:
+def remove(plan: UploadPlan) -> None:
     """Best-effort removal of an upload directory (used on rollback; never masks the first error)."""
     if not plan.uploads:
         return
     try:
-        fs, root = filesystem(plan.base_url, conf)
+        fs, root = filesystem(plan.base_url, plan.storage)
         if fs.exists(root):
             fs.rm(root, recursive=True)
     except Exception:
@@ -213,9 +219,9 @@ def _modified(info: Mapping[str, Any]) -> datetime | None:
     return None
 
 
-def list_upload_dirs(upload_path: str, conf: Mapping[str, str]) -> list[UploadDir]:
+def list_upload_dirs(upload_path: str, storage: StorageOptions) -> list[UploadDir]:
     """Every `spark-upload-*` directory under the upload path, aged by its newest file."""
-    fs, root = filesystem(upload_path, conf)
+    fs, root = filesystem(upload_path, storage)
     try:
         fs.invalidate_cache()
         entries = fs.ls(root, detail=True) if fs.exists(root) else []
@@ -245,11 +251,12 @@ def gc_uploads(
 ) -> list[UploadDir]:
     """Remove upload directories whose newest file is older than `older_than`; returns them."""
     cutoff = (now or datetime.now(UTC)) - older_than
-    old = [d for d in list_upload_dirs(upload_path, conf) if d.modified < cutoff]
+    storage = storage_options(upload_path, conf)
+    old = [d for d in list_upload_dirs(upload_path, storage) if d.modified < cutoff]
     if not dry_run:
-        fs, _ = filesystem(upload_path, conf)
+        fs, _ = filesystem(upload_path, storage)
         for directory in old:
-            _, path = filesystem(directory.url, conf)
+            _, path = filesystem(directory.url, storage)
             fs.rm(path, recursive=True)
     return old
 

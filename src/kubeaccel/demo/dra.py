@@ -17,15 +17,12 @@ started goes, unless ``--keep``.
 from __future__ import annotations
 
 import threading
-import time
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kubeaccel.demo import (
-    APP_IN_IMAGE,
-    CHART,
+from kubeaccel.cliopts import console, print_table
+from kubeaccel.demo.common import (
     PLUGIN_NAMESPACE,
     RELEASE,
     RESOURCE,
@@ -34,24 +31,24 @@ from kubeaccel.demo import (
     NodeRow,
     PluginPod,
     Report,
-    _node_rows,
-    _plugin_pods,
-    _pod_row,
-    _repo_root,
-    _timed,
-    allocations,
+    Session,
     allocations_table,
     app_confs,
-    build_image,
-    cleanup,
-    helm,
-    keep_hint,
+    build_images,
+    driver_template,
+    import_images,
+    install_release,
+    node_rows,
     nodes_table,
-    pi_value,
-    plugin_pod_problem,
+    plugin_pods,
     pod_table,
     print_outcome,
-    task_reports,
+    ready_release_pods,
+    release_exists,
+    run_app,
+    run_steps,
+    start_cluster,
+    wait_until,
 )
 from kubeaccel.errors import KubeaccelError, UnavailableError
 
@@ -186,32 +183,27 @@ def wait_for_slices(kube: Any, api: Any, node: str, want: int, image: str, *, ti
     """Until the DRA driver pod is ready and our ResourceSlices on ``node`` carry ``want`` devices."""
     from kubeaccel.kube import dra as kdra
 
-    deadline = time.monotonic() + timeout
-    while True:
-        pods = [p for p in _plugin_pods(api, node, DRA_RELEASE) if p.spec.containers[0].image == image]
-        for pod in pods:
-            if (problem := plugin_pod_problem(pod, image)) is not None:
-                raise problem
-        rows = [_pod_row(p) for p in pods]
-        devices = slice_devices(kdra.list_slices(kube, driver=DRIVER, node=node))
-        if len(devices) == want and any(r.ready for r in rows):
-            return next(r for r in rows if r.ready)
-        if time.monotonic() > deadline:
-            state = ", ".join(f"{r.name} ready={r.ready}" for r in rows) or "no DRA driver pod on the node"
-            raise UnavailableError(
-                f"node {node} did not get {want} devices in ResourceSlices of {DRIVER} within {timeout:.0f}s "
-                f"(has {len(devices)}; {state})",
-                hint=f"kubectl -n {PLUGIN_NAMESPACE} logs daemonset/{DRA_RELEASE}",
-            )
-        time.sleep(0.5)
+    seen: dict[str, Any] = {"devices": 0, "rows": []}
+
+    def ready() -> PluginPod | None:
+        seen["rows"] = rows = ready_release_pods(api, node, DRA_RELEASE, image)
+        seen["devices"] = len(slice_devices(kdra.list_slices(kube, driver=DRIVER, node=node)))
+        return next((r for r in rows if r.ready), None) if seen["devices"] == want else None
+
+    def failed() -> UnavailableError:
+        state = ", ".join(f"{r.name} ready={r.ready}" for r in seen["rows"]) or "no DRA driver pod on the node"
+        return UnavailableError(
+            f"node {node} did not get {want} devices in ResourceSlices of {DRIVER} within {timeout:.0f}s "
+            f"(has {seen['devices']}; {state})",
+            hint=f"kubectl -n {PLUGIN_NAMESPACE} logs daemonset/{DRA_RELEASE}",
+        )
+
+    return wait_until(ready, timeout, failed)
 
 
-def _refuse_device_plugin(kubeconfig: Path, api: Any, node: str) -> None:
+def refuse_device_plugin(kubeconfig: Path, api: Any, node: str) -> None:
     """A resource is served by one API on a node: the device-plugin release must not serve it too."""
-    import json
-
-    listed = json.loads(helm(kubeconfig, "list", "-n", PLUGIN_NAMESPACE, "-o", "json", "--filter", f"^{RELEASE}$"))
-    if listed or _plugin_pods(api, node, RELEASE):
+    if release_exists(kubeconfig, RELEASE) or plugin_pods(api, node, RELEASE):
         raise KubeaccelError(
             f"the device plugin (Helm release {RELEASE}) serves {RESOURCE} on node {node}; "
             "the DRA demo serves the same devices through DRA",
@@ -219,112 +211,51 @@ def _refuse_device_plugin(kubeconfig: Path, api: Any, node: str) -> None:
         )
 
 
-def install_dra(kubeconfig: Path, values: dict[str, Any], report: Report) -> bool:
-    """``helm upgrade --install`` the chart in DRA mode; True when the release is new."""
-    import json
+def _steps(session: Session, numa: int) -> DraDemoResult:
+    from kubeaccel.cluster import nodepaths
+    from kubeaccel.cluster.spec import DEFAULT_NODE_RESOURCES
+    from kubeaccel.kube import dra as kdra
+    from kubeaccel.kube.tenancy import create_tenant
 
-    import yaml
-
-    listed = json.loads(helm(kubeconfig, "list", "-n", PLUGIN_NAMESPACE, "-o", "json", "--filter",
-                             f"^{DRA_RELEASE}$"))  # fmt: skip
-    report(f"{'upgrading' if listed else 'installing'} the chart in DRA mode (Helm release {DRA_RELEASE})")
-    helm(kubeconfig, "upgrade", "--install", DRA_RELEASE, str(_repo_root() / CHART), "-n", PLUGIN_NAMESPACE,
-         "--values", "-", stdin=yaml.safe_dump(values))  # fmt: skip
-    return not listed
+    options = session.options
+    images = build_images(session)
+    start_cluster(session, DEFAULT_NODE_RESOURCES)
+    api = session.api()
+    refuse_device_plugin(session.kubeconfig, api, session.node)
+    import_images(session, images)
+    paths = nodepaths.node_paths(options.state_dir)
+    values = dra_values(options.devices, images.plugin, session.node, kubelet_dir=paths.kubelet_root,
+                        cdi_dir=paths.cdi, state_dir=paths.root / "kubeaccel-dra", server=session.info.server)
+    kube = session.kube()
+    with session.timed("driver"):
+        install_release(session, DRA_RELEASE, values, "the chart in DRA mode")
+        driver_pod = wait_for_slices(kube, api, session.node, options.devices, images.plugin)
+    session.report(f"node {session.node}: {options.devices} devices in slices (DRA driver pod {driver_pod.name})")
+    devices = slice_devices(kdra.list_slices(kube, driver=DRIVER, node=session.node))
+    # Privileged Pod Security: the driver runs on the host network (see app_confs), which baseline forbids.
+    create_tenant(kube, TENANT, {QUOTA_KEY: str(options.devices)}, pod_security="privileged")
+    confs = dra_app_confs(numa, namespace=TENANT, image=images.spark, node=session.node, server=session.info.server,
+                          template=driver_template(session, "demo-dra"), executors=options.executors)  # fmt: skip
+    watcher = _ClaimWatcher(kube, TENANT)
+    run = run_app(session, kube, confs, "accel-pi-dra", during=watcher)
+    return DraDemoResult(
+        kubeconfig=session.kubeconfig, submission_id=run.submission_id, phase=run.phase, pi=run.pi,
+        nodes=node_rows(api, session.node), driver_pod=driver_pod, devices=devices,
+        claims=sorted(watcher.seen.values(), key=lambda r: r.pod), allocations=run.allocations,
+        tasks=run.tasks, numa=numa, driver_log_tail=run.driver_log_tail, kept=options.keep, timings=session.timings,
+    )  # fmt: skip
 
 
 def run_demo_dra(options: DemoOptions, report: Report, *, numa: int = 1) -> DraDemoResult:
     """Bring everything up with the DRA driver, run the example app, collect what it saw."""
-    import yaml
-
-    from kubeaccel.cluster import api as cluster_api
-    from kubeaccel.cluster import nodepaths
-    from kubeaccel.cluster.images import import_archive
-    from kubeaccel.cluster.layout import Layout
-    from kubeaccel.cluster.lifecycle import down, up
-    from kubeaccel.cluster.realnode import containerd_address
-    from kubeaccel.cluster.spec import DEFAULT_NODE_RESOURCES, ClusterSpec
-    from kubeaccel.kube import dra as kdra
-    from kubeaccel.kube.client import Kube
-    from kubeaccel.kube.tenancy import create_tenant
-    from kubeaccel.spark.conf import SubmitRequest
-    from kubeaccel.spark.manage import logs
-    from kubeaccel.spark.submit import submit, wait
-
-    timings: dict[str, float] = {}
-    with _timed(timings, "image"):
-        archive, image = build_image(report, "spark")
-        plugin_archive, plugin_image = build_image(report, "plugin")
-    report("bringing up the local cluster with a real node")
-    spec = ClusterSpec(state_dir=options.state_dir, nodes=options.kwok_nodes, node_resources=DEFAULT_NODE_RESOURCES,
-                       real_node=True)  # fmt: skip
-    with _timed(timings, "cluster"):
-        info = up(spec, progress=report)
-    if not info.real_node:
-        raise UnavailableError("the cluster came up without its real node", hint="see `kubeaccel cluster status`")
-    started_cluster = not info.already_running
-    installed = False
-    try:
-        api = cluster_api.client(info.kubeconfig)
-        _refuse_device_plugin(info.kubeconfig, api, info.real_node)
-        report(f"importing {plugin_image} and {image} into the node's containerd")
-        with _timed(timings, "import"):
-            for path in (plugin_archive, archive):
-                import_archive(path, containerd_address(Layout(options.state_dir)))
-        paths = nodepaths.node_paths(options.state_dir)
-        values = dra_values(options.devices, plugin_image, info.real_node, kubelet_dir=paths.kubelet_root,
-                            cdi_dir=paths.cdi, state_dir=paths.root / "kubeaccel-dra", server=info.server)
-        kube = Kube.connect(kubeconfig=str(info.kubeconfig))
-        with _timed(timings, "driver"):
-            installed = install_dra(info.kubeconfig, values, report)
-            driver_pod = wait_for_slices(kube, api, info.real_node, options.devices, plugin_image)
-        report(f"node {info.real_node}: {options.devices} devices in ResourceSlices (DRA driver pod {driver_pod.name})")
-        devices = slice_devices(kdra.list_slices(kube, driver=DRIVER, node=info.real_node))
-
-        # Privileged Pod Security: the driver runs on the host network (see app_confs), which baseline forbids.
-        create_tenant(kube, TENANT, {QUOTA_KEY: str(options.devices)}, pod_security="privileged")
-        work = options.state_dir / "demo-dra"
-        work.mkdir(parents=True, exist_ok=True)
-        template = work / "driver-template.yaml"
-        pod = {"apiVersion": "v1", "kind": "Pod", "spec": {"hostNetwork": True, "dnsPolicy": "ClusterFirstWithHostNet"}}
-        template.write_text(yaml.safe_dump(pod))
-        confs = dra_app_confs(numa, namespace=TENANT, image=image, node=info.real_node, server=info.server,
-                              template=template, executors=options.executors)  # fmt: skip
-        request = SubmitRequest(app_resource=APP_IN_IMAGE, master=f"k8s://{info.server}",
-                                app_args=(str(options.partitions), SPARK_RESOURCE),
-                                name=f"accel-pi-dra-{uuid.uuid4().hex[:4]}", conf=confs)  # fmt: skip
-        with _timed(timings, "app"), _ClaimWatcher(kube, TENANT) as watcher:
-            sid = submit(request, kube=kube)
-            report(f"submitted {sid}")
-            code = wait(kube, sid, on_change=lambda phase: report(f"driver {phase}"), timeout=options.timeout)
-        driver_log = "".join(line if line.endswith("\n") else line + "\n" for line in logs(kube, str(sid)))
-        reports = task_reports(driver_log)
-        result = DraDemoResult(
-            kubeconfig=info.kubeconfig, submission_id=str(sid),
-            phase="Succeeded" if code == 0 else f"Failed (exit {code})", pi=pi_value(driver_log),
-            nodes=_node_rows(api, info.real_node), driver_pod=driver_pod, devices=devices,
-            claims=sorted(watcher.seen.values(), key=lambda r: r.pod), allocations=allocations(reports),
-            tasks=reports, numa=numa, driver_log_tail="\n".join(driver_log.splitlines()[-20:]),
-            kept=options.keep, timings=timings,
-        )  # fmt: skip
-    except BaseException:
-        if not options.keep:
-            cleanup(DRA_RELEASE, info.kubeconfig if installed else None, down if started_cluster else None,
-                    options.state_dir, report)  # fmt: skip
-        raise
-    if options.keep:
-        result.cleanup_hint = keep_hint(DRA_RELEASE, info.kubeconfig, options.state_dir)
-    else:
-        cleanup(DRA_RELEASE, info.kubeconfig if installed else None, down if started_cluster else None,
-                options.state_dir, report)  # fmt: skip
+    result, hint = run_steps(Session(options, report), lambda session: _steps(session, numa), DRA_RELEASE)
+    result.cleanup_hint = hint
     return result
 
 
 def render_dra(result: DraDemoResult) -> None:
     """The closing tables: nodes, the DRA driver pod, slice devices, claims, allocations, the result."""
     from rich.table import Table
-
-    from kubeaccel.cliopts import console, print_table
 
     slices = Table(title=f"ResourceSlice devices on the real node ({RESOURCE}, simulated)")
     for column in ("slice", "device", "index", "NUMA", "tainted"):

@@ -1,0 +1,191 @@
+"""Gangs on the real control plane (Kubernetes 1.37 API server, scheduler with GenericWorkload, kwok nodes).
+
+Two apps, each a driver (no device) + 4 executors with 1 device, on a node the test owns with 4 devices of
+a resource only this test uses. The executors are created by a stand-in that reads the executor pod
+template each submit produced, interleaved as two drivers starting together would create them.
+
+* without gangs: both apps end up holding devices with executors still pending: the deadlock;
+* with the native API (``--gang``): one app's 4 executors are placed together, the other's none; its
+  `spark status` says why (the PodGroup's condition); when the first app ends, the second runs whole;
+* a gang on a scheduler whose API is not installed (Volcano, Kueue) is refused, naming the missing
+  CustomResourceDefinition, and nothing is created.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from fixtures.cluster import LocalCluster, wait_for
+from fixtures.spark import ON_KWOK
+from fixtures.standin import executor_pod, template_text
+
+from kubeaccel.cluster import kwok
+from kubeaccel.errors import ConfigError, KubeaccelError, QuotaError
+from kubeaccel.kube.client import Kube
+from kubeaccel.kube.rest import CONFIGMAPS, PODS
+from kubeaccel.spark import manage
+from kubeaccel.spark.builder import Generated
+from kubeaccel.spark.conf import SubmitRequest
+from kubeaccel.spark.gangkube import NATIVE_PODGROUPS
+from kubeaccel.spark.submit import submit
+
+pytestmark = [pytest.mark.cluster, pytest.mark.slow]
+EXECUTORS = 4
+
+
+@pytest.fixture
+def device_node(cluster: LocalCluster) -> Iterator[str]:
+    """One kwok node with 4 devices of a resource no other test uses; yields the resource's vendor."""
+    tag = uuid.uuid4().hex[:6]
+    vendor = f"t{tag}.example.com"
+    name = f"gang-{tag}"
+    node = kwok.node_manifest(name, {"cpu": "32", "memory": "128Gi", "pods": "110", f"{vendor}/ve": str(EXECUTORS)})
+    cluster.apply(json.dumps(node))
+    wait_for("device node Ready", lambda: cluster.kubectl(
+        "get", "node", name, "-o", 'jsonpath={.status.conditions[?(@.type=="Ready")].status}', check=False,
+    ).stdout == "True")
+    try:
+        yield vendor
+    finally:
+        cluster.kubectl("delete", "node", name, "--wait=false", check=False)
+
+
+def _request(cluster: LocalCluster, namespace: str, name: str, vendor: str, **conf: str) -> SubmitRequest:
+    return SubmitRequest(
+        "local:///opt/spark/examples/src/main/python/pi.py",
+        master=f"k8s://{cluster.server}",
+        name=name,
+        conf={
+            "spark.kubernetes.namespace": namespace,
+            "spark.kubernetes.container.image": "spark:test",
+            "spark.executor.instances": str(EXECUTORS),
+            "spark.executor.resource.ve.amount": "1",
+            "spark.executor.resource.ve.vendor": vendor,
+            "spark.executor.resource.ve.discoveryScript": "/opt/kubeaccel/discover",
+            **ON_KWOK,
+            **conf,
+        },
+    )
+
+
+def _pods(kube: Kube, namespace: str, app_id: str) -> list[dict[str, Any]]:
+    return kube.list_raw(PODS, namespace, labels={"spark-app-selector": app_id, "spark-role": "executor"})
+
+
+def _placed(kube: Kube, namespace: str, app_id: str) -> int:
+    return sum(1 for p in _pods(kube, namespace, app_id) if (p.get("spec") or {}).get("nodeName"))
+
+
+def _unschedulable(pod: dict[str, Any]) -> bool:
+    return any(c.get("type") == "PodScheduled" and c.get("status") == "False"
+               for c in (pod.get("status") or {}).get("conditions") or [])
+
+
+def _start_two_apps(
+    cluster: LocalCluster, kube: Kube, namespace: str, vendor: str, **conf: str
+) -> list[dict[str, Any]]:
+    """Submit two apps, wait for their drivers, then create their executors interleaved: A0 B0 A1 B1 ..."""
+    drivers = []
+    for name in ("first", "second"):
+        sid = submit(_request(cluster, namespace, name, vendor, **conf), kube=kube, check_quota=False)
+        wait_for(f"{name} driver Running", lambda sid=sid: kube.get_raw(PODS, sid.pod, namespace)
+                 .get("status", {}).get("phase") == "Running")
+        drivers.append(kube.get_raw(PODS, sid.pod, namespace))
+    config_maps = kube.list_raw(CONFIGMAPS, namespace)
+    templates = [template_text(config_maps, d["metadata"]["name"]) for d in drivers]
+    limits = {f"{vendor}/ve": "1"}
+    for index in range(1, EXECUTORS + 1):
+        for driver, text in zip(drivers, templates, strict=True):
+            kube.create(executor_pod(text, driver, index, limits), namespace=namespace)
+    return drivers
+
+
+def _app_id(driver: dict[str, Any]) -> str:
+    return str(driver["metadata"]["labels"]["spark-app-selector"])
+
+
+def test_without_gangs_two_apps_deadlock(
+    cluster: LocalCluster, kube: Kube, spark_namespace: str, device_node: str
+) -> None:
+    drivers = _start_two_apps(cluster, kube, spark_namespace, device_node)
+    ids = [_app_id(d) for d in drivers]
+
+    def settled() -> bool:
+        pods = [p for app in ids for p in _pods(kube, spark_namespace, app)]
+        placed = sum(1 for p in pods if (p.get("spec") or {}).get("nodeName"))
+        return placed == EXECUTORS and sum(1 for p in pods if _unschedulable(p)) == EXECUTORS
+
+    wait_for("all devices taken, the rest unschedulable", settled, timeout=60)
+    placed = [_placed(kube, spark_namespace, app) for app in ids]
+    # both apps hold devices, neither has all its executors: each waits for devices the other holds
+    assert all(0 < n < EXECUTORS for n in placed), placed
+
+
+def test_native_gang_places_one_app_whole_and_the_other_waits(
+    cluster: LocalCluster, kube: Kube, spark_namespace: str, device_node: str
+) -> None:
+    drivers = _start_two_apps(cluster, kube, spark_namespace, device_node, **{"spark.kubeaccel.gang.enabled": "true"})
+    ids = [_app_id(d) for d in drivers]
+    groups = kube.list_raw(NATIVE_PODGROUPS, spark_namespace)
+    assert sorted(g["spec"]["schedulingPolicy"]["gang"]["minCount"] for g in groups) == [EXECUTORS, EXECUTORS]
+    assert all(g["metadata"]["ownerReferences"][0]["kind"] == "Pod" for g in groups)
+
+    wait_for("one gang placed whole", lambda: sorted(_placed(kube, spark_namespace, a) for a in ids) == [0, EXECUTORS])
+    placed = {a: _placed(kube, spark_namespace, a) for a in ids}
+    waiting = next(a for a, n in placed.items() if n == 0)
+    running = next(a for a, n in placed.items() if n == EXECUTORS)
+    waiting_driver = next(d for d in drivers if _app_id(d) == waiting)
+
+    def says_why() -> bool:
+        (app,) = manage.status(kube, f"{spark_namespace}:{waiting_driver['metadata']['name']}")
+        return "gang " in app.reason and "Unschedulable" in app.reason
+
+    wait_for("status of the waiting gang says why", says_why, timeout=60)
+    (app,) = manage.status(kube, f"{spark_namespace}:{waiting_driver['metadata']['name']}")
+    # e.g. "gang second-…: Unschedulable: minCount (4) cannot be satisfied: 0 scheduled, 3 remaining, …"
+    assert "minCount (4) cannot be satisfied" in app.reason, app.reason
+
+    # the first app ends (its executors go): the second gang is placed, whole
+    for pod in _pods(kube, spark_namespace, running):
+        kube.delete(PODS, pod["metadata"]["name"], spark_namespace, grace_period=0, missing_ok=True)
+    wait_for("the waiting gang placed whole", lambda: _placed(kube, spark_namespace, waiting) == EXECUTORS,
+             timeout=60)
+
+
+@pytest.mark.parametrize(("conf", "named"), [
+    ({"spark.kubeaccel.gang.scheduler": "volcano"}, "podgroups.scheduling.volcano.sh"),
+    ({"spark.kubeaccel.queue": "team-a"}, "localqueues.kueue.x-k8s.io"),
+])
+def test_gang_without_its_api_is_refused_and_nothing_is_created(
+    cluster: LocalCluster, kube: Kube, spark_namespace: str, conf: dict[str, str], named: str
+) -> None:
+    with pytest.raises(ConfigError) as info:
+        submit(_request(cluster, spark_namespace, "refused", "nec.com", **conf), kube=kube, check_quota=False)
+    assert named in info.value.message
+    assert kube.list_raw(PODS, spark_namespace) == []
+    assert all(c["metadata"]["name"] == "kube-root-ca.crt" for c in kube.list_raw(CONFIGMAPS, spark_namespace))
+
+
+def test_gang_larger_than_the_cluster_is_refused_with_numbers(
+    cluster: LocalCluster, kube: Kube, spark_namespace: str, device_node: str
+) -> None:
+    conf = {"spark.kubeaccel.gang.enabled": "true", "spark.executor.instances": str(EXECUTORS + 1)}
+    with pytest.raises(QuotaError) as info:
+        submit(_request(cluster, spark_namespace, "too-big", device_node, **conf), kube=kube)
+    assert f"needs {EXECUTORS + 1} {device_node}/ve, the cluster has {EXECUTORS}" in info.value.message
+    assert kube.list_raw(PODS, spark_namespace) == []
+
+
+def test_a_failure_after_the_pod_group_rolls_it_back(cluster: LocalCluster, kube: Kube, spark_namespace: str) -> None:
+    generated = Generated.fresh("tester")
+    kube.create({"apiVersion": "v1", "kind": "Service", "metadata": {"name": f"clash-{generated.name_id}-driver-svc"},
+                 "spec": {"clusterIP": "None", "ports": [{"port": 1}]}}, namespace=spark_namespace)
+    request = _request(cluster, spark_namespace, "clash", "nec.com", **{"spark.kubeaccel.gang.enabled": "true"})
+    with pytest.raises(KubeaccelError, match="already exists"):
+        submit(request, kube=kube, generated=generated, check_quota=False)
+    assert kube.list_raw(PODS, spark_namespace) == []
+    assert kube.list_raw(NATIVE_PODGROUPS, spark_namespace) == []
