@@ -1,4 +1,4 @@
-"""Dynamic Resource Allocation objects (``resource.k8s.io/v1``) through the one door, ``kube.client``.
+"""Dynamic Resource Allocation objects (``resource.k8s.io/v1``) through the one door, ``Kube``.
 
 ResourceSlices (the node daemon publishes its devices), ResourceClaims (read when the kubelet asks
 to prepare one; created and allocated by the conformance checker), DeviceClasses. Claims and slices
@@ -14,9 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from lightkube.resources.resource_v1 import DeviceClass, ResourceClaim, ResourceClaimStatus, ResourceSlice
-from lightkube.types import PatchType
 
-from kubeaccel.kube.client import Kube, translate_errors
+from kubeaccel.kube.client import Kube
 
 __all__ = [
     "apply_device_class",
@@ -78,11 +77,7 @@ def delete_claim(kube: Kube, namespace: str, name: str) -> None:
 
 def set_claim_allocation(kube: Kube, namespace: str, name: str, status: Mapping[str, Any]) -> dict[str, Any]:
     """Write ``status`` (allocation, reservedFor) as the scheduler would: for checkers and tests."""
-    with translate_errors("update status of", f"resourceclaim {name}", namespace=namespace, server=kube.server):
-        updated = kube._any.patch(
-            ResourceClaimStatus, name, {"status": dict(status)}, namespace=namespace, patch_type=PatchType.MERGE
-        )
-    return _to_dict(updated)
+    return _to_dict(kube.merge_patch(ResourceClaimStatus, name, {"status": dict(status)}, namespace=namespace))
 
 
 def _to_dict(obj: Any) -> dict[str, Any]:
