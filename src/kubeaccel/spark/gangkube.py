@@ -31,16 +31,19 @@ KUEUE_WORKLOADS = rest.Collection(
 )
 
 
+_GENERIC = {
+    "VolcanoPodGroup": ("scheduling.volcano.sh", "v1beta1", "PodGroup", "podgroups"),
+    "LocalQueue": ("kueue.x-k8s.io", "v1beta2", "LocalQueue", "localqueues"),
+    "KueueWorkload": ("kueue.x-k8s.io", "v1beta2", "Workload", "workloads"),
+}
+
+
 def __getattr__(name: str) -> Any:  # the generic lightkube classes, made only when the slow lane needs one
+    made = _GENERIC.get(name)
+    if made is None:  # e.g. `__path__`, which every `from ... import` asks for: never load lightkube for it
+        raise AttributeError(name)
     from lightkube.generic_resource import create_namespaced_resource
 
-    made = {
-        "VolcanoPodGroup": ("scheduling.volcano.sh", "v1beta1", "PodGroup", "podgroups"),
-        "LocalQueue": ("kueue.x-k8s.io", "v1beta2", "LocalQueue", "localqueues"),
-        "KueueWorkload": ("kueue.x-k8s.io", "v1beta2", "Workload", "workloads"),
-    }.get(name)
-    if made is None:
-        raise AttributeError(name)
     return create_namespaced_resource(*made)
 
 
