@@ -88,6 +88,7 @@ def test_first_render_and_an_unhealthy_device_within_2_s(
     first_render = time.monotonic() - started
     assert browser.evaluate(f"{_cell('acc0')}.dataset.state") == "free"
     assert browser.evaluate(f"{_cell('acc1')}.dataset.state") == "held"
+    assert browser.evaluate(f"{_cell('acc1')}.style.borderLeftStyle") == "solid"  # coloured by its holder too
     assert "free" in browser.evaluate(f"{_cell('acc0')}.getAttribute('aria-label')")  # the colour, in words
     browser.screenshot("01-first-render")
     metrics.body = (_health("acc0", "Unhealthy") + _health("acc1", "Healthy", MARKUP, namespace)).encode()
