@@ -105,6 +105,9 @@ class Refresher(threading.Thread):
             self._feed.publish(self.last)
         except KubeaccelError as exc:
             self._feed.publish({**self.last, "error": exc.message[:500]})
+        except Exception as exc:  # a bug must not silently freeze the page: say it there and in the log
+            log.exception("kubeaccel ui: reading the view failed")
+            self._feed.publish({**self.last, "error": f"internal error: {type(exc).__name__}: {str(exc)[:300]}"})
 
     def run(self) -> None:
         # start to start: a read that takes longer than the interval is followed at once by the next,
