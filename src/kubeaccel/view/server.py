@@ -9,9 +9,10 @@ the whole view takes to read). What it guards:
 - GET and HEAD only; a strict Content-Security-Policy (``'self'`` only, no inline script), ``nosniff``;
 - at most ``MAX_STREAMS`` live event streams.
 
-Live updates: watches on pods, ResourceClaims and ResourceSlices wake the refresher at once; it also
-reads the view every ``interval`` seconds, because the device plugins' health and holders are only in
-their metrics, which cannot be watched. It pushes the view to every open ``/events`` stream
+Live updates: watches on pods, ResourceClaims and ResourceSlices change the held objects and the
+refresher builds the document again at once from them (``kubeaccel.view.live``, nothing fetched); it
+also reads the whole view every ``interval`` seconds, because the device plugins' health and holders
+are only in their metrics, which cannot be watched. It pushes the view to every open ``/events`` stream
 (server-sent events) only when it changed.
 """
 
@@ -86,37 +87,69 @@ class Feed:
 
 class Refresher(threading.Thread):
     """Reads the document every ``interval`` seconds into the feed; a failed read keeps the last one
-    and says why (``error``), so the page shows the cluster is unreachable rather than going blank."""
+    and says why (``error``), so the page shows the cluster is unreachable rather than going blank.
 
-    def __init__(self, read: Callable[[], dict[str, Any]], feed: Feed, interval: float) -> None:
+    With ``render`` (the document from what is held, no I/O: ``LiveSources.render``), ``changed`` makes
+    it build the document again at once from the watched objects, between full reads; without it,
+    ``wake`` and ``changed`` both mean a full read now."""
+
+    def __init__(self, read: Callable[[], dict[str, Any]], feed: Feed, interval: float,
+                 render: Callable[[], dict[str, Any] | None] | None = None) -> None:
         super().__init__(name="kubeaccel-ui-refresh", daemon=True)
-        self._read, self._feed, self._interval = read, feed, interval
+        self._read, self._feed, self._interval, self._render = read, feed, interval, render
         self._stop = threading.Event()
         self._woken = threading.Event()
+        self._full = threading.Event()
+        self._dirty = threading.Event()
         self.last: dict[str, Any] = {}
 
     def wake(self) -> None:
-        """Read again now (a watch saw a pod, claim or slice change), not at the next interval."""
+        """Read everything again now, not at the next interval."""
+        self._full.set()
         self._woken.set()
 
-    def refresh(self) -> None:
+    def changed(self) -> None:
+        """A watched object changed: build the document again now (a full read without ``render``)."""
+        if self._render is None:
+            self.wake()
+            return
+        self._dirty.set()
+        self._woken.set()
+
+    def _publish(self, produce: Callable[[], dict[str, Any] | None]) -> None:
         try:
-            self.last = self._read()
-            self._feed.publish(self.last)
+            document = produce()
+            if document is not None:
+                self.last = document
+                self._feed.publish(document)
         except KubeaccelError as exc:
             self._feed.publish({**self.last, "error": exc.message[:500]})
         except Exception as exc:  # a bug must not silently freeze the page: say it there and in the log
             log.exception("kubeaccel ui: reading the view failed")
             self._feed.publish({**self.last, "error": f"internal error: {type(exc).__name__}: {str(exc)[:300]}"})
 
+    def refresh(self) -> None:
+        self._publish(self._read)
+
     def run(self) -> None:
-        # start to start: a read that takes longer than the interval is followed at once by the next,
-        # so a change shows within about two reads however large the cluster
+        # full reads start to start: one that takes longer than the interval is followed at once by the
+        # next, so a change shows within about two reads however large the cluster; watched changes are
+        # rendered in between from what is held (coalesced: one render for a burst of events)
+        next_full = time.monotonic() + self._interval  # start() made the first read
         while not self._stop.is_set():
-            started = time.monotonic()
+            self._woken.wait(max(0.0, next_full - time.monotonic()))
+            if self._stop.is_set():
+                break
             self._woken.clear()
-            self.refresh()
-            self._woken.wait(max(0.05, self._interval - (time.monotonic() - started)))
+            if self._full.is_set() or time.monotonic() >= next_full:
+                self._full.clear()
+                self._dirty.clear()
+                started = time.monotonic()
+                self.refresh()
+                next_full = max(started + self._interval, time.monotonic() + 0.05)
+            elif self._dirty.is_set() and self._render is not None:
+                self._dirty.clear()
+                self._publish(self._render)
 
     def stop(self) -> None:
         self._stop.set()
@@ -199,9 +232,10 @@ class UiServer:
     """The page's HTTP server and its refresher; ``start`` binds (a port in use is a ConfigError)."""
 
     def __init__(self, read: Callable[[], dict[str, Any]], *, port: int, interval: float,
-                 watch: Callable[[Callable[[], None]], object] | None = None) -> None:
+                 watch: Callable[[Callable[[], None]], object] | None = None,
+                 render: Callable[[], dict[str, Any] | None] | None = None) -> None:
         self.feed = Feed()
-        self.refresher = Refresher(read, self.feed, interval)
+        self.refresher = Refresher(read, self.feed, interval, render)
         self._watch = watch
         self._port = port
         self._http: ThreadingHTTPServer | None = None
@@ -239,7 +273,7 @@ class UiServer:
         self.refresher.refresh()  # the first document is there before the first page asks
         self.refresher.start()
         if self._watch is not None:
-            self._watch(self.refresher.wake)
+            self._watch(self.refresher.changed)
         self._thread = threading.Thread(target=http.serve_forever, name="kubeaccel-ui", daemon=True)
         self._thread.start()
 
