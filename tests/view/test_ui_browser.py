@@ -62,7 +62,7 @@ def ui(ui_cluster: tuple[LocalCluster, str, MetricsServer]) -> Iterator[UiServer
     """As `kubeaccel ui` runs it: full reads each interval, watch events applied in between."""
     kube = Kube.connect(kubeconfig=ui_cluster[0].kubeconfig)
     live = live_sources(kube)
-    server = UiServer(live.read, port=0, interval=0.5, render=live.render,
+    server = UiServer(live.update, port=0, interval=0.5, render=live.render,
                       watch=lambda changed: start_watches(kube, changed, on_event=live.event))
     server.start()
     yield server
@@ -155,9 +155,9 @@ def test_watches_drive_the_page_not_the_interval(
     if incremental:
         live = live_sources(kube)
 
-        def read() -> dict[str, object]:
+        def read() -> None:
             reads[0] += 1
-            return live.read()
+            live.update()
 
         server = UiServer(read, port=0, interval=60, render=live.render,
                           watch=lambda changed: start_watches(kube, changed, on_event=live.event))

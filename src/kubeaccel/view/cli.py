@@ -161,7 +161,7 @@ def ui(kubeconfig: str | None, context: str | None, port: int, interval: float) 
 
     kube = Kube.connect(kubeconfig=kubeconfig, context=context)
     live = live_sources(kube)
-    server = UiServer(live.read, port=port, interval=interval, render=live.render,
+    server = UiServer(live.update, port=port, interval=interval, render=live.render,
                       watch=lambda changed: start_watches(kube, changed, on_event=live.event))
     server.start()
     done = threading.Event()

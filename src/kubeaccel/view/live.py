@@ -84,6 +84,13 @@ class LiveSources:
 
     def read(self) -> dict[str, Any]:
         """A full read, then the events that came meanwhile, then the document."""
+        self.update()
+        document = self.render()
+        assert document is not None
+        return document
+
+    def update(self) -> None:
+        """A full read, then the events that came meanwhile (no document: ``render`` makes it)."""
         with self._lock:
             self._reading = True
         try:
@@ -98,8 +105,6 @@ class LiveSources:
                 apply(objects[field], kind, obj, replay=True)
             self._reading, self._during = False, []
             self._objects, self._sources = objects, sources
-            current = self._current()
-        return self._render(current)
 
     def event(self, watched: str, kind: str, obj: dict[str, Any]) -> bool:
         """A watch event (``watched``: Pod, ResourceClaim or ResourceSlice); True when the page may change."""

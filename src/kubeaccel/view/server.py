@@ -89,71 +89,100 @@ class Refresher(threading.Thread):
     """Reads the document every ``interval`` seconds into the feed; a failed read keeps the last one
     and says why (``error``), so the page shows the cluster is unreachable rather than going blank.
 
-    With ``render`` (the document from what is held, no I/O: ``LiveSources.render``), ``changed`` makes
-    it build the document again at once from the watched objects, between full reads; without it,
-    ``wake`` and ``changed`` both mean a full read now."""
+    With ``render`` (the document from what is held, no I/O: ``LiveSources.render``), ``read`` only
+    refreshes what is held (``LiveSources.update``) and a second thread, the only one that publishes,
+    builds the document after each full read and at once on ``changed`` (a watched object changed),
+    coalescing a burst of events into one build; so an event never waits for a full read under way.
+    Without ``render``, ``wake`` and ``changed`` both mean a full read now."""
 
-    def __init__(self, read: Callable[[], dict[str, Any]], feed: Feed, interval: float,
+    def __init__(self, read: Callable[[], dict[str, Any] | None], feed: Feed, interval: float,
                  render: Callable[[], dict[str, Any] | None] | None = None) -> None:
         super().__init__(name="kubeaccel-ui-refresh", daemon=True)
         self._read, self._feed, self._interval, self._render = read, feed, interval, render
         self._stop = threading.Event()
         self._woken = threading.Event()
-        self._full = threading.Event()
         self._dirty = threading.Event()
+        self._error: str | None = None
+        self._renderer = threading.Thread(target=self._rendering, name="kubeaccel-ui-render", daemon=True)
         self.last: dict[str, Any] = {}
+
+    @property
+    def rendering(self) -> bool:
+        return self._render is not None
 
     def wake(self) -> None:
         """Read everything again now, not at the next interval."""
-        self._full.set()
         self._woken.set()
 
     def changed(self) -> None:
         """A watched object changed: build the document again now (a full read without ``render``)."""
         if self._render is None:
             self.wake()
-            return
-        self._dirty.set()
-        self._woken.set()
+        else:
+            self._dirty.set()
 
-    def _publish(self, produce: Callable[[], dict[str, Any] | None]) -> None:
+    def _failed(self, exc: Exception) -> str:
+        if isinstance(exc, KubeaccelError):
+            return exc.message[:500]
+        log.exception("kubeaccel ui: reading the view failed", exc_info=exc)  # a bug: on the page and in the log
+        return f"internal error: {type(exc).__name__}: {str(exc)[:300]}"
+
+    def refresh(self) -> None:
+        if self._render is not None:
+            try:
+                self._read()
+                self._error = None
+            except Exception as exc:
+                self._error = self._failed(exc)
+            self._dirty.set()
+            return
         try:
-            document = produce()
+            document = self._read()
             if document is not None:
                 self.last = document
                 self._feed.publish(document)
-        except KubeaccelError as exc:
-            self._feed.publish({**self.last, "error": exc.message[:500]})
-        except Exception as exc:  # a bug must not silently freeze the page: say it there and in the log
-            log.exception("kubeaccel ui: reading the view failed")
-            self._feed.publish({**self.last, "error": f"internal error: {type(exc).__name__}: {str(exc)[:300]}"})
+        except Exception as exc:
+            self._feed.publish({**self.last, "error": self._failed(exc)})
 
-    def refresh(self) -> None:
-        self._publish(self._read)
+    def render_now(self) -> None:
+        """Build and publish the document from what is held (the render thread's step; tests call it)."""
+        assert self._render is not None
+        error = self._error
+        try:
+            document = self._render()
+        except Exception as exc:
+            document, error = None, self._failed(exc)
+        if document is not None:
+            self.last = document
+        if document is not None or error:
+            self._feed.publish({**self.last, "error": error} if error else self.last)
 
-    def run(self) -> None:
-        # full reads start to start: one that takes longer than the interval is followed at once by the
-        # next, so a change shows within about two reads however large the cluster; watched changes are
-        # rendered in between from what is held (coalesced: one render for a burst of events)
-        next_full = time.monotonic() + self._interval  # start() made the first read
+    def _rendering(self) -> None:
         while not self._stop.is_set():
-            self._woken.wait(max(0.0, next_full - time.monotonic()))
+            self._dirty.wait()
             if self._stop.is_set():
                 break
+            self._dirty.clear()
+            self.render_now()
+
+    def start(self) -> None:
+        super().start()
+        if self._render is not None:
+            self._renderer.start()
+
+    def run(self) -> None:
+        # start to start: a read that takes longer than the interval is followed at once by the next,
+        # so a change shows within about two reads however large the cluster
+        while not self._stop.is_set():
+            started = time.monotonic()
             self._woken.clear()
-            if self._full.is_set() or time.monotonic() >= next_full:
-                self._full.clear()
-                self._dirty.clear()
-                started = time.monotonic()
-                self.refresh()
-                next_full = max(started + self._interval, time.monotonic() + 0.05)
-            elif self._dirty.is_set() and self._render is not None:
-                self._dirty.clear()
-                self._publish(self._render)
+            self.refresh()
+            self._woken.wait(max(0.05, self._interval - (time.monotonic() - started)))
 
     def stop(self) -> None:
         self._stop.set()
         self._woken.set()
+        self._dirty.set()
 
 
 def _handler(feed: Feed, allowed_hosts: frozenset[str], streams: threading.BoundedSemaphore) -> type:
@@ -231,7 +260,7 @@ def _handler(feed: Feed, allowed_hosts: frozenset[str], streams: threading.Bound
 class UiServer:
     """The page's HTTP server and its refresher; ``start`` binds (a port in use is a ConfigError)."""
 
-    def __init__(self, read: Callable[[], dict[str, Any]], *, port: int, interval: float,
+    def __init__(self, read: Callable[[], dict[str, Any] | None], *, port: int, interval: float,
                  watch: Callable[[Callable[[], None]], object] | None = None,
                  render: Callable[[], dict[str, Any] | None] | None = None) -> None:
         self.feed = Feed()
@@ -271,6 +300,8 @@ class UiServer:
         http.RequestHandlerClass = _handler(self.feed, hosts, threading.BoundedSemaphore(MAX_STREAMS))
         self._http = http
         self.refresher.refresh()  # the first document is there before the first page asks
+        if self.refresher.rendering:
+            self.refresher.render_now()
         self.refresher.start()
         if self._watch is not None:
             self._watch(self.refresher.changed)
