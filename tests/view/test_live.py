@@ -8,15 +8,19 @@ interleaving, once every event is delivered the held objects are the server's fi
 
 from __future__ import annotations
 
+import json
 import threading
+import time
 from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from kubeaccel.errors import UnavailableError
 from kubeaccel.view.live import LiveSources, apply, version
 from kubeaccel.view.readers import Sources
+from kubeaccel.view.server import Feed, Refresher
 
 
 def pod(name: str, rv: int | str, phase: str = "Running") -> dict[str, Any]:
@@ -171,3 +175,45 @@ def test_a_writer_and_full_reads_racing_end_at_the_servers_state() -> None:
     stop.set()
     t.join()
     assert live.render() == render(read())
+
+
+def test_the_refresher_renders_events_between_reads_and_says_when_a_read_fails() -> None:
+    """The server's refresher with a held view (no HTTP, no cluster): an event shows without a full read;
+    a failed full read keeps what is held, says why, and events still show."""
+
+    fail, reads = [False], [0]
+
+    def read() -> Sources:
+        reads[0] += 1
+        if fail[0]:
+            raise UnavailableError("cannot reach the Kubernetes API server")
+        return sources([pod("a", 1)])
+
+    live, feed = LiveSources(read, render), Feed()
+    refresher = Refresher(live.update, feed, 60, live.render)
+    refresher.refresh()
+    refresher.render_now()
+    refresher.start()
+    try:
+        def newest(expected: dict[str, Any]) -> None:
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline:
+                if json.loads(feed.body) == expected:
+                    return
+                time.sleep(0.01)
+            raise AssertionError(f"{feed.body!r} never became {expected}")
+
+        newest({"pods": [["a", "Running"]]})
+        done = reads[0]
+        if live.event("Pod", "ADDED", pod("b", 2)):
+            refresher.changed()
+        newest({"pods": [["a", "Running"], ["b", "Running"]]})
+        assert reads[0] == done
+        fail[0] = True
+        refresher.wake()
+        newest({"pods": [["a", "Running"], ["b", "Running"]], "error": "cannot reach the Kubernetes API server"})
+        if live.event("Pod", "MODIFIED", pod("b", 3, "Failed")):
+            refresher.changed()
+        newest({"pods": [["a", "Running"], ["b", "Failed"]], "error": "cannot reach the Kubernetes API server"})
+    finally:
+        refresher.stop()
