@@ -473,19 +473,26 @@ class Kube:
         with _collector_paused():
             return [item.to_dict() for item in items]
 
-    def serves(self, group_version: str) -> bool | None:
-        """Whether the API server serves ``group/version`` (discovery, ``GET /apis``); None when it cannot be
-        told here (no fast lane): the caller then learns it from the first write."""
+    def serves(self, group_version: str, plural: str | None = None) -> bool | None:
+        """Whether the API server serves ``group/version`` (and in it the resource ``plural``), by discovery;
+        None when it cannot be told here (no fast lane): the caller then learns it from the first write."""
         if "/" not in group_version:
             return True  # the core group
         answer = self._fast_request("get", "API groups", None, "GET", "/apis", {})
         if answer is _SLOW or not isinstance(answer, dict):
             return None
         group, _, version = group_version.partition("/")
-        for entry in answer.get("groups") or []:
-            if entry.get("name") == group:
-                return any(v.get("version") == version for v in entry.get("versions") or [])
-        return False
+        listed = any(
+            entry.get("name") == group and any(v.get("version") == version for v in entry.get("versions") or [])
+            for entry in answer.get("groups") or []
+        )
+        if not listed or plural is None:
+            return listed
+        # the group is served, but one of its CRDs may be gone (or going): ask the version for its resources
+        resources = self._fast_request("get", f"API {group_version}", None, "GET", f"/apis/{group_version}", {})
+        if resources is _SLOW or not isinstance(resources, dict):
+            return None
+        return any(r.get("name") == plural for r in resources.get("resources") or [])
 
     def _fast_request(  # noqa: PLR0917 - the request's facts, as _call has them
         self,
