@@ -41,6 +41,64 @@ def _tls_cluster(served: servers.Served, **extra: Any) -> dict[str, Any]:
     return {"server": served.url, "certificate-authority-data": servers.b64(served.ca), **extra}
 
 
+def _exec_user(directory: Path, token: str = "exec-token") -> dict[str, Any]:
+    """A user whose token comes from an exec credential plugin (a real script): only httpx's transport
+    (lightkube's auth flows) runs those, so a Kube for it speaks through the second transport."""
+    plugin = directory / "credential-plugin"
+    credential = {"apiVersion": "client.authentication.k8s.io/v1beta1", "kind": "ExecCredential",
+                  "status": {"token": token}}
+    plugin.write_text(f"#!/bin/sh\necho '{json.dumps(credential)}'\n")
+    plugin.chmod(0o755)
+    return {"exec": {"apiVersion": "client.authentication.k8s.io/v1beta1", "command": str(plugin)}}
+
+
+TRANSPORTS = ["stdlib", "httpx"]
+
+
+def _user(transport: str, directory: Path) -> dict[str, Any]:
+    return {"token": "t"} if transport == "stdlib" else _exec_user(directory)
+
+
+def _connected(path: Path, transport: str, timeout: float = 10.0) -> Kube:
+    kube = Kube.connect(kubeconfig=path, timeout=timeout)
+    assert (kube._fast is not None) == (transport == "stdlib")
+    return kube
+
+
+def test_an_exec_plugin_user_speaks_through_the_second_transport(tmp_path: Path) -> None:
+    with servers.serve(_ok, tls=servers.certificate("127.0.0.1")) as served:
+        path = servers.kubeconfig(tmp_path / "kubeconfig", _tls_cluster(served), _exec_user(tmp_path))
+        kube = _connected(path, "httpx")
+        assert kube.list_raw(rest.PODS, "default") == []
+        assert served.requests[0]["headers"]["Authorization"] == "Bearer exec-token"
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_a_403_asks_who_refused_through_the_same_transport(tmp_path: Path, transport: str) -> None:
+    def answer(handler: http.server.BaseHTTPRequestHandler) -> None:
+        if "selfsubjectaccessreviews" in handler.path:
+            length = int(handler.headers.get("Content-Length") or 0)
+            review = json.loads(handler.rfile.read(length))
+            _ok(handler, json.dumps({**review, "status": {"allowed": False}}).encode())
+            return
+        body = json.dumps({"kind": "Status", "apiVersion": "v1", "code": 403, "reason": "Forbidden",
+                           "message": "pods is forbidden"}).encode()
+        handler.send_response(403)
+        handler.send_header("Content-Type", "application/json")
+        handler.send_header("Content-Length", str(len(body)))
+        handler.end_headers()
+        handler.wfile.write(body)
+
+    with servers.serve(answer, tls=servers.certificate("127.0.0.1")) as served:
+        path = servers.kubeconfig(tmp_path / "kubeconfig", _tls_cluster(served), _user(transport, tmp_path))
+        with pytest.raises(errors.ForbiddenError):
+            _connected(path, transport).list_raw(rest.PODS, "team-a")
+        review = served.requests[-1]
+        assert review["method"] == "POST" and review["path"].endswith("/selfsubjectaccessreviews")
+        authorization = review["headers"]["Authorization"]
+        assert authorization == ("Bearer t" if transport == "stdlib" else "Bearer exec-token")
+
+
 # ---- no credentials over plain http:// ----
 
 
@@ -104,10 +162,15 @@ def test_no_transport_writes_key_material_to_disk(tmp_path: Path, written_files:
         written_files.clear()
         fast = Kube.connect(kubeconfig=path)
         fast.list_raw(rest.PODS, "default")
-        slow = Kube(load_config(kubeconfig=path))  # lightkube's transport: what exec users and 403s used
+        slow = Kube(load_config(kubeconfig=path))  # lightkube's client, for the typed verbs
         slow.list_raw(rest.PODS.lightkube(), "default")
-        fast.close()
-        slow.close()
+        slow.list_raw(rest.PODS, "default")  # the second transport, for exec users
+        plugin_path = servers.kubeconfig(tmp_path / "exec", _tls_cluster(served), {**user, **_exec_user(tmp_path)})
+        written_files.clear()
+        plugin = _connected(plugin_path, "httpx")
+        plugin.list_raw(rest.PODS, "default")
+        for kube in (fast, slow, plugin):
+            kube.close()
     on_disk = [p for p in written_files if not p.startswith("/proc/self/fd/")]
     assert on_disk == []
 
@@ -129,14 +192,15 @@ def _chunks_forever(handler: http.server.BaseHTTPRequestHandler) -> None:
         return
 
 
+@pytest.mark.parametrize("transport", TRANSPORTS)
 def test_a_never_ending_answer_stops_at_the_cap_without_holding_it_twice(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, transport: str
 ) -> None:
     cap = 16 << 20
     monkeypatch.setattr(rest, "MAX_BODY_BYTES", cap)
     with servers.serve(_chunks_forever, tls=servers.certificate("127.0.0.1")) as served:
-        path = servers.kubeconfig(tmp_path / "kubeconfig", _tls_cluster(served), {"token": "t"})
-        kube = Kube.connect(kubeconfig=path, timeout=5)
+        path = servers.kubeconfig(tmp_path / "kubeconfig", _tls_cluster(served), _user(transport, tmp_path))
+        kube = _connected(path, transport, timeout=5)
         tracemalloc.start()
         try:
             with pytest.raises(errors.UnavailableError, match="larger than"):
@@ -147,8 +211,9 @@ def test_a_never_ending_answer_stops_at_the_cap_without_holding_it_twice(
     assert peak < 1.5 * cap  # one buffer grown in place, not the chunks plus their join (2x)
 
 
+@pytest.mark.parametrize("transport", TRANSPORTS)
 @pytest.mark.parametrize("code", [200, 500])
-def test_json_nested_beyond_python_is_a_clear_error(tmp_path: Path, code: int) -> None:
+def test_json_nested_beyond_python_is_a_clear_error(tmp_path: Path, code: int, transport: str) -> None:
     def deep(handler: http.server.BaseHTTPRequestHandler) -> None:
         body = b"[" * 100_000 + b"]" * 100_000
         handler.send_response(code)
@@ -158,9 +223,9 @@ def test_json_nested_beyond_python_is_a_clear_error(tmp_path: Path, code: int) -
         handler.wfile.write(body)
 
     with servers.serve(deep, tls=servers.certificate("127.0.0.1")) as served:
-        path = servers.kubeconfig(tmp_path / "kubeconfig", _tls_cluster(served), {"token": "t"})
+        path = servers.kubeconfig(tmp_path / "kubeconfig", _tls_cluster(served), _user(transport, tmp_path))
         with pytest.raises(errors.UnavailableError) as caught:
-            Kube.connect(kubeconfig=path).list_raw(rest.PODS, "default")
+            _connected(path, transport).list_raw(rest.PODS, "default")
     assert "nested too deeply" in caught.value.message or "without a Kubernetes Status" in caught.value.message
 
 
@@ -179,11 +244,12 @@ def _drip(handler: http.server.BaseHTTPRequestHandler) -> None:
         return
 
 
-def test_a_slow_drip_cannot_hold_a_request_past_its_deadline(tmp_path: Path) -> None:
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_a_slow_drip_cannot_hold_a_request_past_its_deadline(tmp_path: Path, transport: str) -> None:
     timeout = 0.5  # the deadline is DEADLINE_FACTOR times it: 3 s
     with servers.serve(_drip, tls=servers.certificate("127.0.0.1")) as served:
-        path = servers.kubeconfig(tmp_path / "kubeconfig", _tls_cluster(served), {"token": "t"})
-        kube = Kube.connect(kubeconfig=path, timeout=timeout)
+        path = servers.kubeconfig(tmp_path / "kubeconfig", _tls_cluster(served), _user(transport, tmp_path))
+        kube = _connected(path, transport, timeout=timeout)
         for request in (
             lambda: kube.list_raw(rest.PODS, "default"),
             lambda: "".join(kube.logs("p", "default")),  # a log that is not followed has the deadline too

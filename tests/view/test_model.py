@@ -119,3 +119,26 @@ def test_odd_objects_from_the_server_never_break_the_join(slices: list[Any], cla
     dicts = [[x for x in xs if isinstance(x, dict)] for xs in (slices, claims, pods, nodes)]
     view = build([], dicts[0], dicts[1], pod_facts(dicts[2]), model.tenants(dicts[3]), nodes=dicts[3])
     to_json(view)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(_JSONISH), st.lists(_JSONISH), st.lists(_JSONISH))
+def test_odd_objects_never_break_the_pages_document(pods: list[Any], namespaces: list[Any], quotas: list[Any]) -> None:
+    import json
+
+    from kubeaccel.view import page
+
+    pods_, ns_, quotas_ = ([x for x in xs if isinstance(x, dict)] for xs in (pods, namespaces, quotas))
+    view = build([], [], [], pod_facts(pods_), model.tenants(ns_))
+    json.dumps(page.snapshot(view, pods_, ns_, quotas_, model.tenants(ns_)))
+
+
+def test_the_page_says_why_a_pod_waits() -> None:
+    from kubeaccel.view.page import waiting_reason
+
+    unscheduled = {"status": {"phase": "Pending", "conditions": [
+        {"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": "0/3 nodes: no nec.com/ve"}]}}
+    pulling = {"status": {"containerStatuses": [{"state": {"waiting": {"reason": "ErrImagePull", "message": "x"}}}]}}
+    assert waiting_reason(unscheduled) == "Unschedulable: 0/3 nodes: no nec.com/ve"
+    assert waiting_reason(pulling) == "ErrImagePull: x"
+    assert waiting_reason({}) == ""

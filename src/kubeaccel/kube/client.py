@@ -16,6 +16,7 @@ from __future__ import annotations
 import builtins
 import codecs
 import contextlib
+import dataclasses
 import gc
 import json
 import os
@@ -26,7 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import quote
 
-from kubeaccel.errors import ConfigError, KubeaccelError, NotFoundError, UnavailableError
+from kubeaccel.errors import ConfigError, KubeaccelError, NotFoundError
 from kubeaccel.kube import kubeconfig as kc
 from kubeaccel.kube import rest
 from kubeaccel.kube.status import Failure, RefusedBy, translate, unreachable
@@ -36,11 +37,25 @@ if TYPE_CHECKING:
     from lightkube.config.kubeconfig import SingleConfig
     from lightkube.core.resource import Resource
 
+    from kubeaccel.kube.plugins import HttpxTransport
+
 ALL_NAMESPACES = "*"
 FIELD_MANAGER = "kubeaccel"
 _DELETE_WORKERS = 16  # concurrent DELETEs: the apiserver's deletecollection works through one item at a time
 R = TypeVar("R")
 T = TypeVar("T")
+_REVIEWS = "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews"
+
+
+@dataclasses.dataclass(frozen=True)
+class Connection:
+    """What `Kube.connect` resolved from the kubeconfig: the server, the context's namespace, the
+    standard-library transport when the kubeconfig allows it, and how to load lightkube's view of it."""
+
+    load: Callable[[], SingleConfig]
+    server: str
+    namespace: str | None
+    fast: rest.Transport | None
 
 
 def _transport_errors() -> tuple[type[BaseException], ...]:
@@ -152,27 +167,28 @@ class Kube:
     and opens the fast lane when it can, importing lightkube only when a request needs it.
     """
 
-    def __init__(self, config: SingleConfig, *, timeout: float = 10.0) -> None:
-        self._setup(lambda: config, config.cluster.server, config.context.namespace, timeout, None)
-        _ = self.client  # a certificate path that does not load is a ConfigError here, not at the first request
-
-    def _setup(
-        self,
-        load: Callable[[], SingleConfig],
-        server: str,
-        context_namespace: str | None,
-        timeout: float,
-        fast: rest.Transport | None,
-    ) -> None:
-        self._load = load
+    def __init__(self, config: SingleConfig | Connection, *, timeout: float = 10.0) -> None:
+        """The one constructor: a `Connection` that `connect` resolved, or lightkube's config of a context
+        (connected at once through the second transport)."""
         self._timeout = timeout
-        self._fast = fast
-        self._config: SingleConfig | None = None
-        self._client: Client | None = None
         self._lock = threading.Lock()
-        self.server = server
-        self.context_namespace = context_namespace
-        self.namespace = context_namespace or "default"
+        self._client: Client | None = None
+        self._config: SingleConfig | None = None
+        if isinstance(config, Connection):
+            self._load = config.load
+            self._fast = config.fast
+            self.server = config.server
+            self.context_namespace = config.namespace
+        else:
+            self._config = config
+            self._load = lambda: config
+            self._fast = None
+            self.server = config.cluster.server
+            self.context_namespace = config.context.namespace
+        self.namespace = self.context_namespace or "default"
+        self._plugin: HttpxTransport | None = None
+        if self._fast is None:
+            _ = self._transport  # a certificate that does not load is a ConfigError here, not at the first request
 
     @classmethod
     def connect(
@@ -185,18 +201,31 @@ class Kube:
     ) -> Kube:
         document, name, path = _selected(kubeconfig, context, server)
         endpoint = rest.endpoint(document, name, path)
-        if endpoint is None:
-            return cls(_single_config(document, name, path), timeout=timeout)
-        kube = cls.__new__(cls)
-        namespace = kc.context_parts(document, name)[0].get("namespace")
-        kube._setup(
-            lambda: _single_config(document, name, path),
-            endpoint.server,
-            str(namespace) if namespace else None,
-            timeout,
-            rest.Transport(endpoint, name, timeout),
+        parts = kc.context_parts(document, name)
+        namespace = parts[0].get("namespace")
+        return cls(
+            Connection(
+                load=lambda: _single_config(document, name, path),
+                server=endpoint.server if endpoint is not None else str(parts[1]["server"]).rstrip("/"),
+                namespace=str(namespace) if namespace else None,
+                fast=rest.Transport(endpoint, name, timeout) if endpoint is not None else None,
+            ),
+            timeout=timeout,
         )
-        return kube
+
+    @property
+    def _transport(self) -> rest.Transport | HttpxTransport:
+        """Where every plain request goes: the standard-library transport when the kubeconfig allows it,
+        else httpx with lightkube's credential plugins (made on first use, thread-safe)."""
+        if self._fast is not None:
+            return self._fast
+        config = self.config
+        with self._lock:
+            if self._plugin is None:
+                from kubeaccel.kube.plugins import HttpxTransport
+
+                self._plugin = HttpxTransport(config, self._timeout)
+            return self._plugin
 
     @property
     def config(self) -> SingleConfig:
@@ -290,40 +319,52 @@ class Kube:
         code = int(exc.status.code or exc.response.status_code)
         refused_by = None
         if code == 403 and res is not None:
-            refused_by = self._refused_by(verb, res, namespace, name, manifest)
+            from lightkube.core.resource import api_info
+
+            info = api_info(res)
+            refused_by = self._refused_by(verb, info.resource.group, info.plural, namespace, name, manifest)
         return _translate_api(exc, verb, what, namespace, refused_by)
 
-    def _refused_by(
+    def _refusal(  # noqa: PLR0917 - the request's facts, as _request has them
+        self,
+        exc: rest.HttpError,
+        verb: str,
+        what: str,
+        namespace: str | None,
+        res: rest.Collection | None,
+        name: str,
+        manifest: Mapping[str, Any] | None,
+    ) -> KubeaccelError:
+        """The typed error of a refused request; a 403 asks who refused, through the same transport."""
+        refused_by = None
+        if exc.code == 403 and res is not None:
+            refused_by = self._refused_by(verb, res.group, res.plural, namespace, name, manifest)
+        return translate(Failure.of_status(exc.status, exc.code, verb, what, namespace, refused_by))
+
+    def _refused_by(  # noqa: PLR0917 - the refused request's facts
         self,
         verb: str,
-        res: type[Resource],
+        group: str,
+        plural: str,
         namespace: str | None,
         name: str,
         manifest: Mapping[str, Any] | None,
     ) -> RefusedBy:
         """Who answered 403: ask the authorizer (RBAC) itself, then the quota's numbers. No message text."""
-        from lightkube import ApiError
-        from lightkube.core.resource import api_info
-        from lightkube.models.authorization_v1 import ResourceAttributes, SelfSubjectAccessReviewSpec
-        from lightkube.resources.authorization_v1 import SelfSubjectAccessReview
-
-        info = api_info(res)
-        review = SelfSubjectAccessReview(
-            spec=SelfSubjectAccessReviewSpec(
-                resourceAttributes=ResourceAttributes(
-                    verb=verb,
-                    group=info.resource.group,
-                    resource=info.plural,
-                    namespace=namespace if namespace != ALL_NAMESPACES else None,
-                    name=name or None,
-                )
-            )
-        )
-        failures: tuple[type[BaseException], ...] = (ApiError, *_transport_errors())
+        attributes = {"verb": verb, "group": group, "resource": plural}
+        if namespace and namespace != ALL_NAMESPACES:
+            attributes["namespace"] = namespace
+        if name:
+            attributes["name"] = name
+        review = {
+            "apiVersion": "authorization.k8s.io/v1",
+            "kind": "SelfSubjectAccessReview",
+            "spec": {"resourceAttributes": attributes},
+        }
         try:
-            answer = self.client.create(review)
-            allowed = bool(answer.status and answer.status.allowed)
-        except failures:
+            answer = self._transport.request("POST", _REVIEWS, None, json.dumps(review).encode())
+            allowed = bool(isinstance(answer, dict) and (answer.get("status") or {}).get("allowed"))
+        except (rest.HttpError, KubeaccelError):
             return RefusedBy.RBAC  # cannot ask: report it as the permission problem it most often is
         if not allowed:
             return RefusedBy.RBAC
@@ -332,20 +373,19 @@ class Kube:
         return RefusedBy.ADMISSION
 
     def _quota_full(self, namespace: str, manifest: Mapping[str, Any]) -> bool:
-        from lightkube import ApiError
-        from lightkube.resources.core_v1 import ResourceQuota
-
         from kubeaccel.kube.usage import exceeds, object_usage
 
-        failures: tuple[type[BaseException], ...] = (ApiError, *_transport_errors())
         try:
-            quotas = list(self.client.list(ResourceQuota, namespace=namespace))
-        except failures:
+            answer = self._transport.request("GET", rest.RESOURCEQUOTAS.path(namespace))
+        except (rest.HttpError, KubeaccelError):
             return False
         usage = object_usage(manifest)
+        quotas = answer.get("items") if isinstance(answer, dict) else None
         return any(
-            exceeds(dict(q.status.hard or {}) if q.status else {}, dict(q.status.used or {}) if q.status else {}, usage)
-            for q in quotas
+            exceeds(dict((q.get("status") or {}).get("hard") or {}), dict((q.get("status") or {}).get("used") or {}),
+                    usage)
+            for q in quotas or []
+            if isinstance(q, dict)
         )
 
     # ---- requests ----
@@ -365,16 +405,16 @@ class Kube:
         name = str(manifest["metadata"].get("name", ""))
         what = f"{manifest['kind'].lower()} {name}".strip()
         collection = rest.CREATABLE.get((str(manifest.get("apiVersion")), str(manifest.get("kind"))))
-        payload = _json(manifest) if self._fast is not None and collection is not None and namespace else None
+        payload = _json(manifest) if collection is not None and namespace else None
         if collection is not None and payload is not None:
             query = {"fieldManager": FIELD_MANAGER}
             if verb == "create":
                 method, path = "POST", collection.path(namespace)
             else:
                 method, path = "PUT", collection.path(namespace, name)
-            stored = self._fast_request(verb, what, namespace, method, path, query, payload)
-            if stored is not _SLOW:
-                return stored if isinstance(stored, dict) else {}
+            stored = self._request(verb, what, namespace, method, path, query, payload, res=collection,
+                                   name="" if verb == "create" else name, manifest=manifest)
+            return stored if isinstance(stored, dict) else {}
         obj = _typed(manifest)
         call = self._any.create if verb == "create" else self._any.replace
         stored = self._call(
@@ -417,13 +457,9 @@ class Kube:
 
     def get_raw(self, res: rest.Collection, name: str, namespace: str | None = None) -> dict[str, Any]:
         """One object as plain JSON (NotFoundError when there is none), on the fast lane when there is one."""
-        found = self._fast_request("get", f"{res.kind} {name}", namespace, "GET", res.path(namespace, name), {})
-        if found is not _SLOW:
-            return found if isinstance(found, dict) else {}
-        cls: Any = res.lightkube()
-        with _collector_paused():
-            result: dict[str, Any] = self.get(cls, name, namespace).to_dict()
-        return result
+        found = self._request("get", f"{res.kind} {name}", namespace, "GET", res.path(namespace, name), {}, res=res,
+                              name=name)
+        return found if isinstance(found, dict) else {}
 
     def list(
         self,
@@ -463,10 +499,9 @@ class Kube:
                     for key, selector in (("labelSelector", labels), ("fieldSelector", fields))
                     if selector
                 }
-                answer = self._fast_request("list", res.plural, namespace, "GET", res.path(namespace), query)
-                if answer is not _SLOW:
-                    found = answer.get("items") if isinstance(answer, dict) else None
-                    return found if isinstance(found, builtins.list) else []
+                answer = self._request("list", res.plural, namespace, "GET", res.path(namespace), query, res=res)
+                found = answer.get("items") if isinstance(answer, dict) else None
+                return found if isinstance(found, builtins.list) else []
             res = res.lightkube()
         cls: Any = res
         items: builtins.list[Any] = self.list(cls, namespace, labels=labels, fields=fields)
@@ -478,8 +513,8 @@ class Kube:
         None when it cannot be told here (no fast lane): the caller then learns it from the first write."""
         if "/" not in group_version:
             return True  # the core group
-        answer = self._fast_request("get", "API groups", None, "GET", "/apis", {})
-        if answer is _SLOW or not isinstance(answer, dict):
+        answer = self._request("get", "API groups", None, "GET", "/apis", {})
+        if not isinstance(answer, dict):
             return None
         group, _, version = group_version.partition("/")
         listed = any(
@@ -494,7 +529,7 @@ class Kube:
             return None
         return any(r.get("name") == plural for r in resources.get("resources") or [])
 
-    def _fast_request(  # noqa: PLR0917 - the request's facts, as _call has them
+    def _request(  # noqa: PLR0917 - the request's facts, as _call has them
         self,
         verb: str,
         what: str,
@@ -503,18 +538,18 @@ class Kube:
         path: str,
         query: Mapping[str, str],
         payload: bytes | None = None,
+        *,
+        res: rest.Collection | None = None,
+        name: str = "",
+        manifest: Mapping[str, Any] | None = None,
     ) -> Any:
-        """One request on the fast lane, or `_SLOW` when lightkube must make it: there is no fast lane
-        here, or the answer was 403 (only the slow lane asks who refused: RBAC, the quota, admission)."""
-        if self._fast is None:
-            return _SLOW
+        """One request, built once (method, path, query, JSON body), through the transport; the one place
+        where its refusals become kubeaccel's typed errors (a 403 asks who refused)."""
         try:
             with _collector_paused():
-                return self._fast.request(method, path, query, payload)
+                return self._transport.request(method, path, query, payload)
         except rest.HttpError as exc:
-            if exc.code == 403:
-                return _SLOW
-            raise rest.translated(exc, verb, what, namespace) from exc
+            raise self._refusal(exc, verb, what, namespace, res, name, manifest) from exc
 
     def delete(
         self,
@@ -529,9 +564,8 @@ class Kube:
             if isinstance(res, rest.Collection):
                 query = {"gracePeriodSeconds": str(grace_period)} if grace_period is not None else {}
                 path = res.path(namespace, name)
-                if self._fast_request("delete", f"{res.kind} {name}", namespace, "DELETE", path, query) is not _SLOW:
-                    return
-                res = res.lightkube()
+                self._request("delete", f"{res.kind} {name}", namespace, "DELETE", path, query, res=res, name=name)
+                return
             cls: Any = res
             self._call(
                 "delete",
@@ -567,19 +601,14 @@ class Kube:
         tail_lines: int | None = None,
     ) -> Iterator[str]:
         """The pod's log as text, as it arrives (with `follow`, until the container ends)."""
-        if self._fast is not None:
-            return self._fast_logs(pod, namespace, follow=follow, container=container, tail_lines=tail_lines)
-        return self._slow_logs(pod, namespace, follow=follow, container=container, tail_lines=tail_lines)
-
-    def _fast_logs(
-        self, pod: str, namespace: str, *, follow: bool, container: str | None, tail_lines: int | None
-    ) -> Iterator[str]:
-        assert self._fast is not None
         query = {"follow": "true"} if follow else {}
         query |= {"container": container} if container else {}
         query |= {"tailLines": str(tail_lines)} if tail_lines is not None else {}
         path = rest.PODS.path(namespace, pod) + "/log"
-        chunks = self._fast.stream(
+        return self._log_lines(pod, namespace, path, query, follow)
+
+    def _log_lines(self, pod: str, namespace: str, path: str, query: dict[str, str], follow: bool) -> Iterator[str]:
+        chunks = self._transport.stream(
             path,
             query,
             idle_timeout=None if follow else self._timeout,
@@ -588,69 +617,65 @@ class Kube:
         try:
             yield from _decoded(_lines(chunks, MAX_LOG_LINE_BYTES))  # whole lines, as lightkube yields
         except rest.HttpError as exc:
-            if exc.code != 403:
-                raise rest.translated(exc, "get", f"logs of pod {pod}", namespace) from exc
-            # only lightkube asks who refused (RBAC, admission): nothing was printed yet
-            yield from self._slow_logs(pod, namespace, follow=follow, container=container, tail_lines=tail_lines)
+            raise self._refusal(exc, "get", f"logs of pod {pod}", namespace, rest.PODS, pod, None) from exc
 
     def follow(
         self, res: rest.Collection, name: str, namespace: str, *, since: str, window: float
     ) -> Iterator[dict[str, Any] | None]:
         """The object's states after resourceVersion `since`, as they happen, for up to `window` seconds;
         None when it is deleted (and then nothing more). Event-driven, as `kubectl get -w` and spark-submit's
-        own wait are: a watch on the fast lane (one request per window, not one a second); where there is
-        no fast lane, or the watch is refused, a GET a second. An ended window (or a watch the server
-        expired) just ends the iteration: read the object again and follow it anew."""
+        own wait are: a watch (one request per window, not one a second); where the watch is refused, a
+        GET a second. An ended window (or a watch the server expired) just ends the iteration: read the
+        object again and follow it anew."""
         what = f"{res.kind} {name}"
-        if self._fast is not None:
-            query = {
-                "watch": "true",
-                "fieldSelector": f"metadata.name={name}",
-                "resourceVersion": since,
-                "timeoutSeconds": str(max(1, int(window))),
-                "allowWatchBookmarks": "true",
-            }
-            events = self._fast.stream(res.path(namespace), query, idle_timeout=window + self._timeout)
-            try:
-                for event in _watch_events(events, self.server):
-                    kind, obj = event.get("type"), event.get("object")
-                    if not isinstance(obj, dict):
-                        raise unreachable(self.server, f"a watch event without an object: {str(event)[:200]!r}")
-                    if kind in ("ADDED", "MODIFIED"):
-                        yield obj
-                    elif kind == "DELETED":
-                        yield None
+        query = {
+            "watch": "true",
+            "fieldSelector": f"metadata.name={name}",
+            "resourceVersion": since,
+            "timeoutSeconds": str(max(1, int(window))),
+            "allowWatchBookmarks": "true",
+        }
+        events = self._transport.stream(res.path(namespace), query, idle_timeout=window + self._timeout)
+        try:
+            for event in _watch_events(events, self.server):
+                kind, obj = event.get("type"), event.get("object")
+                if not isinstance(obj, dict):
+                    raise unreachable(self.server, f"a watch event without an object: {str(event)[:200]!r}")
+                if kind in ("ADDED", "MODIFIED"):
+                    yield obj
+                elif kind == "DELETED":
+                    yield None
+                    return
+                elif kind == "ERROR":
+                    code = int(obj.get("code") or 500)
+                    if code in (410, 504):  # history expired, or the server ended the watch: read anew
                         return
-                    elif kind == "ERROR":
-                        code = int(obj.get("code") or 500)
-                        if code in (410, 504):  # history expired, or the server ended the watch: read anew
-                            return
-                        raise translate(Failure.of_status(obj, code, "watch", what, namespace))
-                return
-            except rest.HttpError as exc:
-                if exc.code != 403:
-                    raise rest.translated(exc, "watch", what, namespace) from exc
+                    raise translate(Failure.of_status(obj, code, "watch", what, namespace))
+            return
+        except rest.HttpError as exc:
+            if exc.code != 403:
+                raise self._refusal(exc, "watch", what, namespace, None, name, None) from exc
         yield from self._poll(res, name, namespace, since=since, window=window)
 
     def proxy_get(self, namespace: str, pod: str, port: int, path: str, *, limit: int) -> bytes:
         """GET `path` from a pod's `port` through the API server's pod proxy (RBAC: get on pods/proxy), so no
-        node access is needed; at most `limit` bytes within the door's timeout, else ApiUnavailableError.
-        Fast lane only: without one (an exec-plugin kubeconfig) it answers UnavailableError."""
+        node access is needed; at most `limit` bytes within the door's timeout, else ApiUnavailableError."""
         what = f"pod {pod} port {port}"
-        if self._fast is None:
-            raise UnavailableError(f"cannot read {what} through the pod proxy with this kubeconfig",
-                                   hint="use a context with a certificate or token (not an exec plugin)")
         url = f"{rest.PODS.path(namespace)}/{quote(pod, safe='')}:{int(port)}/proxy/{path.lstrip('/')}"
-        body = bytearray()
-        deadline = time.monotonic() + self._timeout
         try:
-            for chunk in self._fast.stream(url, {}, idle_timeout=self._timeout):
+            if isinstance(self._transport, rest.Transport):
+                return self._transport.get_bytes(url, limit)  # kept-alive: no TLS handshake per pod
+            body = bytearray()
+            deadline = time.monotonic() + self._timeout
+            for chunk in self._transport.stream(url, {}, idle_timeout=self._timeout, deadline=self._timeout):
                 body += chunk
                 if len(body) > limit or time.monotonic() > deadline:
                     why = f"more than {limit} bytes" if len(body) > limit else f"no end after {self._timeout:g} s"
                     raise unreachable(self.server, f"{what} answered {why}")
+        except rest.TooLargeError as exc:
+            raise unreachable(self.server, f"{what} answered more than {exc.limit} bytes") from exc
         except rest.HttpError as exc:
-            raise rest.translated(exc, "get", what, namespace) from exc
+            raise self._refusal(exc, "get", what, namespace, None, pod, None) from exc
         return bytes(body)
 
     def _poll(
@@ -669,21 +694,6 @@ class Kube:
             if version != seen:
                 seen = version
                 yield obj
-
-    def _slow_logs(
-        self, pod: str, namespace: str, *, follow: bool, container: str | None, tail_lines: int | None
-    ) -> Iterator[str]:
-        from lightkube.resources.core_v1 import Pod
-
-        return self._stream(
-            "get",
-            f"logs of pod {pod}",
-            namespace,
-            lambda: self.client.log(
-                pod, namespace=namespace, follow=follow, container=container, tail_lines=tail_lines
-            ),
-            Pod,
-        )
 
     def watch(
         self,
@@ -719,8 +729,10 @@ class Kube:
         )
 
     def close(self) -> None:
-        with contextlib.suppress(Exception):
-            self.client.close()
+        for transport in (self._fast, self._plugin, self._client):
+            if transport is not None:
+                with contextlib.suppress(Exception):
+                    transport.close()
 
 
 MAX_LOG_LINE_BYTES = 4 << 20  # a longer log line comes in pieces of this size, without a newline between them
@@ -777,9 +789,6 @@ def _event(line: bytes, server: str) -> dict[str, Any]:
 def _credentials_error(exc: Exception) -> ConfigError:
     return ConfigError(f"the kubeconfig's credentials cannot be used: {exc}",
                        hint="check the user's tokenFile, certificate and key (kubectl config view)")
-
-
-_SLOW = object()  # what the fast lane answers when lightkube must make the request
 
 
 def _json(manifest: Mapping[str, Any]) -> bytes | None:

@@ -1,4 +1,4 @@
-"""Dynamic Resource Allocation objects (``resource.k8s.io/v1``) through the one door, ``kube.client``.
+"""Dynamic Resource Allocation objects (``resource.k8s.io/v1``) through the one door, ``Kube``.
 
 ResourceSlices (the node daemon publishes its devices), ResourceClaims (read when the kubelet asks
 to prepare one; created and allocated by the conformance checker), DeviceClasses. Claims and slices
@@ -9,15 +9,13 @@ allocation must become that claim's error, not a decoding failure. Errors are th
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from lightkube.resources.resource_v1 import DeviceClass, ResourceClaim, ResourceClaimStatus, ResourceSlice
-from lightkube.types import PatchType
 
-from kubeaccel.kube.client import Kube, load_config, translate_errors
+from kubeaccel.kube.client import Kube
 
 __all__ = [
     "apply_device_class",
@@ -34,15 +32,9 @@ __all__ = [
 
 
 def connect(kubeconfig: Path | str | None = None) -> Kube:
-    """A client from ``kubeconfig`` (or KUBECONFIG), else the pod's service account (a DaemonSet)."""
-    if kubeconfig is None and not os.environ.get("KUBECONFIG") and os.environ.get("KUBERNETES_SERVICE_HOST"):
-        from lightkube import KubeConfig
-
-        with translate_errors("read", "the service account credentials"):
-            config = KubeConfig.from_service_account().get()
-        assert config is not None
-        return Kube(config)
-    return Kube(load_config(kubeconfig=kubeconfig))
+    """A client from ``kubeconfig`` (or KUBECONFIG, or ~/.kube/config), else the pod's service account
+    (a DaemonSet): the door's one way of choosing, as kubectl's."""
+    return Kube.connect(kubeconfig=kubeconfig)
 
 
 def get_claim(kube: Kube, namespace: str, name: str) -> dict[str, Any]:
@@ -85,11 +77,7 @@ def delete_claim(kube: Kube, namespace: str, name: str) -> None:
 
 def set_claim_allocation(kube: Kube, namespace: str, name: str, status: Mapping[str, Any]) -> dict[str, Any]:
     """Write ``status`` (allocation, reservedFor) as the scheduler would: for checkers and tests."""
-    with translate_errors("update status of", f"resourceclaim {name}", namespace=namespace, server=kube.server):
-        updated = kube._any.patch(
-            ResourceClaimStatus, name, {"status": dict(status)}, namespace=namespace, patch_type=PatchType.MERGE
-        )
-    return _to_dict(updated)
+    return _to_dict(kube.merge_patch(ResourceClaimStatus, name, {"status": dict(status)}, namespace=namespace))
 
 
 def _to_dict(obj: Any) -> dict[str, Any]:

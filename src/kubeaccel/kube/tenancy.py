@@ -20,7 +20,7 @@ from decimal import Decimal
 from typing import Any
 
 from kubeaccel.errors import ApiError, ConfigError, KubeaccelError, NotFoundError, UnavailableError
-from kubeaccel.kube.client import Kube, translate_errors
+from kubeaccel.kube.client import Kube
 from kubeaccel.kube.interrupts import (
     Interrupted,
     SignalAfterWrite,
@@ -378,9 +378,7 @@ def _restore(kube: Kube, previous: Any, namespace: str | None, what: str) -> Non
     """Put an object back as it was before this call changed it (an unconditional replace)."""
     previous.metadata.resourceVersion = None
     previous.metadata.managedFields = None
-    with translate_errors("restore", what, namespace=namespace, server=kube.server):
-        client: Any = kube.client  # lightkube's overloads cannot express "any resource"
-        client.replace(previous)
+    kube.replace(previous.to_dict(), namespace)
 
 
 @dataclass(frozen=True)

@@ -144,10 +144,11 @@ def ui(kubeconfig: str | None, context: str | None, port: int, interval: float) 
     import threading
 
     from kubeaccel.kube.client import Kube
+    from kubeaccel.view.readers import start_watches
     from kubeaccel.view.server import UiServer
 
     kube = Kube.connect(kubeconfig=kubeconfig, context=context)
-    server = UiServer(page_reader(kube), port=port, interval=interval)
+    server = UiServer(page_reader(kube), port=port, interval=interval, watch=lambda wake: start_watches(kube, wake))
     server.start()
     done = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: done.set())

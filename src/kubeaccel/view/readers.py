@@ -12,7 +12,9 @@ failure to list pods at all (no API server, no rights to the basics) is an error
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import logging
+import threading
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -24,6 +26,7 @@ from kubeaccel.view import metrics
 from kubeaccel.view.apps import PodDevices
 from kubeaccel.view.model import LABEL_APP_ID, PluginReport, Problem, View, build, pod_facts, tenants
 
+log = logging.getLogger(__name__)
 PLUGIN_SELECTOR = {"app.kubernetes.io/component": "device-plugin"}
 METRICS_PORT_NAME = "metrics"
 DEFAULT_METRICS_PORT = 9434
@@ -122,20 +125,22 @@ class Sources:
 
 
 def read_sources(kube: Kube, *, namespace: str | None = None, quotas: bool = False) -> Sources:
-    """Read every source once: plugin metrics concurrently, then the API's lists."""
+    """Read every source once: the API's lists run beside the plugin scrapes, on one pool."""
     problems: list[Problem] = []
-    plugin_list = _optional(kube, PODS, ALL_NAMESPACES, "plugin pods", problems, labels=PLUGIN_SELECTOR) or []
-    pods = plugin_pods(plugin_list)
+    scope = namespace or ALL_NAMESPACES
     with ThreadPoolExecutor(max_workers=SCRAPE_WORKERS) as pool:
-        reports = list(pool.map(lambda p: scrape(kube, p), pods))
-    slices = _optional(kube, RESOURCE_SLICES, None, "resourceslices", problems) or []
-    claims = _optional(kube, RESOURCE_CLAIMS, namespace or ALL_NAMESPACES, "resourceclaims", problems) or []
-    holders = kube.list_raw(PODS, namespace or ALL_NAMESPACES)
-    namespaces = _optional(kube, NAMESPACES, None, "namespaces", problems) or []
-    nodes = _optional(kube, NODES, None, "nodes", problems)
-    quota_list = (_optional(kube, RESOURCEQUOTAS, namespace or ALL_NAMESPACES, "resourcequotas", problems) or []
-                  if quotas else [])
-    return Sources(reports, slices, claims, holders, namespaces, nodes, quota_list, problems)
+        plugin_list = pool.submit(_optional, kube, PODS, ALL_NAMESPACES, "plugin pods", problems,
+                                  labels=PLUGIN_SELECTOR)
+        slices = pool.submit(_optional, kube, RESOURCE_SLICES, None, "resourceslices", problems)
+        claims = pool.submit(_optional, kube, RESOURCE_CLAIMS, scope, "resourceclaims", problems)
+        holders = pool.submit(kube.list_raw, PODS, scope)
+        namespaces = pool.submit(_optional, kube, NAMESPACES, None, "namespaces", problems)
+        nodes = pool.submit(_optional, kube, NODES, None, "nodes", problems)
+        quota_list = pool.submit(_optional, kube, RESOURCEQUOTAS, scope, "resourcequotas", problems) if quotas else None
+        scrapes = [pool.submit(scrape, kube, p) for p in plugin_pods(plugin_list.result() or [])]
+        return Sources([s.result() for s in scrapes], slices.result() or [], claims.result() or [], holders.result(),
+                       namespaces.result() or [], nodes.result(),
+                       (quota_list.result() or []) if quota_list is not None else [], problems)
 
 
 def read_view(kube: Kube, *, namespace: str | None = None) -> View:
@@ -157,3 +162,30 @@ def read_apps(
         nodes = tuple(sorted({str((p.get("spec") or {}).get("nodeName") or "") for p in pods} - {""}))
         refs.append(AppRef(namespace, app_id, nodes))
     return for_apps(view, refs)
+
+
+WATCHED = ("lightkube.resources.core_v1:Pod", "lightkube.resources.resource_v1:ResourceClaim",
+           "lightkube.resources.resource_v1:ResourceSlice")
+
+
+def start_watches(kube: Kube, wake: Callable[[], None], *, namespace: str | None = None) -> list[threading.Thread]:
+    """Daemon threads that call ``wake`` on every change of a pod, ResourceClaim or ResourceSlice (the
+    door's watch, which reconnects where the server ends one). A watch that is refused (RBAC, no DRA
+    API) ends quietly: the page's interval reads still see the change, later."""
+    import importlib
+
+    def follow(model: str) -> None:
+        module, _, name = model.partition(":")
+        try:
+            res: Any = getattr(importlib.import_module(module), name)
+            scope = None if name == "ResourceSlice" else (namespace or ALL_NAMESPACES)
+            for _event in kube.watch(res, scope):  # type: ignore[arg-type]
+                wake()
+        except (KubeaccelError, ImportError, AttributeError) as exc:
+            log.info("no watch on %s (%s): the page reads it every interval", name, exc)
+
+    threads = [threading.Thread(target=follow, args=(m,), name=f"kubeaccel-ui-watch-{m.rpartition(':')[2]}",
+                                daemon=True) for m in WATCHED]
+    for t in threads:
+        t.start()
+    return threads

@@ -9,9 +9,10 @@ the whole view takes to read). What it guards:
 - GET and HEAD only; a strict Content-Security-Policy (``'self'`` only, no inline script), ``nosniff``;
 - at most ``MAX_STREAMS`` live event streams.
 
-Live updates: a refresher thread reads the view every ``interval`` seconds (the device plugins'
-health is only in their metrics, which cannot be watched) and pushes it to every open
-``/events`` stream (server-sent events) only when it changed.
+Live updates: watches on pods, ResourceClaims and ResourceSlices wake the refresher at once; it also
+reads the view every ``interval`` seconds, because the device plugins' health and holders are only in
+their metrics, which cannot be watched. It pushes the view to every open ``/events`` stream
+(server-sent events) only when it changed.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import errno
 import json
 import logging
 import threading
+import time
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
@@ -90,7 +92,12 @@ class Refresher(threading.Thread):
         super().__init__(name="kubeaccel-ui-refresh", daemon=True)
         self._read, self._feed, self._interval = read, feed, interval
         self._stop = threading.Event()
+        self._woken = threading.Event()
         self.last: dict[str, Any] = {}
+
+    def wake(self) -> None:
+        """Read again now (a watch saw a pod, claim or slice change), not at the next interval."""
+        self._woken.set()
 
     def refresh(self) -> None:
         try:
@@ -98,14 +105,22 @@ class Refresher(threading.Thread):
             self._feed.publish(self.last)
         except KubeaccelError as exc:
             self._feed.publish({**self.last, "error": exc.message[:500]})
+        except Exception as exc:  # a bug must not silently freeze the page: say it there and in the log
+            log.exception("kubeaccel ui: reading the view failed")
+            self._feed.publish({**self.last, "error": f"internal error: {type(exc).__name__}: {str(exc)[:300]}"})
 
     def run(self) -> None:
+        # start to start: a read that takes longer than the interval is followed at once by the next,
+        # so a change shows within about two reads however large the cluster
         while not self._stop.is_set():
+            started = time.monotonic()
+            self._woken.clear()
             self.refresh()
-            self._stop.wait(self._interval)
+            self._woken.wait(max(0.05, self._interval - (time.monotonic() - started)))
 
     def stop(self) -> None:
         self._stop.set()
+        self._woken.set()
 
 
 def _handler(feed: Feed, allowed_hosts: frozenset[str], streams: threading.BoundedSemaphore) -> type:
@@ -183,9 +198,11 @@ def _handler(feed: Feed, allowed_hosts: frozenset[str], streams: threading.Bound
 class UiServer:
     """The page's HTTP server and its refresher; ``start`` binds (a port in use is a ConfigError)."""
 
-    def __init__(self, read: Callable[[], dict[str, Any]], *, port: int, interval: float) -> None:
+    def __init__(self, read: Callable[[], dict[str, Any]], *, port: int, interval: float,
+                 watch: Callable[[Callable[[], None]], object] | None = None) -> None:
         self.feed = Feed()
         self.refresher = Refresher(read, self.feed, interval)
+        self._watch = watch
         self._port = port
         self._http: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -221,6 +238,8 @@ class UiServer:
         self._http = http
         self.refresher.refresh()  # the first document is there before the first page asks
         self.refresher.start()
+        if self._watch is not None:
+            self._watch(self.refresher.wake)
         self._thread = threading.Thread(target=http.serve_forever, name="kubeaccel-ui", daemon=True)
         self._thread.start()
 

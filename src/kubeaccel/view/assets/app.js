@@ -1,5 +1,5 @@
 // kubeaccel ui: renders the server's view document. Every server string goes in through textContent
-// (never innerHTML), so a name such as <script> is shown as text, not run.
+// (never as HTML), so a name such as <script> is shown as text, not run.
 "use strict";
 
 function el(tag, attrs, ...children) {
@@ -9,6 +9,12 @@ function el(tag, attrs, ...children) {
     node.append(child instanceof Node ? child : document.createTextNode(String(child)));
   }
   return node;
+}
+
+function hue(text) {
+  let h = 0;
+  for (const ch of String(text)) h = (h * 31 + ch.codePointAt(0)) % 360;
+  return h;
 }
 
 function state(device) {
@@ -26,7 +32,12 @@ function deviceCell(device) {
   });
   cell.append(el("span", { class: "name" }, label),
               el("span", { class: "state" }, `${device.resource} · ${words} · ${device.mode}`));
-  if (device.holder) cell.append(el("span", { class: "holder" }, `held by ${device.holder}${device.app ? " (" + device.app + ")" : ""}`));
+  if (device.holder) {
+    cell.append(el("span", { class: "holder" }, `held by ${device.holder}${device.app ? " (" + device.app + ")" : ""}`));
+    // one hue per holder's app (else namespace): the same app's devices share a band; the text says who
+    cell.style.borderLeft = `6px solid hsl(${hue(device.app || device.namespace)} 65% 38%)`;
+    cell.dataset.holderHue = String(hue(device.app || device.namespace));
+  }
   cell.setAttribute("aria-label", `${device.node} ${device.resource} ${label}: ${words}` +
                     (device.holder ? `, held by ${device.holder}` : ""));
   return cell;
