@@ -31,6 +31,7 @@ from kubeaccel.spark import manage
 from kubeaccel.spark.builder import Generated
 from kubeaccel.spark.conf import SubmitRequest
 from kubeaccel.spark.gangkube import NATIVE_PODGROUPS
+from kubeaccel.spark.rollback import RollbackIncompleteError
 from kubeaccel.spark.submit import prepare, submit
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
@@ -185,8 +186,9 @@ def test_a_failure_after_the_pod_group_rolls_it_back(cluster: LocalCluster, kube
     kube.create({"apiVersion": "v1", "kind": "Service", "metadata": {"name": f"clash-{generated.name_id}-driver-svc"},
                  "spec": {"clusterIP": "None", "ports": [{"port": 1}]}}, namespace=spark_namespace)
     request = _request(cluster, spark_namespace, "clash", "nec.com", **{"spark.kubeaccel.gang.enabled": "true"})
-    with pytest.raises(KubeaccelError, match="already exists"):
+    with pytest.raises(KubeaccelError, match="already exists") as info:
         submit(request, kube=kube, generated=generated, check_quota=False)
+    assert not isinstance(info.value, RollbackIncompleteError), info.value.message  # everything was removed
     assert kube.list_raw(PODS, spark_namespace) == []
     # deleted by the rollback; the PodGroup's protection finalizer goes once no pod names it
     wait_for("the PodGroup gone", lambda: kube.list_raw(NATIVE_PODGROUPS, spark_namespace) == [], timeout=60)

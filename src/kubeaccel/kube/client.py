@@ -510,7 +510,7 @@ class Kube:
 
     def serves(self, group_version: str, plural: str | None = None) -> bool | None:
         """Whether the API server serves ``group/version`` (and in it the resource ``plural``), by discovery;
-        None when it cannot be told here (no fast lane): the caller then learns it from the first write."""
+        None when the answer is not discovery's (the caller then learns it from the first write)."""
         if "/" not in group_version:
             return True  # the core group
         answer = self._request("get", "API groups", None, "GET", "/apis", {})
@@ -524,8 +524,8 @@ class Kube:
         if not listed or plural is None:
             return listed
         # the group is served, but one of its CRDs may be gone (or going): ask the version for its resources
-        resources = self._fast_request("get", f"API {group_version}", None, "GET", f"/apis/{group_version}", {})
-        if resources is _SLOW or not isinstance(resources, dict):
+        resources = self._request("get", f"API {group_version}", None, "GET", f"/apis/{group_version}", {})
+        if not isinstance(resources, dict):
             return None
         return any(r.get("name") == plural for r in resources.get("resources") or [])
 
