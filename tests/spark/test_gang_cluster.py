@@ -227,8 +227,9 @@ def test_volcano_pod_group_is_created_as_its_schema_takes_it(
     """Last in this module: the CRD exists only during this test (the refusal test above needs it absent)."""
     cluster.apply(json.dumps(_volcano_crd()))
     try:
-        cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s",
-                        "crd/podgroups.scheduling.volcano.sh", timeout=90)
+        wait_for("the CRD Established", lambda: cluster.kubectl(  # a new CRD may have no status yet: ask again
+            "wait", "--for=condition=Established", "--timeout=10s", "crd/podgroups.scheduling.volcano.sh",
+            check=False, timeout=30).returncode == 0, timeout=90)
         conf = {"spark.kubeaccel.gang.scheduler": "volcano", "spark.kubeaccel.queue": "batch"}
         generated = Generated.fresh("tester")
         request = _request(cluster, spark_namespace, "vc", "nec.com", **conf)
