@@ -91,13 +91,16 @@ def _poll_states(cluster: Any, namespace: str, names: list[str], timeout: float 
     """Each app's states as a poller sees them, until every one has ended."""
     seen: dict[str, list[str]] = {name: [] for name in names}
     deadline = time.monotonic() + timeout
+    ended = ("COMPLETED", "FAILED", "SUBMISSION_FAILED")
     while time.monotonic() < deadline:
         for name in names:
+            if seen[name] and seen[name][-1] in ended:
+                continue  # ended: a TTL may delete it now
             state = cluster.kubectl("get", "sparkapplication", name, "-n", namespace, "-o",
                                     "jsonpath={.status.applicationState.state}", check=False).stdout  # fmt: skip
             if not seen[name] or seen[name][-1] != state:
                 seen[name].append(state)
-        if all(s and s[-1] in ("COMPLETED", "FAILED", "SUBMISSION_FAILED") for s in seen.values()):
+        if all(s and s[-1] in ended for s in seen.values()):
             break
         time.sleep(2)
     return seen
