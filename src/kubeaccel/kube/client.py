@@ -1,14 +1,17 @@
-"""The one door to the Kubernetes API: a thin wrapper over lightkube's public API, with a fast lane.
+"""The one door to the Kubernetes API: `Kube`, which builds each request once and speaks dicts.
 
-Connecting (a kubeconfig checked at the edge by `kubeconfig.py`, `--context`, a `k8s://` master that
-replaces the server) and the single place where transport and API failures become kubeaccel's API
-errors (`status.translate`, typed from the API's Status, never from its text). Callers never see an
-httpx2 or lightkube exception.
+Connecting (the kubeconfig files kubectl would read, merged as it merges them, or the pod's
+ServiceAccount, checked at the edge by `kubeconfig.py`; `--context`; a `k8s://` master that replaces
+the server) picks a transport: `rest.Transport` (http.client + ssl + json) when the kubeconfig asks for
+nothing more, else `plugins.HttpxTransport` (exec and auth-provider plugins, impersonation, proxies),
+imported only then. Every plain request (`_request`) goes through that transport, and its refusals
+become kubeaccel's API errors there, typed from the API's Status (`status.translate`), never from its
+text; a 403 asks a SelfSubjectAccessReview (and the quotas) through the same transport.
 
-Lists and deletes of the kinds in `rest` (pods, namespaces, quotas) and creates of what a submit makes
-take the fast lane (`rest.Transport`: http.client + json) when the kubeconfig allows it, so
-`kubeaccel spark submit/status/list/kill` never import lightkube; everything else, and any 403 (whose
-cause needs a SelfSubjectAccessReview), goes through lightkube, imported on first use.
+The typed verbs (`get`, `list`, `watch`, `apply`, `merge_patch`, creates of kinds outside
+`rest.CREATABLE`) take lightkube resource classes and go through lightkube's client, made on first use;
+its failures are translated in one place (`_lightkube_errors`). Callers never see an httpx2 or
+lightkube exception, and `kubeaccel spark submit/status/list/kill/logs` never import lightkube.
 """
 
 from __future__ import annotations
@@ -163,8 +166,8 @@ def translate_errors(verb: str, what: str, *, namespace: str | None = None, serv
 class Kube:
     """A connected client plus the namespace its context names.
 
-    `Kube(config)` connects through lightkube at once; `Kube.connect(...)` reads the kubeconfig itself
-    and opens the fast lane when it can, importing lightkube only when a request needs it.
+    `Kube.connect(...)` reads the kubeconfig and picks the transport; `Kube(config)` takes lightkube's
+    config of a context and connects through the second transport at once. Both are the one `__init__`.
     """
 
     def __init__(self, config: SingleConfig | Connection, *, timeout: float = 10.0) -> None:
@@ -279,28 +282,33 @@ class Kube:
         name: str = "",
         manifest: Mapping[str, Any] | None = None,
     ) -> T:
-        from lightkube import ApiError
-        from lightkube import ConfigError as LightkubeConfigError
-
-        try:
+        with self._lightkube_errors(verb, what, namespace, res, name, manifest):
             return call()
-        except ApiError as exc:
-            raise self._translated(exc, verb, what, namespace, res, name, manifest) from exc
-        except LightkubeConfigError as exc:  # credentials read per request (a tokenFile gone meanwhile)
-            raise _credentials_error(exc) from exc
-        except _transport_errors() as exc:
-            raise unreachable(self.server, exc) from exc
 
     def _stream(
         self, verb: str, what: str, namespace: str | None, items: Callable[[], Iterable[T]], res: type[Resource]
     ) -> Iterator[T]:
+        with self._lightkube_errors(verb, what, namespace, res, "", None):
+            yield from items()
+
+    @contextlib.contextmanager
+    def _lightkube_errors(  # noqa: PLR0917 - the request's facts, as _call has them
+        self,
+        verb: str,
+        what: str,
+        namespace: str | None,
+        res: type[Resource] | None,
+        name: str,
+        manifest: Mapping[str, Any] | None,
+    ) -> Iterator[None]:
+        """The one place a typed (lightkube) request's failures become kubeaccel's typed errors."""
         from lightkube import ApiError
         from lightkube import ConfigError as LightkubeConfigError
 
         try:
-            yield from items()
+            yield
         except ApiError as exc:
-            raise self._translated(exc, verb, what, namespace, res, "", None) from exc
+            raise self._translated(exc, verb, what, namespace, res, name, manifest) from exc
         except LightkubeConfigError as exc:  # credentials read per request (a tokenFile gone meanwhile)
             raise _credentials_error(exc) from exc
         except _transport_errors() as exc:
