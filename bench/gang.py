@@ -7,9 +7,10 @@ apps, as drivers starting together do). An app whose 9 pods are all placed runs 
 ends (its pods are deleted, as kwok completes pods after a fixed time). Without gangs and with the native
 gang (`spark.kubeaccel.gang.enabled`), in the same run, on one fresh local cluster:
 
-* apps that ever held devices while not all their pods were placed, counted two ways: executors
-  partly placed (the gang's promise: 0), and any device held, the driver's included (the driver is
-  placed before it creates its executors, so every app is counted here while it starts);
+* apps that ever held devices while not all their pods were placed, counted three ways: executors
+  partly placed in any sample (a gang's pods are bound one by one within a fraction of a second, which
+  a 0.2 s sample can catch), partly placed for over 1 s (the gang's promise: 0), and any device held,
+  the driver's included (the driver is placed before it creates its executors, so every app counts);
 * time until all apps finished (or "deadlocked" after --timeout);
 * device-seconds held by apps while some of their executors were placed and some not.
 
@@ -55,6 +56,8 @@ class App:
     partial_executors: bool = False  # ever: some executors placed, some not
     any_device_incomplete: bool = False  # ever: a device held (driver's too) while not all pods placed
     wasted: float = 0.0  # device-seconds held while executors were partly placed
+    partial_since: float | None = None
+    longest_partial: float = 0.0  # seconds: the longest stretch with executors partly placed
     last: float = field(default_factory=time.monotonic)
 
 
@@ -118,6 +121,10 @@ def run(kube: Kube, server: str, apps_wanted: int, gang: bool, run_seconds: floa
             if 0 < placed_executors < EXECUTORS:
                 app.partial_executors = True
                 app.wasted += held * (now - app.last)
+                app.partial_since = app.partial_since if app.partial_since is not None else app.last
+                app.longest_partial = max(app.longest_partial, now - app.partial_since)
+            else:
+                app.partial_since = None
             app.last = now
             # the stand-in driver: once running, create the next executor from the template
             if (driver.get("status") or {}).get("phase") == "Running" and app.created < EXECUTORS:
@@ -146,6 +153,8 @@ def run(kube: Kube, server: str, apps_wanted: int, gang: bool, run_seconds: floa
         "finished": f"{finished}/{apps_wanted}",
         "all_finished_s": round(elapsed, 1) if finished == apps_wanted else f"deadlocked (> {timeout:.0f} s)",
         "apps_executors_partly_placed": sum(a.partial_executors for a in apps.values()),
+        "apps_partly_placed_over_1s": sum(a.longest_partial > 1.0 for a in apps.values()),
+        "longest_partial_s": round(max(a.longest_partial for a in apps.values()), 2),
         "apps_any_device_while_incomplete": sum(a.any_device_incomplete for a in apps.values()),
         "wasted_device_s": round(sum(a.wasted for a in apps.values()), 1),
     }

@@ -46,7 +46,7 @@ EXTRA = {
     "dra run": ["--registry-dir", "TMP", "--plugins-dir", "TMP", "--state-dir", "TMP", "--cdi-dir", "TMP"],
     "dra devices": [], "dra device-classes": [], "plugin devices": [],
     "plugin run": ["--socket-dir", "TMP"],
-    "devices": [], "operator run": [],
+    "devices": [], "operator run": [], "ui": ["--port", "0"],
 }  # fmt: skip
 
 # what the message says the file is, per option (the option itself, or the hint names it)

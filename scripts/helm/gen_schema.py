@@ -152,6 +152,20 @@ def values_schema() -> dict[str, Any]:
                     "labels": LABELS,
                 },
             },
+            "grafanaDashboard": {
+                "type": "object",
+                "additionalProperties": False,
+                "properties": {
+                    "enabled": {"type": "boolean"},
+                    "labels": LABELS,
+                    "namespace": {"type": "string", "pattern": r"^([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)?$"},
+                },
+            },
+            "prometheusRule": {
+                "type": "object",
+                "additionalProperties": False,
+                "properties": {"enabled": {"type": "boolean"}, "labels": LABELS},
+            },
             "priorityClassName": {"type": "string"},
             "updateStrategy": {
                 "type": "object",

@@ -139,7 +139,9 @@ def test_every_value_reaches_the_manifest() -> None:
     assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
     assert monitor["metadata"]["labels"]["release"] == "prom"
     assert monitor["spec"]["endpoints"] == [{"port": "metrics", "path": "/metrics", "interval": "15s",
-                                             "scrapeTimeout": "5s"}]  # fmt: skip
+                                             "scrapeTimeout": "5s", "honorLabels": True, "relabelings": [
+                                                 {"sourceLabels": ["__meta_kubernetes_pod_node_name"],
+                                                  "targetLabel": "node"}]}]  # fmt: skip
     assert monitor["spec"]["namespaceSelector"] == {"matchNames": ["kube-system"]}
 
 

@@ -216,3 +216,17 @@ def test_workqueue_delays() -> None:
     queue.close()
     worker.join(2)
     assert got == [None]
+
+
+def test_invalid_fields_name_the_yaml_path() -> None:
+    from pydantic import ValidationError
+
+    from kubeaccel.operator.controller import invalid_fields
+
+    document = load(SPARK_PI)
+    document["spec"]["driver"]["coresPerTask"] = 2
+    document["spec"]["executor"]["cores"] = "many"
+    with pytest.raises(ValidationError) as info:
+        SparkApplication.model_validate(document)
+    text = invalid_fields(info.value)
+    assert "spec.driver.coresPerTask: Extra inputs are not permitted" in text and "spec.executor.cores" in text

@@ -301,3 +301,25 @@ def test_any_spec_maps_or_fails_with_a_config_error(spec: dict[str, Any]) -> Non
         assert exc.message
         return
     build(resolved.placed(None), Generated.fresh("spark"))
+
+
+@pytest.mark.parametrize(
+    "message, fields",
+    [
+        ("no container image for the driver (set spark.kubernetes.container.image (or "
+         "spark.kubernetes.driver.container.image))", ["spec.driver.image", "spec.image"]),
+        ("spark.executor.memory='x' is not a size", ["spec.executor.memory"]),
+        ("spark.dynamicAllocation.maxExecutors=... ", ["spec.dynamicAllocation"]),
+        ("nothing here", []),
+    ],
+)  # fmt: skip
+def test_cli_messages_name_the_spec_field(message: str, fields: list[str]) -> None:
+    assert mapping.spec_fields_named(message) == fields
+
+
+def test_missing_image_names_spec_image() -> None:
+    document = load(SPARK_PI)
+    del document["spec"]["image"]
+    with pytest.raises(ConfigError) as info:
+        mapping.resolve_mapped(mapping.to_submission(_app(document), master=MASTER))
+    assert "spec.image" in mapping.spec_fields_named(info.value.message + (info.value.hint or ""))

@@ -126,7 +126,7 @@ def test_junk_and_huge_answers_are_reported_per_plugin_and_the_rest_still_shows(
                if p["source"].startswith(namespace)}
     assert set(reasons) == {"junk", "huge"}
     assert "not UTF-8" in reasons["junk"]
-    assert "more than 4194304 bytes" in reasons["huge"]
+    assert "answered more than 4194304 bytes" in reasons["huge"]
     assert "unavailable (their devices are not listed above)" in err
 
 

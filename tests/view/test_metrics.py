@@ -93,3 +93,19 @@ def test_near_prometheus_text_parses_or_is_refused(text: str) -> None:
     except (metrics.MetricsError, UnicodeEncodeError):
         return
     assert all(len(v) <= metrics.MAX_LABEL for d in devices for v in (d.device, d.resource))
+
+
+def test_the_dra_driver_exports_the_same_per_device_family() -> None:
+    from prometheus_client import generate_latest
+
+    from kubeaccel.dra.metrics import Metrics as DraMetrics
+    from kubeaccel.dra.model import Pool
+
+    m = DraMetrics()
+    pool = Pool.of("n1", "nec.com/ve", Devices([Device("0", "0", numa_node=1), Device("1", "1", Health.UNHEALTHY)]))
+    m.set_pools({"nec.com/ve": pool})
+    devices, _ = metrics.parse(generate_latest(m.registry))
+    assert sorted((d.index, d.numa, d.health) for d in devices) == [("0", "1", "Healthy"), ("1", "", "Unhealthy")]
+    assert {d.device for d in devices} == set(pool.devices)  # the names its ResourceSlice publishes
+    m.set_pools({})
+    assert metrics.parse(generate_latest(m.registry))[0] == ()

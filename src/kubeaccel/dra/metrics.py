@@ -35,6 +35,12 @@ class Metrics:
         self.publish_skipped = Counter("kubeaccel_dra_slice_changes_coalesced",
                                        "Inventory changes folded into a later ResourceSlice write (the floor).",
                                        registry=self.registry)
+        self.device_health = Gauge(
+            "kubeaccel_device_health",
+            "1 for each published device, labelled with its index, NUMA node (empty: none) and health: the "
+            "same family as the device plugin's, so one dashboard and one alert cover both.",
+            ["resource", "device", "index", "numa", "health"], registry=self.registry)
+        self._health_series: list[tuple[str, ...]] = []
         self._http: tuple[WSGIServer, threading.Thread] | None = None
 
     def set_pools(self, pools: Mapping[str, Pool]) -> None:
@@ -42,6 +48,16 @@ class Metrics:
             healthy = sum(1 for d in pool.devices.values() if d.healthy)
             self.devices.labels(pool.resource_name, "Healthy").set(healthy)
             self.devices.labels(pool.resource_name, "Unhealthy").set(len(pool.devices) - healthy)
+        series: list[tuple[str, ...]] = [
+            (pool.resource_name, name, d.index, "" if d.numa_node is None else str(d.numa_node), d.health.value)
+            for pool in pools.values() for name, d in pool.devices.items()
+        ]
+        for labels in set(self._health_series) - set(series):
+            with contextlib.suppress(KeyError):
+                self.device_health.remove(*labels)
+        for labels in series:
+            self.device_health.labels(*labels).set(1)
+        self._health_series = series
 
     def serve(self, port: int, addr: str = "0.0.0.0") -> int:
         """Serve /metrics over HTTP; returns the bound port (useful with port 0)."""

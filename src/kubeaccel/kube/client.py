@@ -663,14 +663,18 @@ class Kube:
         node access is needed; at most `limit` bytes within the door's timeout, else ApiUnavailableError."""
         what = f"pod {pod} port {port}"
         url = f"{rest.PODS.path(namespace)}/{quote(pod, safe='')}:{int(port)}/proxy/{path.lstrip('/')}"
-        body = bytearray()
-        deadline = time.monotonic() + self._timeout
         try:
+            if isinstance(self._transport, rest.Transport):
+                return self._transport.get_bytes(url, limit)  # kept-alive: no TLS handshake per pod
+            body = bytearray()
+            deadline = time.monotonic() + self._timeout
             for chunk in self._transport.stream(url, {}, idle_timeout=self._timeout, deadline=self._timeout):
                 body += chunk
                 if len(body) > limit or time.monotonic() > deadline:
                     why = f"more than {limit} bytes" if len(body) > limit else f"no end after {self._timeout:g} s"
                     raise unreachable(self.server, f"{what} answered {why}")
+        except rest.TooLargeError as exc:
+            raise unreachable(self.server, f"{what} answered more than {exc.limit} bytes") from exc
         except rest.HttpError as exc:
             raise self._refusal(exc, "get", what, namespace, None, pod, None) from exc
         return bytes(body)

@@ -45,7 +45,7 @@ from kubeaccel.paths import read_user_text
 
 __all__ = [
     "CONFIGMAPS", "CREATABLE", "LEASES", "NAMESPACES", "PODS", "RESOURCEQUOTAS", "Collection", "Endpoint", "HttpError",
-    "Transport", "endpoint",
+    "TooLargeError", "Transport", "endpoint",
 ]
 
 MAX_BODY_BYTES = 1 << 30  # a list of every pod of a large cluster fits; a runaway answer does not
@@ -286,6 +286,14 @@ def decode_json(body: bytes | bytearray) -> Any:
         raise ValueError("the JSON is nested too deeply") from None
 
 
+class TooLargeError(Exception):
+    """An answer longer than the caller's bound."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"more than {limit} bytes")
+        self.limit = limit
+
+
 class HttpError(Exception):
     """A non-2xx answer; `failure()` makes the Failure `status.translate` types."""
 
@@ -521,6 +529,30 @@ class Transport:
                 raise unreachable(self.server, exc) from exc
         finally:
             conn.close()
+
+    def get_bytes(self, path: str, limit: int) -> bytes:
+        """A GET whose answer is not JSON (a pod's metrics through the API server's proxy) on the kept-alive
+        connection, at most `limit` bytes (`TooLargeError` beyond); errors otherwise as from `request`."""
+        url = self._url(path, None)
+        deadline = _Deadline(self._timeout, self._deadline)
+        try:
+            conn = self._connection("GET")
+            conn.request("GET", url, headers=self._request_headers({"Accept": "*/*"}))
+            sock = conn.sock
+            deadline.arm(sock)
+            response = conn.getresponse()
+            body = _read_body(response, sock, deadline, max(limit, MAX_ERROR_BYTES))
+            self._local.used = time.monotonic()
+        except ValueError as exc:
+            self.close()  # the rest of the answer is unread: the connection cannot take another request
+            raise TooLargeError(limit) from exc
+        except (OSError, http.client.HTTPException) as exc:
+            self.close()
+            raise unreachable(self.server, exc) from exc
+        self._check(response.status, body)
+        if len(body) > limit:
+            raise TooLargeError(limit)
+        return bytes(body)
 
     def _exchange(
         self, method: str, url: str, payload: bytes | None, content_type: str, deadline: _Deadline

@@ -40,8 +40,10 @@ from kubeaccel.operator.mapping import (
     LABEL_APP_NAME,
     LABEL_LAUNCHED,
     LABEL_SUBMISSION_ID,
+    UnservedFieldError,
     driver_pod_name,
     resolve_mapped,
+    spec_fields_named,
     to_submission,
 )
 from kubeaccel.operator.metrics import Metrics
@@ -131,6 +133,18 @@ def observed_pods(app: SparkApplication, pods: Mapping[str, Json]) -> lifecycle.
     driver_name = app.status.driver_info.pod_name or driver_pod_name(app)
     executors = {n: p for n, p in mine.items() if _labels(p).get(LABEL_ROLE) == "executor"}
     return lifecycle.Observed(mine.get(driver_name), executors)
+
+
+def invalid_fields(exc: ValueError) -> str:
+    """A pydantic refusal as `spec.driver.cores: Input should be ...; ...` (the fields as the YAML names them)."""
+    from pydantic import ValidationError
+
+    if not isinstance(exc, ValidationError):
+        return str(exc)[:1000]
+    parts = [
+        ".".join(str(p) for p in error["loc"]) + ": " + str(error["msg"]) for error in exc.errors(include_url=False)
+    ]
+    return "; ".join(parts)[: lifecycle.MAX_MESSAGE]
 
 
 def _labels(obj: Mapping[str, Any]) -> dict[str, str]:
@@ -291,14 +305,30 @@ class Controller:
             return
         try:
             app = SparkApplication.model_validate(raw)
-        except ValueError as exc:  # the CRD's schema should have refused it; say so on the app
-            self._event(raw, lifecycle.Event("Warning", "SparkApplicationInvalid", str(exc)[:1000]))
+        except ValueError as exc:  # stored under another CRD (kubeflow's): a field this model does not know
+            self._invalid(key, raw, exc)
             return
         observed = self._observed(app)
         plan = lifecycle.decide(app, observed, self.clock(), lambda: str(uuid.uuid4()))
         app = self._execute(app, observed, plan)
         if plan.submit:
             self._submit(app)
+
+    def _invalid(self, key: Key, raw: Json, exc: ValueError) -> None:
+        """SUBMISSION_FAILED naming the fields the model refuses (once: not again for the same generation)."""
+        status = raw.get("status") or {}
+        generation = (raw.get("metadata") or {}).get("generation")
+        if status.get("observedGeneration") == generation and status.get("applicationState", {}).get("state"):
+            return
+        message = "the spec does not validate: " + invalid_fields(exc)
+        patch = {
+            **lifecycle.state_patch(AppState.SUBMISSION_FAILED, message),
+            "observedGeneration": generation,
+            "terminationTime": lifecycle.timestamp(self.clock()),
+        }
+        stored = self.kube.merge_patch(kinds.apps().Status, key[1], {"status": patch}, key[0])
+        self.cache.put_app(key, stored.to_dict())
+        self._event(raw, lifecycle.Event("Warning", "SparkApplicationSubmissionFailed", message))
 
     def _reconcile_scheduled(self, key: Key, raw: Json) -> None:
         try:
@@ -435,6 +465,9 @@ class Controller:
 
     def _submission_failed(self, app: SparkApplication, exc: KubeaccelError) -> None:
         message = exc.message + (f" ({exc.hint})" if exc.hint else "")
+        fields = spec_fields_named(message) if not isinstance(exc, UnservedFieldError) else []
+        if fields:  # the CLI names confs; the YAML's author set spec fields
+            message += f" [in the SparkApplication: {', '.join(fields)}]"
         self.metrics.submission_failures.inc()
         self._patch_status(
             app,

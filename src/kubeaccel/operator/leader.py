@@ -4,7 +4,7 @@ Every `retry_s` each candidate reads the Lease and, by compare-and-swap on its r
 when it is free or expired (renewTime + leaseDurationSeconds in the past), or renews it when it is its
 own. A leader that cannot renew within `renew_deadline_s` (less than the lease duration) calls
 `on_lost`, which ends the process: it stops writing before any other replica may take the Lease, so two
-replicas never submit at once. A killed leader is replaced once its Lease expires (15 s by default).
+replicas never submit at once. A killed leader is replaced once its Lease expires (12 s by default, so within 14 s).
 
 `step` is the pure decision; `LeaderElector` runs it through the kube door.
 """
@@ -28,8 +28,8 @@ from kubeaccel.kube.rest import LEASES
 
 log = logging.getLogger(__name__)
 LEASE_NAME = "kubeaccel-operator"
-LEASE_SECONDS = 15
-RENEW_DEADLINE_S = 10.0
+LEASE_SECONDS = 12  # with RETRY_S: a dead leader is replaced within 14 s
+RENEW_DEADLINE_S = 8.0  # < LEASE_SECONDS: a leader that cannot renew stops before the Lease expires
 RETRY_S = 2.0
 
 

@@ -428,3 +428,50 @@ def resolve_mapped(mapped: Mapped) -> ResolvedApp:
         driver_template=MappingProxyType(driver) if driver is not None else app.driver_template,
         executor_template_text=executor_text if executor_text is not None else app.executor_template_text,
     )
+
+
+# the conf keys the CLI's messages name, and the spec field a SparkApplication sets them with
+SPEC_FIELD_OF = {
+    "spark.kubernetes.container.image.pullPolicy": "spec.imagePullPolicy",
+    "spark.kubernetes.container.image.pullSecrets": "spec.imagePullSecrets",
+    "spark.kubernetes.container.image": "spec.image",
+    "spark.kubernetes.driver.container.image": "spec.driver.image",
+    "spark.kubernetes.executor.container.image": "spec.executor.image",
+    "spark.kubernetes.authenticate.driver.serviceAccountName": "spec.driver.serviceAccount",
+    "spark.kubernetes.authenticate.executor.serviceAccountName": "spec.executor.serviceAccount",
+    "spark.driver.memoryOverhead": "spec.driver.memoryOverhead",
+    "spark.executor.memoryOverhead": "spec.executor.memoryOverhead",
+    "spark.driver.memory": "spec.driver.memory",
+    "spark.executor.memory": "spec.executor.memory",
+    "spark.driver.cores": "spec.driver.cores",
+    "spark.executor.cores": "spec.executor.cores",
+    "spark.executor.instances": "spec.executor.instances",
+    "spark.kubernetes.driver.request.cores": "spec.driver.coreRequest",
+    "spark.kubernetes.executor.request.cores": "spec.executor.coreRequest",
+    "spark.kubernetes.driver.limit.cores": "spec.driver.coreLimit",
+    "spark.kubernetes.executor.limit.cores": "spec.executor.coreLimit",
+    "spark.kubernetes.memoryOverheadFactor": "spec.memoryOverheadFactor",
+    "spark.jars.packages": "spec.deps.packages",
+    "spark.jars.repositories": "spec.deps.repositories",
+    "spark.jars.excludes": "spec.deps.excludePackages",
+    "spark.dynamicAllocation.": "spec.dynamicAllocation",
+    "spark.kubernetes.driver.label.": "spec.driver.labels",
+    "spark.kubernetes.executor.label.": "spec.executor.labels",
+    "spark.kubernetes.driver.annotation.": "spec.driver.annotations",
+    "spark.kubernetes.executor.annotation.": "spec.executor.annotations",
+    "spark.app.name": "metadata.name",
+    "--name": "metadata.name",
+    "--class": "spec.mainClass",
+}
+
+
+def spec_fields_named(text: str) -> list[str]:
+    """The spec fields behind the conf keys a CLI message names (longest key first: no prefix double-counts)."""
+    found: list[str] = []
+    rest = text
+    for key in sorted(SPEC_FIELD_OF, key=len, reverse=True):
+        if key in rest:
+            rest = rest.replace(key, " ")
+            if SPEC_FIELD_OF[key] not in found:
+                found.append(SPEC_FIELD_OF[key])
+    return found

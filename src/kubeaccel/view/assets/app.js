@@ -1,5 +1,5 @@
 // kubeaccel ui: renders the server's view document. Every server string goes in through textContent
-// (never innerHTML), so a name such as <script> is shown as text, not run.
+// (never as HTML), so a name such as <script> is shown as text, not run.
 "use strict";
 
 function el(tag, attrs, ...children) {
