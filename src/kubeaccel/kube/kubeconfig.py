@@ -121,6 +121,10 @@ def read_kubeconfig(path: Path) -> dict[str, Any]:
             raise ConfigError(
                 f"{where}: {section} is not a list of named entries", hint="check it with kubectl config view"
             )
+        names = [e["name"] for e in entries]
+        if len(set(names)) != len(names):  # kubectl refuses the file too
+            twice = next(n for n in names if names.count(n) > 1)
+            raise ConfigError(f"{where}: duplicate name {twice!r} in {section}", hint="rename or remove one of them")
     return document
 
 
