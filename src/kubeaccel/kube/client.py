@@ -114,6 +114,17 @@ def _single_config(document: dict[str, Any], name: str, path: Path) -> SingleCon
     return config
 
 
+def _without_credentials(document: dict[str, Any], name: str) -> dict[str, Any]:
+    """The document with the context's user emptied: for lightkube when the stdlib transport sends for it."""
+    import copy
+
+    document = copy.deepcopy(document)
+    context = kc.context_parts(document, name)[0]
+    document.setdefault("users", []).append({"name": "kubeaccel:none", "user": {}})
+    context["user"] = "kubeaccel:none"
+    return document
+
+
 _MEMORY_FILES: list[int] = []  # descriptors of the memory files lightkube's configs name: kept for the process
 
 
@@ -208,7 +219,9 @@ class Kube:
         namespace = parts[0].get("namespace")
         return cls(
             Connection(
-                load=lambda: _single_config(document, name, path),
+                # with the standard-library transport, which authenticates, lightkube gets no credentials
+                load=lambda: _single_config(_without_credentials(document, name) if endpoint else document, name,
+                                            path),
                 server=endpoint.server if endpoint is not None else str(parts[1]["server"]).rstrip("/"),
                 namespace=str(namespace) if namespace else None,
                 fast=rest.Transport(endpoint, name, timeout) if endpoint is not None else None,
@@ -252,8 +265,14 @@ class Kube:
         from lightkube import ConfigError as LightkubeConfigError
         from lightkube.models.meta_v1 import Status
 
+        from kubeaccel.kube.plugins import bridged
+
+        # with the standard-library transport, lightkube only builds and decodes: its requests go through it
+        transport = bridged(self._fast) if self._fast is not None else None
         try:
-            client = Client(config, timeout=httpx2.Timeout(self._timeout), field_manager=FIELD_MANAGER)
+            client = Client(
+                config, timeout=httpx2.Timeout(self._timeout), field_manager=FIELD_MANAGER, transport=transport
+            )
         except (LightkubeConfigError, OSError, ValueError, TypeError, AssertionError, httpx2.InvalidURL) as exc:
             raise ConfigError(
                 f"cannot use context {config.context_name!r}: {exc}",
