@@ -9,8 +9,9 @@ become kubeaccel's API errors there, typed from the API's Status (`status.transl
 text; a 403 asks a SelfSubjectAccessReview (and the quotas) through the same transport.
 
 The typed verbs (`get`, `list`, `watch`, `apply`, `merge_patch`, creates of kinds outside
-`rest.CREATABLE`) take lightkube resource classes and go through lightkube's client, made on first use;
-its failures are translated in one place (`_lightkube_errors`). Callers never see an httpx2 or
+`rest.CREATABLE`) take lightkube resource classes: lightkube's client (made on first use) builds and
+decodes them, and with the standard-library transport sends them through it (`plugins.bridged`, lightkube
+holding no credentials); its failures are translated in one place (`_lightkube_errors`). Callers never see an httpx2 or
 lightkube exception, and `kubeaccel spark submit/status/list/kill/logs` never import lightkube.
 """
 
