@@ -9,7 +9,10 @@ each device (100 x 8 = 800 pods by default). Measured, in the same run:
   1. `kubeaccel devices` as a cold CLI process (median of --runs) vs `kubectl get pods -A -o wide`;
   2. the page's first render: headless Chromium opening `kubeaccel ui` (already up) until every
      device cell is drawn;
-  3. a device turning unhealthy: from the metrics change to its cell changing on the open page.
+  3. a device turning unhealthy: from the metrics change to its cell changing on the open page;
+  4. watch-driven updates, with `kubeaccel ui` as its own process (watches on, --ui-interval): an
+     executor pod created until its row shows on the open page (median of 5), and the server's CPU
+     (utime+stime per wall second, from /proc) idle and while pods change (annotations, back to back).
 Goals (issue 20): devices <= 2 s and <= 3x kubectl; first render <= 1 s; unhealthy shown <= 2 s.
 """
 
@@ -114,6 +117,86 @@ def populate(kubeconfig: Path, nodes: list[str], devices: int) -> dict[str, Any]
     return servers
 
 
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def watch_section(kubeconfig: Path, env: dict[str, str], nodes: list[str], interval: float,
+                  window: float = 15.0) -> dict[str, Any]:
+    """`kubeaccel ui` as a process: pod-event latency on the page and the server's CPU, idle and under churn."""
+    import threading
+    import urllib.request
+
+    port = free_port()
+    ui = subprocess.Popen([*KUBEACCEL, "ui", "--port", str(port), "--interval", str(interval)], env=env,
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}/"
+    browser = Browser()
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                urllib.request.urlopen(url + "api/view", timeout=5).read()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise SystemExit("kubeaccel ui did not answer within 60 s") from None
+                time.sleep(0.2)
+        browser.goto(url)
+        browser.wait("document.querySelectorAll('td.device').length > 0", timeout=30)
+        time.sleep(3)  # the watches' initial events have passed
+        before, t0 = cpu_seconds(ui.pid), time.monotonic()
+        time.sleep(window)
+        idle = (cpu_seconds(ui.pid) - before) / (time.monotonic() - t0)
+        shown = []
+        for i in range(5):
+            name = f"bench-exec-{i}"
+            manifest = {"apiVersion": "v1", "kind": "Pod", "metadata": {
+                "name": name, "namespace": NAMESPACE,
+                "labels": {"spark-app-selector": "spark-bench-watch", "spark-role": "executor"}},
+                "spec": {"nodeName": nodes[0], "containers": [{"name": "c", "image": "spark"}]}}
+            subprocess.run([kubectl_binary(), f"--kubeconfig={kubeconfig}", "apply", "-f", "-"],
+                           input=json.dumps(manifest), capture_output=True, text=True, check=True)
+            created = time.monotonic()  # kubectl has returned: the API server has the pod
+            browser.wait(f"document.querySelector('tr[data-pod=\"{name}\"]') !== null", timeout=30)
+            shown.append(time.monotonic() - created)
+            time.sleep(1.5)
+        stop = threading.Event()
+        events = [0]
+
+        def churn() -> None:
+            while not stop.is_set():
+                pod = f"hold-{nodes[events[0] % len(nodes)]}-0"
+                subprocess.run([kubectl_binary(), f"--kubeconfig={kubeconfig}", "annotate", "--overwrite", "pod",
+                                "-n", NAMESPACE, pod, f"bench/churn={events[0]}"], capture_output=True, check=False)
+                events[0] += 1
+
+        churner = threading.Thread(target=churn, daemon=True)
+        before, t0 = cpu_seconds(ui.pid), time.monotonic()
+        churner.start()
+        time.sleep(window)
+        busy = (cpu_seconds(ui.pid) - before) / (time.monotonic() - t0)
+        stop.set()
+        churner.join()
+        return {"ui_interval_s": interval, "pod_event_shown_s": round(statistics.median(shown), 3),
+                "pod_event_shown_max_s": round(max(shown), 3),
+                "ui_cpu_idle": round(idle, 3), "ui_cpu_churn": round(busy, 3),
+                "churn_events_per_s": round(events[0] / window, 1)}
+    finally:
+        browser.close()
+        ui.terminate()
+        ui.wait(timeout=30)
+
+
 def timed(command: list[str], env: dict[str, str], ok: tuple[int, ...] = (0,)) -> float:
     start = time.perf_counter()
     done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
@@ -130,6 +213,8 @@ def main() -> None:
     parser.add_argument("--nodes", type=int, default=100)
     parser.add_argument("--devices", type=int, default=8)
     parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--ui-interval", type=float, default=1.0, help="kubeaccel ui --interval for part 4")
+    parser.add_argument("--watch-only", action="store_true", help="measure only part 4")
     args = parser.parse_args()
 
     state_dir = None
@@ -157,6 +242,9 @@ def main() -> None:
         held = sum(1 for d in check["devices"] if d["pod"].startswith("hold-"))
         print(f"devices listed: {len(check['devices'])}, held: {held}, unavailable: {len(check['unavailable'])}",
               file=sys.stderr)
+        if args.watch_only:
+            print(json.dumps(watch_section(kubeconfig, env, nodes, args.ui_interval), indent=2))
+            return
         ours, theirs = [], []
         for _ in range(args.runs):  # interleaved, so both see the same load
             ours.append(timed(devices_cmd, env, ok=(0, 7)))
@@ -182,7 +270,8 @@ def main() -> None:
             ui.stop()
             kube.close()
         median_ours, median_theirs = statistics.median(ours), statistics.median(theirs)
-        print(json.dumps({
+        watched = watch_section(kubeconfig, env, nodes, args.ui_interval)
+        print(json.dumps({**watched,
             "nodes": len(nodes), "devices_per_node": args.devices, "held_pods": held,
             "kubeaccel_devices_s": round(median_ours, 3), "kubectl_get_pods_wide_s": round(median_theirs, 3),
             "ratio": round(median_ours / median_theirs, 2),

@@ -93,3 +93,18 @@ def test_the_dashboard_configmap_carries_the_sidecars_label(namespace: str) -> N
     assert cm["metadata"]["namespace"] == (namespace or "kube-system")
     assert json.loads(cm["data"]["kubeaccel-devices.json"]) == _dashboard()
     assert not [d for d in rendered({}) if d["metadata"]["name"].endswith("-dashboard")]  # off by default
+
+
+def test_the_device_plugin_and_dra_export_one_allocated_family() -> None:
+    """The dashboard reads `kubeaccel_device_allocated` from both alike: the DRA driver's labels are the
+    plugin's plus `app` (empty from the plugin, which Prometheus treats as absent)."""
+    import re
+
+    from kubeaccel.dra.metrics import Metrics as DraMetrics
+    from kubeaccel.plugin.metrics import Metrics
+
+    plugin, dra = Metrics().allocated._labelnames, DraMetrics().allocated._labelnames
+    assert dra[: len(plugin)] == plugin and dra[len(plugin):] == ("app",)
+    holders = next(p for p in _dashboard()["panels"] if p["title"] == "Who holds each device")
+    (grouped,) = re.findall(r"by \(([^)]*)\)", holders["targets"][0]["expr"])
+    assert {g.strip() for g in grouped.split(",")} == {"node", *dra}

@@ -67,6 +67,10 @@ class PreparedClaim:
     name: str
     devices: tuple[PreparedDevice, ...]
     spec: Mapping[str, Any] = field(default_factory=dict)  # the CDI spec, rewritten if the CDI dir was cleared
+    # Who holds it, as the claim said at prepare time (``kubeaccel_device_allocated`` after a restart): the pods
+    # in ``status.reservedFor`` and the claim's ``spark-app-selector`` label. Optional: older records lack them.
+    pods: tuple[str, ...] = ()
+    app: str = ""
 
     @classmethod
     def from_dict(cls, data: object) -> PreparedClaim:
@@ -82,8 +86,10 @@ class PreparedClaim:
         spec = data.get("spec", {})
         if not isinstance(spec, dict):
             raise ValueError(f"claim {uid}: spec is not an object")
+        pods = _texts(data, "pods") if "pods" in data else ()
+        app = _text(data, "app") if "app" in data else ""
         return cls(uid, _text(data, "namespace"), _text(data, "name"),
-                   tuple(_device(uid, d) for d in devices), spec)
+                   tuple(_device(uid, d) for d in devices), spec, pods, app)
 
 
 def _text(data: Mapping[str, Any], key: str) -> str:

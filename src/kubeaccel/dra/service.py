@@ -36,7 +36,7 @@ from kubeaccel.dra._generated import health_v1_pb2_grpc as hpb_grpc
 from kubeaccel.dra.checkpoint import UID, Checkpoint, PreparedClaim, PreparedDevice
 from kubeaccel.dra.claims import ClaimError, allocated, cdi_kind, claim_spec, spec_file
 from kubeaccel.dra.inventory import Inventory
-from kubeaccel.dra.metrics import Metrics
+from kubeaccel.dra.metrics import Metrics, holders
 from kubeaccel.errors import KubeaccelError, NotFoundError, UnavailableError
 
 log = logging.getLogger(__name__)
@@ -150,7 +150,13 @@ class Driver:
                 except cdi.CdiError as exc:
                     log.error("claim %s: %s", known.uid, exc)
                     self.metrics.cdi_errors.labels("write").inc()
+        self._metrics_claims()
+
+    def _metrics_claims(self) -> None:
+        """The prepared-claims gauges from the checkpoint, the one truth (at start, after every call)."""
         self.metrics.prepared.set(len(self.checkpoint.claims))
+        resources = {name: pool.resource_name for name, pool in self.inventory.pools.items()}
+        self.metrics.set_allocated(self.checkpoint.claims.values(), resources)
 
     # -- per-claim serialization --------------------------------------------------------------------
 
@@ -192,7 +198,7 @@ class Driver:
         out = {ref.uid: outcome for ref, outcome in zip(unique, outcomes, strict=True)}
         for outcome in outcomes:
             self.metrics.claims.labels("prepare", "error" if outcome.error else "ok").inc()
-        self.metrics.prepared.set(len(self.checkpoint.claims))
+        self._metrics_claims()
         return out
 
     async def _prepare_claim(self, ref: ClaimRef) -> Outcome:
@@ -220,7 +226,8 @@ class Driver:
             document, ids = claim_spec(self.driver, ref.uid, devices, self.inventory.backends)
         except (ClaimError, cdi.CdiError) as exc:
             return Outcome(error=_bounded(str(exc)))
-        prepared = PreparedClaim(ref.uid, ref.namespace, ref.name, tuple(_merge(devices, ids)), document)
+        pods, app = holders(claim)
+        prepared = PreparedClaim(ref.uid, ref.namespace, ref.name, tuple(_merge(devices, ids)), document, pods, app)
         try:
             await asyncio.to_thread(cdi.write_spec, self.cdi_dir, spec_file(ref.uid), document)
         except cdi.CdiError as exc:
@@ -259,7 +266,7 @@ class Driver:
             errors = await self._each(unique, self._unprepare_claim)
         for error in errors:
             self.metrics.claims.labels("unprepare", "error" if error else "ok").inc()
-        self.metrics.prepared.set(len(self.checkpoint.claims))
+        self._metrics_claims()
         return {ref.uid: error for ref, error in zip(unique, errors, strict=True)}
 
     async def _unprepare_claim(self, ref: ClaimRef) -> str:
