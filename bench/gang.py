@@ -5,7 +5,9 @@ to 10 kwok nodes x 8 VEs (room for 8 whole apps at a time). A stand-in driver cr
 executors from the executor pod template its submit produced, one at a time per app (interleaved across
 apps, as drivers starting together do). An app whose 9 pods are all placed runs for --run-seconds, then
 ends (its pods are deleted, as kwok completes pods after a fixed time). Without gangs and with the native
-gang (`spark.kubeaccel.gang.enabled`), in the same run, on one fresh local cluster:
+gang (`spark.kubeaccel.gang.enabled`) and with a Kueue queue (`spark.kubeaccel.queue`, a ClusterQueue
+holding the cluster's 80 VEs; Kueue 0.17 from scripts/bootstrap.d/45-kueue.sh, run as in the tests), in
+the same run, on one fresh local cluster:
 
 * apps that ever held devices while not all their pods were placed, counted three ways: executors
   partly placed in any sample (a gang's pods are bound one by one within a fraction of a second, which
@@ -15,11 +17,13 @@ gang (`spark.kubeaccel.gang.enabled`), in the same run, on one fresh local clust
 * device-seconds held by apps while some of their executors were placed and some not.
 
     PYTHONPATH=src .venv/bin/python bench/gang.py [--apps 30] [--nodes 10] [--run-seconds 5] [--timeout 180]
+        [--modes plain,gang,kueue]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import sys
 import tempfile
@@ -30,6 +34,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
+from fixtures.cluster import LocalCluster
+from fixtures.kueue import running_kueue
 from fixtures.standin import executor_pod, template_text
 from lightkube.resources.core_v1 import Pod
 
@@ -61,7 +67,7 @@ class App:
     last: float = field(default_factory=time.monotonic)
 
 
-def _conf(namespace: str, gang: bool) -> dict[str, str]:
+def _conf(namespace: str, mode: str) -> dict[str, str]:
     conf = {
         "spark.kubernetes.namespace": namespace,
         "spark.kubernetes.container.image": "spark:bench",
@@ -73,25 +79,47 @@ def _conf(namespace: str, gang: bool) -> dict[str, str]:
     for role in ("driver", "executor"):
         conf |= {f"spark.{role}.resource.ve.amount": "1", f"spark.{role}.resource.ve.vendor": "nec.com",
                  f"spark.{role}.resource.ve.discoveryScript": "/opt/kubeaccel/discover"}
-    if gang:
+    if mode == "gang":
         conf["spark.kubeaccel.gang.enabled"] = "true"
+    elif mode == "kueue":
+        conf["spark.kubeaccel.queue"] = "batch"
     return conf
+
+
+def _queue(cluster: LocalCluster, namespace: str, devices: int) -> None:
+    """A ClusterQueue holding the whole cluster's VEs, and LocalQueue `batch` in the namespace."""
+    objects = [
+        {"apiVersion": "kueue.x-k8s.io/v1beta2", "kind": "ResourceFlavor", "metadata": {"name": "bench"}},
+        {"apiVersion": "kueue.x-k8s.io/v1beta2", "kind": "ClusterQueue", "metadata": {"name": "bench"},
+         "spec": {"namespaceSelector": {}, "resourceGroups": [{
+             "coveredResources": ["cpu", "memory", VE],
+             "flavors": [{"name": "bench", "resources": [
+                 {"name": "cpu", "nominalQuota": "10000"}, {"name": "memory", "nominalQuota": "100Ti"},
+                 {"name": VE, "nominalQuota": str(devices)}]}]}]}},
+        {"apiVersion": "kueue.x-k8s.io/v1beta2", "kind": "LocalQueue",
+         "metadata": {"name": "batch", "namespace": namespace}, "spec": {"clusterQueue": "bench"}},
+    ]
+    cluster.apply(json.dumps({"apiVersion": "v1", "kind": "List", "items": objects}))
 
 
 def _placed(pod: dict[str, Any]) -> bool:
     return bool((pod.get("spec") or {}).get("nodeName"))
 
 
-def run(kube: Kube, server: str, apps_wanted: int, gang: bool, run_seconds: float, timeout: float) -> dict[str, Any]:
-    namespace = f"bench-{'gang' if gang else 'plain'}-{int(time.time())}"
+def run(cluster: LocalCluster, kube: Kube, apps_wanted: int, mode: str, run_seconds: float,
+        timeout: float) -> dict[str, Any]:
+    namespace = f"bench-{mode}-{int(time.time())}"
+    server = cluster.server
     create_tenant(kube, namespace, {})
     kube.apply({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "default", "namespace": namespace}},
                namespace=namespace)
+    if mode == "kueue":
+        _queue(cluster, namespace, 8 * len(cluster.nodes))
     start = time.monotonic()
     apps: dict[str, App] = {}
     for index in range(apps_wanted):
         request = SubmitRequest("local:///opt/app.py", master=f"k8s://{server}", name=f"app{index}",
-                                conf=_conf(namespace, gang))
+                                conf=_conf(namespace, mode))
         sid = submit(request, kube=kube, check_quota=False)
         apps[sid.pod] = App(sid.pod)
     submitted = time.monotonic() - start
@@ -148,7 +176,7 @@ def run(kube: Kube, server: str, apps_wanted: int, gang: bool, run_seconds: floa
     while kube.list_raw(PODS, namespace):
         time.sleep(0.5)
     return {
-        "mode": "native gang" if gang else "no gang",
+        "mode": {"plain": "no gang", "gang": "native gang", "kueue": "kueue queue"}[mode],
         "submit_s": round(submitted, 1),
         "finished": f"{finished}/{apps_wanted}",
         "all_finished_s": round(elapsed, 1) if finished == apps_wanted else f"deadlocked (> {timeout:.0f} s)",
@@ -166,15 +194,21 @@ def main() -> None:
     parser.add_argument("--nodes", type=int, default=10)
     parser.add_argument("--run-seconds", type=float, default=5.0)
     parser.add_argument("--timeout", type=float, default=180.0)
+    parser.add_argument("--modes", default="plain,gang,kueue", help="comma-separated: plain, gang, kueue")
     args = parser.parse_args()
     state = Path(tempfile.mkdtemp(prefix="kubeaccel-bench-gang-"))
     resources = {"cpu": "64", "memory": "256Gi", "pods": "110", VE: "8"}
     try:
         info = up(ClusterSpec(state_dir=state, nodes=args.nodes, node_resources=resources))
         kube = Kube.connect(kubeconfig=info.kubeconfig)
+        cluster = LocalCluster(info.kubeconfig, info.server, info.state_dir, list(info.nodes))
         print(f"{args.apps} apps x (1 driver + {EXECUTORS} executors, 1 {VE} each) on {args.nodes} kwok nodes x 8")
-        for gang in (False, True):
-            print(run(kube, info.server, args.apps, gang, args.run_seconds, args.timeout), flush=True)
+        for mode in args.modes.split(","):
+            if mode == "kueue":
+                with running_kueue(cluster):
+                    print(run(cluster, kube, args.apps, mode, args.run_seconds, args.timeout), flush=True)
+            else:
+                print(run(cluster, kube, args.apps, mode, args.run_seconds, args.timeout), flush=True)
         kube.close()
     finally:
         down(state)

@@ -391,3 +391,24 @@ def test_the_token_is_re_read_by_many_threads_at_once(tmp_path: Path) -> None:
         for t in threads:
             t.join()
         assert {r["headers"]["Authorization"] for r in served.requests} == {"Bearer bb"}
+
+
+def test_typed_verbs_ride_the_same_transport_and_its_bounds(tmp_path: Path) -> None:
+    """lightkube only builds and decodes the typed verbs' requests: they go out through the stdlib
+    transport, with its credentials (lightkube holds none) and its deadline."""
+    from lightkube.resources.core_v1 import Pod
+
+    token = tmp_path / "token"
+    token.write_text("from-file\n")
+    with servers.serve(_ok, tls=servers.certificate("127.0.0.1")) as served:
+        path = servers.kubeconfig(tmp_path / "kubeconfig", _tls_cluster(served), {"tokenFile": str(token)})
+        kube = _connected(path, "stdlib")
+        assert kube.list(Pod, "default") == []
+        assert served.requests[-1]["headers"]["Authorization"] == "Bearer from-file"
+        assert served.requests[-1]["headers"]["User-Agent"] == "kubeaccel"  # the stdlib transport's own
+        assert not kube.config.user.token and not kube.config.user.token_file
+    with servers.serve(_drip, tls=servers.certificate("127.0.0.1")) as served:
+        path = servers.kubeconfig(tmp_path / "drip", _tls_cluster(served), {"token": "t"})
+        kube = _connected(path, "stdlib", timeout=0.5)
+        with pytest.raises(errors.UnavailableError, match="within 3 s"):
+            kube.list(Pod, "default")

@@ -133,6 +133,18 @@ def test_relative_paths_stay_relative_to_the_file_that_named_them(
     assert kube._fast is not None and kube._fast._auth.header() == "Bearer from-two"
 
 
+@pytest.mark.parametrize("section", ["clusters", "users", "contexts"])
+def test_a_name_twice_in_one_file_is_refused_as_kubectl_refuses_it(tmp_path: Path, section: str) -> None:
+    document = _file(0, {"alpha": "c1", "beta": "c2"}, "alpha", True)
+    document[section].append(dict(document[section][0]))
+    path = tmp_path / "config"
+    path.write_text(yaml.safe_dump(document))
+    environ = {"PATH": os.environ.get("PATH", ""), "HOME": str(tmp_path), "KUBECONFIG": str(path)}
+    assert _kubectl_view(environ) is None
+    with pytest.raises(errors.ConfigError, match=f"duplicate name .* in {section}"):
+        Kube.connect(kubeconfig=path)
+
+
 # ---- in-cluster ----
 
 

@@ -173,3 +173,14 @@ def _installed(
     ).stdout
     assert "kubeaccel-operator" not in left
     assert "kubeaccel-operator" not in cluster.kubectl("get", "roles", "-n", apps_ns, "-o", "name").stdout
+
+
+@pytest.mark.parametrize(
+    "server, host, port", [("https://127.0.0.1:6443", "127.0.0.1", "6443"), ("https://k.example", "k.example", "443")]
+)
+def test_api_server_becomes_the_in_cluster_variables(server: str, host: str, port: str) -> None:
+    deployment = next(d for d in rendered({"apiServer": server}) if d["kind"] == "Deployment")
+    pod = deployment["spec"]["template"]["spec"]
+    env = {e["name"]: e.get("value") for e in pod["containers"][0]["env"]}
+    assert (env["KUBERNETES_SERVICE_HOST"], env["KUBERNETES_SERVICE_PORT"]) == (host, port)
+    assert pod["hostNetwork"] is True

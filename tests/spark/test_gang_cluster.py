@@ -31,7 +31,8 @@ from kubeaccel.spark import manage
 from kubeaccel.spark.builder import Generated
 from kubeaccel.spark.conf import SubmitRequest
 from kubeaccel.spark.gangkube import NATIVE_PODGROUPS
-from kubeaccel.spark.submit import submit
+from kubeaccel.spark.rollback import RollbackIncompleteError
+from kubeaccel.spark.submit import prepare, submit
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 EXECUTORS = 4
@@ -185,7 +186,64 @@ def test_a_failure_after_the_pod_group_rolls_it_back(cluster: LocalCluster, kube
     kube.create({"apiVersion": "v1", "kind": "Service", "metadata": {"name": f"clash-{generated.name_id}-driver-svc"},
                  "spec": {"clusterIP": "None", "ports": [{"port": 1}]}}, namespace=spark_namespace)
     request = _request(cluster, spark_namespace, "clash", "nec.com", **{"spark.kubeaccel.gang.enabled": "true"})
-    with pytest.raises(KubeaccelError, match="already exists"):
+    with pytest.raises(KubeaccelError, match="already exists") as info:
         submit(request, kube=kube, generated=generated, check_quota=False)
+    assert not isinstance(info.value, RollbackIncompleteError), info.value.message  # everything was removed
     assert kube.list_raw(PODS, spark_namespace) == []
-    assert kube.list_raw(NATIVE_PODGROUPS, spark_namespace) == []
+    # deleted by the rollback; the PodGroup's protection finalizer goes once no pod names it
+    wait_for("the PodGroup gone", lambda: kube.list_raw(NATIVE_PODGROUPS, spark_namespace) == [], timeout=60)
+
+
+def _volcano_crd() -> dict[str, Any]:
+    """Volcano's PodGroup CustomResourceDefinition, written here from the facts of its published schema
+    (volcano-sh/volcano config/crd/volcano/bases/scheduling.volcano.sh_podgroups.yaml, v1beta1): the spec's
+    field names and types. Unknown fields are pruned by the API server, so what we send must come back."""
+    quantity = {"anyOf": [{"type": "integer"}, {"type": "string"}], "x-kubernetes-int-or-string": True,
+                "pattern": r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?"
+                           r"(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"}
+    spec = {"type": "object", "properties": {
+        "minMember": {"type": "integer", "format": "int32"},
+        "minResources": {"type": "object", "additionalProperties": quantity},
+        "minTaskMember": {"type": "object", "additionalProperties": {"type": "integer", "format": "int32"}},
+        "priorityClassName": {"type": "string"},
+        "queue": {"type": "string", "default": "default"},
+        "preemptable": {"type": "boolean"},
+    }}
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+        "metadata": {"name": "podgroups.scheduling.volcano.sh"},
+        "spec": {"group": "scheduling.volcano.sh", "scope": "Namespaced",
+                 "names": {"kind": "PodGroup", "listKind": "PodGroupList", "plural": "podgroups",
+                           "singular": "podgroup"},
+                 "versions": [{"name": "v1beta1", "served": True, "storage": True, "schema": {"openAPIV3Schema": {
+                     "type": "object", "properties": {
+                         "spec": spec, "status": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}}}}}]},
+    }
+
+
+def test_volcano_pod_group_is_created_as_its_schema_takes_it(
+    cluster: LocalCluster, kube: Kube, spark_namespace: str
+) -> None:
+    """Last in this module: the CRD exists only during this test (the refusal test above needs it absent)."""
+    cluster.apply(json.dumps(_volcano_crd()))
+    try:
+        wait_for("the CRD Established", lambda: cluster.kubectl(  # a new CRD may have no status yet: ask again
+            "wait", "--for=condition=Established", "--timeout=10s", "crd/podgroups.scheduling.volcano.sh",
+            check=False, timeout=30).returncode == 0, timeout=90)
+        conf = {"spark.kubeaccel.gang.scheduler": "volcano", "spark.kubeaccel.queue": "batch"}
+        generated = Generated.fresh("tester")
+        request = _request(cluster, spark_namespace, "vc", "nec.com", **conf)
+        (built,) = prepare(request, generated=generated).manifests.gang_objects
+        sid = submit(request, kube=kube, generated=generated, check_quota=False)
+        from kubeaccel.spark.gangkube import VOLCANO_PODGROUPS
+
+        (stored,) = kube.list_raw(VOLCANO_PODGROUPS, spark_namespace)
+        assert stored["spec"] == built["spec"]  # every field taken as sent: none pruned, none refused
+        assert stored["spec"]["minMember"] == 1 and stored["spec"]["queue"] == "batch"
+        assert stored["spec"]["minResources"]["nec.com/ve"] == str(EXECUTORS)
+        assert stored["metadata"]["ownerReferences"][0]["name"] == sid.pod
+        driver = kube.get_raw(PODS, sid.pod, spark_namespace)
+        assert driver["spec"]["schedulerName"] == "volcano"
+        assert driver["metadata"]["annotations"]["scheduling.k8s.io/group-name"] == stored["metadata"]["name"]
+    finally:
+        cluster.kubectl("delete", "crd", "podgroups.scheduling.volcano.sh", "--wait=true", check=False, timeout=90)

@@ -1,14 +1,18 @@
-"""The one door to the Kubernetes API: a thin wrapper over lightkube's public API, with a fast lane.
+"""The one door to the Kubernetes API: `Kube`, which builds each request once and speaks dicts.
 
-Connecting (a kubeconfig checked at the edge by `kubeconfig.py`, `--context`, a `k8s://` master that
-replaces the server) and the single place where transport and API failures become kubeaccel's API
-errors (`status.translate`, typed from the API's Status, never from its text). Callers never see an
-httpx2 or lightkube exception.
+Connecting (the kubeconfig files kubectl would read, merged as it merges them, or the pod's
+ServiceAccount, checked at the edge by `kubeconfig.py`; `--context`; a `k8s://` master that replaces
+the server) picks a transport: `rest.Transport` (http.client + ssl + json) when the kubeconfig asks for
+nothing more, else `plugins.HttpxTransport` (exec and auth-provider plugins, impersonation, proxies),
+imported only then. Every plain request (`_request`) goes through that transport, and its refusals
+become kubeaccel's API errors there, typed from the API's Status (`status.translate`), never from its
+text; a 403 asks a SelfSubjectAccessReview (and the quotas) through the same transport.
 
-Lists and deletes of the kinds in `rest` (pods, namespaces, quotas) and creates of what a submit makes
-take the fast lane (`rest.Transport`: http.client + json) when the kubeconfig allows it, so
-`kubeaccel spark submit/status/list/kill` never import lightkube; everything else, and any 403 (whose
-cause needs a SelfSubjectAccessReview), goes through lightkube, imported on first use.
+The typed verbs (`get`, `list`, `watch`, `apply`, `merge_patch`, creates of kinds outside
+`rest.CREATABLE`) take lightkube resource classes: lightkube's client (made on first use) builds and
+decodes them, and with the standard-library transport sends them through it (`plugins.bridged`, lightkube
+holding no credentials); its failures are translated in one place (`_lightkube_errors`). Callers never see an httpx2 or
+lightkube exception, and `kubeaccel spark submit/status/list/kill/logs` never import lightkube.
 """
 
 from __future__ import annotations
@@ -111,6 +115,17 @@ def _single_config(document: dict[str, Any], name: str, path: Path) -> SingleCon
     return config
 
 
+def _without_credentials(document: dict[str, Any], name: str) -> dict[str, Any]:
+    """The document with the context's user emptied: for lightkube when the stdlib transport sends for it."""
+    import copy
+
+    document = copy.deepcopy(document)
+    context = kc.context_parts(document, name)[0]
+    document.setdefault("users", []).append({"name": "kubeaccel:none", "user": {}})
+    context["user"] = "kubeaccel:none"
+    return document
+
+
 _MEMORY_FILES: list[int] = []  # descriptors of the memory files lightkube's configs name: kept for the process
 
 
@@ -163,8 +178,8 @@ def translate_errors(verb: str, what: str, *, namespace: str | None = None, serv
 class Kube:
     """A connected client plus the namespace its context names.
 
-    `Kube(config)` connects through lightkube at once; `Kube.connect(...)` reads the kubeconfig itself
-    and opens the fast lane when it can, importing lightkube only when a request needs it.
+    `Kube.connect(...)` reads the kubeconfig and picks the transport; `Kube(config)` takes lightkube's
+    config of a context and connects through the second transport at once. Both are the one `__init__`.
     """
 
     def __init__(self, config: SingleConfig | Connection, *, timeout: float = 10.0) -> None:
@@ -205,7 +220,9 @@ class Kube:
         namespace = parts[0].get("namespace")
         return cls(
             Connection(
-                load=lambda: _single_config(document, name, path),
+                # with the standard-library transport, which authenticates, lightkube gets no credentials
+                load=lambda: _single_config(_without_credentials(document, name) if endpoint else document, name,
+                                            path),
                 server=endpoint.server if endpoint is not None else str(parts[1]["server"]).rstrip("/"),
                 namespace=str(namespace) if namespace else None,
                 fast=rest.Transport(endpoint, name, timeout) if endpoint is not None else None,
@@ -249,8 +266,14 @@ class Kube:
         from lightkube import ConfigError as LightkubeConfigError
         from lightkube.models.meta_v1 import Status
 
+        from kubeaccel.kube.plugins import bridged
+
+        # with the standard-library transport, lightkube only builds and decodes: its requests go through it
+        transport = bridged(self._fast) if self._fast is not None else None
         try:
-            client = Client(config, timeout=httpx2.Timeout(self._timeout), field_manager=FIELD_MANAGER)
+            client = Client(
+                config, timeout=httpx2.Timeout(self._timeout), field_manager=FIELD_MANAGER, transport=transport
+            )
         except (LightkubeConfigError, OSError, ValueError, TypeError, AssertionError, httpx2.InvalidURL) as exc:
             raise ConfigError(
                 f"cannot use context {config.context_name!r}: {exc}",
@@ -279,28 +302,33 @@ class Kube:
         name: str = "",
         manifest: Mapping[str, Any] | None = None,
     ) -> T:
-        from lightkube import ApiError
-        from lightkube import ConfigError as LightkubeConfigError
-
-        try:
+        with self._lightkube_errors(verb, what, namespace, res, name, manifest):
             return call()
-        except ApiError as exc:
-            raise self._translated(exc, verb, what, namespace, res, name, manifest) from exc
-        except LightkubeConfigError as exc:  # credentials read per request (a tokenFile gone meanwhile)
-            raise _credentials_error(exc) from exc
-        except _transport_errors() as exc:
-            raise unreachable(self.server, exc) from exc
 
     def _stream(
         self, verb: str, what: str, namespace: str | None, items: Callable[[], Iterable[T]], res: type[Resource]
     ) -> Iterator[T]:
+        with self._lightkube_errors(verb, what, namespace, res, "", None):
+            yield from items()
+
+    @contextlib.contextmanager
+    def _lightkube_errors(  # noqa: PLR0917 - the request's facts, as _call has them
+        self,
+        verb: str,
+        what: str,
+        namespace: str | None,
+        res: type[Resource] | None,
+        name: str,
+        manifest: Mapping[str, Any] | None,
+    ) -> Iterator[None]:
+        """The one place a typed (lightkube) request's failures become kubeaccel's typed errors."""
         from lightkube import ApiError
         from lightkube import ConfigError as LightkubeConfigError
 
         try:
-            yield from items()
+            yield
         except ApiError as exc:
-            raise self._translated(exc, verb, what, namespace, res, "", None) from exc
+            raise self._translated(exc, verb, what, namespace, res, name, manifest) from exc
         except LightkubeConfigError as exc:  # credentials read per request (a tokenFile gone meanwhile)
             raise _credentials_error(exc) from exc
         except _transport_errors() as exc:
@@ -508,19 +536,26 @@ class Kube:
         with _collector_paused():
             return [item.to_dict() for item in items]
 
-    def serves(self, group_version: str) -> bool | None:
-        """Whether the API server serves ``group/version`` (discovery, ``GET /apis``); None when it cannot be
-        told here (no fast lane): the caller then learns it from the first write."""
+    def serves(self, group_version: str, plural: str | None = None) -> bool | None:
+        """Whether the API server serves ``group/version`` (and in it the resource ``plural``), by discovery;
+        None when the answer is not discovery's (the caller then learns it from the first write)."""
         if "/" not in group_version:
             return True  # the core group
         answer = self._request("get", "API groups", None, "GET", "/apis", {})
         if not isinstance(answer, dict):
             return None
         group, _, version = group_version.partition("/")
-        for entry in answer.get("groups") or []:
-            if entry.get("name") == group:
-                return any(v.get("version") == version for v in entry.get("versions") or [])
-        return False
+        listed = any(
+            entry.get("name") == group and any(v.get("version") == version for v in entry.get("versions") or [])
+            for entry in answer.get("groups") or []
+        )
+        if not listed or plural is None:
+            return listed
+        # the group is served, but one of its CRDs may be gone (or going): ask the version for its resources
+        resources = self._request("get", f"API {group_version}", None, "GET", f"/apis/{group_version}", {})
+        if not isinstance(resources, dict):
+            return None
+        return any(r.get("name") == plural for r in resources.get("resources") or [])
 
     def _request(  # noqa: PLR0917 - the request's facts, as _call has them
         self,

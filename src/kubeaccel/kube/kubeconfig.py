@@ -10,7 +10,6 @@ request. Here the file is read once, every field we rely on is checked with the 
 from __future__ import annotations
 
 import binascii
-import logging
 import os
 import re
 from base64 import b64decode
@@ -24,7 +23,6 @@ from kubeaccel.kube.names import label_problem
 from kubeaccel.paths import read_user_text, user_path
 
 KUBECONFIG_MAX_BYTES = 4 * 2**20
-log = logging.getLogger(__name__)
 _USERINFO = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://)[^/?#]*@")
 # what makes a request carry an Authorization header: never sent to a plain http:// server
 _AUTH_KEYS = ("token", "tokenFile", "username", "password", "exec", "auth-provider")
@@ -123,6 +121,10 @@ def read_kubeconfig(path: Path) -> dict[str, Any]:
             raise ConfigError(
                 f"{where}: {section} is not a list of named entries", hint="check it with kubectl config view"
             )
+        names = [e["name"] for e in entries]
+        if len(set(names)) != len(names):  # kubectl refuses the file too
+            twice = next(n for n in names if names.count(n) > 1)
+            raise ConfigError(f"{where}: duplicate name {twice!r} in {section}", hint="rename or remove one of them")
     return document
 
 
@@ -296,7 +298,6 @@ def _url_credentials(document: dict[str, Any], cluster: dict[str, Any], context:
     if not any(user.get(key) for key in _AUTH_KEYS) and parts.username is not None:
         user["username"] = unquote(parts.username)
         user["password"] = unquote(parts.password or "")
-    log.debug("context %r: the server URL's credentials are used as basic auth", name)
 
 
 def _user_of(document: dict[str, Any], context: dict[str, Any]) -> dict[str, Any]:
@@ -322,7 +323,9 @@ def _no_credentials_over_http(
     dropped = [key for key in _AUTH_KEYS if user.get(key)]
     if not dropped:
         return
-    log.warning(
+    import logging  # only here: the status path does not pay for it
+
+    logging.getLogger(__name__).warning(
         "warning: context %r: the API server %s is plain http://, so its credentials (%s) are not sent; "
         "use https:// to authenticate",
         name, shown(cluster["server"]), ", ".join(dropped),

@@ -120,6 +120,40 @@ def _check(server: str, status: int, body: bytes | bytearray) -> None:
         raise error
 
 
+def bridged(transport: rest.Transport) -> httpx2.BaseTransport:
+    """An httpx transport that sends lightkube's typed requests through the door's standard-library
+    transport: the same connections, credentials (lightkube gets none), bounds and deadline. A watch or a
+    followed log streams, with no idle limit (a quiet watch is not a dead server); the rest is read whole."""
+    import httpx2
+
+    class Chunks(httpx2.SyncByteStream):
+        def __init__(self, chunks: Iterator[bytes]) -> None:
+            self._chunks = chunks
+
+        def __iter__(self) -> Iterator[bytes]:
+            yield from self._chunks
+
+        def close(self) -> None:
+            close = getattr(self._chunks, "close", None)
+            if close is not None:
+                close()
+
+    class Bridge(httpx2.BaseTransport):
+        def handle_request(self, request: httpx2.Request) -> httpx2.Response:
+            target = request.url.raw_path.decode("ascii")
+            params = request.url.params
+            headers = {"Content-Type": "application/json"}
+            if request.method == "GET" and "true" in (params.get("watch"), params.get("follow")):
+                status, chunks = transport.open_stream(target, idle_timeout=None)
+                return httpx2.Response(status, headers=headers, stream=Chunks(chunks), request=request)
+            payload = request.read() or None
+            content_type = request.headers.get("Content-Type", "application/json")
+            status, body = transport.exchange(request.method, target, payload, content_type)
+            return httpx2.Response(status, headers=headers, content=bytes(body), request=request)
+
+    return Bridge()
+
+
 class _credentials:  # noqa: N801 - used as a context manager, like contextlib's
     """A credential plugin that fails (an exec command gone, a token file unreadable) is a ConfigError."""
 

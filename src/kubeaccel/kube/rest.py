@@ -475,6 +475,47 @@ class Transport:
         except (ValueError, UnicodeDecodeError) as exc:  # an answer that is not the API's (a proxy's page)
             raise unreachable(self.server, f"the answer is not JSON ({exc})") from exc
 
+    def exchange(self, method: str, target: str, payload: bytes | None, content_type: str) -> tuple[int, bytearray]:
+        """(status, body) of a request whose answer is read whole, bounded, and not checked: for lightkube's
+        typed verbs (`plugins.bridged`), which check and decode it themselves. `target` is the full path
+        and query, the server's path prefix included. Retries and the token's 401 re-read as `request`."""
+        status, body = self._send(method, target, payload, content_type)
+        if status == 401 and self._auth.refresh():
+            status, body = self._send(method, target, payload, content_type)
+        return status, body
+
+    def open_stream(self, target: str, *, idle_timeout: float | None) -> tuple[int, Iterator[bytes]]:
+        """(status, chunks) of a streamed GET (a watch, a followed log) on a connection of its own, closed
+        when the chunks end or are closed; a non-2xx answer comes whole (bounded) as one chunk."""
+        conn = self._new_connection()
+        limit = _Deadline(self._timeout, None)
+        try:
+            conn.request("GET", target, headers=self._request_headers({"Accept": "*/*"}))
+            sock = conn.sock
+            limit.arm(sock)
+            response = conn.getresponse()
+            if not 200 <= response.status < 300:
+                body = _read_body(response, sock, limit, MAX_ERROR_BYTES)
+                conn.close()
+                return response.status, iter([bytes(body)])
+        except (OSError, http.client.HTTPException, ValueError) as exc:
+            conn.close()
+            raise unreachable(self.server, exc) from exc
+        limit.idle = idle_timeout
+        return response.status, self._chunks(conn, response, sock, limit)
+
+    def _chunks(
+        self, conn: http.client.HTTPConnection, response: http.client.HTTPResponse, sock: socket.socket | None,
+        limit: _Deadline,
+    ) -> Iterator[bytes]:
+        try:
+            while chunk := limit.read(response, sock, STREAM_CHUNK_BYTES):
+                yield chunk
+        except (OSError, http.client.HTTPException, ValueError) as exc:
+            raise unreachable(self.server, exc) from exc
+        finally:
+            conn.close()
+
     def _send(self, method: str, url: str, payload: bytes | None, content_type: str) -> tuple[int, bytearray]:
         deadline = _Deadline(self._timeout, self._deadline)
         try:

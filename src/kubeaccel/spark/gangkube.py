@@ -64,8 +64,10 @@ def check_served(kube: Kube, spec: GangSpec | None, namespace: str) -> None:
     if collection is None:  # YuniKorn: annotations only
         return
     need = gang.requirement(spec)
-    if kube.serves(need.group_version) is False:
+    if kube.serves(need.group_version, need.plural) is False:
         raise ConfigError(need.missing, hint=need.hint)
+    if spec.scheduler is Scheduler.VOLCANO:
+        __getattr__("VolcanoPodGroup")  # the submit creates one: lightkube must know the kind to encode it
     if spec.scheduler is Scheduler.KUEUE and spec.queue is not None:
         try:
             kube.get_raw(KUEUE_LOCALQUEUES, spec.queue, namespace)

@@ -171,7 +171,10 @@ def _delete(kube: Kube, kind: str, name: str, namespace: str) -> None:
         from kubeaccel.spark.gangkube import NATIVE_PODGROUPS, VOLCANO_PODGROUPS
 
         for collection in (NATIVE_PODGROUPS, VOLCANO_PODGROUPS):
-            with contextlib.suppress(NotFoundError):  # that API is not served
+            # a group the server does not serve answers a bare 404, which reads as "unreachable": ask first
+            if kube.serves(f"{collection.group}/{collection.version}", collection.plural) is False:
+                continue
+            with contextlib.suppress(NotFoundError):
                 kube.delete(collection, name, namespace=namespace, missing_ok=True)
         return
     grace = 0 if kind == "Pod" else None
