@@ -229,3 +229,28 @@ def test_queue_quota_counts_deviceclass_devices(
     assert sids[waiting].pod not in _allocated_claim_owners(kube, ns)
     (queued,) = manage.status(kube, f"{ns}:{sids[waiting].pod}")
     assert "queued" in queued.reason, queued.reason
+
+
+def test_kueue_holds_a_claim_with_a_cel_selector_inadmissible(
+    cluster: LocalCluster, kube: Kube, spark_namespace: str, dra_queue: str
+) -> None:
+    """Why `--queue` refuses a DRA selector on the driver's claim (kubeaccel.spark.gang._check_kueue_claims):
+    Kueue 0.17 will not count such a claim, and holds the pod inadmissible."""
+    ns = spark_namespace
+    cluster.apply(json.dumps({
+        "apiVersion": "resource.k8s.io/v1", "kind": "ResourceClaimTemplate", "metadata": {"name": "selected"},
+        "spec": {"spec": {"devices": {"requests": [{"name": "ve", "exactly": {
+            "deviceClassName": DRA_DEVICE_CLASS, "count": 1,
+            "selectors": [{"cel": {"expression": 'device.attributes["x"].numaNode == 1'}}]}}]}}}}), namespace=ns)
+    kube.create({"apiVersion": "v1", "kind": "Pod", "metadata": {
+        "name": "selected", "labels": {"kueue.x-k8s.io/queue-name": dra_queue}}, "spec": {
+        "nodeSelector": {"type": "kwok"}, "resourceClaims": [{"name": "ve", "resourceClaimTemplateName": "selected"}],
+        "containers": [{"name": "c", "image": "busybox", "resources": {"claims": [{"name": "ve"}]}}]}}, namespace=ns)
+
+    def messages() -> str:
+        out = cluster.kubectl("get", "workloads.kueue.x-k8s.io", "-n", ns, "-o", "json").stdout
+        return " ".join(c.get("message", "") for wl in json.loads(out)["items"]
+                        for c in (wl.get("status") or {}).get("conditions") or [])
+
+    wait_for("Kueue to refuse the claim", lambda: "CEL selectors are not supported" in messages(), timeout=60)
+    assert kube.get_raw(PODS, "selected", ns)["spec"].get("schedulingGates"), "held, gated, for ever"
