@@ -73,6 +73,7 @@ def test_up_twice_crash_recovery_and_clean_down(tmp_path: Path) -> None:
 
         down = _cli("down", "--state-dir", str(state))
         assert down.returncode == 0, down.stderr
+        assert "unrecorded" not in down.stdout + down.stderr  # the recorded supervisor is not reported as a stray
         assert not any(r.alive() for r in survivors)
         assert not state.exists()
         assert _cli("down", "--state-dir", str(state)).returncode == 0

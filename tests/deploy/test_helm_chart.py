@@ -292,6 +292,7 @@ TYPED_KEYS: dict[tuple[str | int, ...], type | tuple[type, ...]] = {
 }
 
 
+@pytest.mark.slow  # a long property run: in `make test`, not `make unit`
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(key=st.sampled_from(sorted(TYPED_KEYS, key=str)), value=WRONG)
 def test_values_of_the_wrong_type_are_refused_naming_the_key(key: tuple[str | int, ...], value: Any) -> None:
@@ -327,6 +328,7 @@ def resource_entries(draw: st.DrawFn) -> dict[str, Any]:
     return entry
 
 
+@pytest.mark.slow  # a long property run: in `make test`, not `make unit`
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(entries=st.lists(resource_entries(), min_size=1, max_size=4, unique_by=lambda e: e["name"]))
 def test_configs_the_daemon_accepts_pass_the_chart_unchanged(entries: list[dict[str, Any]]) -> None:

@@ -184,6 +184,7 @@ resource_entries = st.fixed_dictionaries(
     st.fixed_dictionaries({"resources": st.lists(resource_entries | yaml_values, max_size=3)},
                           optional={"version": st.sampled_from(["v1", "v2"]) | yaml_values}),
 ))
+@pytest.mark.slow  # a long property run: in `make test`, not `make unit`
 def test_fuzz_parse_config(data: object) -> None:
     try:
         config = parse_config(data)

@@ -145,6 +145,7 @@ def requests(draw: st.DrawFn) -> tuple[Devices, list[str], int]:
     return available, must, size
 
 
+@pytest.mark.slow  # a long property run: in `make test`, not `make unit`
 @settings(max_examples=3000, deadline=None)
 @given(requests())
 def test_preferred_allocation_is_the_best_allocation(request: tuple[Devices, list[str], int]) -> None:
@@ -166,6 +167,7 @@ def test_preferred_allocation_is_the_best_allocation(request: tuple[Devices, lis
     assert got == best
 
 
+@pytest.mark.slow  # a long property run: in `make test`, not `make unit`
 @settings(max_examples=2000, deadline=None)
 @given(requests(), st.lists(st.sampled_from(["dev1", "dev3", "ghost", "dev30"]), max_size=5))
 def test_check_allocation_accepts_exactly_the_valid_requests(

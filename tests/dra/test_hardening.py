@@ -217,6 +217,7 @@ class Kubelet:
             assert not (cdi_dir / f"kubeaccel-dra-{uid}.json").exists()
 
 
+@pytest.mark.slow  # a long property run: in `make test`, not `make unit`
 def test_sigkill_during_bursts_loses_nothing_that_was_answered(node: DraNode) -> None:
     """Bursts of 50 prepares and unprepares (one claim a call, 8 at a time), SIGKILL at a random moment,
     restart: every answered prepare is still prepared with the same devices (its claim file is gone,

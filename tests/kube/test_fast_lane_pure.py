@@ -327,6 +327,7 @@ def _chunked(parts: list[bytes], pause: float = 0.0) -> Answer:
     return answer
 
 
+@pytest.mark.slow  # a long property run: in `make test`, not `make unit`
 @settings(max_examples=40, deadline=None)
 @given(text=st.text(max_size=300), cuts=st.lists(st.integers(min_value=0, max_value=1200), max_size=6))
 def test_a_log_arrives_whole_however_the_chunks_cut_its_characters(text: str, cuts: list[int]) -> None:
@@ -394,6 +395,7 @@ def _events(*events: dict[str, Any]) -> bytes:
     return b"".join(json.dumps(e).encode() + b"\n" for e in events)
 
 
+@pytest.mark.slow  # a long property run: in `make test`, not `make unit`
 @settings(max_examples=30, deadline=None)
 @given(cuts=st.lists(st.integers(min_value=0, max_value=2000), max_size=8))
 def test_follow_turns_a_watch_stream_into_states_however_it_is_cut(cuts: list[int]) -> None:

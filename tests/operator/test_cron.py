@@ -74,6 +74,7 @@ _field = st.one_of(
     dow=st.one_of(st.just("*"), st.integers(0, 6).map(str)),
     offset=st.integers(0, 60 * 24 * 3),
 )
+@pytest.mark.slow  # a long property run: in `make test`, not `make unit`
 def test_against_brute_force(minute: str, hour: str, dom: str, dow: str, offset: int) -> None:
     expression = f"{minute} {hour} {dom} * {dow}"
     start = START + timedelta(minutes=offset)

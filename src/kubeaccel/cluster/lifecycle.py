@@ -379,9 +379,9 @@ def _start_real_node(layout: Layout, spec: ClusterSpec, state: ClusterState, pro
 
 def _teardown(layout: Layout, state: ClusterState | None, keep_logs: bool = False) -> list[str]:
     # Supervisors first, recorded or not (a PID file lost to a kill -9 of `up`): they would restart what is
-    # being stopped.
-    stopped = _stop_strays(layout, programs=())
+    # being stopped. The recorded one by its record, so that only a truly unrecorded one is reported as such.
     supervisor.stop(layout)
+    stopped = _stop_strays(layout, programs=())
     real_node = state is not None and state.real_node is not None
     if real_node or (layout.node.exists()):
         from kubeaccel.cluster import realnode

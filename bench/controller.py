@@ -2,7 +2,7 @@
 
     kubeaccel cluster up --state-dir /tmp/bench-op --nodes 4 \\
         --node-resource cpu=1000 --node-resource memory=4Ti --node-resource pods=1000
-    .venv/bin/python bench/operator.py --kubeconfig /tmp/bench-op/kubeconfig [--apps 1000] [--spark-apps 5]
+    .venv/bin/python bench/controller.py --kubeconfig /tmp/bench-op/kubeconfig [--apps 1000] [--spark-apps 5]
 
 Measures (issue 17's goals in brackets):
   1. N SparkApplications created at once: time until every one has its driver pod and state SUBMITTED,
