@@ -23,7 +23,7 @@ from view.cdp import Browser
 from view.cluster import MetricsServer, kubeaccel, plugin_pod
 
 from kubeaccel.kube.client import Kube
-from kubeaccel.view.cli import page_reader
+from kubeaccel.view.cli import live_sources, page_reader
 from kubeaccel.view.readers import start_watches
 from kubeaccel.view.server import UiServer, asset
 
@@ -59,8 +59,11 @@ def ui_cluster(cluster: LocalCluster) -> Iterator[tuple[LocalCluster, str, Metri
 
 @pytest.fixture(scope="module")
 def ui(ui_cluster: tuple[LocalCluster, str, MetricsServer]) -> Iterator[UiServer]:
+    """As `kubeaccel ui` runs it: full reads each interval, watch events applied in between."""
     kube = Kube.connect(kubeconfig=ui_cluster[0].kubeconfig)
-    server = UiServer(page_reader(kube), port=0, interval=0.5)
+    live = live_sources(kube)
+    server = UiServer(live.update, port=0, interval=0.5, render=live.render,
+                      watch=lambda changed: start_watches(kube, changed, on_event=live.event))
     server.start()
     yield server
     server.stop()
@@ -140,24 +143,49 @@ def test_executors_appear_as_they_start(
     browser.screenshot("03-app-with-executors")
 
 
+@pytest.mark.parametrize("incremental", [True, False], ids=["incremental", "full-read"])
 def test_watches_drive_the_page_not_the_interval(
-    ui_cluster: tuple[LocalCluster, str, MetricsServer], browser: Browser
+    ui_cluster: tuple[LocalCluster, str, MetricsServer], browser: Browser, incremental: bool
 ) -> None:
-    """With a 60 s interval, only the pod watch can make an executor appear within seconds."""
+    """With a 60 s interval, only the pod watch can make an executor appear within seconds; incremental
+    (the CLI's way), it does so with no full read at all: the event is applied to the held pods."""
     cluster, namespace, _ = ui_cluster
     kube = Kube.connect(kubeconfig=cluster.kubeconfig)
-    server = UiServer(page_reader(kube), port=0, interval=60, watch=lambda wake: start_watches(kube, wake))
+    reads = [0]
+    if incremental:
+        live = live_sources(kube)
+
+        def read() -> None:
+            reads[0] += 1
+            live.update()
+
+        server = UiServer(read, port=0, interval=60, render=live.render,
+                          watch=lambda changed: start_watches(kube, changed, on_event=live.event))
+    else:
+        server = UiServer(page_reader(kube), port=0, interval=60, watch=lambda wake: start_watches(kube, wake))
     server.start()
+    name = f"watched-exec-{'i' if incremental else 'f'}"
     try:
         browser.goto(server.url)
         browser.wait("document.body.dataset.rendered > 0", timeout=10)
         time.sleep(1)  # the watches' initial ADDED events have passed
+        before = reads[0]
         cluster.apply(json.dumps({"apiVersion": "v1", "kind": "Pod", "metadata": {
-            "name": "watched-exec", "namespace": namespace,
-            "labels": {"spark-app-selector": "spark-watched", "spark-role": "executor"}},
+            "name": name, "namespace": namespace,
+            "labels": {"spark-app-selector": f"spark-{name}", "spark-role": "executor"}},
             "spec": {"nodeName": cluster.nodes[1], "containers": [{"name": "c", "image": "spark"}]}}))
-        took = browser.wait("document.querySelector('tr[data-pod=\"watched-exec\"]') !== null", timeout=10)
+        took = browser.wait(f"document.querySelector('tr[data-pod=\"{name}\"]') !== null", timeout=10)
         assert took <= 3.0, f"the executor appeared after {took:.1f} s"
+        if incremental:
+            assert reads[0] == before, "a watch event made a full read"
+            cluster.kubectl("delete", "pod", "-n", namespace, name, "--wait=false")
+            took = browser.wait(f"document.querySelector('tr[data-pod=\"{name}\"]') === null", timeout=10)
+            assert took <= 3.0 and reads[0] == before
+            # what the events built is what a full read sees (quotas are not watched: read each interval)
+            time.sleep(0.5)
+            held, full = live.render() or {}, page_reader(kube)()
+            assert {k: held[k] for k in ("nodes", "apps", "unavailable")} == {
+                k: full[k] for k in ("nodes", "apps", "unavailable")}
     finally:
         server.stop()
         kube.close()

@@ -20,6 +20,8 @@ from kubeaccel.view.table import COLUMNS, PROBLEM_COLUMNS, WIDE_COLUMNS, cells, 
 
 if TYPE_CHECKING:
     from kubeaccel.kube.client import Kube
+    from kubeaccel.view.live import LiveSources
+    from kubeaccel.view.readers import Sources
 
 PARTIAL_EXIT_CODE = 7  # as `spark kill`'s: some of the answer is missing
 
@@ -114,18 +116,28 @@ def app_devices_report(kube: Kube, apps: Sequence[Any], output: str) -> AppDevic
     return AppDevicesReport(rows, problems)
 
 
-def page_reader(kube: Kube, namespace: str | None = None) -> Callable[[], dict[str, Any]]:
-    """What the page's refresher calls: every source read once, as the page's JSON document."""
+def page_document(sources: Sources) -> dict[str, Any]:
+    """The page's JSON document from the sources (pure)."""
     from kubeaccel.view import page
     from kubeaccel.view.model import tenants
+
+    return page.snapshot(sources.view(), sources.pods, sources.namespaces, sources.quotas,
+                         tenants(sources.namespaces))
+
+
+def live_sources(kube: Kube, namespace: str | None = None) -> LiveSources:
+    """The page's sources: read in full each interval, watch events applied in between."""
+    from kubeaccel.view.live import LiveSources
     from kubeaccel.view.readers import read_sources
 
-    def read() -> dict[str, Any]:
-        sources = read_sources(kube, namespace=namespace, quotas=True)
-        return page.snapshot(sources.view(), sources.pods, sources.namespaces, sources.quotas,
-                             tenants(sources.namespaces))
+    return LiveSources(lambda: read_sources(kube, namespace=namespace, quotas=True), page_document)
 
-    return read
+
+def page_reader(kube: Kube, namespace: str | None = None) -> Callable[[], dict[str, Any]]:
+    """What the page's refresher calls: every source read once, as the page's JSON document."""
+    from kubeaccel.view.readers import read_sources
+
+    return lambda: page_document(read_sources(kube, namespace=namespace, quotas=True))
 
 
 @click.command("ui")
@@ -148,7 +160,9 @@ def ui(kubeconfig: str | None, context: str | None, port: int, interval: float) 
     from kubeaccel.view.server import UiServer
 
     kube = Kube.connect(kubeconfig=kubeconfig, context=context)
-    server = UiServer(page_reader(kube), port=port, interval=interval, watch=lambda wake: start_watches(kube, wake))
+    live = live_sources(kube)
+    server = UiServer(live.update, port=port, interval=interval, render=live.render,
+                      watch=lambda changed: start_watches(kube, changed, on_event=live.event))
     server.start()
     done = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: done.set())

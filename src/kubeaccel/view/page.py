@@ -98,7 +98,8 @@ def snapshot(view: View, pods: Iterable[Mapping[str, Any]], namespaces: Iterable
              quotas: Iterable[Mapping[str, Any]], tenant_of: Mapping[str, str]) -> dict[str, Any]:
     nodes: dict[str, list[dict[str, Any]]] = {}
     for r in view.rows:
-        nodes.setdefault(r.node, []).append(asdict(r) | {"holder": r.holder})
+        # rows are flat (every field a str): a shallow copy, not asdict's deep one (half the page's build time)
+        nodes.setdefault(r.node, []).append({**vars(r), "holder": r.holder})
     pod_list = list(pods)
     return {
         "nodes": [{"name": n, "devices": d} for n, d in sorted(nodes.items())],

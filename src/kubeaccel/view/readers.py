@@ -168,10 +168,12 @@ WATCHED = ("lightkube.resources.core_v1:Pod", "lightkube.resources.resource_v1:R
            "lightkube.resources.resource_v1:ResourceSlice")
 
 
-def start_watches(kube: Kube, wake: Callable[[], None], *, namespace: str | None = None) -> list[threading.Thread]:
+def start_watches(kube: Kube, wake: Callable[[], None], *, namespace: str | None = None,
+                  on_event: Callable[[str, str, dict[str, Any]], bool] | None = None) -> list[threading.Thread]:
     """Daemon threads that call ``wake`` on every change of a pod, ResourceClaim or ResourceSlice (the
-    door's watch, which reconnects where the server ends one). A watch that is refused (RBAC, no DRA
-    API) ends quietly: the page's interval reads still see the change, later."""
+    door's watch, which reconnects where the server ends one); with ``on_event`` (kind, event type, the
+    object as JSON), only when it says the change matters. A watch that is refused (RBAC, no DRA API)
+    ends quietly: the page's interval reads still see the change, later."""
     import importlib
 
     def follow(model: str) -> None:
@@ -179,8 +181,9 @@ def start_watches(kube: Kube, wake: Callable[[], None], *, namespace: str | None
         try:
             res: Any = getattr(importlib.import_module(module), name)
             scope = None if name == "ResourceSlice" else (namespace or ALL_NAMESPACES)
-            for _event in kube.watch(res, scope):  # type: ignore[arg-type]
-                wake()
+            for kind, obj in kube.watch(res, scope):  # type: ignore[arg-type]
+                if on_event is None or on_event(name, kind, obj.to_dict()):
+                    wake()
         except (KubeaccelError, ImportError, AttributeError) as exc:
             log.info("no watch on %s (%s): the page reads it every interval", name, exc)
 

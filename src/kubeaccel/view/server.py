@@ -9,9 +9,10 @@ the whole view takes to read). What it guards:
 - GET and HEAD only; a strict Content-Security-Policy (``'self'`` only, no inline script), ``nosniff``;
 - at most ``MAX_STREAMS`` live event streams.
 
-Live updates: watches on pods, ResourceClaims and ResourceSlices wake the refresher at once; it also
-reads the view every ``interval`` seconds, because the device plugins' health and holders are only in
-their metrics, which cannot be watched. It pushes the view to every open ``/events`` stream
+Live updates: watches on pods, ResourceClaims and ResourceSlices change the held objects and the
+refresher builds the document again at once from them (``kubeaccel.view.live``, nothing fetched); it
+also reads the whole view every ``interval`` seconds, because the device plugins' health and holders
+are only in their metrics, which cannot be watched. It pushes the view to every open ``/events`` stream
 (server-sent events) only when it changed.
 """
 
@@ -86,28 +87,88 @@ class Feed:
 
 class Refresher(threading.Thread):
     """Reads the document every ``interval`` seconds into the feed; a failed read keeps the last one
-    and says why (``error``), so the page shows the cluster is unreachable rather than going blank."""
+    and says why (``error``), so the page shows the cluster is unreachable rather than going blank.
 
-    def __init__(self, read: Callable[[], dict[str, Any]], feed: Feed, interval: float) -> None:
+    With ``render`` (the document from what is held, no I/O: ``LiveSources.render``), ``read`` only
+    refreshes what is held (``LiveSources.update``) and a second thread, the only one that publishes,
+    builds the document after each full read and at once on ``changed`` (a watched object changed),
+    coalescing a burst of events into one build; so an event never waits for a full read under way.
+    Without ``render``, ``wake`` and ``changed`` both mean a full read now."""
+
+    def __init__(self, read: Callable[[], dict[str, Any] | None], feed: Feed, interval: float,
+                 render: Callable[[], dict[str, Any] | None] | None = None) -> None:
         super().__init__(name="kubeaccel-ui-refresh", daemon=True)
-        self._read, self._feed, self._interval = read, feed, interval
+        self._read, self._feed, self._interval, self._render = read, feed, interval, render
         self._stop = threading.Event()
         self._woken = threading.Event()
+        self._dirty = threading.Event()
+        self._error: str | None = None
+        self._renderer = threading.Thread(target=self._rendering, name="kubeaccel-ui-render", daemon=True)
         self.last: dict[str, Any] = {}
 
+    @property
+    def rendering(self) -> bool:
+        return self._render is not None
+
     def wake(self) -> None:
-        """Read again now (a watch saw a pod, claim or slice change), not at the next interval."""
+        """Read everything again now, not at the next interval."""
         self._woken.set()
 
+    def changed(self) -> None:
+        """A watched object changed: build the document again now (a full read without ``render``)."""
+        if self._render is None:
+            self.wake()
+        else:
+            self._dirty.set()
+
+    def _failed(self, exc: Exception) -> str:
+        if isinstance(exc, KubeaccelError):
+            return exc.message[:500]
+        log.exception("kubeaccel ui: reading the view failed", exc_info=exc)  # a bug: on the page and in the log
+        return f"internal error: {type(exc).__name__}: {str(exc)[:300]}"
+
     def refresh(self) -> None:
+        if self._render is not None:
+            try:
+                self._read()
+                self._error = None
+            except Exception as exc:
+                self._error = self._failed(exc)
+            self._dirty.set()
+            return
         try:
-            self.last = self._read()
-            self._feed.publish(self.last)
-        except KubeaccelError as exc:
-            self._feed.publish({**self.last, "error": exc.message[:500]})
-        except Exception as exc:  # a bug must not silently freeze the page: say it there and in the log
-            log.exception("kubeaccel ui: reading the view failed")
-            self._feed.publish({**self.last, "error": f"internal error: {type(exc).__name__}: {str(exc)[:300]}"})
+            document = self._read()
+            if document is not None:
+                self.last = document
+                self._feed.publish(document)
+        except Exception as exc:
+            self._feed.publish({**self.last, "error": self._failed(exc)})
+
+    def render_now(self) -> None:
+        """Build and publish the document from what is held (the render thread's step; tests call it)."""
+        assert self._render is not None
+        error = self._error
+        try:
+            document = self._render()
+        except Exception as exc:
+            document, error = None, self._failed(exc)
+        if document is not None:
+            self.last = document
+        if document is not None or error:
+            self._feed.publish({**self.last, "error": error} if error else self.last)
+
+    def _rendering(self) -> None:
+        while not self._stop.is_set():
+            self._dirty.wait()
+            if self._stop.is_set():
+                break
+            self._dirty.clear()
+            self.render_now()
+
+    def start(self) -> None:
+        super().start()
+        if self._render is not None:
+            self._renderer.start()
 
     def run(self) -> None:
         # start to start: a read that takes longer than the interval is followed at once by the next,
@@ -121,6 +182,7 @@ class Refresher(threading.Thread):
     def stop(self) -> None:
         self._stop.set()
         self._woken.set()
+        self._dirty.set()
 
 
 def _handler(feed: Feed, allowed_hosts: frozenset[str], streams: threading.BoundedSemaphore) -> type:
@@ -198,10 +260,11 @@ def _handler(feed: Feed, allowed_hosts: frozenset[str], streams: threading.Bound
 class UiServer:
     """The page's HTTP server and its refresher; ``start`` binds (a port in use is a ConfigError)."""
 
-    def __init__(self, read: Callable[[], dict[str, Any]], *, port: int, interval: float,
-                 watch: Callable[[Callable[[], None]], object] | None = None) -> None:
+    def __init__(self, read: Callable[[], dict[str, Any] | None], *, port: int, interval: float,
+                 watch: Callable[[Callable[[], None]], object] | None = None,
+                 render: Callable[[], dict[str, Any] | None] | None = None) -> None:
         self.feed = Feed()
-        self.refresher = Refresher(read, self.feed, interval)
+        self.refresher = Refresher(read, self.feed, interval, render)
         self._watch = watch
         self._port = port
         self._http: ThreadingHTTPServer | None = None
@@ -237,9 +300,11 @@ class UiServer:
         http.RequestHandlerClass = _handler(self.feed, hosts, threading.BoundedSemaphore(MAX_STREAMS))
         self._http = http
         self.refresher.refresh()  # the first document is there before the first page asks
+        if self.refresher.rendering:
+            self.refresher.render_now()
         self.refresher.start()
         if self._watch is not None:
-            self._watch(self.refresher.wake)
+            self._watch(self.refresher.changed)
         self._thread = threading.Thread(target=http.serve_forever, name="kubeaccel-ui", daemon=True)
         self._thread.start()
 
