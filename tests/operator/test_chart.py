@@ -17,7 +17,7 @@ import pytest
 import yaml
 from deploy.chart import HELM, REPO, yaml_safe_json
 from fixtures.cluster import LocalCluster, wait_for
-from fixtures.sparkapps import SPARK_PI, load, state_of
+from fixtures.sparkapps import SPARK_PI, load, on_kwok, state_of
 
 from kubeaccel.kube.client import Kube
 from kubeaccel.operator import crds
@@ -151,7 +151,7 @@ def _installed(
     try:
         wait_for("watches", controller.synced.is_set)
         document = load(SPARK_PI)
-        document["spec"].update(image="spark:test", nodeSelector={"type": "kwok"})
+        on_kwok(document)
         cluster.apply(yaml.safe_dump(document), apps_ns)
         wait_for(
             "RUNNING as the chart's account", lambda: state_of(cluster, apps_ns, "spark-pi") == "RUNNING", timeout=30

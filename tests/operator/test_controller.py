@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import yaml
 from fixtures.cluster import LocalCluster, wait_for
-from fixtures.sparkapps import SPARK_PI, end_pod, get_app, load, state_of
+from fixtures.sparkapps import SPARK_PI, end_pod, get_app, load, on_kwok, state_of
 
 from kubeaccel.kube.client import Kube
 from kubeaccel.kube.rest import PODS
@@ -61,11 +61,8 @@ def controller(kube: Kube, namespace: str) -> Iterator[Controller]:
 
 
 def app_document(name: str = "spark-pi", **spec: Any) -> dict[str, Any]:
-    document = load(SPARK_PI)
+    document = on_kwok(load(SPARK_PI), **spec)
     document["metadata"]["name"] = name
-    document["spec"]["nodeSelector"] = {"type": "kwok"}
-    document["spec"]["image"] = "spark:test"
-    document["spec"].update(spec)
     return document
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 from fixtures.cluster import LocalCluster, wait_for
-from fixtures.sparkapps import SPARK_PI, load
+from fixtures.sparkapps import SPARK_PI, load, on_kwok
 
 from kubeaccel.operator import crds
 
@@ -70,7 +70,7 @@ def test_sigkill_mid_submit_leaves_no_duplicate_and_no_orphan(cluster: LocalClus
     for index in range(APPS):
         document = load(SPARK_PI)
         document["metadata"]["name"] = f"app-{index:03d}"
-        document["spec"].update(image="spark:test", nodeSelector={"type": "kwok"})
+        on_kwok(document)
         documents.append(yaml.safe_dump(document))
     first = _start(cluster.kubeconfig, namespace)
     try:
@@ -117,3 +117,4 @@ def test_sigkill_mid_submit_leaves_no_duplicate_and_no_orphan(cluster: LocalClus
             assert owners and owners[0]["uid"] in by_uid, f"orphaned {kind[:-1]} {item['metadata']['name']}"
         expected = APPS * (2 if kind == "configmaps" else 1)  # the conf and the executor template ConfigMaps
         assert len(ours) == expected, [i["metadata"]["name"] for i in ours]
+    cluster.kubectl("delete", "namespace", namespace, "--wait=false")

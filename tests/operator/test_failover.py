@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 from fixtures.cluster import LocalCluster, wait_for
-from fixtures.sparkapps import SPARK_PI, load
+from fixtures.sparkapps import SPARK_PI, load, on_kwok
 
 from kubeaccel.operator import crds
 
@@ -38,7 +38,7 @@ def _apply_apps(cluster: LocalCluster, namespace: str, names: list[str]) -> None
     for name in names:
         document = load(SPARK_PI)
         document["metadata"]["name"] = name
-        document["spec"].update(image="spark:test", nodeSelector={"type": "kwok"})
+        on_kwok(document)
         documents.append(yaml.safe_dump(document))
     cluster.apply("---\n".join(documents), namespace)
 
@@ -92,3 +92,4 @@ def test_sigkilled_leader_is_replaced_without_a_double_submit(cluster: LocalClus
             if process.poll() is None:
                 process.send_signal(signal.SIGTERM)
                 process.wait(20)
+        cluster.kubectl("delete", "namespace", apps_ns, "--wait=false", check=False)

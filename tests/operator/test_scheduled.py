@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import yaml
 from fixtures.cluster import LocalCluster, wait_for
-from fixtures.sparkapps import SPARK_PI_SCHEDULED, end_pod, load, state_of
+from fixtures.sparkapps import SPARK_PI_SCHEDULED, end_pod, load, on_kwok, state_of
 
 from kubeaccel.kube.client import Kube
 from kubeaccel.operator import crds
@@ -107,7 +107,7 @@ def test_every_runs_on_the_cluster(cluster: LocalCluster, running: tuple[Kube, s
     kube, namespace = running
     document = copy.deepcopy(load(SPARK_PI_SCHEDULED))
     document["spec"].update(schedule="@every 3s", successfulRunHistoryLimit=1)
-    document["spec"]["template"].update(image="spark:test", nodeSelector={"type": "kwok"})
+    on_kwok(document)
     cluster.apply(yaml.safe_dump(document), namespace)
     finished: list[str] = []
 

@@ -241,3 +241,19 @@ def test_cli_flags_reach_the_conf_and_bad_input_exits_2(flags: list[str], named:
                                    "--conf", "spark.kubernetes.container.image=spark:4.3", *flags, "local:///a.py"])
     assert code == 2, output
     assert isinstance(error, ConfigError) and named in error.message
+
+
+def test_a_queued_dra_app_with_a_selector_on_the_drivers_claim_is_refused() -> None:
+    """Kueue cannot count a claim with a CEL selector (pkg/dra/claims.go, countDevicesPerClass): refused."""
+    dra_conf = {"spark.kubeaccel.dra.enabled": "true", "spark.kubeaccel.queue": "batch",
+                "spark.driver.resource.ve.amount": "1", "spark.driver.resource.ve.vendor": "nec.com",
+                "spark.driver.resource.ve.discoveryScript": "/opt/kubeaccel/discover"}
+    with pytest.raises(ConfigError) as info:
+        resolve_gang({**dra_conf, "spark.kubeaccel.dra.driver.ve.numaNode": "1"})
+    assert "spark.kubeaccel.dra.driver.ve.numaNode" in info.value.message and "Kueue" in info.value.message
+    gang_spec = resolve_gang(dra_conf)  # no selector: Kueue counts the driver's devices
+    assert gang_spec is not None and gang_spec.scheduler is Scheduler.KUEUE
+    # the same selector without a queue (the core gang) is no concern of Kueue's
+    native = {k: v for k, v in dra_conf.items() if k != "spark.kubeaccel.queue"}
+    assert resolve_gang({**native, "spark.kubeaccel.gang.enabled": "true",
+                         "spark.kubeaccel.dra.driver.ve.numaNode": "1"}) is not None

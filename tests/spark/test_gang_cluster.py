@@ -8,14 +8,19 @@ template each submit produced, interleaved as two drivers starting together woul
 * with the native API (``--gang``): one app's 4 executors are placed together, the other's none; its
   `spark status` says why (the PodGroup's condition); when the first app ends, the second runs whole;
 * a gang on a scheduler whose API is not installed (Volcano, Kueue) is refused, naming the missing
-  CustomResourceDefinition, and nothing is created.
+  CustomResourceDefinition, and nothing is created;
+* `spark submit --gang` on a second control plane started without the Workload API exits 2 naming the
+  feature gate, and nothing is created.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
+import tempfile
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -247,3 +252,37 @@ def test_volcano_pod_group_is_created_as_its_schema_takes_it(
         assert driver["metadata"]["annotations"]["scheduling.k8s.io/group-name"] == stored["metadata"]["name"]
     finally:
         cluster.kubectl("delete", "crd", "podgroups.scheduling.volcano.sh", "--wait=true", check=False, timeout=90)
+
+
+def test_gang_on_a_cluster_without_the_workload_api_exits_2_naming_the_gate(tmp_path: Path) -> None:
+    """A second local control plane started without the Workload API (ClusterSpec(workload_api=False): no
+    GenericWorkload gate, scheduling.k8s.io/v1beta1 not served): `spark submit --gang` is refused, exit 2,
+    naming the gate, and nothing is created in the namespace."""
+    from fixtures.spark import run_cli
+
+    from kubeaccel.cluster.lifecycle import down, up
+    from kubeaccel.cluster.spec import ClusterSpec
+
+    state_dir = Path(tempfile.mkdtemp(prefix="kubeaccel-noworkload-"))
+    try:
+        info = up(ClusterSpec(state_dir=state_dir, nodes=0, workload_api=False))
+        without = LocalCluster(info.kubeconfig, info.server, info.state_dir, [])
+        assert "podgroups" not in without.kubectl("api-resources", "--api-group=scheduling.k8s.io").stdout
+        namespace = without.create_namespace("nogang")
+        code, output, error = run_cli([
+            "spark", "submit", "--kubeconfig", str(info.kubeconfig), "--master", f"k8s://{info.server}", "--gang",
+            "--conf", f"spark.kubernetes.namespace={namespace}", "--conf", "spark.kubernetes.container.image=spark:t",
+            "--conf", "spark.executor.instances=2", "--no-preflight", "local:///opt/app.py"])
+        assert code == 2, (code, output, error)
+        assert isinstance(error, ConfigError), error
+        said = f"{error.message} {error.hint}"
+        assert "scheduling.k8s.io/v1beta1" in said and "GenericWorkload" in said and "runtime-config" in said, said
+        kube = Kube.connect(kubeconfig=info.kubeconfig)
+        try:
+            assert kube.list_raw(PODS, namespace) == []
+            assert [c["metadata"]["name"] for c in kube.list_raw(CONFIGMAPS, namespace)] == ["kube-root-ca.crt"]
+        finally:
+            kube.close()
+    finally:
+        down(state_dir)
+        shutil.rmtree(state_dir, ignore_errors=True)

@@ -19,10 +19,19 @@ APISERVER_KUBELET_CLIENT = "kube-apiserver-kubelet-client"
 # component that reads it (apiserver, controller-manager, scheduler) so they agree.
 FEATURE_GATES: dict[str, bool] = {"GenericWorkload": True}
 RUNTIME_CONFIG: tuple[str, ...] = ("scheduling.k8s.io/v1beta1=true",)
+# What ClusterSpec(workload_api=False) turns off (a cluster without the Workload API, for tests of the refusal).
+_WITHOUT_WORKLOAD_API_GATES: dict[str, bool] = {"GenericWorkload": False}
+_WITHOUT_WORKLOAD_API_CONFIG: tuple[str, ...] = ("scheduling.k8s.io/v1beta1=false",)
 
 
-def feature_gates_flag() -> str:
-    return "--feature-gates=" + ",".join(f"{k}={str(v).lower()}" for k, v in sorted(FEATURE_GATES.items()))
+def feature_gates_flag(workload_api: bool = True) -> str:
+    gates = FEATURE_GATES if workload_api else {**FEATURE_GATES, **_WITHOUT_WORKLOAD_API_GATES}
+    return "--feature-gates=" + ",".join(f"{k}={str(v).lower()}" for k, v in sorted(gates.items()))
+
+
+def runtime_config_flag(workload_api: bool = True) -> str:
+    config = RUNTIME_CONFIG if workload_api else _WITHOUT_WORKLOAD_API_CONFIG
+    return "--runtime-config=" + ",".join(config)
 
 
 @dataclass(frozen=True)
@@ -56,7 +65,7 @@ def etcd(bins: Binaries, layout: Layout, ports: Ports) -> list[str]:
     ]
 
 
-def apiserver(bins: Binaries, layout: Layout, ports: Ports) -> list[str]:
+def apiserver(bins: Binaries, layout: Layout, ports: Ports, *, workload_api: bool = True) -> list[str]:
     return [
         bins["kube-apiserver"],
         "--bind-address=127.0.0.1",
@@ -76,8 +85,8 @@ def apiserver(bins: Binaries, layout: Layout, ports: Ports) -> list[str]:
         f"--service-cluster-ip-range={SERVICE_CIDR}",
         "--authorization-mode=Node,RBAC",
         "--enable-admission-plugins=NodeRestriction,ResourceQuota",
-        feature_gates_flag(),
-        "--runtime-config=" + ",".join(RUNTIME_CONFIG),
+        feature_gates_flag(workload_api),
+        runtime_config_flag(workload_api),
         "--allow-privileged=true",
         # The endpoints of the `kubernetes` Service may not be a loopback address; nothing in-cluster needs them.
         "--endpoint-reconciler-type=none",
@@ -86,7 +95,7 @@ def apiserver(bins: Binaries, layout: Layout, ports: Ports) -> list[str]:
     ]
 
 
-def _controller_common(bins: Binaries, layout: Layout, component: str) -> list[str]:
+def _controller_common(bins: Binaries, layout: Layout, component: str, workload_api: bool) -> list[str]:
     kubeconfig = layout.component_kubeconfig(component)
     return [
         bins[component],
@@ -96,15 +105,15 @@ def _controller_common(bins: Binaries, layout: Layout, component: str) -> list[s
         # No HTTPS endpoint: several clusters share this machine and nothing scrapes it.
         "--secure-port=0",
         "--leader-elect=true",
-        feature_gates_flag(),
+        feature_gates_flag(workload_api),
         "--profiling=false",
         "--v=1",
     ]
 
 
-def controller_manager(bins: Binaries, layout: Layout) -> list[str]:
+def controller_manager(bins: Binaries, layout: Layout, *, workload_api: bool = True) -> list[str]:
     return [
-        *_controller_common(bins, layout, "kube-controller-manager"),
+        *_controller_common(bins, layout, "kube-controller-manager", workload_api),
         f"--service-account-private-key-file={layout.key('service-account')}",
         f"--root-ca-file={layout.cert('ca')}",
         f"--cluster-signing-cert-file={layout.cert('ca')}",
@@ -117,8 +126,8 @@ def controller_manager(bins: Binaries, layout: Layout) -> list[str]:
     ]
 
 
-def scheduler(bins: Binaries, layout: Layout) -> list[str]:
-    return _controller_common(bins, layout, "kube-scheduler")
+def scheduler(bins: Binaries, layout: Layout, *, workload_api: bool = True) -> list[str]:
+    return _controller_common(bins, layout, "kube-scheduler", workload_api)
 
 
 def kwok(bins: Binaries, layout: Layout) -> list[str]:

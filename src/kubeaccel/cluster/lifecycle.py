@@ -174,12 +174,13 @@ def _ensure_supervisor(layout: Layout) -> None:
         supervisor.start(layout)
 
 
-def _control_plane_argv(bins: Binaries, layout: Layout, ports: Ports) -> dict[str, list[str]]:
+def _control_plane_argv(bins: Binaries, layout: Layout, ports: Ports, spec: ClusterSpec) -> dict[str, list[str]]:
+    served = spec.workload_api
     return {
         "etcd": commands.etcd(bins, layout, ports),
-        "kube-apiserver": commands.apiserver(bins, layout, ports),
-        "kube-controller-manager": commands.controller_manager(bins, layout),
-        "kube-scheduler": commands.scheduler(bins, layout),
+        "kube-apiserver": commands.apiserver(bins, layout, ports, workload_api=served),
+        "kube-controller-manager": commands.controller_manager(bins, layout, workload_api=served),
+        "kube-scheduler": commands.scheduler(bins, layout, workload_api=served),
         "kwok": commands.kwok(bins, layout),
     }
 
@@ -197,7 +198,8 @@ def _repair(layout: Layout, spec: ClusterSpec, state: ClusterState, progress: Pr
     if dead:
         progress(f"repairing the cluster in {layout.root}: restarting {', '.join(dead)} "
                  f"(same ports, certificates and data)")
-    restart = _Restarter(layout, _control_plane_argv(locate((*CONTROL_PLANE, "etcd")), layout, ports), progress)
+    restart = _Restarter(layout, _control_plane_argv(locate((*CONTROL_PLANE, "etcd")), layout, ports, spec),
+                           progress)
     try:
         restart()
         context = api.ssl_context(layout)
@@ -326,7 +328,7 @@ def _fresh_up(layout: Layout, spec: ClusterSpec, progress: Progress) -> ClusterI
         version=KUBE_VERSION,
     )
     try:
-        argv = _control_plane_argv(bins, layout, ports)
+        argv = _control_plane_argv(bins, layout, ports, spec)
         progress(f"starting etcd and kube-apiserver v{KUBE_VERSION} on {ports.server}")
         process.start(layout, "etcd", argv["etcd"])
         process.start(layout, "kube-apiserver", argv["kube-apiserver"])

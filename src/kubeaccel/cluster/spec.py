@@ -68,6 +68,9 @@ class ClusterSpec(BaseModel):
     # 0 = pick a free port
     apiserver_port: int = Field(default=0, ge=0, le=65535)
     etcd_port: int = Field(default=0, ge=0, le=65535)
+    # Serve the core Workload API (feature gate GenericWorkload, runtime config scheduling.k8s.io/v1beta1):
+    # on by default; off only for tests of what a gang does on a cluster without it.
+    workload_api: bool = True
 
     @field_validator("node_prefix")
     @classmethod

@@ -50,6 +50,7 @@ import yaml
 
 from kubeaccel.errors import ConfigError
 from kubeaccel.kube.names import is_dns_label, label_problem
+from kubeaccel.spark import dra
 from kubeaccel.spark.conf import conf_bool, conf_int
 
 if TYPE_CHECKING:
@@ -211,7 +212,23 @@ def resolve_gang(conf: Mapping[str, str]) -> GangSpec | None:
             hint=f"set {SCHEDULER_KEY}=kueue (or volcano / yunikorn), or drop {QUEUE_KEY}",
         )
     _check_scheduler_names(conf, scheduler)
+    if scheduler is Scheduler.KUEUE:
+        _check_kueue_claims(conf)
     return GangSpec(scheduler, _min_executors(conf), queue)
+
+def _check_kueue_claims(conf: Mapping[str, str]) -> None:
+    """Kueue (0.17) counts a queued app's DRA devices from the driver's ResourceClaimTemplate (the pod group's
+    one pod set is the driver's shape) and refuses, for ever, a template with a CEL selector (its
+    pkg/dra/claims.go, countDevicesPerClass: "CEL selectors are not supported"): refuse that app here."""
+    for claim in dra.requests(conf, "driver"):
+        if claim.selected:
+            key = claim.selected[0][0]
+            raise ConfigError(
+                f"{key} puts a CEL selector on the driver's ResourceClaimTemplate, which Kueue cannot count "
+                f"against the queue's quota: the app would stay inadmissible in {QUEUE_KEY}",
+                hint=f"drop {key} (numaNode, model, minMemory and selector are all CEL selectors), or submit "
+                "without --queue (--gang keeps the executors all-or-nothing)",
+            )
 
 # ---- the objects and the pod changes, one function each ----
 
