@@ -74,6 +74,8 @@ def test_resolved_app_carries_the_claims_and_the_builder_uses_them() -> None:
     numa = 'device.attributes["dra.kubeaccel.io"].numaNode == 1'
     assert request["exactly"]["selectors"] == [{"cel": {"expression": numa}}]
     assert manifests.owned[:2] == manifests.claim_templates  # created right after the driver pod, before the rest
+    # every claim made from a template carries the app's selector label (the DRA driver's `app` metric label)
+    assert {t["spec"]["metadata"]["labels"]["spark-app-selector"] for t in manifests.claim_templates} == {GEN.app_id}
     pod = manifests.driver_pod
     container = pod["spec"]["containers"][-1]
     assert pod["spec"]["resourceClaims"] == [

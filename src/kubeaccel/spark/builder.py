@@ -380,7 +380,8 @@ def build(app: ResolvedApp, generated: Generated) -> AppManifests:
         network_policy(app, generated),
         [template_map] if template_map is not None else [],
         driver_conf(app, generated),
-        claims.templates(names(app, generated).prefix, _namespace(app), app.driver_claims, app.executor_claims),
+        claims.templates(names(app, generated).prefix, _namespace(app), app.driver_claims, app.executor_claims,
+                         generated.app_id),
         gang.gang_objects(app, names(app, generated).prefix),
     )
 

@@ -37,12 +37,13 @@ def extended_names(claims: Sequence[ClaimRequest], vendors: dict[str, str]) -> l
 
 
 def templates(prefix: str, namespace: str, driver: Sequence[ClaimRequest],
-              executor: Sequence[ClaimRequest]) -> list[Manifest]:
-    """The ResourceClaimTemplates of one submission (none when nothing is claimed through DRA)."""
+              executor: Sequence[ClaimRequest], app_id: str | None = None) -> list[Manifest]:
+    """The ResourceClaimTemplates of one submission (none when nothing is claimed through DRA); their claims
+    carry the app's ``spark-app-selector`` label when ``app_id`` is given."""
     out = []
     for role, claims in (("driver", driver), ("executor", executor)):
         if claims:
-            template = dra.claim_template(prefix, namespace, role, list(claims))
+            template = dra.claim_template(prefix, namespace, role, list(claims), app_id=app_id)
             template["metadata"].pop("namespace")  # created in the submission's namespace like the rest
             out.append(template)
     return out

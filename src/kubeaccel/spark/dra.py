@@ -193,9 +193,18 @@ def template_name(app_name: str, role: str) -> str:
 
 
 def claim_template(
-    app_name: str, namespace: str, role: str, claims: list[ClaimRequest], owner: Mapping[str, Any] | None = None
+    app_name: str,
+    namespace: str,
+    role: str,
+    claims: list[ClaimRequest],
+    owner: Mapping[str, Any] | None = None,
+    *,
+    app_id: str | None = None,
 ) -> dict[str, Any]:
-    """One ResourceClaimTemplate for the role's requests (one device request per Spark resource)."""
+    """One ResourceClaimTemplate for the role's requests (one device request per Spark resource).
+
+    With ``app_id`` every claim made from it carries Spark's ``spark-app-selector`` label (Kubernetes copies
+    the template's ``spec.metadata``), so the DRA driver can name the app holding each device."""
     metadata: dict[str, Any] = {"name": template_name(app_name, role), "namespace": namespace,
                                 "labels": {"app.kubernetes.io/managed-by": "kubeaccel", "spark-role": role}}
     sources = [[conf for conf, _ in c.selected] for c in claims]
@@ -204,9 +213,10 @@ def claim_template(
     if owner is not None:
         metadata["ownerReferences"] = [{"apiVersion": "v1", "kind": "Pod", "name": owner["metadata"]["name"],
                                         "uid": owner["metadata"]["uid"], "controller": True}]
+    claim_metadata = {"metadata": {"labels": {"spark-app-selector": app_id}}} if app_id else {}
     return {
         "apiVersion": "resource.k8s.io/v1", "kind": "ResourceClaimTemplate", "metadata": metadata,
-        "spec": {"spec": {"devices": {"requests": [
+        "spec": {**claim_metadata, "spec": {"devices": {"requests": [
             {"name": c.name, "exactly": {
                 "deviceClassName": c.device_class, "allocationMode": "ExactCount", "count": c.count,
                 **({"selectors": [{"cel": {"expression": s}} for s in c.selectors]} if c.selectors else {}),
