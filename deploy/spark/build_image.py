@@ -11,13 +11,15 @@ done here from Debian's packages directly:
    (distroless-style: no maintainer scripts run, so the few things they would do are done there),
    plus the ``spark`` user and its work dir;
 2. add Spark (the ``pyspark`` package of the running interpreter: jars, ``bin/``, Python),
-   ``py4j``, kubeaccel's discovery script and package, the entrypoint and the example app;
+   ``py4j``, kubeaccel's discovery script and package, the entrypoint and the example app, and
+   ``/opt/spark/examples/jars/spark-examples.jar`` (as in Apache's image): our own JVM examples from
+   ``examples/java/``, compiled with the host's ``javac`` against the image's Spark jars;
 3. pack the rootfs as one uncompressed layer (reproducible: sorted, mtime 0) and write an OCI
    image layout (index, manifest, config) plus Docker's ``manifest.json``, as one tar.
 
 Cached by content: the archive's name carries a hash of everything that goes in, so a second
 run prints the existing archive at once. Stdlib only; needs root (to keep file ownership),
-``apt-get``, ``dpkg-deb`` and GNU ``tar``.
+``apt-get``, ``dpkg-deb``, GNU ``tar`` and a JDK 17 ``javac``.
 
 Usage: build_image.py [--cache DIR] [--name IMAGE] [--keep-rootfs] [--json]
 """
@@ -32,6 +34,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import zipfile
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -42,6 +45,9 @@ import debroot  # noqa: E402 - deploy/debroot.py, next to this directory
 IMAGE_REPO = "docker.io/kubeaccel/spark"
 ARCHIVE_PREFIX = "kubeaccel-spark-"
 PACKAGES_FILE = HERE / "packages.txt"
+EXAMPLES_JAVA = HERE / "examples" / "java"  # org/apache/spark/examples/*.java -> spark-examples.jar
+EXAMPLES_JAR = "examples/jars/spark-examples.jar"  # under SPARK_HOME: /opt/spark/examples/jars/... in the image
+JAVA_RELEASE = "17"  # the image's JRE
 
 JAVA_HOME = "/usr/lib/jvm/java-17-openjdk-amd64"
 PY_SITE = "/usr/local/lib/python3.11/dist-packages"  # on Debian's sys.path by default
@@ -99,6 +105,42 @@ def _copytree(src: Path, dst: Path, skip: set[str] = PYSPARK_SKIP) -> None:
     )
 
 
+def find_javac() -> str:
+    javac = shutil.which("javac")
+    if javac is None:
+        raise debroot.BuildError(
+            "javac not found: the image's spark-examples.jar is compiled here; install a JDK 17 "
+            "(apt-get install openjdk-17-jdk-headless)"
+        )
+    return javac
+
+
+def build_examples_jar(spark_jars: Path, jar: Path, sources: Path = EXAMPLES_JAVA) -> Path:
+    """Compile ``sources`` (``*.java``) against ``spark_jars`` with the host's JDK into ``jar``: reproducible
+    (entries sorted, timestamps fixed), so the same sources and Spark give the same bytes."""
+    javac = find_javac()
+    files = sorted(str(p) for p in sources.rglob("*.java"))
+    with tempfile.TemporaryDirectory(prefix="spark-examples-") as tmp:
+        classes = Path(tmp)
+        done = subprocess.run(
+            [javac, "--release", JAVA_RELEASE, "-Xlint:all,-path", "-Werror", "-encoding", "UTF-8",
+             "-d", str(classes), "-cp", f"{spark_jars}/*", *files],
+            capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        if done.returncode != 0:
+            raise debroot.BuildError(f"javac failed on {sources}:\n{done.stdout}{done.stderr}")
+        jar.parent.mkdir(parents=True, exist_ok=True)
+        manifest = b"Manifest-Version: 1.0\r\nCreated-By: kubeaccel deploy/spark/build_image.py\r\n\r\n"
+        with zipfile.ZipFile(jar, "w", zipfile.ZIP_DEFLATED) as out:
+            stamp = (1980, 1, 1, 0, 0, 0)
+            out.writestr(zipfile.ZipInfo("META-INF/MANIFEST.MF", stamp), manifest, zipfile.ZIP_DEFLATED)
+            for path in sorted(p for p in classes.rglob("*") if p.is_file()):
+                info = zipfile.ZipInfo(path.relative_to(classes).as_posix(), stamp)
+                out.writestr(info, path.read_bytes(), zipfile.ZIP_DEFLATED)
+    os.chmod(jar, 0o644)
+    return jar
+
+
 def add_app(rootfs: Path) -> None:
     """Spark, py4j and kubeaccel's discovery into the image's Python; entrypoint and examples."""
     import py4j
@@ -113,6 +155,7 @@ def add_app(rootfs: Path) -> None:
         shutil.copy2(REPO / "src" / rel, site / rel)
     for script in ("spark-submit", "spark-class", "pyspark", "find-spark-home", "load-spark-env.sh"):
         os.chmod(site / "pyspark" / "bin" / script, 0o755)
+    build_examples_jar(site / "pyspark" / "jars", site / "pyspark" / EXAMPLES_JAR)
     (rootfs / "opt/spark").mkdir(parents=True, exist_ok=True)
     for name in ("jars", "bin", "python", "examples"):  # /opt/spark/... as in Spark's own image
         (rootfs / "opt/spark" / name).symlink_to(f"{SPARK_HOME}/{name}")
@@ -235,6 +278,7 @@ def write_oci_archive(rootfs: Path, archive: Path, image: str, created: str = "1
 def build(cache: Path = debroot.DEFAULT_CACHE, name: str | None = None, keep_rootfs: bool = False) -> dict[str, str]:
     """Build (or find) the image archive; returns ``{"archive", "image", "rootfs"?}``."""
     debroot.check_host()
+    find_javac()
     packages = debroot.read_list(PACKAGES_FILE)
     key = content_key(packages)[:16]
     import kubeaccel
