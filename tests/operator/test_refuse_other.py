@@ -134,3 +134,5 @@ def test_run_refuses_with_kubeflow_stand_ins(cluster: LocalCluster) -> None:
         check_no_other_controller(kube, datetime.now(UTC))  # the Lease alone still refuses
     # The same Lease, no longer renewed: a controller that stopped, not one running now.
     check_no_other_controller(kube, datetime.now(UTC) + timedelta(seconds=60))
+    # Gone at once, not after its 15 s: later tests of the session start controllers.
+    cluster.kubectl("delete", "lease", "spark-operator-controller-lock", "-n", namespace)
