@@ -101,3 +101,43 @@ def test_demo_operator_keep_runs_on_the_session_cluster(real_node: Any, capsys: 
         subprocess.run([helm_binary(), *shlex.split(part)[1:], "--wait"], check=True, capture_output=True)
     assert json.loads(helm(result.kubeconfig, "list", "-n", PLUGIN_NAMESPACE, "-o", "json")) == []
     real_node.cluster.kubectl("delete", "namespace", TENANT, "--wait=false", check=False)
+
+
+@pytest.mark.cluster
+def test_the_watch_follows_the_state_to_its_end(cluster: Any) -> None:
+    """`wait_for_state` on the real API server: each state once, in order, until COMPLETED; a bounded wait."""
+    import threading
+    import time
+
+    from fixtures.cluster import wait_for
+
+    from kubeaccel.demo.operator import wait_for_state
+    from kubeaccel.errors import UnavailableError
+    from kubeaccel.kube.client import Kube
+    from kubeaccel.operator import crds
+    from kubeaccel.operator.kinds import apps
+
+    cluster.apply(crds.crds_yaml())
+    established = "jsonpath={.status.conditions[?(@.type=='Established')].status}"
+    for crd in crds.all_crds():
+        name = crd["metadata"]["name"]
+        wait_for(name, lambda n=name: cluster.kubectl("get", "crd", n, "-o", established).stdout == "True")
+    namespace = cluster.create_namespace("opdemo")
+    kube = Kube.connect(kubeconfig=cluster.kubeconfig)
+    apps()  # registers the kind with lightkube's codecs, as the demo does before its create
+    document = spark_application(name="pi", image="spark:x", node="n", server=SERVER, executors=1, partitions=2)
+    kube.create(document, namespace)
+
+    def advance() -> None:
+        for state in ("SUBMITTED", "RUNNING", "COMPLETED"):
+            time.sleep(0.3)
+            kube.merge_patch(apps().Status, "pi", {"status": {"applicationState": {"state": state}}}, namespace)
+
+    threading.Thread(target=advance, daemon=True).start()
+    app, states = wait_for_state(kube, namespace, "pi", lambda _: None, timeout=60)
+    assert states == ["SUBMITTED", "RUNNING", "COMPLETED"]
+    assert app["metadata"]["name"] == "pi"
+    kube.create({**document, "metadata": {"name": "stuck"}}, namespace)
+    with pytest.raises(UnavailableError, match="did not end within 1s") as raised:
+        wait_for_state(kube, namespace, "stuck", lambda _: None, timeout=1)
+    assert raised.value.exit_code == 4

@@ -242,6 +242,7 @@ def _steps(session: Session, installed: list[str]) -> OperatorDemoResult:
 
     app = spark_application(name=APP_NAME, image=images.spark, node=session.node, server=session.info.server,
                             executors=options.executors, partitions=options.partitions)  # fmt: skip
+    # apps() also registers the kind with lightkube's codecs, which `kube.create` below needs.
     kube.delete(apps(), APP_NAME, TENANT, missing_ok=True)  # a kept earlier run's app: start afresh
     with session.timed("app"):
         wait_until(lambda: _gone(kube, APP_NAME) or None, 60,
