@@ -22,7 +22,12 @@ from kubeaccel.errors import KubeaccelError
 @click.option("--devices", default=4, show_default=True, type=click.IntRange(1, 64), help="Simulated VEs.")
 @click.option("--executors", default=2, show_default=True, type=click.IntRange(1, 8), help="Spark executors.")
 @click.option("--dra", is_flag=True, help="Serve the VEs through the DRA driver instead of the device plugin.")
-def demo(keep: bool, state_dir: Path | None, devices: int, executors: int, dra: bool) -> None:
+@click.option(
+    "--operator",
+    is_flag=True,
+    help="Run the app as a SparkApplication through the controller's Helm chart (deploy/helm/kubeaccel-operator).",
+)
+def demo(*, keep: bool, state_dir: Path | None, devices: int, executors: int, dra: bool, operator: bool) -> None:
     """Bring everything up on simulated devices and run an example app.
 
     A local cluster with a real node, the device plugin installed with its Helm chart (a
@@ -31,6 +36,8 @@ def demo(keep: bool, state_dir: Path | None, devices: int, executors: int, dra: 
     """
     from kubeaccel.cluster.spec import default_state_dir
 
+    if dra and operator:
+        raise click.UsageError("--dra and --operator are separate demos: choose one")
     if executors > devices:
         raise click.BadParameter(f"{executors} executors need at least as many devices", param_hint="--executors")
     progress = console(stderr=True)
@@ -41,7 +48,11 @@ def demo(keep: bool, state_dir: Path | None, devices: int, executors: int, dra: 
             status.update(message)
             log_line(progress, message)
 
-        if dra:
+        if operator:
+            from kubeaccel.demo.operator import render_operator, run_demo_operator
+
+            operator_result = run_demo_operator(options, report)
+        elif dra:
             from kubeaccel.demo.dra import render_dra, run_demo_dra
 
             dra_result = run_demo_dra(options, report)
@@ -49,7 +60,10 @@ def demo(keep: bool, state_dir: Path | None, devices: int, executors: int, dra: 
             from kubeaccel.demo.deviceplugin import render, run_demo
 
             result = run_demo(options, report)
-    if dra:
+    if operator:
+        render_operator(operator_result)
+        phase, tail = operator_result.phase, operator_result.driver_log_tail
+    elif dra:
         render_dra(dra_result)
         phase, tail = dra_result.phase, dra_result.driver_log_tail
     else:

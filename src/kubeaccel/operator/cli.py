@@ -93,13 +93,16 @@ def run(
     import os
     import signal
     import threading
+    from datetime import UTC, datetime
 
     from kubeaccel.kube.client import ALL_NAMESPACES
     from kubeaccel.operator.controller import Controller
+    from kubeaccel.operator.others import check_no_other_controller
     from kubeaccel.operator.serve import serve
 
     host, port = _listen_address(listen)
     kube = _connect(kubeconfig, context)
+    check_no_other_controller(kube, datetime.now(UTC))  # two controllers would submit every app twice
     controller = Controller(kube, namespaces or (ALL_NAMESPACES,), workers=workers)
     controller.metrics.track_states(controller.cache.states)
     stop = threading.Event()
