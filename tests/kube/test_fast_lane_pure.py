@@ -222,14 +222,16 @@ def test_a_write_after_an_idle_spell_goes_on_a_fresh_connection(
     """The apiserver closes a kept-alive connection after 90 s idle (proxies sooner). A write, which is never
     retried, must not be sent on such a connection: after `WRITE_REUSE_IDLE_SECONDS` it gets a fresh one."""
     monkeypatch.setattr(rest, "WRITE_REUSE_IDLE_SECONDS", 0.3)
-    connections: list[int] = []
+    connections: list[tuple[str, int]] = []  # one handler per accepted connection; ids of freed sockets recur
 
     class KeepAlive(http.server.BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
 
+        def setup(self) -> None:
+            super().setup()
+            connections.append(self.client_address)
+
         def do_GET(self) -> None:
-            if not connections or connections[-1] != id(self.connection):
-                connections.append(id(self.connection))
             body = json.dumps({"kind": "Lease", "metadata": {"name": "lock"}}).encode()
             self.send_response(200)
             self.send_header("Content-Type", "application/json")
