@@ -96,7 +96,25 @@ def test_executor_states() -> None:
     plan = decide(
         app("RUNNING", **RUNNING, executorState={"e0": "RUNNING"}), Observed(pod("Running"), executors), NOW, new_id
     )
-    assert plan.status == {"executorState": {"e0": None, "e1": "RUNNING", "e2": "FAILED"}}
+    assert plan.status == {"executorState": {"e0": "UNKNOWN", "e1": "RUNNING", "e2": "FAILED"}}
+
+
+@pytest.mark.parametrize(
+    "phase, recorded, expected",
+    [
+        ("Succeeded", {"e1": "RUNNING", "e2": "FAILED"}, {"e1": "COMPLETED", "e2": "FAILED"}),
+        ("Failed", {"e1": "RUNNING", "e2": "PENDING"}, {"e1": "FAILED", "e2": "FAILED"}),
+        ("Running", {"e1": "COMPLETED", "e2": "RUNNING"}, {"e1": "COMPLETED", "e2": "UNKNOWN"}),
+    ],
+)
+def test_executors_deleted_as_the_app_ends_keep_a_state(
+    phase: str, recorded: dict[str, str], expected: dict[str, str]
+) -> None:
+    """Spark deletes its executor pods as the driver ends: the status keeps them, as kubeflow's does."""
+    plan = decide(app("RUNNING", **RUNNING, executorState=recorded), Observed(pod(phase), {}), NOW, new_id)
+    assert plan.status is not None and plan.status["executorState"] == expected
+    again = decide(app("RUNNING", **RUNNING, executorState=expected), Observed(pod("Running"), {}), NOW, new_id)
+    assert again.status is None  # settled: no status write on every later event
 
 
 ENDED = {**RUNNING, "terminationTime": "2026-12-05T07:59:58Z"}

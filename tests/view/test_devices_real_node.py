@@ -13,7 +13,7 @@ import deploy.test_helm_real_node as chart_on_node
 import pytest
 from deploy.chart import CHART
 from deploy.test_helm_real_node import NAMESPACE, RELEASE, RESOURCE, helm_on, values, wait_for_plugin
-from fixtures.cluster import RealNode, wait_for
+from fixtures.cluster import LocalCluster, RealNode, wait_for
 from view.cluster import kubeaccel
 
 from kubeaccel.cluster.images import BUSYBOX_IMAGE
@@ -63,7 +63,21 @@ def test_the_table_names_the_container_holding_each_device(
     assert (held["namespace"], held["pod"], held["container"], held["app"], held["mode"]) == (
         ns, "holder", "main", "spark-v", "plugin")
     assert held["index"] == given()
-    cluster.kubectl("delete", "namespace", ns, "--wait=false")
+    # gone before the next test: the kubelet counts a terminating pod's device as held, and a pod bound by
+    # nodeName that finds no free device is rejected for good (UnexpectedAdmissionError), not queued
+    cluster.kubectl("delete", "namespace", ns, "--wait=true", "--timeout=120s")
+
+
+def _wait_until_no_pod_holds(cluster: LocalCluster, node: str) -> None:
+    """Until no pod on ``node`` (another test's, still terminating) asks for the resource."""
+
+    def holders() -> list[str]:
+        pods = json.loads(cluster.kubectl("get", "pods", "-A", "--field-selector", f"spec.nodeName={node}",
+                                          "-o", "json").stdout)["items"]  # fmt: skip
+        return [p["metadata"]["name"] for p in pods
+                if any(RESOURCE in ((c.get("resources") or {}).get("limits") or {}) for c in p["spec"]["containers"])]
+
+    wait_for(f"no pod on {node} holding {RESOURCE}", lambda: not holders(), timeout=120)
 
 
 _DISCOVER_THEN_WAIT = (
@@ -86,6 +100,7 @@ def test_spark_status_devices_matches_what_discovery_handed_each_executor(
     helm_on(real_node, "install", RELEASE, str(CHART), "-n", NAMESPACE,
             vals={**values(plugin_image, node, count=3), "podResourcesDir": str(pod_resources)})
     wait_for_plugin(cluster, node, "3")
+    _wait_until_no_pod_holds(cluster, node)
     ns = cluster.create_namespace("view")
     labels = {"spark-app-selector": "spark-disc", "spark-app-name": "disc"}
     cluster.apply(json.dumps({
@@ -105,6 +120,9 @@ def test_spark_status_devices_matches_what_discovery_handed_each_executor(
         }), ns)
 
     def discovered(pod: str) -> list[str]:
+        reason = cluster.kubectl("get", "pod", pod, "-n", ns, "-o", "jsonpath={.status.reason}: {.status.message}",
+                                 check=False).stdout  # fmt: skip
+        assert not reason.startswith("UnexpectedAdmissionError"), f"{pod} rejected by the kubelet: {reason}"
         log = cluster.kubectl("logs", pod, "-n", ns, check=False).stdout
         for line in log.splitlines():
             if line.startswith("{"):

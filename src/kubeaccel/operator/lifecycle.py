@@ -180,9 +180,25 @@ def _following(app: SparkApplication, observed: Observed, now: datetime) -> Plan
         if new_state.terminal:
             patch["terminationTime"] = timestamp(now)
     current = {k: v.value for k, v in (status.executor_state or {}).items()}
+    executors = {**_gone_executors(current, executors, new_state), **executors}
     if executors != current:
-        patch["executorState"] = {**{k: None for k in current if k not in executors}, **executors} or None
+        patch["executorState"] = executors or None
     return Plan(status=patch or None, events=(event,) if event and patch.get("applicationState") else ())
+
+
+def _gone_executors(recorded: dict[str, str], seen: dict[str, str], app_state: AppState) -> dict[str, str]:
+    """What became of executors the status lists but whose pods are gone (Spark deletes them as it ends, or
+    dynamic allocation lets them go): an ended state stays; otherwise COMPLETED when the app completed, FAILED
+    when it failed, UNKNOWN while the driver runs on. Kept, as kubeflow's operator keeps them: scripts count
+    the executors an app had from this map."""
+    ended = (PodState.COMPLETED.value, PodState.FAILED.value)
+    if app_state is AppState.COMPLETED:
+        fate = PodState.COMPLETED.value
+    elif app_state.terminal:
+        fate = PodState.FAILED.value
+    else:
+        fate = PodState.UNKNOWN.value
+    return {name: state if state in ended else fate for name, state in recorded.items() if name not in seen}
 
 
 def _policy(app: SparkApplication) -> RestartPolicy:
