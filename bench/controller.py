@@ -157,6 +157,8 @@ def main() -> None:
     parser.add_argument("--spark-apps", type=int, default=5, help="apps through spark-submit (~5 s each)")
     parser.add_argument("--workers", type=int, default=32)
     parser.add_argument("--idle-seconds", type=float, default=30.0)
+    parser.add_argument("--controller", choices=("kubeaccel", "kopf"), default="kubeaccel",
+                        help="kubeaccel's controller, or the same submit loop on kopf 1.45 (bench/kopf_peer.py)")
     args = parser.parse_args()
 
     kube = Kube.connect(kubeconfig=args.kubeconfig)
@@ -167,9 +169,13 @@ def main() -> None:
     time.sleep(2)  # the CRDs established
     clock = StateClock(kube, namespace)
     code = "import sys; from kubeaccel.cli import main; main(sys.argv[1:])"
+    command = [sys.executable, "-c", code, "--log-level", "warning", "operator", "run", "-n", namespace,
+               "--workers", str(args.workers), "--listen", "127.0.0.1:0", "--kubeconfig", str(args.kubeconfig)]
+    if args.controller == "kopf":
+        command = [sys.executable, str(REPO / "bench" / "kopf_peer.py"), "--namespace", namespace,
+                   "--workers", str(args.workers), "--kubeconfig", str(args.kubeconfig)]
     controller = subprocess.Popen(
-        [sys.executable, "-c", code, "--log-level", "warning", "operator", "run", "-n", namespace,
-         "--workers", str(args.workers), "--listen", "127.0.0.1:0", "--kubeconfig", str(args.kubeconfig)],
+        command,
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
         env={**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)},
     )  # fmt: skip
@@ -228,7 +234,8 @@ def main() -> None:
     jvm_rate = spark_submit_rate(args.kubeconfig, namespace, args.spark_apps, kube.server)
     print(f"spark-submit, one JVM per app: {jvm_rate:.2f} apps/s over {args.spark_apps} apps; "
           f"the controller is {rate / jvm_rate:.0f}x that")  # fmt: skip
-    print(yaml.safe_dump({"apps": args.apps, "apps_per_s": round(rate, 1), "jvm_apps_per_s": round(jvm_rate, 3)}))
+    print(yaml.safe_dump({"controller": args.controller, "apps": args.apps, "apps_per_s": round(rate, 1),
+                          "jvm_apps_per_s": round(jvm_rate, 3)}))
     kubectl(args.kubeconfig, "delete", "namespace", namespace, "--wait=false")
 
 

@@ -86,7 +86,8 @@ def test_demo_operator_keep_runs_on_the_session_cluster(real_node: Any, capsys: 
     assert result.pi is not None and abs(result.pi - 3.14159) < 0.05
     assert sorted(t["partition"] for t in result.tasks) == list(range(6))
     assert all(len(t["resources"]["ve"]) == 1 for t in result.tasks)
-    assert len(result.allocations) == 2  # status.executorState was empty at COMPLETED in the real run
+    assert len(result.allocations) == 2 and len(result.executors) == 2
+    assert {e.state for e in result.executors} <= {"COMPLETED", "FAILED"}  # ended; Spark deleted the pods
     assert result.operator_pod.ready and result.operator_pod.node == real_node.node_name
     assert any("operator chart" in m for m in messages)
     # --keep: both releases stay deployed.

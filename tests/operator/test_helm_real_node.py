@@ -3,14 +3,16 @@
 All real: the chart (CRDs, RBAC, the Deployment with leader election) installed with the real Helm, the
 kubeaccel image and the Spark image imported into the node's containerd, the controller in its pod using its
 ServiceAccount token (on the host network: the local API server listens on 127.0.0.1 only), drivers and
-executors on the real kubelet. The apps, polled as Airflow's sensor polls status.applicationState.state:
-spark-pi and spark-pi-ttl (COMPLETED, then deleted by its TTL) at once, then spark-pi-scheduled (two runs,
-each COMPLETED). Then `helm uninstall`.
+executors on the real kubelet. The apps are kubeflow/spark-operator's examples/ with the image and
+ServiceAccount ours, polled as Airflow's sensor polls status.applicationState.state, two at a time:
+spark-pi (Scala) and spark-pi-ttl (COMPLETED, then deleted by its TTL); spark-pi-python and
+spark-pi-configmap; spark-pi-dynamic-allocation; spark-pi-scheduled (two runs, each COMPLETED). Then
+`helm uninstall`.
 """
 
 from __future__ import annotations
 
-import copy
+import json
 import socket
 import subprocess
 import sys
@@ -24,7 +26,16 @@ import pytest
 import yaml
 from deploy.chart import HELM, yaml_safe_json
 from fixtures.cluster import wait_for
-from fixtures.sparkapps import pi_application
+from fixtures.sparkapps import (
+    SPARK_PI,
+    SPARK_PI_CONFIGMAP,
+    SPARK_PI_DYNAMIC,
+    SPARK_PI_PYTHON,
+    SPARK_PI_SCHEDULED,
+    SPARK_PI_TTL,
+    kubeflow_on_real_node,
+    load,
+)
 
 pytestmark = [pytest.mark.real_node, pytest.mark.spark, pytest.mark.slow]
 CHART = Path(__file__).resolve().parents[2] / "deploy" / "helm" / "kubeaccel-operator"
@@ -106,34 +117,89 @@ def _poll_states(cluster: Any, namespace: str, names: list[str], timeout: float 
     return seen
 
 
-def test_pi_and_pi_ttl_complete(real_node: Any, installed: tuple[str, str], spark_image: str) -> None:
-    cluster = real_node.cluster
+def _run_examples(cluster: Any, installed: tuple[str, str], apps: list[dict[str, Any]]) -> dict[str, list[str]]:
+    """Apply the apps at once and poll their states to the end; fail with the statuses and the controller's log
+    unless every one COMPLETED after being seen RUNNING."""
     release_ns, apps_ns = installed
-    pi = pi_application("spark-pi", spark_image, real_node.node_name, cluster.server)
-    ttl = pi_application("spark-pi-ttl", spark_image, real_node.node_name, cluster.server)
-    ttl["spec"]["timeToLiveSeconds"] = 20
-    cluster.apply(yaml.safe_dump_all([pi, ttl]), apps_ns)
-    seen = _poll_states(cluster, apps_ns, ["spark-pi", "spark-pi-ttl"])
+    names = [app["metadata"]["name"] for app in apps]
+    cluster.apply(yaml.safe_dump_all(apps), apps_ns)
+    seen = _poll_states(cluster, apps_ns, names)
     if any(s[-1] != "COMPLETED" for s in seen.values()):
         status = cluster.kubectl("get", "sparkapplications", "-n", apps_ns, "-o", "yaml").stdout
         pytest.fail(f"states {seen}\n{status[-4000:]}\n{_describe(cluster, release_ns)}")
-    assert "RUNNING" in seen["spark-pi"]
+    assert all("RUNNING" in states for states in seen.values()), seen
+    return seen
+
+
+def _example(text: str, real_node: Any, spark_image: str) -> dict[str, Any]:
+    return kubeflow_on_real_node(load(text), spark_image, real_node.node_name, real_node.cluster.server)
+
+
+def _status(cluster: Any, namespace: str, name: str) -> dict[str, Any]:
+    out = cluster.kubectl("get", "sparkapplication", name, "-n", namespace, "-o", "json").stdout
+    status: dict[str, Any] = json.loads(out)["status"]
+    return status
+
+
+def test_spark_pi_scala_and_spark_pi_ttl_complete(
+    real_node: Any, installed: tuple[str, str], spark_image: str
+) -> None:
+    """kubeflow's spark-pi.yaml (type Scala: SparkPi from the image's spark-examples.jar) and spark-pi-ttl.yaml."""
+    cluster, (_, apps_ns) = real_node.cluster, installed
+    ttl = _example(SPARK_PI_TTL, real_node, spark_image)
+    ttl["spec"]["timeToLiveSeconds"] = 20
+    _run_examples(cluster, installed, [_example(SPARK_PI, real_node, spark_image), ttl])
     assert "Pi is roughly 3.1" in cluster.kubectl("logs", "spark-pi-driver", "-n", apps_ns).stdout
+    args = cluster.kubectl("get", "pod", "spark-pi-driver", "-n", apps_ns, "-o",
+                           "jsonpath={.spec.containers[0].args}").stdout  # fmt: skip
+    assert "org.apache.spark.examples.SparkPi" in args and "local:///opt/spark/examples/jars/" in args
+    executors = _status(cluster, apps_ns, "spark-pi").get("executorState") or {}
+    assert len(executors) == 1 and set(executors.values()) <= {"COMPLETED", "FAILED"}, executors
     wait_for("the TTL", lambda: cluster.kubectl("get", "sparkapplication", "spark-pi-ttl", "-n", apps_ns,
                                                 check=False).returncode != 0, timeout=60)  # fmt: skip
+
+
+def test_spark_pi_python_and_spark_pi_configmap_complete(
+    real_node: Any, installed: tuple[str, str], spark_image: str
+) -> None:
+    """kubeflow's spark-pi-python.yaml (pi.py from the image) and spark-pi-configmap.yaml (spec.volumes: a
+    ConfigMap mounted into the driver and the executors through pod templates, no webhook)."""
+    cluster, (_, apps_ns) = real_node.cluster, installed
+    cluster.apply(yaml.safe_dump({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "dummy-cm"},
+                                  "data": {"key": "value"}}), apps_ns)  # fmt: skip
+    apps = [_example(SPARK_PI_PYTHON, real_node, spark_image), _example(SPARK_PI_CONFIGMAP, real_node, spark_image)]
+    _run_examples(cluster, installed, apps)
+    assert "Pi is roughly 3.1" in cluster.kubectl("logs", "spark-pi-python-driver", "-n", apps_ns).stdout
+    driver = json.loads(cluster.kubectl("get", "pod", "spark-pi-configmap-driver", "-n", apps_ns, "-o", "json").stdout)
+    volumes = {v["name"]: v for v in driver["spec"]["volumes"]}
+    assert volumes["config-vol"]["configMap"]["name"] == "dummy-cm"
+    mounts = {m["name"]: m["mountPath"] for m in driver["spec"]["containers"][0]["volumeMounts"]}
+    assert mounts["config-vol"] == "/opt/spark/mycm"
+
+
+def test_spark_pi_dynamic_allocation_completes(real_node: Any, installed: tuple[str, str], spark_image: str) -> None:
+    """kubeflow's spark-pi-dynamic-allocation.yaml: initialExecutors 2 (shuffle tracking on, as on Kubernetes
+    dynamic allocation needs), so the status lists at least two executors."""
+    cluster, (_, apps_ns) = real_node.cluster, installed
+    _run_examples(cluster, installed, [_example(SPARK_PI_DYNAMIC, real_node, spark_image)])
+    name = "spark-pi-dynamic-allocation"
+    assert "Pi is roughly 3.1" in cluster.kubectl("logs", f"{name}-driver", "-n", apps_ns).stdout
+    executors = _status(cluster, apps_ns, name).get("executorState") or {}
+    assert len(executors) >= 2, executors
+    driver = json.loads(cluster.kubectl("get", "pod", f"{name}-driver", "-n", apps_ns, "-o", "json").stdout)
+    (conf_map,) = [v["configMap"]["name"] for v in driver["spec"]["volumes"] if v["name"] == "spark-conf-volume-driver"]
+    conf = json.loads(cluster.kubectl("get", "configmap", conf_map, "-n", apps_ns, "-o", "json").stdout)["data"]
+    properties = "".join(conf.values())
+    for line in ("spark.dynamicAllocation.enabled=true", "spark.dynamicAllocation.shuffleTracking.enabled=true",
+                 "spark.dynamicAllocation.initialExecutors=2", "spark.dynamicAllocation.maxExecutors=5"):  # fmt: skip
+        assert line in properties, properties
 
 
 def test_scheduled_runs_twice(real_node: Any, installed: tuple[str, str], spark_image: str) -> None:
     cluster = real_node.cluster
     release_ns, apps_ns = installed
-    template = pi_application("template", spark_image, real_node.node_name, cluster.server)["spec"]
-    scheduled = {
-        "apiVersion": "sparkoperator.k8s.io/v1beta2",
-        "kind": "ScheduledSparkApplication",
-        "metadata": {"name": "spark-pi-scheduled"},
-        "spec": {"schedule": "@every 45s", "concurrencyPolicy": "Allow", "successfulRunHistoryLimit": 2,
-                 "template": copy.deepcopy(template)},
-    }  # fmt: skip
+    scheduled = _example(SPARK_PI_SCHEDULED, real_node, spark_image)  # kubeflow's spark-pi-scheduled.yaml
+    scheduled["spec"].update(schedule="@every 45s", successfulRunHistoryLimit=2)  # two runs in a test's time
     cluster.apply(yaml.safe_dump(scheduled), apps_ns)
 
     def runs() -> list[str]:

@@ -3,8 +3,8 @@
 
 The image carries that jar as Apache's does: our own SparkPi (``deploy/spark/examples/java/``), compiled by
 ``deploy/spark/build_image.py`` against the image's Spark jars. First the jar as the build makes it, run by the
-host's ``spark-submit`` in local mode (the class, its output, its refusal of a bad argument); then kubeflow's YAML
-through the in-process controller on the real node, to COMPLETED, with "Pi is roughly" in the driver's log.
+host's ``spark-submit`` in local mode (the class, its output, its refusal of a bad argument). kubeflow's YAML that
+runs it on the real node, through the Helm-installed controller, is in ``test_helm_real_node.py``.
 """
 
 from __future__ import annotations
@@ -13,20 +13,10 @@ import hashlib
 import importlib.util
 import os
 import subprocess
-import sys
-import time
-import uuid
 from pathlib import Path
 from types import ModuleType
-from typing import Any
 
 import pytest
-import yaml
-from fixtures.sparkapps import SPARK_PI
-
-from kubeaccel.kube.client import Kube
-from kubeaccel.operator import crds
-from kubeaccel.operator.controller import Controller
 
 REPO = Path(__file__).resolve().parents[2]
 JAVA_HOME = "/usr/lib/jvm/java-17-openjdk-amd64"
@@ -73,64 +63,3 @@ def test_examples_jar_is_reproducible_and_runs_sparkpi(examples_jar: Path, tmp_p
     bad = _local_submit(examples_jar, "many")
     assert bad.returncode == 2
     assert "the first argument is the number of slices, a positive integer; got 'many'" in bad.stderr
-
-
-def _spark_pi(image: str, node: str, server: str) -> dict[str, Any]:
-    """kubeflow's spark-pi.yaml, with the image and ServiceAccount ours, fewer slices, a small CPU request (the
-    node is shared), and the local control plane's quirks as spec fields (see test_real_node.py)."""
-    app: dict[str, Any] = yaml.safe_load(SPARK_PI)
-    spec = app["spec"]
-    spec.update(image=image, imagePullPolicy="Never", arguments=["20"], nodeSelector={"kubernetes.io/hostname": node})
-    spec["restartPolicy"] = {"type": "Never"}
-    spec["executor"]["coreRequest"] = "100m"
-    spec["driver"].update(
-        coreRequest="100m",
-        serviceAccount="spark",
-        hostNetwork=True,
-        kubernetesMaster=server,
-        envVars={"KUBEACCEL_DRIVER_HOST": "pod-ip"},
-        template={"spec": {"dnsPolicy": "ClusterFirstWithHostNet"}},
-    )
-    return app
-
-
-@pytest.mark.real_node
-@pytest.mark.spark
-@pytest.mark.slow
-def test_kubeflow_spark_pi_scala_completes_on_the_real_node(real_node: Any, spark_image: str) -> None:
-    cluster = real_node.cluster
-    namespace = f"op-jvm-{uuid.uuid4().hex[:6]}"
-    code = "import sys; from kubeaccel.cli import main; main(sys.argv[1:])"
-    subprocess.run(
-        [sys.executable, "-c", code, "tenant", "create", namespace, "--pod-security", "privileged",
-         "--kubeconfig", str(real_node.kubeconfig)],
-        check=True, capture_output=True, timeout=60,
-    )  # fmt: skip
-    cluster.apply(crds.crds_yaml())
-    time.sleep(2)
-    controller = Controller(Kube.connect(kubeconfig=real_node.kubeconfig), [namespace], workers=2)
-    controller.start()
-    try:
-        cluster.apply(yaml.safe_dump(_spark_pi(spark_image, real_node.node_name, cluster.server)), namespace)
-        state, deadline, seen = "", time.monotonic() + 480, []
-        while time.monotonic() < deadline:  # the field Airflow's SparkKubernetesSensor polls
-            out = cluster.kubectl("get", "sparkapplication", "spark-pi", "-n", namespace, "-o",
-                                  "jsonpath={.status.applicationState.state}", check=False).stdout  # fmt: skip
-            if out != state:
-                state = out
-                seen.append(state)
-            if state in ("COMPLETED", "FAILED", "SUBMISSION_FAILED"):
-                break
-            time.sleep(2)
-        logs = cluster.kubectl("logs", "spark-pi-driver", "-n", namespace, check=False).stdout
-        if state != "COMPLETED":
-            status = cluster.kubectl("get", "sparkapplication", "spark-pi", "-n", namespace, "-o", "json").stdout
-            pytest.fail(f"states {seen}; status {status[-3000:]}\n{logs[-6000:]}")
-        assert "RUNNING" in seen
-        assert "Pi is roughly 3.1" in logs
-        args = cluster.kubectl("get", "pod", "spark-pi-driver", "-n", namespace, "-o",
-                               "jsonpath={.spec.containers[0].args}", check=False).stdout  # fmt: skip
-        assert "org.apache.spark.examples.SparkPi" in args
-    finally:
-        controller.stop()
-        cluster.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
