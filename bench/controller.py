@@ -37,6 +37,7 @@ from typing import Any
 
 import yaml
 
+from kubeaccel.errors import ApiUnavailableError
 from kubeaccel.kube.client import Kube
 from kubeaccel.kube.rest import PODS
 from kubeaccel.operator import crds, kinds
@@ -83,16 +84,22 @@ class StateClock:
 
     def __init__(self, kube: Kube, namespace: str) -> None:
         self.seen: dict[tuple[str, str], float] = {}
+        self.rewatched = 0
         self._lock = threading.Lock()
         threading.Thread(target=self._run, args=(kube, namespace), daemon=True).start()
 
     def _run(self, kube: Kube, namespace: str) -> None:
-        for _, obj in kube.watch(kinds.apps(), namespace):
-            raw = obj.to_dict()
-            state = ((raw.get("status") or {}).get("applicationState") or {}).get("state") or ""
-            key = (raw["metadata"]["name"], state)
-            with self._lock:
-                self.seen.setdefault(key, time.monotonic())
+        while True:  # the API server under the wave answers 429 at times: watch again (first times are kept)
+            try:
+                for _, obj in kube.watch(kinds.apps(), namespace):
+                    raw = obj.to_dict()
+                    state = ((raw.get("status") or {}).get("applicationState") or {}).get("state") or ""
+                    key = (raw["metadata"]["name"], state)
+                    with self._lock:
+                        self.seen.setdefault(key, time.monotonic())
+            except ApiUnavailableError:
+                self.rewatched += 1
+                time.sleep(0.2)
 
     def reached(self, *states: str) -> int:
         """How many apps have been seen in any of `states`."""

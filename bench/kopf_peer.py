@@ -20,7 +20,6 @@ if sys.path and sys.path[0] and __file__.startswith(sys.path[0]):
 
 import argparse
 import asyncio
-import os
 import threading
 import uuid
 from datetime import UTC, datetime
@@ -36,6 +35,7 @@ from kubeaccel.operator.mapping import driver_pod_name, resolve_mapped, to_submi
 from kubeaccel.spark.submit import submit
 
 KUBE: Kube | None = None
+KUBECONFIG = ""
 WORKERS = 32
 _states: dict[tuple[str, str], str] = {}
 _lock = threading.Lock()
@@ -51,6 +51,24 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.execution.max_workers = WORKERS
     settings.posting.enabled = False  # one Event per submit, posted below as the controller posts it
     settings.watching.server_timeout = 60
+
+
+@kopf.on.login()
+def login(**_: Any) -> kopf.ConnectionInfo:
+    """The bench's kubeconfig, read by the official client (a dev dependency), as kopf's own login would."""
+    import kubernetes
+
+    config = kubernetes.client.Configuration()
+    kubernetes.config.load_kube_config(config_file=KUBECONFIG, client_configuration=config)
+    token = (config.api_key or {}).get("authorization", "").removeprefix("Bearer ").strip() or None
+    return kopf.ConnectionInfo(
+        server=config.host,
+        ca_path=config.ssl_ca_cert,
+        insecure=not config.verify_ssl,
+        certificate_path=config.cert_file,
+        private_key_path=config.key_file,
+        token=token,
+    )
 
 
 @kopf.on.create("sparkoperator.k8s.io", "v1beta2", "sparkapplications")
@@ -112,14 +130,13 @@ def on_driver(body: kopf.Body, **_: Any) -> None:
 
 
 def main() -> None:
-    global KUBE, WORKERS
+    global KUBE, KUBECONFIG, WORKERS
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--kubeconfig", required=True)
     parser.add_argument("--namespace", required=True)
     parser.add_argument("--workers", type=int, default=32)
     args = parser.parse_args()
-    os.environ["KUBECONFIG"] = args.kubeconfig  # kopf's own login (pykube-less: it reads the kubeconfig)
-    KUBE, WORKERS = Kube.connect(kubeconfig=args.kubeconfig), args.workers
+    KUBE, KUBECONFIG, WORKERS = Kube.connect(kubeconfig=args.kubeconfig), args.kubeconfig, args.workers
     asyncio.run(kopf.operator(namespaces=[args.namespace], standalone=True, clusterwide=False))
 
 

@@ -467,3 +467,21 @@ def test_a_log_line_longer_than_the_bound_comes_in_pieces() -> None:
     # a character cut by a piece's end comes out whole, at the start of the next piece's text
     pieces = list(client._decoded(client._lines(["ééééé\n".encode()], 3)))
     assert "".join(pieces) == "ééééé\n" and "\ufffd" not in "".join(pieces)
+
+
+@pytest.mark.parametrize(
+    ("code", "error"),
+    [(429, errors.ApiUnavailableError), (503, errors.ApiUnavailableError), (403, errors.ForbiddenError),
+     (404, errors.ApiNotFoundError)],
+)  # fmt: skip
+def test_a_typed_watch_refused_before_its_stream_is_typed_by_its_code(
+    serve: Callable[[Answer], Kube], code: int, error: type[errors.KubeaccelError]
+) -> None:
+    """lightkube raises the bare HTTP error when a watch is refused (an API server under load answers 429):
+    the door names the request and the code, as for any refused request, instead of "cannot reach"."""
+    from kubeaccel.operator import kinds
+
+    kube = serve(_reply(code, b""))
+    with pytest.raises(error) as raised:
+        next(iter(kube.watch(kinds.apps(), "team-a")))
+    assert "sparkapplications" in str(raised.value) and "cannot reach" not in str(raised.value)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -17,11 +18,13 @@ import pytest
 import yaml
 from deploy.chart import HELM, REPO, yaml_safe_json
 from fixtures.cluster import LocalCluster, wait_for
+from fixtures.kubeflow import webhook
 from fixtures.sparkapps import SPARK_PI, load, on_kwok, state_of
 
 from kubeaccel.kube.client import Kube
 from kubeaccel.operator import crds
 from kubeaccel.operator.controller import Controller
+from kubeaccel.operator.others import OtherControllerError, check_no_other_controller
 
 CHART = REPO / "deploy" / "helm" / "kubeaccel-operator"
 K8S_VERSION = "1.37"
@@ -31,6 +34,7 @@ FULL: dict[str, Any] = {
     "replicas": 3,
     "leaderElection": {"enabled": True, "leaseName": "op-lock"},
     "namespaces": ["team-a", "team-b"],
+    "otherControllerCheck": False,
     "workers": 8,
     "logLevel": "debug",
     "metrics": {"port": 9090, "service": True},
@@ -68,8 +72,14 @@ def test_lints_and_renders_valid_least_privileged_kubernetes(values: dict[str, A
         for rule in doc.get("rules", []):
             assert "*" not in rule["verbs"] and "*" not in rule["resources"], rule
             assert "secrets" not in rule["resources"], rule
-    kinds = {d["kind"] for d in docs}
-    assert ("ClusterRole" in kinds) is (not values.get("namespaces"))
+    cluster_roles = {d["metadata"]["name"]: d for d in docs if d["kind"] == "ClusterRole"}
+    assert ("ops-kubeaccel-operator" in cluster_roles) is (not values.get("namespaces"))
+    other = cluster_roles.get("ops-kubeaccel-operator-other-controllers")
+    assert (other is not None) is values.get("otherControllerCheck", True)
+    if other is not None:  # read-only, and only what shows kubeflow's controller
+        assert {verb for rule in other["rules"] for verb in rule["verbs"]} == {"list"}
+        assert {r for rule in other["rules"] for r in rule["resources"]} == {
+            "mutatingwebhookconfigurations", "validatingwebhookconfigurations", "deployments", "leases"}  # fmt: skip
     deployment = next(d for d in docs if d["kind"] == "Deployment")
     args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
     assert "--leader-elect" in args
@@ -91,6 +101,7 @@ def test_crds_are_the_generated_ones() -> None:
         ({"replicaz": 2}, "replicaz"),
         ({"apiServer": "http://x"}, "/apiServer"),
         ({"logLevel": "loud"}, "/logLevel"),
+        ({"otherControllerCheck": "yes"}, "/otherControllerCheck"),
     ],
 )
 def test_bad_values_are_refused_naming_the_key(values: dict[str, Any], key: str) -> None:
@@ -160,8 +171,21 @@ def _installed(
     finally:
         controller.stop()
 
+    # otherControllerCheck (on by default): the account may list what shows kubeflow's controller, and the
+    # check run as it finds a stand-in of kubeflow's webhook
+    assert can("list", "deployments", "-A") == "yes" and can("get", "deployments", "-n", apps_ns) == "no"
+    hook = webhook(f"spark-operator-webhook-{apps_ns}", ["sparkoperator.k8s.io"])
+    hook |= {"apiVersion": "admissionregistration.k8s.io/v1", "kind": "MutatingWebhookConfiguration"}
+    cluster.apply(json.dumps(hook))
+    try:
+        with pytest.raises(OtherControllerError, match=hook["metadata"]["name"]):
+            check_no_other_controller(kube, datetime.now(UTC))
+    finally:
+        cluster.kubectl("delete", "mutatingwebhookconfiguration", hook["metadata"]["name"], check=False)
+
     helm("upgrade", "ops", str(CHART), *kube_args, "--values", "-",
-         stdin=yaml_safe_json({**values, "namespaces": [apps_ns]}))  # fmt: skip
+         stdin=yaml_safe_json({**values, "namespaces": [apps_ns], "otherControllerCheck": False}))  # fmt: skip
+    assert can("list", "deployments", "-A") == "no"
     roles = json.loads(cluster.kubectl("get", "roles", "-n", apps_ns, "-o", "json").stdout)["items"]
     assert [r["metadata"]["name"] for r in roles] == ["ops-kubeaccel-operator"]
     assert cluster.kubectl("get", "clusterrole", "ops-kubeaccel-operator", check=False).returncode != 0

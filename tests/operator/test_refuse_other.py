@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 from fixtures.cluster import LocalCluster
+from fixtures.kubeflow import webhook
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -25,22 +26,6 @@ from kubeaccel.operator.leader import micro_time
 from kubeaccel.operator.others import OtherControllerError, check_no_other_controller, judge, lease_evidence
 
 NOW = datetime(2026, 12, 5, 8, 0, tzinfo=UTC)
-
-
-def webhook(name: str, groups: list[str], resources: list[str] | None = None) -> dict[str, Any]:
-    rule = {"apiGroups": groups, "apiVersions": ["v1beta2"], "resources": resources or ["sparkapplications"],
-            "operations": ["CREATE", "UPDATE"]}  # fmt: skip
-    return {
-        "metadata": {"name": name},
-        "webhooks": [{
-            "name": "mutate-sparkoperator-k8s-io-v1beta2-sparkapplication.sparkoperator.k8s.io",
-            "admissionReviewVersions": ["v1"], "sideEffects": "None", "failurePolicy": "Ignore",
-            "clientConfig": {"service": {"name": "spark-operator-webhook-svc", "namespace": "default", "port": 9443}},
-            # matches no namespace: harmless to every other test of the session
-            "namespaceSelector": {"matchLabels": {"kubeaccel-test": "matches-nothing"}},
-            "rules": [rule],
-        }],
-    }  # fmt: skip
 
 
 def lease(name: str, renewed: datetime, holder: str | None = "spark-operator-controller-7d9f_abc") -> dict[str, Any]:

@@ -322,6 +322,7 @@ class Kube:
         manifest: Mapping[str, Any] | None,
     ) -> Iterator[None]:
         """The one place a typed (lightkube) request's failures become kubeaccel's typed errors."""
+        import httpx2
         from lightkube import ApiError
         from lightkube import ConfigError as LightkubeConfigError
 
@@ -331,6 +332,9 @@ class Kube:
             raise self._translated(exc, verb, what, namespace, res, name, manifest) from exc
         except LightkubeConfigError as exc:  # credentials read per request (a tokenFile gone meanwhile)
             raise _credentials_error(exc) from exc
+        except httpx2.HTTPStatusError as exc:  # a watch refused before its stream (429 under load): by its code
+            failure = Failure.of_status({}, exc.response.status_code, verb, what, namespace)
+            raise translate(failure) from exc
         except _transport_errors() as exc:
             raise unreachable(self.server, exc) from exc
 
