@@ -6,8 +6,8 @@ ServiceAccount token (on the host network: the local API server listens on 127.0
 executors on the real kubelet. The apps are kubeflow/spark-operator's examples/ with the image and
 ServiceAccount ours, polled as Airflow's sensor polls status.applicationState.state, two at a time:
 spark-pi (Scala) and spark-pi-ttl (COMPLETED, then deleted by its TTL); spark-pi-python and
-spark-pi-configmap; spark-pi-dynamic-allocation; spark-pi-scheduled (two runs, each COMPLETED). Then
-`helm uninstall`.
+spark-pi-configmap; spark-pi-dynamic-allocation; spark-pi-scheduled (two runs, each COMPLETED). And
+spark-pi with an image the node does not have: SUBMISSION_FAILED. Then `helm uninstall`.
 """
 
 from __future__ import annotations
@@ -193,6 +193,28 @@ def test_spark_pi_dynamic_allocation_completes(real_node: Any, installed: tuple[
     for line in ("spark.dynamicAllocation.enabled=true", "spark.dynamicAllocation.shuffleTracking.enabled=true",
                  "spark.dynamicAllocation.initialExecutors=2", "spark.dynamicAllocation.maxExecutors=5"):  # fmt: skip
         assert line in properties, properties
+
+
+def test_a_missing_image_ends_submission_failed_with_an_event(
+    real_node: Any, installed: tuple[str, str], spark_image: str
+) -> None:
+    """The real kubelet will never have the driver's image (pullPolicy Never, not on the node): the app is
+    SUBMISSION_FAILED naming the image, with an Event, and the driver that could never start is removed."""
+    cluster, (_, apps_ns) = real_node.cluster, installed
+    app = _example(SPARK_PI, real_node, spark_image)
+    app["metadata"]["name"] = "spark-pi-no-image"
+    app["spec"]["image"] = "kubeaccel.invalid/no-such-spark:0"
+    cluster.apply(yaml.safe_dump(app), apps_ns)
+    seen = _poll_states(cluster, apps_ns, ["spark-pi-no-image"], timeout=120)
+    assert seen["spark-pi-no-image"][-1] == "SUBMISSION_FAILED", seen
+    message = _status(cluster, apps_ns, "spark-pi-no-image")["applicationState"]["errorMessage"]
+    assert "kubeaccel.invalid/no-such-spark:0" in message and "ErrImageNeverPull" in message, message
+    selector = "involvedObject.name=spark-pi-no-image"
+    events = cluster.kubectl("get", "events", "-n", apps_ns, "--field-selector", selector, "-o",
+                             "jsonpath={.items[*].reason}").stdout  # fmt: skip
+    assert "SparkApplicationSubmissionFailed" in events
+    wait_for("the driver removed", lambda: cluster.kubectl("get", "pod", "spark-pi-no-image-driver", "-n", apps_ns,
+                                                           check=False).returncode != 0, timeout=60)  # fmt: skip
 
 
 def test_scheduled_runs_twice(real_node: Any, installed: tuple[str, str], spark_image: str) -> None:

@@ -248,3 +248,54 @@ def test_invalid_fields_name_the_yaml_path() -> None:
         SparkApplication.model_validate(document)
     text = invalid_fields(info.value)
     assert "spec.driver.coresPerTask: Extra inputs are not permitted" in text and "spec.executor.cores" in text
+
+
+def _waiting(reason: str, created: datetime, message: str = "") -> dict[str, Any]:
+    driver = pod("Pending", containerStatuses=[{"image": "spark:nope", "state": {"waiting": {"reason": reason,
+                                                                                           "message": message}}}])
+    driver["metadata"]["creationTimestamp"] = created.strftime("%Y-%m-%dT%H:%M:%SZ")
+    return driver
+
+
+@pytest.mark.parametrize("reason", ["ErrImageNeverPull", "InvalidImageName"])
+def test_an_image_the_kubelet_will_never_pull_fails_the_submission_at_once(reason: str) -> None:
+    driver = _waiting(reason, NOW, 'Container image "spark:nope" is not present with pull policy of Never')
+    plan = decide(app("SUBMITTED", **RUNNING), Observed(driver), NOW, new_id)
+    assert plan.status is not None and plan.status["applicationState"]["state"] == "SUBMISSION_FAILED"
+    message = plan.status["applicationState"]["errorMessage"]
+    assert "spark:nope" in message and reason in message and "not present" in message
+    assert plan.delete_driver and plan.events[0].reason == "SparkApplicationSubmissionFailed"
+
+
+@pytest.mark.parametrize("reason", ["ErrImagePull", "ImagePullBackOff"])
+def test_a_failing_pull_is_given_a_grace_then_fails_the_submission(reason: str) -> None:
+    young = decide(app("SUBMITTED", **RUNNING), Observed(_waiting(reason, NOW - timedelta(seconds=30))), NOW, new_id)
+    assert young.status is None and not young.delete_driver
+    assert young.requeue_after is not None and 90 <= young.requeue_after <= 92  # looked at again when due
+    old = decide(app("SUBMITTED", **RUNNING), Observed(_waiting(reason, NOW - timedelta(seconds=121))), NOW, new_id)
+    assert old.status is not None and old.status["applicationState"]["state"] == "SUBMISSION_FAILED"
+
+
+def test_a_running_driver_is_never_failed_for_its_image() -> None:
+    """Only a driver that never started: RUNNING apps follow the driver's own end."""
+    driver = _waiting("ErrImageNeverPull", NOW)
+    plan = decide(app("RUNNING", **RUNNING), Observed(driver), NOW, new_id)
+    assert plan.status is None or plan.status.get("applicationState", {}).get("state") != "SUBMISSION_FAILED"
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    reason=st.sampled_from(["ErrImageNeverPull", "InvalidImageName", "ErrImagePull", "ImagePullBackOff",
+                            "ContainerCreating", "CrashLoopBackOff", ""]),
+    age=st.integers(0, 600),
+    message=st.text(max_size=5000),
+)  # fmt: skip
+def test_image_failure_messages_are_bounded_and_only_for_pull_reasons(reason: str, age: int, message: str) -> None:
+    driver = _waiting(reason, NOW - timedelta(seconds=age), message)
+    plan = decide(app("SUBMITTED", **RUNNING), Observed(driver), NOW, new_id)
+    failed = plan.status is not None and plan.status["applicationState"]["state"] == "SUBMISSION_FAILED"
+    settled = reason in ("ErrImageNeverPull", "InvalidImageName") or (
+        reason in ("ErrImagePull", "ImagePullBackOff") and age >= 120)
+    assert failed is settled
+    if failed:
+        assert plan.status is not None and len(plan.status["applicationState"]["errorMessage"]) <= 1024

@@ -140,6 +140,31 @@ def pod_state(pod: Mapping[str, Any]) -> PodState:
     }.get(str(phase), PodState.UNKNOWN)
 
 
+# the kubelet's waiting reasons for an image it will never get, and for one it failed to get so far
+IMAGE_NEVER = ("ErrImageNeverPull", "InvalidImageName")
+IMAGE_RETRYING = ("ErrImagePull", "ImagePullBackOff")
+IMAGE_PULL_GRACE_S = 120  # a registry hiccup passes; an image that does not exist still fails within minutes
+
+
+def image_failure(pod: Mapping[str, Any], now: datetime) -> str | None:
+    """Why the driver's image cannot be had, once that is settled: at once for an image the kubelet will never
+    pull (a bad name, pullPolicy Never and not on the node), after IMAGE_PULL_GRACE_S of failed pulls otherwise.
+    The submission made a driver that can never start: the app is SUBMISSION_FAILED, as kubeflow's users
+    expect of a missing image, instead of SUBMITTED for ever."""
+    created = parse_time((pod.get("metadata") or {}).get("creationTimestamp"))
+    for container in (pod.get("status") or {}).get("containerStatuses") or []:
+        waiting = (container.get("state") or {}).get("waiting") or {}
+        reason = str(waiting.get("reason") or "")
+        settled = reason in IMAGE_NEVER or (
+            reason in IMAGE_RETRYING and created is not None and (now - created).total_seconds() >= IMAGE_PULL_GRACE_S
+        )
+        if settled:
+            detail = str(waiting.get("message") or "")[:MAX_MESSAGE // 2]
+            image = container.get("image") or "?"
+            return f"the driver's image {image} cannot be pulled: {reason}{': ' + detail if detail else ''}"
+    return None
+
+
 def driver_failure(pod: Mapping[str, Any]) -> str:
     """Why the driver failed, from its container's terminated state (else the pod's reason)."""
     pod_status = pod.get("status") or {}
@@ -162,6 +187,11 @@ def _following(app: SparkApplication, observed: Observed, now: datetime) -> Plan
         gone = f"driver pod {status.driver_info.pod_name or ''} of submission {status.submission_id} is gone"
         failed = {**state_patch(AppState.FAILED, gone), "terminationTime": timestamp(now)}
         return Plan(status=failed, events=(Event("Warning", "SparkDriverDeleted", gone),))
+    unpullable = image_failure(driver, now)
+    if unpullable is not None and status.application_state.state is AppState.SUBMITTED:
+        failed = {**state_patch(AppState.SUBMISSION_FAILED, unpullable), "terminationTime": timestamp(now)}
+        refused = Event("Warning", "SparkApplicationSubmissionFailed", unpullable)
+        return Plan(status=failed, delete_driver=True, events=(refused,))
     driver_state = pod_state(driver)
     transitions: dict[PodState, tuple[AppState, str | None, Event | None]] = {
         PodState.PENDING: (AppState.SUBMITTED, None, None),
@@ -183,7 +213,22 @@ def _following(app: SparkApplication, observed: Observed, now: datetime) -> Plan
     executors = {**_gone_executors(current, executors, new_state), **executors}
     if executors != current:
         patch["executorState"] = executors or None
-    return Plan(status=patch or None, events=(event,) if event and patch.get("applicationState") else ())
+    retry = _image_pull_due(driver, now) if new_state is AppState.SUBMITTED else None
+    return Plan(
+        status=patch or None,
+        events=(event,) if event and patch.get("applicationState") else (),
+        requeue_after=retry,
+    )
+
+
+def _image_pull_due(pod: Mapping[str, Any], now: datetime) -> float | None:
+    """Seconds until a failing pull counts as settled (`image_failure`), so the app is looked at again then."""
+    created = parse_time((pod.get("metadata") or {}).get("creationTimestamp"))
+    for container in (pod.get("status") or {}).get("containerStatuses") or []:
+        reason = ((container.get("state") or {}).get("waiting") or {}).get("reason")
+        if reason in IMAGE_RETRYING and created is not None:
+            return max(0.0, IMAGE_PULL_GRACE_S - (now - created).total_seconds()) + 1
+    return None
 
 
 def _gone_executors(recorded: dict[str, str], seen: dict[str, str], app_state: AppState) -> dict[str, str]:
