@@ -69,15 +69,23 @@ def test_the_table_names_the_container_holding_each_device(
 
 
 def _wait_until_no_pod_holds(cluster: LocalCluster, node: str) -> None:
-    """Until no pod on ``node`` (another test's, still terminating) asks for the resource."""
+    """Until no live pod on ``node`` (another test's, still terminating) holds the resource. A pod that ended
+    (Succeeded, or Failed as a pod the kubelet rejected) holds nothing: the kubelet frees its devices."""
 
     def holders() -> list[str]:
         pods = json.loads(cluster.kubectl("get", "pods", "-A", "--field-selector", f"spec.nodeName={node}",
                                           "-o", "json").stdout)["items"]  # fmt: skip
-        return [p["metadata"]["name"] for p in pods
-                if any(RESOURCE in ((c.get("resources") or {}).get("limits") or {}) for c in p["spec"]["containers"])]
+        return [
+            f"{p['metadata']['namespace']}/{p['metadata']['name']} ({p['status'].get('phase')})"
+            for p in pods
+            if p["status"].get("phase") not in ("Succeeded", "Failed")
+            and any(RESOURCE in ((c.get("resources") or {}).get("limits") or {}) for c in p["spec"]["containers"])
+        ]
 
-    wait_for(f"no pod on {node} holding {RESOURCE}", lambda: not holders(), timeout=120)
+    try:
+        wait_for(f"no pod on {node} holding {RESOURCE}", lambda: not holders(), timeout=120)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}: {', '.join(holders())}") from None
 
 
 _DISCOVER_THEN_WAIT = (
