@@ -96,15 +96,18 @@ class LeaderElector:
         self.on_started, self.on_lost = on_started, on_lost
         self.retry_s, self.renew_deadline_s, self.duration = retry_s, renew_deadline_s, duration
         self.leading = threading.Event()
+        self._released = threading.Event()  # a clean stop: the loop ends without on_lost, and takes nothing
 
     def run(self, stop: threading.Event) -> None:
         last_renewed = 0.0
-        while not stop.is_set():
+        while not stop.is_set() and not self._released.is_set():
             try:
                 leads = self._try()
             except KubeaccelError as exc:
                 log.warning("lease %s/%s: %s", self.namespace, self.name, exc.message)
                 leads = None
+            if self._released.is_set():
+                return  # released meanwhile: a renewal refused now is our own release, not a loss
             now = time.monotonic()
             if leads:
                 last_renewed = now
@@ -147,6 +150,7 @@ class LeaderElector:
 
     def release(self) -> None:
         """On a clean stop: leave the Lease free at once, so a standby takes over without waiting."""
+        self._released.set()
         if not self.leading.is_set():
             return
         try:
